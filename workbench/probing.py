@@ -1,0 +1,248 @@
+"""Ask the model what comes next: top tokens and target-object probabilities.
+
+Target probabilities follow CounterFact's convention: a target's score is the
+mean over its tokens of log p(token | prompt, earlier target tokens), and
+``prob`` is ``exp`` of that mean (the geometric mean of the per-token
+probabilities). A target without a leading space gets one when the prompt does
+not end in whitespace, so "Paris" after "...city of" is scored as " Paris".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from workbench.errors import WorkbenchError
+from workbench.model import Model
+from workbench.results import Result
+
+
+@dataclass
+class TokenProb(Result):
+    token: str
+    prob: float
+
+
+@dataclass
+class TargetProb(Result):
+    """A target continuation's score. ``token_probs`` holds p of each of its tokens."""
+
+    target: str
+    prob: float
+    logprob: float
+    token_probs: list[float] = field(default_factory=list)
+
+
+@dataclass
+class PromptProbe(Result):
+    prompt: str
+    top: list[TokenProb]
+    targets: list[TargetProb]
+
+    def target(self, text: str) -> TargetProb:
+        """The score of one target by its text (as given)."""
+        for t in self.targets:
+            if t.target == text:
+                return t
+        raise KeyError(text)
+
+
+@dataclass
+class ProbeResult(Result):
+    """What :func:`probe` returns: one :class:`PromptProbe` per prompt."""
+
+    model: str
+    prompts: list[PromptProbe]
+
+    def __getitem__(self, i: int) -> PromptProbe:
+        return self.prompts[i]
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+    def to_dict(self) -> dict:
+        # token_probs are a detail for notebooks; the JSON contract is prompt/top/targets.
+        return {
+            "model": self.model,
+            "prompts": [
+                {
+                    "prompt": p.prompt,
+                    "top": [{"token": t.token, "prob": t.prob} for t in p.top],
+                    "targets": [
+                        {"target": t.target, "prob": t.prob, "logprob": t.logprob} for t in p.targets
+                    ],
+                }
+                for p in self.prompts
+            ],
+        }
+
+    def to_pandas(self):
+        import pandas as pd
+
+        rows = []
+        for p in self.prompts:
+            top = p.top[0] if p.top else None
+            base = {"prompt": p.prompt, "top1": top.token if top else None, "top1_prob": top.prob if top else None}
+            if not p.targets:
+                rows.append(base)
+            for t in p.targets:
+                rows.append({**base, "target": t.target, "prob": t.prob, "logprob": t.logprob})
+        return pd.DataFrame(rows)
+
+
+def target_ids(model: Model, prompt: str, target: str) -> list[int]:
+    """Token ids of ``target`` as a continuation of ``prompt`` (leading space handled)."""
+    if not isinstance(target, str) or not target.strip():
+        raise WorkbenchError(f"empty target for prompt {prompt!r}")
+    if not target[0].isspace() and prompt and not prompt[-1].isspace():
+        target = " " + target
+    ids = model.encode(target, prompt=False)
+    if not ids:
+        raise WorkbenchError(f"target {target!r} tokenises to nothing")
+    return ids
+
+
+def _pad_id(model: Model) -> int:
+    pad = model.tokenizer.pad_token_id
+    return int(pad if pad is not None else (model.tokenizer.eos_token_id or 0))
+
+
+def run_sequences(
+    model: Model, sequences: list[list[int]], positions: list[list[int]], *, batch_size: int = 16
+) -> list[torch.Tensor]:
+    """Log-softmax next-token distributions at chosen positions of many sequences.
+
+    Sequences are right-padded into batches; with causal attention the padding
+    after a sequence cannot change its earlier positions, so results equal
+    one-at-a-time runs (to float rounding). Returns, per sequence, a tensor
+    ``[len(positions[i]), d_vocab]`` of log-probabilities.
+    """
+    out: list[torch.Tensor] = [None] * len(sequences)  # type: ignore[list-item]
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+    pad = _pad_id(model)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        width = max(len(sequences[i]) for i in chunk)
+        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for row, i in enumerate(chunk):
+            ids[row, : len(sequences[i])] = torch.tensor(sequences[i])
+            mask[row, : len(sequences[i])] = 1
+        with torch.no_grad():
+            hidden = model.hidden(ids.to(model.device), mask.to(model.device))
+            rows = torch.cat([torch.full((len(positions[i]),), r) for r, i in enumerate(chunk)])
+            cols = torch.cat([torch.tensor(positions[i]) for i in chunk])
+            logp = model.logits_from_hidden(hidden[rows, cols]).float().log_softmax(-1).cpu()
+        offset = 0
+        for i in chunk:
+            n = len(positions[i])
+            out[i] = logp[offset : offset + n]
+            offset += n
+    return out
+
+
+def probe(
+    model: Model,
+    prompts: str | Sequence[str],
+    *,
+    targets: Sequence[str] | Sequence[Sequence[str]] | None = None,
+    top_k: int = 5,
+    batch_size: int = 16,
+) -> ProbeResult:
+    """Top-k next tokens of each prompt and the probability of each target.
+
+    Args:
+        model: a loaded :class:`~workbench.model.Model`.
+        prompts: one prompt or several.
+        targets: target continuations scored after every prompt, or one list per prompt.
+        top_k: how many next tokens to list.
+        batch_size: prompts per forward pass.
+
+    Example:
+        >>> r = probe(model, "The Eiffel Tower is located in the city of", targets=["Paris", "Rome"])
+        >>> r[0].top[0].token, r[0].target("Paris").prob > r[0].target("Rome").prob
+        (' Paris', True)
+    """
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    prompts = list(prompts)
+    if not prompts:
+        raise WorkbenchError("no prompts to probe")
+    for p in prompts:
+        if not isinstance(p, str) or not p.strip():
+            raise WorkbenchError("empty prompt")
+    if targets is None:
+        per_prompt: list[list[str]] = [[] for _ in prompts]
+    elif all(isinstance(t, str) for t in targets):
+        per_prompt = [list(targets) for _ in prompts]  # type: ignore[arg-type]
+    else:
+        if len(targets) != len(prompts):
+            raise WorkbenchError("give one list of targets per prompt, or one list for all")
+        per_prompt = [list(t) for t in targets]  # type: ignore[arg-type]
+
+    sequences, positions, plan = [], [], []
+    for pi, prompt in enumerate(prompts):
+        prompt_ids = model.tokens(prompt)[0].tolist()
+        # One sequence per (prompt, target); the prompt's own next-token
+        # distribution comes from the first of them (or a bare prompt).
+        tids_list = [target_ids(model, prompt, t) for t in per_prompt[pi]]
+        if not tids_list:
+            sequences.append(prompt_ids)
+            positions.append([len(prompt_ids) - 1])
+            plan.append((pi, None, None))
+        for ti, tids in enumerate(tids_list):
+            sequences.append(prompt_ids + tids[:-1])
+            positions.append(list(range(len(prompt_ids) - 1, len(prompt_ids) - 1 + len(tids))))
+            plan.append((pi, ti, tids))
+    logps = run_sequences(model, sequences, positions, batch_size=batch_size)
+
+    results = [PromptProbe(prompt=p, top=[], targets=[None] * len(per_prompt[i])) for i, p in enumerate(prompts)]  # type: ignore[list-item]
+    for (pi, ti, tids), logp in zip(plan, logps):
+        res = results[pi]
+        if not res.top and top_k > 0:
+            probs = logp[0].exp()
+            values, indices = probs.topk(top_k)
+            res.top = [TokenProb(model.tokenizer.decode([int(i)]), float(v)) for v, i in zip(values, indices)]
+        if ti is not None:
+            token_logps = logp[torch.arange(len(tids)), torch.tensor(tids)]
+            mean = float(token_logps.mean())
+            res.targets[ti] = TargetProb(
+                target=per_prompt[pi][ti], prob=float(torch.tensor(mean).exp()), logprob=mean,
+                token_probs=[float(x) for x in token_logps.exp()],
+            )
+    return ProbeResult(model=model.name, prompts=results)
+
+
+def generate(
+    model: Model,
+    prompt: str,
+    *,
+    max_new_tokens: int = 30,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    seed: int = 0,
+) -> str:
+    """Continue ``prompt``; greedy by default. Returns the continuation only.
+
+    Example:
+        >>> generate(model, "The Eiffel Tower is located in", max_new_tokens=5)
+        ' the city of Paris,'
+    """
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise WorkbenchError("empty prompt")
+    ids = model.tokens(prompt)
+    kwargs = {"do_sample": do_sample, "max_new_tokens": max_new_tokens, "pad_token_id": _pad_id(model)}
+    if do_sample:
+        kwargs.update(temperature=temperature, top_k=top_k)
+    else:
+        # Silence sampling settings inherited from the checkpoint's generation config.
+        kwargs.update(temperature=None, top_p=None, top_k=None)
+    with torch.no_grad(), torch.random.fork_rng():
+        torch.manual_seed(seed)
+        # use_cache=False: the bridge-wrapped Gemma attention mishandles the KV cache
+        # (greedy output degenerates to a repeated token); recomputing is correct.
+        out = model.hf_model.generate(ids, attention_mask=torch.ones_like(ids), use_cache=False, **kwargs)
+    return model.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
