@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from jaxtyping import Float, Int
@@ -42,6 +42,9 @@ class Model:
     roles: Roles
     fingerprint: str
     load_seconds: float = 0.0
+    #: No-weight edits (in-context, retrieval) currently applied: objects with a
+    #: ``rewrite(prompt) -> prompt`` method, applied in order by :meth:`contextualize`.
+    prompt_edits: list = field(default_factory=list)
 
     @property
     def hf_model(self):
@@ -77,6 +80,17 @@ class Model:
             f"Model({self.name!r}, family={self.roles.family}, layers={self.n_layers}, "
             f"d_model={self.d_model}, d_mlp={self.d_mlp})"
         )
+
+    def contextualize(self, prompt: str) -> str:
+        """The prompt the model actually reads, after any active no-weight edits.
+
+        Weight edits need nothing here; in-context and retrieval edits prepend
+        text. :func:`~workbench.probing.probe` and ``generate`` call this, so those
+        baselines are probed exactly like weight edits.
+        """
+        for edit in self.prompt_edits:
+            prompt = edit.rewrite(prompt)
+        return prompt
 
     # -- tokens ---------------------------------------------------------------------
     def encode(self, text: str, *, prompt: bool = True) -> list[int]:

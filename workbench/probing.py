@@ -184,7 +184,7 @@ def probe(
 
     sequences, positions, plan = [], [], []
     for pi, prompt in enumerate(prompts):
-        prompt_ids = model.tokens(prompt)[0].tolist()
+        prompt_ids = model.tokens(model.contextualize(prompt))[0].tolist()
         # One sequence per (prompt, target); the prompt's own next-token
         # distribution comes from the first of them (or a bare prompt).
         tids_list = [target_ids(model, prompt, t) for t in per_prompt[pi]]
@@ -233,7 +233,7 @@ def generate(
     """
     if not isinstance(prompt, str) or not prompt.strip():
         raise WorkbenchError("empty prompt")
-    ids = model.tokens(prompt)
+    ids = model.tokens(model.contextualize(prompt))
     kwargs = {"do_sample": do_sample, "max_new_tokens": max_new_tokens, "pad_token_id": _pad_id(model)}
     if do_sample:
         kwargs.update(temperature=temperature, top_k=top_k)
