@@ -30,5 +30,14 @@ from workbench.progress import CancelToken, Cancelled
 # -- evaluation --
 
 # -- ui --
+def __getattr__(name: str):
+    # wb.Workbench needs ipywidgets (the "ui" extra); import it on first use only,
+    # so that `import workbench` never imports ipywidgets.
+    if name == "Workbench":
+        from workbench.ui import Workbench
+
+        return Workbench
+    raise AttributeError(f"module 'workbench' has no attribute {name!r}")
+
 
 __all__ = [name for name in dir() if not name.startswith("_")]

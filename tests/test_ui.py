@@ -1,0 +1,260 @@
+"""The workbench app driven programmatically on a tiny random model: set values,
+click buttons, assert on state, tables and figure data. No browser."""
+
+from __future__ import annotations
+
+import os
+import sys
+from types import SimpleNamespace
+
+import pytest
+
+pytest.importorskip("ipywidgets")
+
+os.environ.setdefault("WORKBENCH_PROGRESS", "0")
+
+import workbench as wb  # noqa: E402
+from workbench.facts import Fact  # noqa: E402
+
+FACT = Fact("Eiffel Tower", "The {} is located in the city of", "Paris", "Rome",
+            paraphrase_prompts=("The Eiffel Tower stands in the city of",),
+            neighborhood_prompts=("The Louvre is located in the city of",),
+            implication_prompts=({"prompt": "The Eiffel Tower is located in the country of", "target": "Italy"},))
+
+
+@pytest.fixture(scope="module")
+def model():
+    return wb.load_model("tiny-gemma3")
+
+
+@pytest.fixture
+def app(model):
+    from workbench.ui import Workbench
+
+    wb.revert_all(model)
+    a = Workbench(model, fact=FACT, facts=[FACT, *wb.bundled_facts()[:5]], background=False)
+    yield a
+    wb.revert_all(model)
+
+
+def test_import_workbench_does_not_import_ipywidgets():
+    import subprocess
+
+    code = "import sys, workbench; assert 'ipywidgets' not in sys.modules; workbench.Workbench; assert 'ipywidgets' in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_app_builds_with_all_panels_and_css(app):
+    assert [app.tabs.get_title(i) for i in range(6)] == ["Fact", "Trace", "Memories", "Edit", "Probes", "Compare"]
+    assert "wb-app" in app._dom_classes
+    for name, css in [("fact", "wb-fact-panel"), ("trace", "wb-trace-panel"), ("memories", "wb-memories-panel"),
+                      ("edit", "wb-edit-panel"), ("probes", "wb-probes-panel"), ("compare", "wb-compare-panel")]:
+        assert css in app.panels[name]._dom_classes
+    assert "wb-trace-run" in app.trace.task.button._dom_classes
+    assert "wb-edit-apply" in app.edit.task.button._dom_classes
+    assert "wb-edit-revert" in app.edit.revert_button._dom_classes
+    assert "wb-probe-table" in app.probes.table._dom_classes
+    assert "wb-memory-table" in app.memories.table._dom_classes
+    assert app.state.fact == FACT
+    assert "Eiffel Tower" in app.header.value
+
+
+def test_fact_panel_validation_is_inline(app):
+    app.fact.prompt.value = "no placeholder here"
+    app.fact.use.click()
+    assert "wb-error" in app.fact.error._dom_classes
+    assert "{}" in app.fact.error.text and "Traceback" not in app.fact.error.text
+    assert app.state.fact == FACT  # unchanged
+    app.fact.prompt.value = FACT.prompt
+    app.fact.target_new.value = "Paris"
+    app.fact.use.click()
+    assert "nothing to edit" in app.fact.error.text
+
+
+def test_fact_search_and_pick(app):
+    app.fact.search.value = "eiffel"
+    assert len(app.fact.choices.options) == 1
+    app.fact.search.value = ""
+    other = app.fact.facts[1]
+    app.fact.choices.value = 1
+    assert app.state.fact.subject == other.subject
+    assert app.fact.subject.value == other.subject
+    assert "<table" in app.fact.predictions.value
+
+
+def test_typed_fact_keeps_dataset_probes_only_for_same_relation(app):
+    assert app.fact.fact_from_fields().paraphrase_prompts == FACT.paraphrase_prompts
+    app.fact.subject.value = "Colosseum"
+    typed = app.fact.fact_from_fields()
+    assert typed.subject == "Colosseum" and typed.paraphrase_prompts == ()
+
+
+def test_trace_click_opens_memories(app, model):
+    app.trace.kinds.value = ("mlp", "resid")
+    app.trace.samples.value = 2
+    app.trace.window.value = 2
+    app.trace.task.button.click()
+    assert app.trace.error.value == "", app.trace.error.text
+    result = app.state.trace
+    assert set(result.scores) == {"mlp", "resid"}
+    fig = app.trace.figure_widgets["mlp"]
+    heat = fig.data[0]
+    assert heat.type == "heatmap"
+    assert len(heat.z) == len(result.tokens) and len(heat.z[0]) == model.n_layers
+    assert "wb-trace-heatmap" in app.trace.figures.children[0]._dom_classes
+    assert "peak" in app.edit.layer_note.value  # the edit panel shows the trace's peak layer
+
+    # What plotly sends for a click on a heatmap cell: point_inds = [(row, column)].
+    position, layer = result.subject_range[1] - 1, 2
+    points = SimpleNamespace(point_inds=[(position, layer)], xs=[layer], ys=[position], trace_index=0)
+    app.trace._clicked("mlp")(heat, points, None)
+    assert app.state.selection == (position, layer)
+    assert app.tabs.selected_index == 2  # Memories
+    assert app.memories.layer.value == layer and app.memories.position.value == position
+    report = app.memories.report
+    assert report.layer == layer and report.position == position
+    n = len(report.sub_updates)
+    assert len(app.memories.table.children) == 7 * (n + 1)
+    assert f"{report.token!r}" in app.memories.header.value or "token" in app.memories.header.value
+
+
+def test_memory_key_profile_and_suppress_reprobe(app):
+    app.memories.layer.value = 1
+    app.memories.show_button.click()
+    report = app.memories.report
+    key = report.sub_updates[0].key
+    app.memories.table.children[7].click()  # the first key's button
+    assert f"Key {key}" in app.memories.profile.value
+    assert app.memories.error.value == "", app.memories.error.text
+    app.memories.set_change(key, "suppress")
+    assert app.memories.changes == {key: "suppress"}
+    assert "Re-probed with suppress" in app.memories.effect.value
+    app.memories.set_change(key, "amplify")
+    assert app.memories.changes == {key: "amplify"}
+    app.memories.set_change(key, None)
+    assert app.memories.changes == {} and app.memories.effect.value == ""
+
+
+def test_knowledge_neurons_chart(app):
+    app.memories.kn_layers.value = "2-3"
+    app.memories.kn_steps.value = 4
+    app.memories.kn_task.button.click()
+    assert app.memories.kn_error.value == "", app.memories.kn_error.text
+    assert "knowledge neuron" in app.memories.kn_summary.value
+    fig = app.memories.kn_figure.children[0]
+    assert fig.data and fig.data[0].type == "bar"
+
+
+def test_edit_in_context_updates_probes_and_revert_restores(app, model):
+    before_table = app.probes.table.value
+    assert "as intended" not in before_table  # no colours before an edit
+    app.edit.method.value = "in-context"
+    assert app.edit.layers.disabled
+    app.edit.task.button.click()
+    assert app.edit.error.value == "", app.edit.error.text
+    assert len(wb.active_edits(model)) == 1
+    assert "applied" in app.edit.history.value and "in-context" in app.edit.history.value
+    assert "intended" in app.probes.table.value  # refreshed and coloured
+    assert "<b class='wb-edit-count'>1</b>" in app.header.value
+    app.edit.revert_button.click()
+    assert wb.active_edits(model) == []
+    assert "reverted" in app.edit.history.value
+    assert "intended" not in app.probes.table.value
+    assert app.probes.table.value == before_table  # the same numbers as before the edit
+
+
+def test_rome_edit_on_tiny_model(app, model):
+    if "rome" not in app.edit.method.options:
+        pytest.skip("ROME is not in this install")
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    app.edit.method.value = "rome"
+    assert app.edit.layers.value  # pre-filled with the method default
+    app.edit.hparams.value = "samples=2000\nsteps=3\ncheck_known=false"
+    app.edit.task.button.click()
+    if app.edit.error.value and "corpus" in app.edit.error.text.lower():
+        pytest.skip(app.edit.error.text)
+    assert app.edit.error.value == "", app.edit.error.text
+    assert "rome" in app.edit.history.value
+    app.edit.revert_all_button.click()
+    after = model.state_dict()
+    assert all((after[k] == v).all() for k, v in weights.items())
+
+
+def test_bad_inputs_are_sentences(app):
+    app.edit.method.value = "in-context"
+    app.edit.revert_button.click()
+    assert "no edit to revert" in app.edit.error.text
+    app.edit.method.value = app.edit.method.options[0]
+    if not app.edit.layers.disabled:
+        app.edit.layers.value = "five"
+        app.edit.task.button.click()
+        assert "integers" in app.edit.error.text
+        app.edit.layers.value = "99"
+        app.edit.hparams.value = ""
+        app.edit.task.button.click()
+        assert "out of range" in app.edit.error.text
+    assert "Traceback" not in app.edit.error.value
+    app.memories.layer.value = 0
+    app.memories.top_k.value = 3
+    app.memories.position.value = 0
+    app.memories.show_button.click()
+    assert app.memories.error.value == ""
+
+
+def test_free_prompts_and_timing(app):
+    app.probes.free.value = "Paris is the capital of\nRome is the capital of"
+    app.probes.refresh_button.click()
+    assert "free" in app.probes.table.value
+    assert "prompts probed in" in app.probes.timing.value
+
+
+def test_cancel_a_background_trace(model):
+    import time
+
+    from workbench.ui import Workbench
+
+    a = Workbench(model, fact=FACT, facts=[FACT])
+    a.trace.kinds.value = ("mlp", "attn", "resid")
+    a.trace.samples.value = 2
+    a.trace.task.button.click()
+    a.trace.task.cancel()
+    a.trace.task.join(60)
+    assert not a.trace.task.running
+    # Either it finished before the cancel landed, or it says "Cancelled." inline.
+    assert a.trace.error.text in ("", "Cancelled.")
+    assert not a.trace.task.button.disabled
+    time.sleep(0)
+
+
+def test_compare_panel(app):
+    app.compare.methods.value = ("in-context",)
+    app.compare.limit.value = 1
+    app.compare.task.button.click()
+    if "none of the" in app.compare.error.text or "no facts left" in app.compare.error.text:
+        pytest.skip("the tiny random model knows none of the facts")
+    assert app.compare.error.value == "", app.compare.error.text
+    assert "in-context" in app.compare.table.value
+
+
+def test_missing_library_function_is_reported_inline(app, monkeypatch):
+    import workbench.ui.trace as trace_ui
+
+    def missing(module, name):
+        from workbench.ui.common import Missing
+
+        raise Missing(f"workbench.{module}.{name} is not available in this install, so this panel cannot run")
+
+    monkeypatch.setattr(trace_ui, "library", missing)
+    app.trace.task.button.click()
+    assert "not available" in app.trace.error.text
+
+
+def test_cli_app_dry_run(capsys):
+    from workbench.cli import main
+
+    assert main(["app", "--dry-run", "--port", "8899"]) == 0
+    out = capsys.readouterr().out
+    assert "voila" in out and "--port=8899" in out and "127.0.0.1" in out and "workbench.ipynb" in out
+    assert main(["app", "--lab", "--dry-run"]) == 0
+    assert "jupyterlab" in capsys.readouterr().out
+    assert main(["app", "--port", "0", "--dry-run"]) == 2

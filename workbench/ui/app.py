@@ -1,0 +1,116 @@
+"""The workbench app: connected panels in tabs around one model.
+
+Example:
+    >>> import workbench as wb
+    >>> app = wb.Workbench()          # loads gemma-3-270m; display it in a notebook
+    >>> app                           # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import html
+
+import ipywidgets as widgets
+
+from workbench.ui.common import ErrorLine, State, sentence
+
+TABS = ("fact", "trace", "memories", "edit", "probes", "compare")
+TITLES = {"fact": "Fact", "trace": "Trace", "memories": "Memories", "edit": "Edit", "probes": "Probes",
+          "compare": "Compare"}
+
+
+class Workbench(widgets.VBox):
+    """Locate and edit a fact in one app: Fact → Trace → Memories → Edit → Probes → Compare.
+
+    Args:
+        model: a loaded :class:`~workbench.model.Model`, a model name, or None for
+            the default model (``gemma-3-270m``).
+        fact: the fact to start with (default: the Eiffel Tower example).
+        facts: the facts to pick from (default: examples + bundled dataset).
+        background: run long work in threads (False runs it inline: scripts, tests).
+
+    Attributes:
+        state: what the panels share (model, fact, trace, selection, edit history).
+        fact, trace, memories, edit, probes, compare: the panels.
+    """
+
+    def __init__(self, model=None, *, fact=None, facts=None, background: bool = True) -> None:
+        from workbench.model import Model, load_model
+
+        if model is None:
+            model = load_model()
+        elif isinstance(model, str):
+            model = load_model(model)
+        elif not isinstance(model, Model):
+            from workbench.errors import WorkbenchError
+
+            raise WorkbenchError(f"model must be a Model, a model name or None, got {type(model).__name__}")
+        self.model = model
+        self.state = State(model)
+        self.header = widgets.HTML()
+        self.header.add_class("wb-header")
+        self.panels: dict[str, widgets.Widget] = {}
+        builders = self._builders(facts, background)
+        for name in TABS:
+            try:
+                panel = builders[name]()
+            except Exception as exc:  # noqa: BLE001 - one broken panel must not take the app down
+                line = ErrorLine()
+                line.show(exc)
+                panel = widgets.VBox([widgets.HTML(f"<b>The {TITLES[name]} panel is not available.</b>"), line])
+                panel.add_class(f"wb-{name}-panel")
+            self.panels[name] = panel
+            setattr(self, name, panel)
+        self.tabs = widgets.Tab(children=[self.panels[n] for n in TABS])
+        for i, name in enumerate(TABS):
+            self.tabs.set_title(i, TITLES[name])
+        self.tabs.add_class("wb-tabs")
+        self.state.select_tab = self.show_tab
+        self.state.on("weights", self._update_header)
+        self.state.on("fact", self._update_header)
+        super().__init__([self.header, self.tabs])
+        self.add_class("wb-app")
+        self._update_header()
+        if fact is not None or hasattr(self.fact, "pick"):
+            try:
+                if fact is not None:
+                    self.fact.pick(fact)
+                elif self.fact.facts:
+                    self.fact.pick(self.fact.facts[0])
+            except Exception as exc:  # noqa: BLE001
+                self.fact.error.show(exc)
+
+    def _builders(self, facts, background):
+        from workbench.ui.compare import ComparePanel
+        from workbench.ui.edit import EditPanel
+        from workbench.ui.fact import FactPanel
+        from workbench.ui.memories import MemoriesPanel
+        from workbench.ui.probes import ProbesPanel
+        from workbench.ui.trace import TracePanel
+
+        s = self.state
+        return {
+            "fact": lambda: FactPanel(s, facts=facts),
+            "trace": lambda: TracePanel(s, background=background),
+            "memories": lambda: MemoriesPanel(s, background=background),
+            "edit": lambda: EditPanel(s, background=background),
+            "probes": lambda: ProbesPanel(s, background=background),
+            "compare": lambda: ComparePanel(s, facts=facts, background=background),
+        }
+
+    def show_tab(self, name: str) -> None:
+        self.tabs.selected_index = TABS.index(name)
+
+    def _update_header(self) -> None:
+        from workbench.editing import active_edits
+
+        try:
+            n = len(active_edits(self.model))
+        except Exception as exc:  # noqa: BLE001
+            n = f"? ({sentence(exc)})"
+        fact = self.state.fact
+        self.header.value = (
+            f"<b>Knowledge Workbench</b> · model <code>{html.escape(self.model.name)}</code> "
+            f"({self.model.n_layers} layers) · edits applied: <b class='wb-edit-count'>{n}</b>"
+            + (f" · fact: <i>{html.escape(fact.text)}</i> → {html.escape(fact.target_true or '?')}" if fact else "")
+        )

@@ -1,0 +1,348 @@
+"""Shared pieces of the panels: inline errors, long tasks with progress and Cancel,
+HTML tables, and access to library functions that may not exist in this install.
+
+The UI never computes: every panel calls a library function and shows its result.
+Long calls run in a background thread so the notebook stays responsive; the
+thread's :class:`StepToken` is passed as ``cancel=`` to the library, whose
+:func:`~workbench.progress.progress` checks it once per step, which both lets
+the Cancel button stop the work and lets the panel count the steps for its bar.
+"""
+
+from __future__ import annotations
+
+import html
+import importlib
+import threading
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import ipywidgets as widgets
+
+from workbench.errors import WorkbenchError
+from workbench.progress import CancelToken, Cancelled
+
+
+def sentence(exc: BaseException) -> str:
+    """One sentence for the user; never a traceback."""
+    if isinstance(exc, Cancelled):
+        return "Cancelled."
+    if isinstance(exc, WorkbenchError):
+        text = str(exc)
+    else:
+        # An unexpected failure still reads as a sentence; the traceback goes to the log.
+        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        text = "something went wrong (" + text.splitlines()[0] + ")"
+    text = text.strip() or "something went wrong"
+    text = text[0].upper() + text[1:]
+    return text if text.endswith((".", "!", "?", ")")) else text + "."
+
+
+class ErrorLine(widgets.HTML):
+    """An inline message line: empty when all is well, a sentence otherwise."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.add_class("wb-error")
+        self.last_exception: BaseException | None = None
+
+    def show(self, exc_or_text: BaseException | str) -> None:
+        if isinstance(exc_or_text, BaseException):
+            self.last_exception = exc_or_text
+            if not isinstance(exc_or_text, WorkbenchError):
+                traceback.print_exception(exc_or_text)  # the log, not the panel
+            text = sentence(exc_or_text)
+        else:
+            text = exc_or_text
+        self.value = f'<span style="color:#b00020">{html.escape(text)}</span>'
+
+    def note(self, text: str) -> None:
+        self.value = f'<span style="color:#555">{html.escape(text)}</span>'
+
+    def clear(self) -> None:
+        self.value = ""
+        self.last_exception = None
+
+    @property
+    def text(self) -> str:
+        """The message without markup (for tests)."""
+        import re
+
+        return html.unescape(re.sub(r"<[^>]+>", "", self.value))
+
+
+class StepToken(CancelToken):
+    """A :class:`CancelToken` that also counts the steps the library reports.
+
+    :func:`workbench.progress.progress` calls :meth:`check` once per item, so
+    the count is the number of finished steps of every loop that got this token.
+    """
+
+    def __init__(self, on_step: Callable[[int], None] | None = None) -> None:
+        super().__init__()
+        self.steps = 0
+        self._on_step = on_step
+
+    def check(self) -> None:
+        super().check()
+        self.steps += 1
+        if self._on_step is not None:
+            self._on_step(self.steps)
+
+
+class Task(widgets.HBox):
+    """A Run button, a Cancel button, a progress bar and a status line.
+
+    ``run(fn, on_done)`` calls ``fn(token)`` in a thread (``token`` is a
+    :class:`StepToken`; pass it as ``cancel=`` to the library) and then
+    ``on_done(result)`` — both off the kernel's main thread, which ipywidgets
+    allows. Errors go to ``error`` as one sentence.
+
+    Set ``background=False`` (tests) to run synchronously.
+    """
+
+    def __init__(self, label: str, *, css: str, error: ErrorLine, background: bool = True,
+                 total: Callable[[], int | None] | None = None) -> None:
+        self.button = widgets.Button(description=label, button_style="primary")
+        self.button.add_class(css)
+        self.cancel_button = widgets.Button(description="Cancel", disabled=True)
+        self.cancel_button.add_class(css + "-cancel")
+        self.cancel_button.add_class("wb-cancel")
+        self.bar = widgets.IntProgress(value=0, min=0, max=1, layout=widgets.Layout(width="200px", visibility="hidden"))
+        self.bar.add_class("wb-progress")
+        self.status = widgets.HTML("")
+        self.status.add_class("wb-status")
+        super().__init__([self.button, self.cancel_button, self.bar, self.status])
+        self.error = error
+        self.background = background
+        self.total = total
+        self.token: StepToken | None = None
+        self.thread: threading.Thread | None = None
+        self.cancel_button.on_click(lambda _: self.cancel())
+        self.result: Any = None
+        self.seconds: float | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.thread is not None and self.thread.is_alive()
+
+    def cancel(self) -> None:
+        if self.token is not None:
+            self.token.cancel()
+            self.status.value = "cancelling…"
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the running task (tests, scripts)."""
+        if self.thread is not None:
+            self.thread.join(timeout)
+
+    def _step(self, steps: int) -> None:
+        if steps > self.bar.max:
+            self.bar.max = steps + max(1, steps // 4)
+        self.bar.value = steps
+        # Throttle the comm traffic: the elapsed time is enough feedback.
+        self.status.value = f"step {steps} of ~{self.bar.max} · {time.perf_counter() - self._start:.1f} s"
+
+    def run(self, fn: Callable[[StepToken], Any], on_done: Callable[[Any], None] | None = None,
+            *, busy: str = "running…") -> None:
+        if self.running:
+            self.error.show("Already running; press Cancel first.")
+            return
+        self.error.clear()
+        self.token = StepToken(self._step)
+        total = None
+        try:
+            total = self.total() if self.total is not None else None
+        except Exception:  # an estimate only
+            total = None
+        self.bar.max = max(1, total or 1)
+        self.bar.value = 0
+        self.bar.bar_style = "info" if total else ""
+        self.bar.layout.visibility = "visible"
+        self.button.disabled = True
+        self.cancel_button.disabled = False
+        self.status.value = busy
+        self._start = time.perf_counter()
+
+        def work() -> None:
+            try:
+                result = fn(self.token)
+                self.result = result
+                self.seconds = time.perf_counter() - self._start
+                if on_done is not None:
+                    on_done(result)
+                self.status.value = f"done in {self.seconds:.1f} s"
+            except BaseException as exc:  # noqa: BLE001 - shown inline, never raised into the kernel
+                self.error.show(exc)
+                self.status.value = "cancelled" if isinstance(exc, Cancelled) else "failed"
+            finally:
+                self.button.disabled = False
+                self.cancel_button.disabled = True
+                self.bar.layout.visibility = "hidden"
+
+        if self.background:
+            self.thread = threading.Thread(target=work, daemon=True, name=f"workbench-{self.button.description}")
+            self.thread.start()
+        else:
+            self.thread = None
+            work()
+
+
+def guarded(error: ErrorLine, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a widget callback so that any exception becomes an inline sentence."""
+
+    def call(*args, **kwargs):
+        try:
+            error.clear()
+            return fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001
+            error.show(exc)
+            return None
+
+    return call
+
+
+class Missing(WorkbenchError):
+    """A library function this panel needs is not in this install (yet)."""
+
+
+def library(module: str, name: str) -> Callable[..., Any]:
+    """``workbench.<module>.<name>``, or raise :class:`Missing` with a sentence that says so."""
+    try:
+        mod = importlib.import_module(f"workbench.{module}")
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.startswith("workbench"):
+            raise Missing(f"workbench.{module} is not available in this install, so this panel cannot run") from None
+        raise
+    fn = getattr(mod, name, None)
+    if fn is None:
+        raise Missing(f"workbench.{module}.{name} is not available in this install, so this panel cannot run")
+    return fn
+
+
+def has_library(module: str, name: str) -> bool:
+    try:
+        library(module, name)
+        return True
+    except Missing:
+        return False
+    except Exception:  # noqa: BLE001 - a module that fails to import is also "not available"
+        return False
+
+
+def table(rows: Sequence[dict], columns: Sequence[str], *, css: str = "wb-table",
+          row_styles: Sequence[str] | None = None, formats: dict[str, str] | None = None,
+          headers: dict[str, str] | None = None) -> str:
+    """An HTML table (escaped) with optional per-row inline styles."""
+    formats = formats or {}
+    headers = headers or {}
+    head = "".join(f"<th style='text-align:left;padding:2px 8px'>{html.escape(headers.get(c, c))}</th>" for c in columns)
+    body = []
+    for i, row in enumerate(rows):
+        style = row_styles[i] if row_styles else ""
+        cells = []
+        for c in columns:
+            v = row.get(c, "")
+            if v is None:
+                v = ""
+            elif c in formats and isinstance(v, (int, float)):
+                v = format(v, formats[c])
+            cells.append(f"<td style='padding:2px 8px'>{html.escape(str(v))}</td>")
+        body.append(f"<tr class='wb-row' style='{style}'>{''.join(cells)}</tr>")
+    return (f"<table class='{css}' style='border-collapse:collapse;font-size:12px'>"
+            f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
+
+
+def parse_ints(text: str, *, what: str = "layers") -> list[int] | None:
+    """``"5"``, ``"4, 5, 6"`` or ``"4-6"`` → a list; empty → None."""
+    text = (text or "").strip()
+    if not text:
+        return None
+    out: list[int] = []
+    for part in text.replace(";", ",").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            if "-" in part[1:]:
+                a, b = part.split("-", 1) if not part.startswith("-") else (part, None)
+                out.extend(range(int(a), int(b) + 1))
+            else:
+                out.append(int(part))
+        except (TypeError, ValueError):
+            raise WorkbenchError(f"{what} must be integers like '5' or '4,5,6' or '4-6', got {text!r}") from None
+    return out
+
+
+def parse_hparams(text: str) -> dict[str, Any]:
+    """``key=value`` lines (or JSON) → a dict; values read as JSON where they parse."""
+    import json
+
+    text = (text or "").strip()
+    if not text:
+        return {}
+    if text.startswith("{"):
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise WorkbenchError(f"hyperparameters are not valid JSON ({exc.msg})") from None
+        if not isinstance(value, dict):
+            raise WorkbenchError("hyperparameters must be a JSON object or key=value lines")
+        return value
+    out: dict[str, Any] = {}
+    for line in text.replace(",", "\n").splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        if "=" not in line:
+            raise WorkbenchError(f"hyperparameter line {line!r} is not key=value")
+        key, value = (s.strip() for s in line.split("=", 1))
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def section(title: str) -> widgets.HTML:
+    return widgets.HTML(f"<b>{html.escape(title)}</b>")
+
+
+class State:
+    """What the panels share: the model, the current fact, the last trace, the
+    selected (position, layer) and the edit history. Panels subscribe to events:
+
+    - ``"fact"``: a new current fact (``state.fact``);
+    - ``"trace"``: a new trace result (``state.trace``);
+    - ``"select"``: a (position, layer) chosen, e.g. by clicking the heatmap;
+    - ``"weights"``: the model changed (an edit applied or reverted).
+    """
+
+    def __init__(self, model) -> None:
+        self.model = model
+        self.fact = None
+        self.trace = None
+        self.selection: tuple[int, int] | None = None
+        self.history: list = []  # every EditHandle made in this app, oldest first
+        self._listeners: dict[str, list[Callable[[], None]]] = {}
+        self.select_tab: Callable[[str], None] | None = None
+
+    def on(self, event: str, fn: Callable[[], None]) -> None:
+        self._listeners.setdefault(event, []).append(fn)
+
+    def emit(self, event: str) -> None:
+        for fn in self._listeners.get(event, []):
+            fn()
+
+    def set_fact(self, fact) -> None:
+        self.fact = fact
+        self.trace = None
+        self.selection = None
+        self.emit("fact")
+
+    def select(self, position: int, layer: int, *, open_panel: bool = True) -> None:
+        self.selection = (int(position), int(layer))
+        self.emit("select")
+        if open_panel and self.select_tab is not None:
+            self.select_tab("memories")

@@ -1,0 +1,254 @@
+"""Memories panel: the FFN at one (token, layer) as a key-value memory.
+
+A table of the largest sub-updates ``m_i v_i`` (coefficient, value norm, the
+tokens it promotes); a key's button shows its profile; Suppress / Amplify
+toggles re-probe the fact with those keys' coefficients changed (no weights
+written); and a knowledge-neuron search with its attribution chart.
+"""
+
+from __future__ import annotations
+
+import html
+
+import ipywidgets as widgets
+
+from workbench.errors import WorkbenchError
+from workbench.probing import probe
+from workbench.ui.common import ErrorLine, State, Task, guarded, library, parse_ints, table
+from workbench.ui.figures import neuron_figure
+
+AMPLIFY = 2.0
+
+
+def _tokens(scores, n: int = 6) -> str:
+    return " ".join(repr(t.token) for t in list(scores)[:n])
+
+
+class MemoriesPanel(widgets.VBox):
+    def __init__(self, state: State, *, background: bool = True) -> None:
+        self.state = state
+        self.error = ErrorLine()
+        self.layer = widgets.BoundedIntText(value=0, min=0, max=state.model.n_layers - 1, description="Layer")
+        self.layer.add_class("wb-memory-layer")
+        self.position = widgets.Dropdown(options=[], description="Token")
+        self.position.add_class("wb-memory-position")
+        self.top_k = widgets.BoundedIntText(value=12, min=1, max=200, description="Keys")
+        self.show_button = widgets.Button(description="Show memories", button_style="primary")
+        self.show_button.add_class("wb-memory-run")
+        self.show_button.on_click(guarded(self.error, lambda _: self.run()))
+        self.header = widgets.HTML()
+        self.header.add_class("wb-memory-summary")
+        self.table = widgets.GridBox(layout=widgets.Layout(grid_template_columns="90px 90px 80px 80px auto 90px 90px"))
+        self.table.add_class("wb-memory-table")
+        self.profile = widgets.HTML()
+        self.profile.add_class("wb-memory-profile")
+        self.effect = widgets.HTML()
+        self.effect.add_class("wb-memory-effect")
+        self.report = None
+        self.changes: dict[int, str] = {}  # key -> "suppress" | "amplify"
+
+        # knowledge neurons
+        self.kn_error = ErrorLine()
+        self.kn_layers = widgets.Text(description="Layers", placeholder="all, or e.g. 8-17")
+        self.kn_layers.add_class("wb-neurons-layers")
+        self.kn_steps = widgets.BoundedIntText(value=20, min=1, max=200, description="Steps")
+        self.kn_task = Task("Find knowledge neurons", css="wb-neurons-run", error=self.kn_error, background=background)
+        self.kn_task.button.on_click(lambda _: self.run_neurons())
+        self.kn_summary = widgets.HTML()
+        self.kn_summary.add_class("wb-neurons-summary")
+        self.kn_figure = widgets.VBox()
+        self.kn_figure.add_class("wb-neurons-chart")
+
+        state.on("select", guarded(self.error, self._selected))
+        state.on("fact", self._fact_changed)
+        state.on("weights", self._weights_changed)
+        super().__init__([
+            widgets.HTML("<b>FFN memories</b>: the layer's output at a token is a sum of sub-updates "
+                         "m<sub>i</sub>·v<sub>i</sub>; the largest are listed with the tokens they promote."),
+            widgets.HBox([self.layer, self.position, self.top_k, self.show_button]),
+            self.error, self.header, self.table, self.effect, self.profile,
+            widgets.HTML("<hr><b>Knowledge neurons</b> (Dai et al. 2022): integrated gradients of "
+                         "p(true object) over the fact's prompt and paraphrases."),
+            widgets.HBox([self.kn_layers, self.kn_steps]), self.kn_task, self.kn_error,
+            self.kn_summary, self.kn_figure,
+        ])
+        self.add_class("wb-memories-panel")
+        self._fact_changed()
+
+    # -- state ----------------------------------------------------------------------
+    def _fact_changed(self) -> None:
+        fact = self.state.fact
+        self.report = None
+        self.changes = {}
+        self.table.children = ()
+        self.header.value = self.profile.value = self.effect.value = ""
+        self.kn_summary.value = ""
+        self.kn_figure.children = ()
+        if fact is None:
+            self.position.options = []
+            return
+        model = self.state.model
+        tokens = model.str_tokens(model.tokens(fact.text))
+        self.position.options = [(f"{i}: {t!r}", i) for i, t in enumerate(tokens)]
+        self.position.value = len(tokens) - 1
+
+    def _weights_changed(self) -> None:
+        if self.report is not None and self.changes:
+            guarded(self.error, self.reprobe)()
+
+    def _selected(self) -> None:
+        position, layer = self.state.selection
+        self.layer.value = layer
+        if position in dict((v, v) for _, v in self.position.options):
+            self.position.value = position
+        self.run()
+
+    # -- the table --------------------------------------------------------------------
+    def run(self) -> None:
+        fact = self.state.fact
+        if fact is None:
+            raise WorkbenchError("choose a fact in the Fact tab first")
+        memories = library("memories", "memories")
+        report = memories(self.state.model, fact.text, layer=int(self.layer.value),
+                          position=int(self.position.value), top_k=int(self.top_k.value))
+        self.show(report)
+
+    def show(self, report) -> None:
+        self.report = report
+        self.changes = {}
+        self.profile.value = self.effect.value = ""
+        self.header.value = (
+            f"Layer <b>{report.layer}</b>, token {report.position} <b>{html.escape(repr(report.token))}</b>: "
+            f"|FFN out|={report.ffn_norm:.2f}; the {len(report.sub_updates)} listed keys carry "
+            f"{100 * report.top_weight_share:.1f}% of Σ|m|·|v|. Whole update promotes: "
+            f"{html.escape(_tokens(report.ffn_promotes))}. Logit lens after the layer: "
+            f"{html.escape(_tokens(report.lens_after, 3))}"
+        )
+        cells = [widgets.HTML(f"<b>{h}</b>") for h in ("key", "coefficient", "|v|", "weight", "promotes", "", "")]
+        for u in report.sub_updates:
+            key = widgets.Button(description=str(u.key), layout=widgets.Layout(width="85px"),
+                                 tooltip="show this key's profile")
+            key.add_class("wb-memory-key")
+            key.on_click(guarded(self.error, lambda _, k=u.key: self.show_profile(k)))
+            sup = widgets.ToggleButton(description="suppress", layout=widgets.Layout(width="85px"))
+            sup.add_class("wb-memory-suppress")
+            amp = widgets.ToggleButton(description=f"amplify ×{AMPLIFY:g}", layout=widgets.Layout(width="85px"))
+            amp.add_class("wb-memory-amplify")
+            sup.observe(guarded(self.error, lambda ch, k=u.key, other=amp: self._toggle(k, "suppress", ch["new"], other)), "value")
+            amp.observe(guarded(self.error, lambda ch, k=u.key, other=sup: self._toggle(k, "amplify", ch["new"], other)), "value")
+            cells += [key, widgets.Label(f"{u.coefficient:+.3f}"), widgets.Label(f"{u.value_norm:.2f}"),
+                      widgets.Label(f"{u.weight:.3f}"), widgets.Label(_tokens(u.promotes)), sup, amp]
+        self.table.children = cells
+
+    def _toggle(self, key: int, what: str, on: bool, other) -> None:
+        if on:
+            self.changes[key] = what
+            if other.value:
+                other.value = False  # fires _toggle(off) for the other; keeps ours
+                self.changes[key] = what
+        elif self.changes.get(key) == what:
+            del self.changes[key]
+        self.reprobe()
+
+    def set_change(self, key: int, what: str | None) -> None:
+        """Suppress / amplify / reset one listed key (what the toggles do; for scripts and tests)."""
+        for i in range(7, len(self.table.children), 7):
+            if self.table.children[i].description == str(key):
+                sup, amp = self.table.children[i + 5], self.table.children[i + 6]
+                sup.value = what == "suppress"
+                amp.value = what == "amplify"
+                return
+        raise WorkbenchError(f"key {key} is not in the table")
+
+    def reprobe(self) -> None:
+        """Probe the fact with the chosen keys changed (only inside the probe)."""
+        fact, report = self.state.fact, self.report
+        if fact is None or report is None:
+            return
+        targets = [t for t in (fact.target_true, fact.target_new) if t]
+        model = self.state.model
+        base = probe(model, fact.text, targets=targets or None, top_k=3)[0]
+        if not self.changes:
+            self.effect.value = ""
+            return
+        try:
+            intervene = library("interventions", "intervene")
+        except WorkbenchError:
+            intervene = library("memories", "intervene")
+        plan = {report.layer: {k: ("scale", 0.0 if w == "suppress" else AMPLIFY) for k, w in self.changes.items()}}
+        with intervene(model, plan, position=report.position):
+            changed = probe(model, fact.text, targets=targets or None, top_k=3)[0]
+        rows = []
+        for name, res in (("as is", base), ("keys changed", changed)):
+            row = {"": name, "top-1": res.top[0].token, "p(top-1)": res.top[0].prob}
+            for t in res.targets:
+                row[f"p({t.target})"] = t.prob
+            rows.append(row)
+        what = ", ".join(f"{w} {k}" for k, w in sorted(self.changes.items()))
+        self.effect.value = (f"<b>Re-probed with {html.escape(what)}</b> at layer {report.layer}, "
+                             f"token {report.position} (no weights written)"
+                             + table(rows, list(rows[0]), css="wb-memory-effect-table",
+                                     formats={c: ".4f" for c in rows[0] if c.startswith("p(")}))
+
+    def show_profile(self, key: int) -> None:
+        report = self.report
+        try:
+            key_profile = library("memories", "key_profile")
+        except WorkbenchError as exc:
+            # Still show what the report itself knows about the key.
+            u = next(u for u in report.sub_updates if u.key == key)
+            self.profile.value = (
+                f"<b>Key {key}</b> at layer {report.layer}: promotes {html.escape(_tokens(u.promotes, 8))}; "
+                f"demotes {html.escape(_tokens(u.demotes, 8))}.<br><i>{html.escape(str(exc))}; "
+                "the contexts that activate it most are not shown.</i>")
+            return
+        profile = key_profile(self.state.model, layer=report.layer, key=key)
+        self.profile.value = f"<b>Key {key}</b> at layer {report.layer}" + self._profile_html(profile)
+
+    @staticmethod
+    def _profile_html(profile) -> str:
+        parts = []
+        for name in ("promotes", "demotes"):
+            toks = getattr(profile, name, None)
+            if toks:
+                parts.append(f"{name}: {html.escape(_tokens(toks, 10))}")
+        contexts = getattr(profile, "contexts", None) or getattr(profile, "top_contexts", None) or []
+        rows = []
+        for c in list(contexts)[:10]:
+            d = c.to_dict() if hasattr(c, "to_dict") else (c if isinstance(c, dict) else {"context": str(c)})
+            rows.append({k: v for k, v in d.items() if isinstance(v, (str, int, float))})
+        out = "<br>".join(parts)
+        if rows:
+            out += table(rows, list(rows[0]), css="wb-memory-contexts", formats={"coefficient": ".3f", "activation": ".3f"})
+        if not out and hasattr(profile, "to_pandas"):
+            out = profile.to_pandas().to_html(max_rows=20)
+        return "<br>" + out
+
+    # -- knowledge neurons ------------------------------------------------------------
+    def run_neurons(self) -> None:
+        fact = self.state.fact
+        if fact is None:
+            self.kn_error.show("Choose a fact in the Fact tab first.")
+            return
+        try:
+            knowledge_neurons = library("neurons", "knowledge_neurons")
+            layers = parse_ints(self.kn_layers.value)
+        except WorkbenchError as exc:
+            self.kn_error.show(exc)
+            return
+        model, steps = self.state.model, int(self.kn_steps.value)
+        self.kn_task.run(lambda token: knowledge_neurons(model, fact, layers=layers, steps=steps, cancel=token),
+                         self.show_neurons, busy="attributing…")
+
+    def show_neurons(self, report) -> None:
+        n = len(report.neurons)
+        effect = report.effect
+        text = f"{n} knowledge neuron{'s' if n != 1 else ''} for {html.escape(repr(report.target_token))}"
+        if n:
+            text += ": " + ", ".join(f"L{x.layer}·{x.key}" for x in report.neurons[:10])
+        if effect is not None:
+            text += (f". Mean p(target) {effect.before:.3f}; suppressed {effect.suppressed:.3f}; "
+                     f"amplified {effect.amplified:.3f}")
+        self.kn_summary.value = text
+        fig = neuron_figure(report)
+        self.kn_figure.children = (fig,)

@@ -1,0 +1,181 @@
+"""Probes panel: the fact's paraphrases, neighbours, implications and free prompts,
+before and after the edits, refreshed right after every edit or revert.
+
+"Before" is probed when the fact is chosen (with whatever edits were applied then,
+normally none); "now" after every change to the model. Row colours say whether the
+row behaves as the edit intends: edit and paraphrase prompts should now prefer the
+new object, neighbours should keep the true one, implications should now start
+their own target.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+
+import ipywidgets as widgets
+
+from workbench.editing import active_edits
+from workbench.errors import WorkbenchError
+from workbench.probing import generate, probe
+from workbench.ui.common import ErrorLine, State, Task, guarded, table
+
+GOOD, BAD = "background:#e3f4e1", "background:#fbe3e3"
+
+
+def probe_rows(fact, free: list[str]) -> list[dict]:
+    """One row per prompt: kind, prompt, and the targets scored on it."""
+    pair = [t for t in (fact.target_true, fact.target_new) if t]
+    rows = [{"kind": "edit", "prompt": fact.text, "targets": pair}]
+    rows += [{"kind": "paraphrase", "prompt": p, "targets": pair} for p in fact.paraphrase_prompts]
+    rows += [{"kind": "neighbour", "prompt": p, "targets": pair} for p in fact.neighborhood_prompts]
+    rows += [{"kind": "implication", "prompt": i.prompt, "targets": [i.target]} for i in fact.implication_prompts]
+    rows += [{"kind": "free", "prompt": p, "targets": pair} for p in free]
+    return rows
+
+
+def _outcome(row: dict, after, fact) -> bool | None:
+    """Does this prompt behave as the edit intends? None when it cannot say."""
+    probs = {t.target: t.prob for t in after.targets}
+    if row["kind"] == "implication":
+        target = row["targets"][0].strip().lower()
+        top = after.top[0].token.strip().lower() if after.top else ""
+        return bool(top) and target.startswith(top)
+    if fact.target_true is None or fact.target_new is None:
+        return None
+    new, true = probs.get(fact.target_new, 0.0), probs.get(fact.target_true, 0.0)
+    return true > new if row["kind"] == "neighbour" else new > true
+
+
+class ProbesPanel(widgets.VBox):
+    def __init__(self, state: State, *, background: bool = True) -> None:
+        self.state = state
+        self.error = ErrorLine()
+        self.free = widgets.Textarea(placeholder="free prompts, one per line", rows=3,
+                                     layout=widgets.Layout(width="70%"), description="Free")
+        self.free.add_class("wb-probe-free")
+        self.refresh_button = widgets.Button(description="Probe now", button_style="primary")
+        self.refresh_button.add_class("wb-probe-run")
+        self.refresh_button.on_click(guarded(self.error, lambda _: self.refresh()))
+        self.table = widgets.HTML()
+        self.table.add_class("wb-probe-table")
+        self.timing = widgets.HTML()
+        self.timing.add_class("wb-probe-timing")
+        self.gen_tokens = widgets.BoundedIntText(value=20, min=1, max=200, description="Tokens")
+        self.gen_task = Task("Generate", css="wb-generate-run", error=self.error, background=background)
+        self.gen_task.button.on_click(lambda _: self.run_generations())
+        self.generations = widgets.HTML()
+        self.generations.add_class("wb-generations")
+        self.before: dict[str, object] = {}  # prompt -> PromptProbe at fact choice
+        self.before_edits = 0
+        self.rows: list[dict] = []
+        self.last: list = []
+        self.gen_before: dict[str, str] = {}  # prompt -> generation with no edits applied
+        state.on("fact", guarded(self.error, self._fact_changed))
+        state.on("weights", guarded(self.error, self.refresh))
+        super().__init__([
+            widgets.HTML("<b>Probes</b>: does the edit reach paraphrases and implications, and leave "
+                         "neighbours alone? Refreshed after every edit and revert."),
+            self.free, self.refresh_button, self.error, self.table, self.timing,
+            widgets.HTML("<b>Generations</b> (greedy), before the edits and now"),
+            widgets.HBox([self.gen_tokens]), self.gen_task, self.generations,
+        ])
+        self.add_class("wb-probes-panel")
+
+    def _fact_changed(self) -> None:
+        self.before = {}
+        self.gen_before = {}
+        self.generations.value = ""
+        self.refresh(baseline=True)
+
+    def _free_prompts(self) -> list[str]:
+        return [line.strip() for line in self.free.value.splitlines() if line.strip()]
+
+    def refresh(self, baseline: bool = False) -> None:
+        """Probe every row now (one batched call) and redraw the table."""
+        fact = self.state.fact
+        if fact is None:
+            self.table.value = "<i>Choose a fact in the Fact tab first.</i>"
+            return
+        model = self.state.model
+        rows = probe_rows(fact, self._free_prompts())
+        started = time.perf_counter()
+        result = probe(model, [r["prompt"] for r in rows], targets=[r["targets"] for r in rows], top_k=1)
+        seconds = time.perf_counter() - started
+        n_edits = len(active_edits(model))
+        if baseline or not self.before:
+            self.before = {p.prompt: p for p in result.prompts}
+            self.before_edits = n_edits
+        else:
+            # Free prompts added later get their baseline only while no edit is applied.
+            for p in result.prompts:
+                if p.prompt not in self.before and n_edits == self.before_edits:
+                    self.before[p.prompt] = p
+        self.rows, self.last = rows, list(result.prompts)
+        self.timing.value = (f"<span style='color:#555'>{len(rows)} prompts probed in {seconds:.2f} s; "
+                             f"{n_edits} edit{'s' if n_edits != 1 else ''} applied now"
+                             + (f", {self.before_edits} when 'before' was probed" if self.before_edits else "")
+                             + "</span>")
+        self._draw(fact, n_edits)
+
+    def _draw(self, fact, n_edits: int) -> None:
+        out, styles = [], []
+        t_true, t_new = fact.target_true, fact.target_new
+        for row, now in zip(self.rows, self.last):
+            before = self.before.get(row["prompt"])
+
+            def p(res, target):
+                if res is None or target is None:
+                    return None
+                try:
+                    return res.target(target).prob
+                except KeyError:
+                    return None
+
+            other = row["targets"][0] if row["kind"] == "implication" else t_new
+            entry = {
+                "kind": row["kind"], "prompt": row["prompt"],
+                "p(true) before": p(before, t_true) if row["kind"] != "implication" else None,
+                "p(true) now": p(now, t_true) if row["kind"] != "implication" else None,
+                "p(new) before": p(before, other), "p(new) now": p(now, other),
+                "top-1 before": before.top[0].token if before is not None and before.top else "",
+                "top-1 now": now.top[0].token if now.top else "",
+            }
+            if row["kind"] == "implication":
+                entry["kind"] = f"implication ({row['targets'][0]})"
+            ok = _outcome(row, now, fact) if n_edits else None
+            entry["outcome"] = "" if ok is None else ("as intended" if ok else "not as intended")
+            out.append(entry)
+            styles.append("" if ok is None else (GOOD if ok else BAD))
+        columns = ["kind", "prompt", "p(true) before", "p(true) now", "p(new) before", "p(new) now",
+                   "top-1 before", "top-1 now", "outcome"]
+        fmt = {c: ".3f" for c in columns if c.startswith("p(")}
+        self.table.value = table(out, columns, css="wb-probe-rows", row_styles=styles, formats=fmt,
+                                 headers={"p(new) before": "p(new/target) before", "p(new) now": "p(new/target) now"})
+        self.table_rows = out
+
+    # -- generations ------------------------------------------------------------------
+    def run_generations(self) -> None:
+        fact = self.state.fact
+        if fact is None:
+            self.error.show("Choose a fact in the Fact tab first.")
+            return
+        prompts = [fact.text, *fact.generation_prompts[:2]]
+        model, n = self.state.model, int(self.gen_tokens.value)
+
+        def work(token):
+            out = []
+            for prompt in prompts:
+                token.check()
+                out.append((prompt, generate(model, prompt, max_new_tokens=n)))
+            return out, len(active_edits(model))
+
+        self.gen_task.run(work, self._show_generations, busy="generating…")
+
+    def _show_generations(self, payload) -> None:
+        results, n_edits = payload
+        if n_edits == 0:
+            self.gen_before.update(dict(results))
+        rows = [{"prompt": p, "before the edits": self.gen_before.get(p, "(generate once with no edit applied)"),
+                 "now": g} for p, g in results]
+        self.generations.value = table(rows, ["prompt", "before the edits", "now"], css="wb-generations-table")
