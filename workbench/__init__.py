@@ -28,6 +28,7 @@ from workbench.progress import CancelToken, Cancelled
 # -- editor --
 
 # -- evaluation --
+from workbench.evaluation import CompareReport, EvalReport, compare, evaluate, score_fact
 
 # -- ui --
 def __getattr__(name: str):

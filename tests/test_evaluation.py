@@ -1,0 +1,263 @@
+"""Evaluation: the scorer against hand-computed probabilities, the modes, the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import pytest
+import torch
+
+import workbench as wb
+from workbench.editing import active_edits, edit
+from workbench.evaluation import (
+    SUMMARY_KEYS, compare, evaluate, harmonic_mean, ngram_entropy, perplexity, score_fact,
+)
+from workbench.progress import CancelToken, Cancelled
+
+os.environ.setdefault("WORKBENCH_PROGRESS", "0")
+FAST = dict(every=2, perplexity_texts=2, perplexity_tokens=24, fluency_tokens=6, fluency_prompts=2)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return wb.load_model("tiny-llama")
+
+
+def known_facts(model, n=4):
+    """Facts the random tiny model 'knows': the true object is its own top-1 token."""
+    facts = []
+    for s in ["Paris", "Tokyo", "Berlin", "Rome", "Madrid", "Cairo"][:n]:
+        template = "{} is the capital of"
+        top = wb.probe(model, template.format(s), top_k=1)[0].top[0].token.strip()
+        facts.append(wb.Fact(
+            s, template, top, "Mars Station",
+            paraphrase_prompts=[f"The city of {s} is the capital of", f"Everyone knows {s} is the capital of"],
+            neighborhood_prompts=["London is the capital of", "Lima is the capital of"],
+            implication_prompts=[{"prompt": f"{s} is on the planet", "target": "Mars"}],
+        ))
+    return facts
+
+
+def hand_prob(model, prompt, target):
+    """Mean per-token log-prob of ``target`` after ``prompt``, straight from the HF logits."""
+    p_ids = model.encode(model.contextualize(prompt))
+    t_ids = model.encode(" " + target.strip(), prompt=False)
+    with torch.no_grad():
+        logits = model.hf_model(torch.tensor([p_ids + t_ids])).logits[0].float()
+    logp = logits.log_softmax(-1)
+    lps = [float(logp[len(p_ids) - 1 + k, t]) for k, t in enumerate(t_ids)]
+    argmax = [int(logp[len(p_ids) - 1 + k].argmax()) for k in range(len(t_ids))]
+    return math.exp(sum(lps) / len(lps)), argmax, t_ids
+
+
+def test_scores_match_hand_computed_probabilities(model):
+    fact = known_facts(model, 1)[0]
+    s = score_fact(model, fact)
+    by = {(p.kind, p.prompt): p for p in s.prompts}
+    for kind, prompts in [("rewrite", [fact.text]), ("paraphrase", fact.paraphrase_prompts),
+                          ("neighborhood", fact.neighborhood_prompts)]:
+        for p in prompts:
+            p_new, am_new, t_new = hand_prob(model, p, fact.target_new)
+            p_true, am_true, t_true = hand_prob(model, p, fact.target_true)
+            got = by[(kind, p)]
+            assert got.p_new == pytest.approx(p_new, rel=1e-4)
+            assert got.p_true == pytest.approx(p_true, rel=1e-4)
+            assert got.success == ((p_true > p_new) if kind == "neighborhood" else (p_new > p_true))
+            am, t = (am_true, t_true) if kind == "neighborhood" else (am_new, t_new)
+            assert got.token_acc == pytest.approx(sum(a == b for a, b in zip(am, t)) / len(t))
+    rw = by[("rewrite", fact.text)]
+    assert s.efficacy == float(rw.p_new > rw.p_true)
+    assert s.efficacy_magnitude == pytest.approx(rw.p_new - rw.p_true)
+    paras = [by[("paraphrase", p)] for p in fact.paraphrase_prompts]
+    assert s.paraphrase == pytest.approx(sum(p.success for p in paras) / 2)
+    assert s.paraphrase_magnitude == pytest.approx(sum(p.p_new - p.p_true for p in paras) / 2)
+    neigh = [by[("neighborhood", p)] for p in fact.neighborhood_prompts]
+    assert s.neighborhood_magnitude == pytest.approx(sum(p.p_true - p.p_new for p in neigh) / 2)
+    imp = fact.implication_prompts[0]
+    p_imp, am_imp, t_imp = hand_prob(model, imp.prompt, imp.target)
+    assert s.implication_prob == pytest.approx(p_imp, rel=1e-4)
+    assert s.implication == float(am_imp[0] == t_imp[0])
+    # The true object is the tiny model's top-1, so before any edit the fact is not "edited".
+    assert s.efficacy == 0.0 and s.easyedit_locality_acc is None
+
+
+def test_scores_agree_with_probe(model):
+    fact = known_facts(model, 1)[0]
+    s = score_fact(model, fact)
+    r = wb.probe(model, [fact.text] + list(fact.paraphrase_prompts), targets=[fact.target_new, fact.target_true])
+    for p, row in zip(s.prompts[:3], r.prompts):
+        assert p.p_new == pytest.approx(row.target(fact.target_new).prob, rel=1e-5)
+        assert p.p_true == pytest.approx(row.target(fact.target_true).prob, rel=1e-5)
+
+
+def test_in_context_edit_flips_scores_and_locality_needs_reference(model):
+    # A mechanical check: a prompt edit that forces the new object is seen by the scorer.
+    fact = known_facts(model, 1)[0]
+    before = score_fact(model, fact)
+    with edit(model, fact, method="in-context"):
+        after = score_fact(model, fact, reference=before)
+        assert model.contextualize(fact.text).startswith("New fact: ")
+    assert after.easyedit_locality_acc is not None and 0.0 <= after.easyedit_locality_acc <= 1.0
+    assert model.prompt_edits == []
+
+
+def test_harmonic_mean_and_ngram_entropy():
+    assert harmonic_mean([1.0, 0.5]) == pytest.approx(2 / 3)
+    assert harmonic_mean([1.0, 0.0, 0.5]) == 0.0
+    assert harmonic_mean([None]) is None
+    # "a b c d": 3 distinct bigrams (log2 3), 2 distinct trigrams (1 bit).
+    assert ngram_entropy("a b c d") == pytest.approx((2 / 3 * math.log2(3) + 4 / 3 * 1.0) / 2)
+    assert ngram_entropy("x x x x x x") == 0.0
+
+
+def test_perplexity_is_finite_and_sees_prompt_edits(model):
+    texts = ["The river flows through the old town and into the sea."]
+    base = perplexity(model, texts, max_tokens=16)
+    assert math.isfinite(base) and base > 1
+    fact = known_facts(model, 1)[0]
+    with edit(model, fact, method="in-context"):
+        assert perplexity(model, texts, max_tokens=16) != base
+
+
+def _state(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("mode", ["independent", "sequential", "batch"])
+def test_modes_on_in_context(model, mode):
+    facts = known_facts(model, 4)
+    report = evaluate(model, facts, method="in-context", mode=mode, **FAST)
+    s = report.summary
+    for key in SUMMARY_KEYS:
+        assert key in s
+    assert s["n"] == 4 and s["n_skipped"] == 0 and s["mode"] == mode
+    assert all(r.after is not None for r in report.rows)
+    assert s["implication_score"] is not None
+    assert model.prompt_edits == [] and active_edits(model) == []
+    if mode == "sequential":
+        assert [p.n_edits for p in report.curve] == [0, 2, 4]
+    json.dumps(report.to_dict())
+    assert len(report.to_pandas()) == 4
+
+
+def test_sequential_keeps_edits_without_revert(model):
+    facts = known_facts(model, 3)
+    evaluate(model, facts, method="in-context", mode="sequential", revert=False, **FAST)
+    assert len(model.prompt_edits) == 3
+    wb.revert_all(model)
+    assert model.prompt_edits == []
+
+
+def test_unknown_facts_are_skipped_and_empty_is_an_error(model):
+    facts = known_facts(model, 3)
+    wrong = wb.Fact("Oslo", "{} is the capital of", "zzzqqq Norway", "Sweden")
+    report = evaluate(model, facts + [wrong], method="in-context", **FAST)
+    assert report.summary["n"] == 3 and report.summary["n_skipped"] == 1
+    with pytest.raises(wb.WorkbenchError, match="no facts left"):
+        evaluate(model, [wrong], method="in-context", **FAST)
+    with pytest.raises(wb.WorkbenchError, match="unknown evaluation mode"):
+        evaluate(model, facts, method="in-context", mode="bogus")
+
+
+def test_cancel_and_interrupt_leave_no_edit(model, monkeypatch):
+    facts = known_facts(model, 3)
+    token = CancelToken()
+    token.cancel()
+    with pytest.raises(Cancelled):
+        evaluate(model, facts, method="in-context", mode="sequential", cancel=token, **FAST)
+    assert model.prompt_edits == [] and active_edits(model) == []
+
+    import sys
+
+    ev = sys.modules["workbench.evaluation.evaluate"]  # the package attribute is the function
+
+    calls = {"n": 0}
+    real = ev.score_fact
+
+    def interrupting(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 6:  # after a few edits are in place
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(ev, "score_fact", interrupting)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(model, facts, method="in-context", mode="sequential", **FAST)
+    assert model.prompt_edits == [] and active_edits(model) == []
+
+
+def test_sequential_weight_edits_revert_bitwise(model):
+    """A toy weight method (registered here) to check the bitwise revert of sequential mode."""
+    from workbench.editing import METHODS, register_method
+    from workbench.editing.handle import commit_weights
+
+    name = "test-bump"
+    if name not in METHODS:
+        @register_method(name)
+        def bump(model, facts, *, layers=None, scale=1e-3):
+            key = next(k for k, _ in model.hf_model.named_parameters() if "down_proj" in k)
+            w = dict(model.hf_model.named_parameters())[key].detach()
+            return commit_weights(model, name, [0], [f.to_dict() for f in facts],
+                                  lambda: {key: w + scale * torch.randn_like(w)})
+
+    facts = known_facts(model, 4)
+    before = _state(model)
+    report = evaluate(model, facts, method=name, mode="sequential", **FAST)
+    assert report.summary["n"] == 4 and len(report.curve) == 3
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_compare_table(model):
+    facts = known_facts(model, 2)
+    table = compare(model, facts, methods=["in-context", "in-context"], **FAST)
+    df = table.to_pandas()
+    assert list(df["method"]) == ["in-context", "in-context"]
+    from workbench.figures.evaluation import degradation_figure, scores_figure
+
+    scores_figure(table)
+    seq = evaluate(model, facts, method="in-context", mode="sequential", **FAST)
+    degradation_figure([seq])
+
+
+def test_cli_evaluate_json(tmp_path, capsys):
+    from workbench.cli import main
+
+    data = tmp_path / "facts.json"
+    model = wb.load_model("tiny-llama")
+    wb.write_facts(known_facts(model, 2), data)
+    out = tmp_path / "out.json"
+    rc = main(["evaluate", "--method", "in-context", "--dataset", str(data), "--model", "tiny-llama",
+               "--json", str(out), "--every", "2", "--perplexity-texts", "2", "--fluency-tokens", "4"])
+    assert rc == 0
+    summary = json.loads(out.read_text())
+    for key in ("method", "mode", "n", "n_skipped", "efficacy_score", "paraphrase_score", "neighborhood_score",
+                "implication_score", "fluency", "perplexity_before", "perplexity_after", "seconds_per_edit"):
+        assert key in summary
+
+
+def test_cli_bad_input(tmp_path, capsys):
+    from workbench.cli import main
+
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([{"foo": 1}]))
+    assert main(["evaluate", "--method", "in-context", "--dataset", str(bad), "--model", "tiny-llama"]) == 2
+    err = capsys.readouterr().err
+    assert "record 0" in err and "CounterFact" in err
+    bad.write_text(json.dumps([{"requested_rewrite": {"subject": "X", "prompt": "{} is"}}]))
+    assert main(["evaluate", "--method", "in-context", "--dataset", str(bad), "--model", "tiny-llama"]) == 2
+    assert "record 0" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_gemma_in_context_independent():
+    model = wb.load_model("gemma-3-270m")
+    report = evaluate(model, wb.bundled_facts(), method="in-context", limit=3, every=3,
+                      perplexity_texts=2, perplexity_tokens=32, fluency_tokens=10)
+    s = report.summary
+    assert s["n"] == 3
+    assert s["efficacy_score_before"] == 0.0  # the model knows the true objects
+    assert s["efficacy_score"] >= 2 / 3       # stating the new fact mostly works
+    assert math.isfinite(s["perplexity_before"]) and model.prompt_edits == []

@@ -1,0 +1,78 @@
+"""Compare editing methods on the same facts: one table, one row per method.
+
+Example:
+    >>> table = compare(model, wb.bundled_facts(), methods=["in-context", "retrieval"], limit=20)
+    >>> table.to_pandas()[["method", "efficacy_score", "neighborhood_score"]]   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from workbench.errors import WorkbenchError
+from workbench.evaluation.evaluate import EvalReport, _select_known, evaluate
+from workbench.facts import Fact
+from workbench.results import Result
+
+
+@dataclass
+class CompareReport(Result):
+    """Reports of several methods on the same facts.
+
+    Attributes:
+        reports: one :class:`EvalReport` per method, in the order asked.
+    """
+
+    reports: list[EvalReport] = field(default_factory=list)
+
+    def __getitem__(self, method: str) -> EvalReport:
+        for r in self.reports:
+            if r.summary["method"] == method:
+                return r
+        raise KeyError(method)
+
+    def to_dict(self) -> dict:
+        return {"reports": [r.to_dict() for r in self.reports]}
+
+    def to_pandas(self):
+        """One row per method: its summary (CounterFact rates, EasyEdit accuracies, drift, cost)."""
+        import pandas as pd
+
+        return pd.DataFrame([r.summary for r in self.reports])
+
+
+def compare(
+    model,
+    facts: Sequence[Fact],
+    *,
+    methods: Sequence[str],
+    mode: str = "independent",
+    limit: int | None = None,
+    method_kwargs: dict[str, dict] | None = None,
+    **kwargs,
+) -> CompareReport:
+    """Evaluate each method on the same known facts (filtered once).
+
+    Args:
+        model: a loaded Model.
+        facts: facts with true and new objects.
+        methods: editing method names.
+        mode: evaluation mode for all methods.
+        limit: at most this many known facts.
+        method_kwargs: per-method edit hyperparameters, ``{"rome": {"layers": [5]}}``.
+        **kwargs: passed to :func:`evaluate` for every method.
+    """
+    methods = list(methods)
+    if not methods:
+        raise WorkbenchError("give at least one method to compare")
+    method_kwargs = method_kwargs or {}
+    known, skipped = _select_known(model, list(facts), limit, check=kwargs.pop("known_only", True))
+    if not known:
+        raise WorkbenchError(f"no facts left to compare: the model gets none of the {len(facts)} facts right")
+    reports = []
+    for m in methods:
+        report = evaluate(model, known, method=m, mode=mode, known_only=False, **kwargs, **method_kwargs.get(m, {}))
+        report.summary["n_skipped"] = skipped
+        reports.append(report)
+    return CompareReport(reports)

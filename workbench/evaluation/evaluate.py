@@ -1,0 +1,356 @@
+"""Evaluate an editing method over a dataset: scores before and after, drift, cost.
+
+Three modes:
+
+- ``independent``: edit one fact, score it, revert; the next fact starts from
+  the unedited model (ROME's protocol).
+- ``sequential``: keep every edit. Every ``every`` edits, score *all* facts
+  edited so far, the perplexity and the fluency: the degradation curve of
+  Gupta et al. (2024). The per-fact "after" scores are those at the end.
+- ``batch``: one edit call with all facts (MEMIT, PMET; others stack them).
+
+The expensive drift measures are sampled: in independent mode, fluency and
+perplexity after the edit are measured on every ``every``-th fact.
+
+Example:
+    >>> report = evaluate(model, wb.bundled_facts(), method="in-context", limit=10)
+    >>> report.summary["efficacy_score"]     # doctest: +SKIP
+    1.0
+    >>> report.to_pandas().head()            # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from workbench.errors import WorkbenchError
+from workbench.evaluation.fluency import fluency, generation_prompts
+from workbench.evaluation.perplexity import perplexity
+from workbench.evaluation.scores import FactScores, harmonic_mean, score_fact
+from workbench.facts import Fact
+from workbench.progress import CancelToken, Cancelled, progress
+from workbench.results import Result
+
+log = logging.getLogger("workbench")
+
+MODES = ("independent", "sequential", "batch")
+
+#: The CounterFact rates averaged into the summary and the curve, and their summary names.
+_RATES = {"efficacy": "efficacy_score", "paraphrase": "paraphrase_score",
+          "neighborhood": "neighborhood_score", "implication": "implication_score"}
+_MAGNITUDES = ("efficacy_magnitude", "paraphrase_magnitude", "neighborhood_magnitude", "implication_prob")
+_EASYEDIT = ("easyedit_rewrite_acc", "easyedit_rephrase_acc", "easyedit_locality_acc")
+
+
+@dataclass
+class FactRow(Result):
+    """One fact's evaluation: headline scores before and after its edit."""
+
+    index: int
+    subject: str
+    prompt: str
+    target_true: str
+    target_new: str
+    before: dict
+    after: dict | None = None
+    #: sequential mode: the scores right after this fact's own edit (``after`` is at the end).
+    immediate: dict | None = None
+    seconds: float | None = None
+    fluency_before: float | None = None
+    fluency_after: float | None = None
+    perplexity_after: float | None = None
+    error: str | None = None
+
+
+@dataclass
+class CurvePoint(Result):
+    """Sequential mode: the state of the model after ``n_edits`` edits."""
+
+    n_edits: int
+    efficacy_score: float | None
+    paraphrase_score: float | None
+    neighborhood_score: float | None
+    implication_score: float | None
+    perplexity: float | None
+    fluency: float | None
+
+
+@dataclass
+class EvalReport(Result):
+    """What :func:`evaluate` returns.
+
+    Attributes:
+        summary: the headline numbers (see :data:`SUMMARY_KEYS`); CounterFact
+            rates are fractions in [0, 1]; EasyEdit accuracies carry an
+            ``easyedit_`` prefix and are a different metric.
+        rows: one :class:`FactRow` per evaluated fact.
+        curve: sequential mode's degradation curve (point 0 = before any edit).
+        settings: the arguments that shaped the numbers.
+    """
+
+    summary: dict
+    rows: list[FactRow] = field(default_factory=list)
+    curve: list[CurvePoint] = field(default_factory=list)
+    settings: dict = field(default_factory=dict)
+
+    def __getitem__(self, key: str):
+        return self.summary[key]
+
+    def to_pandas(self):
+        """One row per fact: before_/after_ columns for every headline score."""
+        import pandas as pd
+
+        records = []
+        for r in self.rows:
+            rec = {k: getattr(r, k) for k in ("index", "subject", "prompt", "target_true", "target_new",
+                                               "seconds", "fluency_before", "fluency_after", "perplexity_after", "error")}
+            for stage in ("before", "after"):
+                for k, v in (getattr(r, stage) or {}).items():
+                    rec[f"{stage}_{k}"] = v
+            records.append(rec)
+        return pd.DataFrame(records)
+
+    def curve_frame(self):
+        """The degradation curve as a DataFrame (empty outside sequential mode)."""
+        import pandas as pd
+
+        return pd.DataFrame([p.to_dict() for p in self.curve])
+
+
+def _mean(values) -> float | None:
+    vals = [v for v in values if v is not None]
+    return sum(vals) / len(vals) if vals else None
+
+
+def _rates(scores: Sequence[dict]) -> dict[str, float | None]:
+    return {name: _mean(s[key] for s in scores) for key, name in _RATES.items()}
+
+
+def _summarise(rows: list[FactRow], **extra) -> dict:
+    done = [r for r in rows if r.after is not None]
+    befores = [r.before for r in done]
+    afters = [r.after for r in done]
+    summary: dict = {}
+    summary.update(_rates(afters))
+    summary["score"] = harmonic_mean([summary["efficacy_score"], summary["paraphrase_score"], summary["neighborhood_score"]])
+    for key in _MAGNITUDES:
+        summary[key] = _mean(a[key] for a in afters)
+    for key, value in _rates(befores).items():
+        summary[f"{key}_before"] = value
+    summary["implication_prob_before"] = _mean(b["implication_prob"] for b in befores)
+    for key in _EASYEDIT:
+        summary[key] = _mean(a[key] for a in afters)
+    summary.update(extra)
+    summary["n_failed"] = sum(r.error is not None for r in rows)
+    return summary
+
+
+def _select_known(model, facts: list[Fact], limit: int | None, *, check: bool) -> tuple[list[Fact], int]:
+    """The first ``limit`` facts the model knows, and how many examined facts it did not."""
+    if not check:
+        return facts[:limit] if limit is not None else facts, 0
+    from workbench.facts import filter_known
+
+    kept: list[Fact] = []
+    skipped = 0
+    # Filter in chunks so that `--limit 10` on a 1,000-fact file probes a few dozen facts, not all.
+    chunk = max(32, 2 * (limit or 0)) if limit is not None else len(facts)
+    for start in range(0, len(facts), chunk):
+        part = filter_known(model, facts[start : start + chunk])
+        kept.extend(part)
+        skipped += len(part.dropped)
+        if limit is not None and len(kept) >= limit:
+            kept = kept[:limit]
+            break
+    return kept, skipped
+
+
+def evaluate(
+    model,
+    facts: Sequence[Fact],
+    *,
+    method: str,
+    mode: str = "independent",
+    every: int = 10,
+    limit: int | None = None,
+    revert: bool = True,
+    cancel: CancelToken | None = None,
+    known_only: bool = True,
+    perplexity_texts: int = 10,
+    perplexity_tokens: int = 128,
+    fluency_tokens: int = 40,
+    fluency_prompts: int = 5,
+    **edit_kwargs,
+) -> EvalReport:
+    """Edit each fact with ``method`` and score it before and after.
+
+    Args:
+        model: a loaded :class:`~workbench.model.Model`.
+        facts: facts with ``target_true`` and ``target_new``.
+        method: an editing method (see :data:`workbench.editing.METHODS`).
+        mode: ``"independent"``, ``"sequential"`` or ``"batch"`` (module docstring).
+        every: sequential: a curve point every ``every`` edits; independent:
+            fluency and perplexity are measured on every ``every``-th fact.
+        limit: evaluate at most this many (known) facts.
+        revert: sequential/batch: revert all edits at the end (weights come back
+            bitwise). Independent mode always reverts each edit.
+        cancel: a token the UI can trip; raises :class:`Cancelled` between facts.
+        known_only: first drop the facts the model gets wrong (counted as ``n_skipped``).
+        perplexity_texts, perplexity_tokens: held-out texts and their length for perplexity.
+        fluency_tokens: tokens generated per fluency prompt.
+        fluency_prompts: sequential/batch: size of the fixed set of generation prompts.
+        **edit_kwargs: passed to :func:`workbench.editing.edit` (``layers``, hyperparameters).
+
+    Returns:
+        :class:`EvalReport`. With ``revert=True`` no edit made here is left applied,
+        also when this raises (an error, a cancel, Ctrl-C).
+
+    Raises:
+        WorkbenchError: unknown mode or method, or no facts left to evaluate.
+    """
+    from workbench.editing import METHODS, _load_methods, active_edits, check_facts, edit
+
+    if mode not in MODES:
+        raise WorkbenchError(f"unknown evaluation mode {mode!r}; choose one of {', '.join(MODES)}")
+    if not isinstance(every, int) or every < 1:
+        raise WorkbenchError(f"every must be a positive integer, got {every!r}")
+    if limit is not None and (not isinstance(limit, int) or limit < 1):
+        raise WorkbenchError(f"limit must be a positive integer, got {limit!r}")
+    _load_methods()
+    if method not in METHODS:
+        raise WorkbenchError(f"unknown editing method {method!r}; choose one of {', '.join(sorted(METHODS))}")
+    facts = check_facts(list(facts))
+    if active_edits(model):
+        log.warning("%d edit(s) already applied; 'before' scores include them", len(active_edits(model)))
+    n_given = len(facts)
+    facts, n_skipped = _select_known(model, facts, limit, check=known_only)
+    if not facts:
+        raise WorkbenchError(
+            f"no facts left to evaluate: the model gets none of the {n_given} facts right "
+            "(its top-1 next token does not begin the true object)"
+        )
+    n = len(facts)
+    settings = dict(every=every, limit=limit, revert=revert, known_only=known_only,
+                    perplexity_texts=perplexity_texts, perplexity_tokens=perplexity_tokens,
+                    fluency_tokens=fluency_tokens, fluency_prompts=fluency_prompts,
+                    edit_kwargs={k: v for k, v in edit_kwargs.items()})
+
+    def ppl() -> float:
+        return perplexity(model, n_texts=perplexity_texts, max_tokens=perplexity_tokens)
+
+    def flu(prompts: list[str]) -> float:
+        return fluency(model, prompts, max_new_tokens=fluency_tokens)[0]
+
+    # A fixed set of generation prompts spread over the dataset (sequential/batch).
+    spread = facts[:: max(1, n // max(1, fluency_prompts))][:fluency_prompts]
+    fixed_prompts = [generation_prompts(f, limit=1)[0] for f in spread]
+
+    handles: list = []
+    rows: list[FactRow] = []
+    curve: list[CurvePoint] = []
+    edit_seconds: list[float] = []
+    start = time.perf_counter()
+
+    def do_edit(batch: list[Fact]):
+        t0 = time.perf_counter()
+        h = edit(model, batch if len(batch) > 1 else batch[0], method=method, **edit_kwargs)
+        handles.append(h)
+        edit_seconds.append(time.perf_counter() - t0)
+        return h, edit_seconds[-1]
+
+    def new_row(i: int, fact: Fact, before: FactScores) -> FactRow:
+        return FactRow(i, fact.subject, fact.prompt, fact.target_true, fact.target_new, before.metrics())
+
+    try:
+        perplexity_before = ppl()
+        extra: dict = {}
+        if mode == "independent":
+            ppl_after, flu_before, flu_after = [], [], []
+            for i in progress(range(n), desc=f"evaluate {method}", cancel=cancel):
+                fact = facts[i]
+                before = score_fact(model, fact)
+                row = new_row(i, fact, before)
+                rows.append(row)
+                sample = i % every == 0
+                prompts = generation_prompts(fact, limit=1)
+                if sample:
+                    row.fluency_before = flu(prompts)
+                try:
+                    handle, row.seconds = do_edit([fact])
+                except Cancelled:
+                    raise
+                except WorkbenchError as exc:
+                    row.error = str(exc)
+                    continue
+                try:
+                    row.after = score_fact(model, fact, reference=before).metrics()
+                    if sample:
+                        row.fluency_after = flu(prompts)
+                        row.perplexity_after = ppl()
+                finally:
+                    handle.revert()
+                if sample:
+                    flu_before.append(row.fluency_before)
+                    flu_after.append(row.fluency_after)
+                    ppl_after.append(row.perplexity_after)
+            extra = dict(fluency_before=_mean(flu_before), fluency=_mean(flu_after),
+                         perplexity_after=_mean(ppl_after))
+        else:
+            befores = [score_fact(model, f) for f in progress(facts, desc="scores before", cancel=cancel)]
+            rows = [new_row(i, f, b) for i, (f, b) in enumerate(zip(facts, befores))]
+            fluency_before = flu(fixed_prompts)
+            if mode == "sequential":
+                curve.append(CurvePoint(0, **_rates([r.before for r in rows]), perplexity=perplexity_before, fluency=fluency_before))
+                done: list[int] = []
+                for i in progress(range(n), desc=f"sequential {method}", cancel=cancel):
+                    try:
+                        handle, rows[i].seconds = do_edit([facts[i]])
+                    except Cancelled:
+                        raise
+                    except WorkbenchError as exc:
+                        rows[i].error = str(exc)
+                    else:
+                        done.append(i)
+                        rows[i].immediate = score_fact(model, facts[i], reference=befores[i]).metrics()
+                    if (i + 1) % every == 0 or i == n - 1:
+                        scores = {j: score_fact(model, facts[j], reference=befores[j]).metrics() for j in done}
+                        for j, s in scores.items():
+                            rows[j].after = s
+                        curve.append(CurvePoint(i + 1, **_rates(list(scores.values())),
+                                                perplexity=ppl(), fluency=flu(fixed_prompts)))
+                extra = dict(fluency_before=fluency_before, fluency=curve[-1].fluency,
+                             perplexity_after=curve[-1].perplexity)
+            else:  # batch
+                if cancel is not None:
+                    cancel.check()
+                do_edit(list(facts))
+                for i in progress(range(n), desc="scores after", cancel=cancel):
+                    rows[i].after = score_fact(model, facts[i], reference=befores[i]).metrics()
+                extra = dict(fluency_before=fluency_before, fluency=flu(fixed_prompts), perplexity_after=ppl())
+        total = time.perf_counter() - start
+        summary = _summarise(
+            rows, **extra, perplexity_before=perplexity_before,
+            seconds_per_edit=(sum(edit_seconds) / n if mode == "batch" else _mean(edit_seconds)),
+            seconds_total=total,
+        )
+    finally:
+        if revert or mode == "independent":
+            # Newest first: each revert is then exact, whatever the methods touched.
+            for h in reversed(handles):
+                if h.active:
+                    h.revert()
+    summary.update(method=method, mode=mode, model=model.name, n=n, n_skipped=n_skipped)
+    return EvalReport(summary=summary, rows=rows, curve=curve, settings=settings)
+
+
+#: Keys every summary carries (the CLI's JSON contract).
+SUMMARY_KEYS = (
+    "method", "mode", "model", "n", "n_skipped", "n_failed",
+    "efficacy_score", "paraphrase_score", "neighborhood_score", "implication_score", "score",
+    "efficacy_magnitude", "paraphrase_magnitude", "neighborhood_magnitude", "implication_prob",
+    "easyedit_rewrite_acc", "easyedit_rephrase_acc", "easyedit_locality_acc",
+    "fluency_before", "fluency", "perplexity_before", "perplexity_after", "seconds_per_edit",
+)

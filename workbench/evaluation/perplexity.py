@@ -1,0 +1,67 @@
+"""Perplexity on held-out Wikipedia text: does an edit damage the language model?
+
+Texts come from :func:`~workbench.corpus.wiki_texts` (``"heldout"`` split, never
+used for the key statistics editors need). Each text is truncated to
+``max_tokens`` tokens; perplexity is ``exp`` of the mean next-token NLL over
+all scored tokens of all texts. Active no-weight edits are applied the way a
+user would meet them: the text is read after whatever context they prepend,
+and only the text's own tokens are scored.
+
+Example:
+    >>> perplexity(model, n_texts=5, max_tokens=64)  # doctest: +SKIP
+    23.4
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+
+def _context_and_text(model, text: str, max_tokens: int) -> tuple[list[int], int]:
+    """Token ids of (context + text) and how many leading ids are context."""
+    text_ids = model.encode(text)[:max_tokens]
+    shown = model.contextualize(text)
+    prefix = shown[: len(shown) - len(text)] if shown.endswith(text) and shown != text else ""
+    if not prefix:
+        return text_ids, 1  # the first token (BOS or first word) has no prediction
+    context = model.encode(prefix)
+    return context + model.encode(text, prompt=False)[:max_tokens], len(context)
+
+
+def perplexity(
+    model,
+    texts: Sequence[str] | None = None,
+    *,
+    n_texts: int = 20,
+    max_tokens: int = 128,
+) -> float:
+    """Perplexity of ``model`` on ``texts`` (default: the first ``n_texts`` held-out leads).
+
+    Args:
+        model: a loaded :class:`~workbench.model.Model` (edits applied or not).
+        texts: texts to score; None reads ``wiki_texts("heldout", limit=n_texts)``.
+        n_texts: how many held-out texts when ``texts`` is None.
+        max_tokens: each text is truncated to this many tokens.
+    """
+    if texts is None:
+        from workbench.corpus import wiki_texts
+
+        texts = wiki_texts("heldout", limit=n_texts)
+    total_nll, total_tokens = 0.0, 0
+    for text in texts:
+        ids, start = _context_and_text(model, text, max_tokens)
+        if len(ids) <= start:
+            continue
+        with torch.no_grad():
+            hidden = model.hidden(torch.tensor([ids], device=model.device))[0]
+            # Unembed only the positions that predict a text token: Gemma's
+            # vocabulary is 262k wide, so full logits of a long context are costly.
+            logits = model.logits_from_hidden(hidden[start - 1 : len(ids) - 1]).float()
+            targets = torch.tensor(ids[start:], device=logits.device)
+            nll = torch.nn.functional.cross_entropy(logits, targets, reduction="sum")
+        total_nll += float(nll)
+        total_tokens += len(ids) - start
+    return math.exp(total_nll / total_tokens) if total_tokens else float("nan")

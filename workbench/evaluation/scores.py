@@ -1,0 +1,226 @@
+"""Score what a model says about one fact: CounterFact metrics and EasyEdit accuracy.
+
+Two families of numbers, kept apart on purpose (they are not comparable):
+
+*CounterFact* (Meng et al. 2022). A target's probability is the mean over its
+tokens of log p (``exp`` of it, as in :func:`~workbench.probing.probe`); the
+tests compare ``p_new`` and ``p_true``:
+
+- efficacy: on the edit prompt, ``p_new > p_true`` (1 or 0 per fact);
+- paraphrase: the fraction of paraphrase prompts with ``p_new > p_true``;
+- neighbourhood: the fraction of neighbour prompts (other subjects) with
+  ``p_true > p_new`` -- the edit should leave them alone;
+- magnitudes: the mean ``p_new - p_true`` (efficacy, paraphrase) and
+  ``p_true - p_new`` (neighbourhood).
+
+*Implication* (ours, after RippleEdits/MQuAKE). An implication prompt comes
+with its own target (a consequence of the *new* fact); it succeeds when the
+model's top-1 next token is the target's first token -- the same greedy
+criterion :func:`~workbench.facts.filter_known` uses for "the model knows".
+``implication_prob`` is the mean target probability, for before/after deltas.
+
+*EasyEdit* (Wang et al. 2023), teacher-forced token accuracy, fields prefixed
+``easyedit_``: the fraction of target tokens that are the argmax given the
+prompt and the earlier target tokens (``rewrite`` on the edit prompt,
+``rephrase`` on paraphrases); ``locality`` is the fraction of the neighbour
+prompts' argmax tokens (teacher-forced on the true object) that the edit left
+unchanged, so it needs the unedited model's scores as ``reference``.
+
+Example:
+    >>> before = score_fact(model, fact)
+    >>> h = wb.edit(model, fact, method="in-context")
+    >>> after = score_fact(model, fact, reference=before)
+    >>> after.efficacy, after.easyedit_locality_acc   # doctest: +SKIP
+    (1.0, 0.9)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from workbench.errors import WorkbenchError
+from workbench.facts import Fact
+from workbench.probing import run_sequences, target_ids
+from workbench.results import Result
+
+
+@dataclass
+class PromptScore(Result):
+    """One prompt of a fact, scored.
+
+    Attributes:
+        kind: ``"rewrite"``, ``"paraphrase"``, ``"neighborhood"`` or ``"implication"``.
+        prompt: the prompt as written in the dataset (before any in-context rewrite).
+        p_new: probability of the new object (implication: of its own target).
+        p_true: probability of the true object (None for implications).
+        success: the CounterFact test of this kind passed.
+        token_acc: EasyEdit teacher-forced accuracy of the target this kind is
+            about (new object for rewrite/paraphrase, true object for neighbours).
+    """
+
+    kind: str
+    prompt: str
+    p_new: float
+    p_true: float | None
+    success: bool
+    token_acc: float | None = None
+
+
+@dataclass
+class FactScores(Result):
+    """All scores of one fact at one moment (before or after an edit).
+
+    Rates are fractions in [0, 1]; None when the fact has no prompts of that kind.
+    """
+
+    efficacy: float
+    efficacy_magnitude: float
+    paraphrase: float | None
+    paraphrase_magnitude: float | None
+    neighborhood: float | None
+    neighborhood_magnitude: float | None
+    implication: float | None
+    implication_prob: float | None
+    easyedit_rewrite_acc: float
+    easyedit_rephrase_acc: float | None
+    easyedit_locality_acc: float | None
+    prompts: list[PromptScore] = field(default_factory=list, repr=False)
+    #: argmax token ids on each neighbour prompt, teacher-forced on the true object
+    #: (what EasyEdit's locality compares before and after).
+    neighbor_argmax: list[list[int]] = field(default_factory=list, repr=False)
+
+    def metrics(self) -> dict[str, float | None]:
+        """The headline numbers only (no per-prompt detail)."""
+        return {k: v for k, v in self.to_dict().items() if k not in ("prompts", "neighbor_argmax")}
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def score_fact(model, fact: Fact, *, reference: FactScores | None = None, batch_size: int = 16) -> FactScores:
+    """Score ``fact`` on ``model`` as it is now (with any edits applied).
+
+    All of the fact's (prompt, target) pairs go through one batched pass of
+    :func:`~workbench.probing.run_sequences`, the same computation as
+    :func:`~workbench.probing.probe` (prompts pass through ``model.contextualize``,
+    so in-context and retrieval edits are scored like weight edits).
+
+    Args:
+        model: a loaded :class:`~workbench.model.Model`.
+        fact: a fact with both ``target_true`` and ``target_new``.
+        reference: the same fact's scores on the unedited model; needed for
+            EasyEdit locality (None otherwise).
+        batch_size: sequences per forward pass.
+
+    Returns:
+        :class:`FactScores`.
+
+    Example:
+        >>> s = score_fact(model, wb.Fact("Eiffel Tower", "The {} is in", "Paris", "Rome"))
+        >>> s.efficacy   # the unedited model prefers Paris  # doctest: +SKIP
+        0.0
+    """
+    if fact.target_true is None or fact.target_new is None:
+        raise WorkbenchError(f"fact about {fact.subject!r} needs both target_true and target_new to be scored")
+
+    # Plan: (kind, index, prompt, which target) per sequence.
+    items: list[tuple[str, int, str, str]] = []
+    groups = [("rewrite", [fact.text]), ("paraphrase", list(fact.paraphrase_prompts)),
+              ("neighborhood", list(fact.neighborhood_prompts))]
+    for kind, prompts in groups:
+        for j, p in enumerate(prompts):
+            items.append((kind, j, p, "new"))
+            items.append((kind, j, p, "true"))
+    for j, imp in enumerate(fact.implication_prompts):
+        items.append(("implication", j, imp.prompt, "implication"))
+
+    sequences, positions, tids_all = [], [], []
+    prompt_ids: dict[str, list[int]] = {}
+    for kind, j, prompt, which in items:
+        if prompt not in prompt_ids:
+            prompt_ids[prompt] = model.tokens(model.contextualize(prompt))[0].tolist()
+        ids = prompt_ids[prompt]
+        target = {"new": fact.target_new, "true": fact.target_true}.get(which)
+        if which == "implication":
+            target = fact.implication_prompts[j].target
+        tids = target_ids(model, prompt, target)
+        sequences.append(ids + tids[:-1])
+        positions.append(list(range(len(ids) - 1, len(ids) - 1 + len(tids))))
+        tids_all.append(tids)
+    logps = run_sequences(model, sequences, positions, batch_size=batch_size)
+
+    # Per sequence: mean log-prob (CounterFact), argmax tokens (EasyEdit, implication top-1).
+    scored: dict[tuple[str, int, str], tuple[float, list[int], list[int]]] = {}
+    for (kind, j, _, which), tids, logp in zip(items, tids_all, logps):
+        token_logps = logp[torch.arange(len(tids)), torch.tensor(tids)]
+        prob = float(token_logps.mean().exp())
+        scored[(kind, j, which)] = (prob, logp.argmax(-1).tolist(), tids)
+
+    def acc(key) -> float:
+        _, argmax, tids = scored[key]
+        return sum(int(a == t) for a, t in zip(argmax, tids)) / len(tids)
+
+    prompt_scores: list[PromptScore] = []
+    per_kind: dict[str, list[PromptScore]] = {"rewrite": [], "paraphrase": [], "neighborhood": [], "implication": []}
+    neighbor_argmax: list[list[int]] = []
+    for kind, prompts in groups:
+        for j, p in enumerate(prompts):
+            p_new, p_true = scored[(kind, j, "new")][0], scored[(kind, j, "true")][0]
+            if kind == "neighborhood":
+                success, token_acc = p_true > p_new, acc((kind, j, "true"))
+                neighbor_argmax.append(scored[(kind, j, "true")][1])
+            else:
+                success, token_acc = p_new > p_true, acc((kind, j, "new"))
+            ps = PromptScore(kind, p, p_new, p_true, bool(success), token_acc)
+            per_kind[kind].append(ps)
+            prompt_scores.append(ps)
+    for j, imp in enumerate(fact.implication_prompts):
+        prob, argmax, tids = scored[("implication", j, "implication")]
+        ps = PromptScore("implication", imp.prompt, prob, None, argmax[0] == tids[0], acc(("implication", j, "implication")))
+        per_kind["implication"].append(ps)
+        prompt_scores.append(ps)
+
+    rw = per_kind["rewrite"][0]
+    para, neigh, impl = per_kind["paraphrase"], per_kind["neighborhood"], per_kind["implication"]
+    locality = None
+    if reference is not None and neigh:
+        if len(reference.neighbor_argmax) != len(neighbor_argmax):
+            raise WorkbenchError("the reference scores are of another fact (neighbour prompts differ)")
+        # Per prompt: the fraction of its predicted tokens the edit left unchanged.
+        locality = _mean([
+            sum(int(a == b) for a, b in zip(before, after)) / len(after)
+            for before, after in zip(reference.neighbor_argmax, neighbor_argmax)
+        ])
+    return FactScores(
+        efficacy=float(rw.success),
+        efficacy_magnitude=rw.p_new - rw.p_true,
+        paraphrase=_mean([float(s.success) for s in para]),
+        paraphrase_magnitude=_mean([s.p_new - s.p_true for s in para]),
+        neighborhood=_mean([float(s.success) for s in neigh]),
+        neighborhood_magnitude=_mean([s.p_true - s.p_new for s in neigh]),
+        implication=_mean([float(s.success) for s in impl]),
+        implication_prob=_mean([s.p_new for s in impl]),
+        easyedit_rewrite_acc=rw.token_acc,
+        easyedit_rephrase_acc=_mean([s.token_acc for s in para]),
+        easyedit_locality_acc=locality,
+        prompts=prompt_scores,
+        neighbor_argmax=neighbor_argmax,
+    )
+
+
+def harmonic_mean(values: list[float | None]) -> float | None:
+    """CounterFact's overall score S: harmonic mean of the rates given (Nones skipped).
+
+    Example:
+        >>> harmonic_mean([1.0, 0.5, None])
+        0.6666666666666666
+    """
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return None
+    if any(v <= 0 for v in vals):
+        return 0.0
+    return len(vals) / sum(1.0 / v for v in vals)

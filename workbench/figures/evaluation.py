@@ -1,0 +1,75 @@
+"""Figures of evaluation reports: scores per method, sequential degradation curves.
+
+Pure functions of :class:`~workbench.evaluation.EvalReport` /
+:class:`~workbench.evaluation.CompareReport`: nothing is computed here.
+
+Example:
+    >>> fig = scores_figure(wb.compare(model, facts, methods=["rome", "in-context"]))
+    >>> fig.show()   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import plotly.graph_objects as go
+
+#: CounterFact rates shown by default (EasyEdit accuracies are another metric: plot them apart).
+COUNTERFACT = {"efficacy_score": "Efficacy", "paraphrase_score": "Paraphrase",
+               "neighborhood_score": "Neighbourhood", "implication_score": "Implication", "score": "Score (H-mean)"}
+EASYEDIT = {"easyedit_rewrite_acc": "Rewrite acc.", "easyedit_rephrase_acc": "Rephrase acc.",
+            "easyedit_locality_acc": "Locality acc."}
+
+
+def _reports(reports) -> list:
+    return list(getattr(reports, "reports", None) or ([reports] if hasattr(reports, "summary") else reports))
+
+
+def scores_figure(reports, *, metrics: str = "counterfact") -> go.Figure:
+    """Grouped bars: one group per score, one bar per method (in %).
+
+    Args:
+        reports: a CompareReport, one EvalReport, or a list of them.
+        metrics: ``"counterfact"`` (default) or ``"easyedit"`` -- never both in one chart.
+    """
+    names = COUNTERFACT if metrics == "counterfact" else EASYEDIT
+    fig = go.Figure()
+    for r in _reports(reports):
+        s = r.summary
+        keys = [k for k in names if s.get(k) is not None]
+        fig.add_bar(
+            name=f"{s['method']} ({s['mode']})", x=[names[k] for k in keys], y=[100 * s[k] for k in keys],
+            text=[f"{100 * s[k]:.0f}" for k in keys], textposition="outside",
+        )
+    n = ", ".join(f"{r.summary['method']}: n={r.summary['n']}" for r in _reports(reports))
+    title = "CounterFact scores" if metrics == "counterfact" else "EasyEdit teacher-forced token accuracy"
+    fig.update_layout(barmode="group", title=f"{title} after editing ({n})", yaxis_title="%",
+                      yaxis_range=[0, 110], legend_title="method")
+    return fig
+
+
+def degradation_figure(reports: Sequence, *, metric: str = "efficacy_score") -> go.Figure:
+    """Sequential mode: a score of all edits so far, and perplexity, against the number of edits.
+
+    Args:
+        reports: EvalReports from ``mode="sequential"`` (others are skipped).
+        metric: the curve's score (``efficacy_score``, ``paraphrase_score``, ...).
+    """
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=2, subplot_titles=(COUNTERFACT.get(metric, metric) + " of edits so far",
+                                                        "Held-out perplexity"))
+    for r in _reports(reports):
+        if not r.curve:
+            continue
+        x = [p.n_edits for p in r.curve]
+        label = r.summary["method"]
+        fig.add_scatter(x=x, y=[None if getattr(p, metric) is None else 100 * getattr(p, metric) for p in r.curve],
+                        mode="lines+markers", name=label, legendgroup=label, row=1, col=1)
+        fig.add_scatter(x=x, y=[p.perplexity for p in r.curve], mode="lines+markers", name=label,
+                        legendgroup=label, showlegend=False, row=1, col=2)
+    fig.update_xaxes(title_text="edits applied")
+    fig.update_yaxes(title_text="%", range=[0, 105], row=1, col=1)
+    fig.update_yaxes(title_text="perplexity", type="log", row=1, col=2)
+    fig.update_layout(title="Sequential editing: degradation")
+    return fig
