@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -89,6 +90,19 @@ def load_tokenizer(name: str):
     return AutoTokenizer.from_pretrained(converted_dir(name))
 
 
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face Hub answers a TCP connection within ``timeout``."""
+    import socket
+    from urllib.parse import urlparse
+
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
 def load_hf(name: str, *, dtype: torch.dtype, device_map=None):
     """Return ``(hf_model, tokenizer, source_name)`` for ``name``, offline where possible."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -113,14 +127,24 @@ def load_hf(name: str, *, dtype: torch.dtype, device_map=None):
     looks_local = local.exists() or name.startswith((".", "/", "~"))
     if looks_local and not (local / "config.json").exists():
         raise UnknownModelError(f"model folder {name!r} has no config.json")
+    hub_log = logging.getLogger("huggingface_hub")
+    level = hub_log.level
+    # The Hub client logs every retry on stderr; the error below says it in one line.
+    hub_log.setLevel(logging.CRITICAL)
+    # Without a reachable Hub, look only in the local HF cache: the client would
+    # otherwise spend a minute on retries before failing.
+    offline = os.environ.get("HF_HUB_OFFLINE") == "1" or not _hub_reachable()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name)
-        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, device_map=device_map)
+        tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=offline)
+        model = AutoModelForCausalLM.from_pretrained(
+            name, dtype=dtype, device_map=device_map, local_files_only=offline
+        )
     except (OSError, ValueError) as exc:
-        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
         raise UnknownModelError(
             f"cannot load model {name!r}: not a built-in model ({', '.join(BUILTIN_MODELS)}), "
-            f"not a local folder, and {'the Hub is off (HF_HUB_OFFLINE=1)' if offline else 'not found on the Hub or not reachable'}"
+            f"not a local folder, and {'the Hub is not reachable (offline) and it is not in the local Hugging Face cache' if offline else 'not found on the Hub'}"
             f" ({type(exc).__name__})"
         ) from None
+    finally:
+        hub_log.setLevel(level)
     return model.eval(), tokenizer, name

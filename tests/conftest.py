@@ -1,0 +1,54 @@
+"""Shared fixtures: models are loaded once per session and shared.
+
+Tiny models (random weights, real tokenizers) serve the fast unit tests; the
+real offline models serve tests marked ``slow``. After every test any edit a
+test left applied is reverted, so one test's edit never leaks into the next.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("WORKBENCH_PROGRESS", "0")
+
+_LOADED: dict[str, object] = {}
+
+
+def _model(name: str):
+    if name not in _LOADED:
+        import workbench as wb
+
+        _LOADED[name] = wb.load_model(name)
+    return _LOADED[name]
+
+
+@pytest.fixture(scope="session")
+def tiny_gemma():
+    return _model("tiny-gemma3")
+
+
+@pytest.fixture(scope="session")
+def tiny_llama():
+    return _model("tiny-llama")
+
+
+@pytest.fixture(scope="session")
+def gemma():
+    return _model("gemma-3-270m")
+
+
+@pytest.fixture(scope="session")
+def smollm():
+    return _model("smollm2-135m")
+
+
+@pytest.fixture(autouse=True)
+def _revert_leftover_edits():
+    yield
+    from workbench.editing.handle import revert_all
+
+    for model in _LOADED.values():
+        revert_all(model)
+        model.prompt_edits.clear()
