@@ -1,0 +1,266 @@
+"""Edits as handles that know how to undo themselves exactly.
+
+Every edit, whatever the method, ends in :func:`commit_weights` (methods that
+change weights) or :func:`commit_prompt_edit` (in-context, retrieval). The
+handle keeps bitwise copies of every parameter it changed, before and after,
+so :meth:`EditHandle.revert` restores the weights bit for bit.
+
+Edits stack on a per-model list. Reverting the newest edit is always exact.
+Reverting an older one is allowed only when no later edit touched the same
+parameters (then it is exact too); otherwise it is refused with the reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from workbench.errors import WorkbenchError
+from workbench.results import Result
+
+
+def _stack(model) -> list[EditHandle]:
+    # Stored on the Model object itself so every caller sees the same history.
+    if not hasattr(model, "_edit_stack"):
+        object.__setattr__(model, "_edit_stack", [])
+    return model._edit_stack
+
+
+def _params(model) -> dict[str, torch.nn.Parameter]:
+    return dict(model.hf_model.named_parameters(remove_duplicate=False))
+
+
+def tensor_hash(t: Tensor) -> str:
+    return hashlib.sha256(t.detach().contiguous().cpu().numpy().tobytes()).hexdigest()[:16]
+
+
+@dataclass
+class EditHandle(Result):
+    """One applied edit.
+
+    Attributes:
+        method: the editing method's name (``"rome"``, ``"in-context"``, ...).
+        layers: the layers whose weights changed (empty for no-weight edits).
+        facts: the facts edited (as dicts).
+        seconds: wall time of computing and applying the edit.
+        before / after: bitwise copies of every changed parameter, by name.
+        prompt_edit: for no-weight edits, the object with ``rewrite(prompt)``.
+        info: method-specific diagnostics (losses, norms, ...).
+
+    Example:
+        >>> with wb.edit(model, fact, method="rome") as h:   # doctest: +SKIP
+        ...     wb.probe(model, fact.text, targets=[fact.target_new])
+        >>> # weights are back, bitwise, here
+    """
+
+    method: str
+    layers: list[int]
+    facts: list[dict]
+    seconds: float
+    before: dict[str, Tensor] = field(default_factory=dict, repr=False)
+    after: dict[str, Tensor] = field(default_factory=dict, repr=False)
+    prompt_edit: Any = field(default=None, repr=False)
+    info: dict = field(default_factory=dict)
+    model: Any = field(default=None, repr=False)
+    active: bool = True
+
+    # -- summaries ----------------------------------------------------------------
+    @property
+    def changes_weights(self) -> bool:
+        return bool(self.after)
+
+    def delta_norms(self) -> dict[str, float]:
+        """Frobenius norm of each parameter's change."""
+        return {k: float((self.after[k].double() - self.before[k].double()).norm()) for k in self.after}
+
+    def to_dict(self) -> dict:
+        return {
+            "method": self.method, "layers": list(self.layers), "facts": self.facts,
+            "seconds": self.seconds, "delta_norms": self.delta_norms(), "info": self.info,
+            "active": self.active,
+        }
+
+    # -- undo -----------------------------------------------------------------------
+    def revert(self) -> None:
+        """Undo this edit exactly, or raise if a later edit makes that impossible."""
+        if not self.active:
+            return
+        stack = _stack(self.model)
+        later = stack[stack.index(self) + 1 :] if self in stack else []
+        clash = [h for h in later if set(h.after) & set(self.after)]
+        if clash:
+            names = sorted(set(clash[0].after) & set(self.after))
+            raise WorkbenchError(
+                f"cannot revert this {self.method} edit exactly: a later {clash[0].method} edit "
+                f"changed the same weights ({names[0]}); revert the later edit first or use revert_all"
+            )
+        params = _params(self.model)
+        with torch.no_grad():
+            for name, value in self.before.items():
+                params[name].copy_(value)
+        if self.prompt_edit is not None and self.prompt_edit in self.model.prompt_edits:
+            self.model.prompt_edits.remove(self.prompt_edit)
+        if self in stack:
+            stack.remove(self)
+        self.active = False
+
+    def __enter__(self) -> EditHandle:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.revert()
+
+    # -- persistence ----------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Save as ``path`` (safetensors of the edited weights) + ``path.json`` (metadata).
+
+        Only weight edits and prompt edits whose object has ``to_dict`` can be saved.
+        """
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        if path.suffix != ".safetensors":
+            path = path.with_suffix(".safetensors")
+        meta = {
+            "format": "workbench-edit/1",
+            "model": self.model.name,
+            "fingerprint": self.model.fingerprint,
+            "method": self.method,
+            "layers": list(self.layers),
+            "facts": self.facts,
+            "seconds": self.seconds,
+            "info": self.info,
+            "before_hashes": {k: tensor_hash(v) for k, v in self.before.items()},
+            "prompt_edit": self.prompt_edit.to_dict() if self.prompt_edit is not None else None,
+        }
+        save_file({k: v.contiguous() for k, v in self.after.items()}, str(path))
+        Path(str(path) + ".json").write_text(json.dumps(meta, indent=1))
+        return path
+
+
+def commit_weights(
+    model,
+    method: str,
+    layers: list[int],
+    facts: list[dict],
+    compute: Callable[[], dict[str, Tensor]],
+    *,
+    info: dict | None = None,
+) -> EditHandle:
+    """Run ``compute()`` (returns new values for named parameters) and apply it atomically.
+
+    ``compute`` may read and temporarily hook the model but must not leave weights
+    changed; whatever happens (an exception, a NaN, Ctrl-C) the weights are either
+    all new or all as before.
+    """
+    start = time.perf_counter()
+    params = _params(model)
+    # Snapshot first: a method that (wrongly) writes in place is still undone.
+    snapshot_names = None
+    try:
+        new_values = compute()
+        snapshot_names = list(new_values)
+        for name, value in new_values.items():
+            if name not in params:
+                raise WorkbenchError(f"edit names unknown parameter {name!r}")
+            if value.shape != params[name].shape:
+                raise WorkbenchError(f"edit of {name} has shape {tuple(value.shape)}, expected {tuple(params[name].shape)}")
+            if not torch.isfinite(value).all():
+                raise WorkbenchError(f"{method} produced NaN or inf weights for {name}; the edit was aborted and nothing changed")
+        before = {n: params[n].detach().clone() for n in new_values}
+        after = {n: v.detach().to(params[n].dtype).clone() for n, v in new_values.items()}
+        try:
+            with torch.no_grad():
+                for name, value in after.items():
+                    params[name].copy_(value)
+        except BaseException:
+            with torch.no_grad():
+                for name, value in before.items():
+                    params[name].copy_(value)
+            raise
+    finally:
+        pass
+    handle = EditHandle(
+        method=method, layers=sorted(set(layers)), facts=facts,
+        seconds=time.perf_counter() - start, before=before, after=after,
+        info=info or {}, model=model,
+    )
+    _stack(model).append(handle)
+    return handle
+
+
+def commit_prompt_edit(model, method: str, facts: list[dict], prompt_edit, *, info: dict | None = None, seconds: float = 0.0) -> EditHandle:
+    """Activate a no-weight edit (an object with ``rewrite(prompt)``)."""
+    model.prompt_edits.append(prompt_edit)
+    handle = EditHandle(method=method, layers=[], facts=facts, seconds=seconds, prompt_edit=prompt_edit, info=info or {}, model=model)
+    _stack(model).append(handle)
+    return handle
+
+
+def active_edits(model) -> list[EditHandle]:
+    """The model's applied edits, oldest first."""
+    return list(_stack(model))
+
+
+def revert_all(model) -> int:
+    """Revert every edit, newest first; the weights come back bitwise. Returns how many."""
+    stack = _stack(model)
+    n = len(stack)
+    for handle in reversed(list(stack)):
+        handle.revert()
+    return n
+
+
+def load_edit(model, path: str | Path, *, prompt_edit_loader: Callable[[dict], Any] | None = None) -> EditHandle:
+    """Re-apply an edit saved with :meth:`EditHandle.save`.
+
+    Refuses a file made for another model (fingerprint), or when the weights it
+    changes are not, right now, what they were when it was made.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        path = path.with_suffix(".safetensors")
+    meta_path = Path(str(path) + ".json")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except OSError:
+        raise WorkbenchError(f"cannot read edit metadata {str(meta_path)!r}") from None
+    except json.JSONDecodeError:
+        raise WorkbenchError(f"edit metadata {str(meta_path)!r} is corrupt (not JSON)") from None
+    if not isinstance(meta, dict) or meta.get("format") != "workbench-edit/1":
+        raise WorkbenchError(f"{str(meta_path)!r} is not a workbench edit file")
+    if meta.get("fingerprint") != model.fingerprint:
+        raise WorkbenchError(
+            f"this edit was made for model {meta.get('model')!r} (fingerprint {meta.get('fingerprint')}), "
+            f"not for the loaded {model.name!r} ({model.fingerprint})"
+        )
+    try:
+        after = load_file(str(path))
+    except (OSError, SafetensorError) as exc:
+        raise WorkbenchError(f"edit weights {str(path)!r} are unreadable or corrupt ({exc})") from None
+    params = _params(model)
+    for name, want in meta.get("before_hashes", {}).items():
+        if name not in params or name not in after:
+            raise WorkbenchError(f"edit file {str(path)!r} is corrupt: no weights for {name}")
+        if tensor_hash(params[name]) != want:
+            raise WorkbenchError(
+                f"the model's {name} is not what it was when this edit was made "
+                "(another edit is applied?); revert other edits first"
+            )
+    facts = meta.get("facts", [])
+    if meta.get("prompt_edit") is not None:
+        if prompt_edit_loader is None:
+            raise WorkbenchError(f"{meta['method']} edits cannot be loaded without their loader")
+        return commit_prompt_edit(model, meta["method"], facts, prompt_edit_loader(meta["prompt_edit"]), info=meta.get("info"))
+    return commit_weights(model, meta["method"], meta.get("layers", []), facts, lambda: dict(after), info=meta.get("info"))
