@@ -85,6 +85,6 @@ def test_retrieval_threshold_bounds(model):
 def test_similarity_sweep_on_bundled_data():
     from workbench.editing.retrieval import similarity_sweep
 
-    sweep = similarity_sweep(wb.bundled_facts()[:60], thresholds=(0.75,))
+    sweep = similarity_sweep(wb.bundled_facts()[:60], thresholds=(0.70,))
     row = sweep["rows"][0]
     assert row["paraphrase_recall"] > 0.8 and row["neighborhood_recall"] < 0.2

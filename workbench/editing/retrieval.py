@@ -13,12 +13,22 @@ All retrieval edits on a model share one memory: stacking edits adds facts to
 it, and a lookup searches every active one (the first active retrieval edit does
 the lookup; the others pass prompts through). Reverting an edit removes its facts.
 
-Threshold (measured on the bundled 395 facts, ``benchmarks/results.py``): cosine
-similarity of a paraphrase to its own fact's prompt has median 0.93 (5th
-percentile 0.79); of a neighbour prompt (another subject, same relation) to
-the edited fact, median 0.43 (95th percentile 0.71). At 0.75, 96.5% of
-paraphrases retrieve their fact and 3.3% of neighbour prompts retrieve the
-edited fact -- the best balanced accuracy of the thresholds 0.40..0.90.
+Threshold (measured with :func:`similarity_sweep` on the bundled facts, by
+``benchmarks/results.py``). Cosine similarity of a paraphrase to its own fact's
+prompt vs of a neighbour prompt (another subject, same relation) to the edited fact:
+
+========================  ===========================  ===========================
+facts                     paraphrase median (5th pct)  neighbour median (95th pct)
+========================  ===========================  ===========================
+85 CounterFact            0.83 (0.59)                  0.43 (0.78)
+310 derived (templated)   0.93 (0.81)                  0.43 (0.71)
+========================  ===========================  ===========================
+
+At 0.70, CounterFact paraphrases are recalled 87% of the time and neighbours
+11% (balanced accuracy 0.88, the best of 0.50..0.80 in steps of 0.05); on the
+derived facts 99.6% / 5.7% (0.97; 0.75 would be 0.98 there but drops
+CounterFact paraphrase recall to 75%). CounterFact's paraphrases, which start
+with unrelated text, are the hard case.
 
 Example:
     >>> h = wb.edit(model, fact, method="retrieval")
@@ -43,7 +53,7 @@ from workbench.errors import WorkbenchError
 from workbench.facts import Fact
 
 #: Cosine similarity at or above which a stored fact is recalled (see module docstring).
-DEFAULT_THRESHOLD = 0.75
+DEFAULT_THRESHOLD = 0.70
 _TEMPLATE = "New fact: {}\n"
 
 
@@ -135,7 +145,7 @@ def retrieval(model, facts: list[Fact], *, layers=None, threshold: float = DEFAU
         model: a loaded Model (its weights are not touched).
         facts: facts with ``target_new``.
         layers: ignored (no weights change).
-        threshold: cosine similarity needed to recall a fact (default from the data, 0.75).
+        threshold: cosine similarity needed to recall a fact (default from the data, 0.70).
         template: how a recalled fact is written before the prompt.
     """
     start = time.perf_counter()
