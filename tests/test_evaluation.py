@@ -261,3 +261,12 @@ def test_gemma_in_context_independent():
     assert s["efficacy_score_before"] == 0.0  # the model knows the true objects
     assert s["efficacy_score"] >= 2 / 3       # stating the new fact mostly works
     assert math.isfinite(s["perplexity_before"]) and model.prompt_edits == []
+
+
+def test_conflicting_new_objects(model):
+    facts = known_facts(model, 3)
+    clash = facts[0].with_new("Jupiter")
+    report = evaluate(model, facts + [clash], method="in-context", mode="independent", **FAST)
+    assert report.summary["n"] == 4 and report.summary["n_conflicting"] == 0
+    report = evaluate(model, facts + [clash], method="in-context", mode="batch", **FAST)
+    assert report.summary["n"] == 3 and report.summary["n_conflicting"] == 1

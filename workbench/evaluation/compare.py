@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from workbench.errors import WorkbenchError
-from workbench.evaluation.evaluate import EvalReport, _select_known, evaluate
+from workbench.evaluation.evaluate import EvalReport, _select_known, _without_conflicts, evaluate
 from workbench.facts import Fact
 from workbench.results import Result
 
@@ -67,7 +67,10 @@ def compare(
     if not methods:
         raise WorkbenchError("give at least one method to compare")
     method_kwargs = method_kwargs or {}
-    known, skipped = _select_known(model, list(facts), limit, check=kwargs.pop("known_only", True))
+    facts = list(facts)
+    if mode != "independent":
+        facts, _ = _without_conflicts(facts)
+    known, skipped = _select_known(model, facts, limit, check=kwargs.pop("known_only", True))
     if not known:
         raise WorkbenchError(f"no facts left to compare: the model gets none of the {len(facts)} facts right")
     reports = []

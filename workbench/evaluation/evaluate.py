@@ -148,6 +148,21 @@ def _summarise(rows: list[FactRow], **extra) -> dict:
     return summary
 
 
+def _without_conflicts(facts: list[Fact]) -> tuple[list[Fact], int]:
+    """Drop later facts whose prompt already has another new object in the list."""
+    seen: dict[tuple[str, str], str] = {}
+    kept = []
+    for f in facts:
+        key = (f.subject, f.prompt)
+        if key in seen and seen[key] != f.target_new:
+            continue
+        seen[key] = f.target_new
+        kept.append(f)
+    if len(kept) < len(facts):
+        log.warning("dropped %d fact(s) that give an already edited prompt another new object", len(facts) - len(kept))
+    return kept, len(facts) - len(kept)
+
+
 def _select_known(model, facts: list[Fact], limit: int | None, *, check: bool) -> tuple[list[Fact], int]:
     """The first ``limit`` facts the model knows, and how many examined facts it did not."""
     if not check:
@@ -222,7 +237,11 @@ def evaluate(
     _load_methods()
     if method not in METHODS:
         raise WorkbenchError(f"unknown editing method {method!r}; choose one of {', '.join(sorted(METHODS))}")
-    facts = check_facts(list(facts))
+    facts = [check_facts(f)[0] for f in facts]
+    n_dropped_conflicts = 0
+    if mode != "independent":
+        # Edits that stay together cannot give one prompt two new objects: keep the first.
+        facts, n_dropped_conflicts = _without_conflicts(facts)
     if active_edits(model):
         log.warning("%d edit(s) already applied; 'before' scores include them", len(active_edits(model)))
     n_given = len(facts)
@@ -342,13 +361,14 @@ def evaluate(
             for h in reversed(handles):
                 if h.active:
                     h.revert()
-    summary.update(method=method, mode=mode, model=model.name, n=n, n_skipped=n_skipped)
+    summary.update(method=method, mode=mode, model=model.name, n=n, n_skipped=n_skipped,
+                   n_conflicting=n_dropped_conflicts)
     return EvalReport(summary=summary, rows=rows, curve=curve, settings=settings)
 
 
 #: Keys every summary carries (the CLI's JSON contract).
 SUMMARY_KEYS = (
-    "method", "mode", "model", "n", "n_skipped", "n_failed",
+    "method", "mode", "model", "n", "n_skipped", "n_failed", "n_conflicting",
     "efficacy_score", "paraphrase_score", "neighborhood_score", "implication_score", "score",
     "efficacy_magnitude", "paraphrase_magnitude", "neighborhood_magnitude", "implication_prob",
     "easyedit_rewrite_acc", "easyedit_rephrase_acc", "easyedit_locality_acc",

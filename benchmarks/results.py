@@ -1,0 +1,158 @@
+"""Regenerate the committed evaluation results and docs/results.md.
+
+Usage::
+
+    WORKBENCH_CACHE=/tmp/wbcache python benchmarks/results.py --methods in-context retrieval --limit 100
+    python benchmarks/results.py --docs-only        # rebuild docs/results.md from assets/results/
+
+Each (method, mode) run writes ``assets/results/<method>_<mode>.json`` (summary,
+settings, per-fact rows); the docs table is built from whatever JSON files are
+there, so methods can be (re)run one at a time. The retrieval threshold sweep is
+written to ``assets/results/retrieval_threshold.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "assets" / "results"
+DOCS = ROOT / "docs" / "results.md"
+
+COLUMNS = [  # (summary key, header, percent?)
+    ("n", "n", False), ("n_skipped", "skipped", False),
+    ("efficacy_score", "ES", True), ("paraphrase_score", "PS", True), ("neighborhood_score", "NS", True),
+    ("score", "S", True), ("implication_score", "IS", True), ("implication_score_before", "IS before", True),
+    ("fluency_before", "fluency before", False), ("fluency", "fluency", False),
+    ("perplexity_before", "ppl before", False), ("perplexity_after", "ppl after", False),
+    ("seconds_per_edit", "s/edit", False),
+]
+EASYEDIT = [("easyedit_rewrite_acc", "rewrite acc", True), ("easyedit_rephrase_acc", "rephrase acc", True),
+            ("easyedit_locality_acc", "locality acc", True)]
+
+
+def _fmt(value, percent: bool) -> str:
+    if value is None:
+        return "–"
+    if percent:
+        return f"{100 * value:.1f}"
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def write_docs(command: str | None = None) -> str:
+    runs = []
+    for path in sorted(RESULTS.glob("*.json")):
+        data = json.loads(path.read_text())
+        if "summary" in data:
+            runs.append(data)
+    lines = [
+        "# Evaluation results",
+        "",
+        "Model: see each row; dataset: `assets/known_facts.json` (bundled), filtered to the facts the model",
+        "knows. CounterFact scores in % (ES efficacy, PS paraphrase, NS neighbourhood, S harmonic mean of",
+        "the three, IS implication: top-1 is the implied target). Fluency: ROME's weighted bi/tri-gram",
+        "entropy of sampled generations; ppl: held-out Wikipedia perplexity. Drift measures in independent",
+        "mode are sampled on every `every`-th fact (see the JSON `settings`).",
+        "",
+        "| method | mode | model | " + " | ".join(h for _, h, _ in COLUMNS) + " |",
+        "|" + "---|" * (3 + len(COLUMNS)),
+    ]
+    for r in runs:
+        s = r["summary"]
+        lines.append(f"| {s['method']} | {s['mode']} | {s['model']} | " + " | ".join(_fmt(s.get(k), p) for k, _, p in COLUMNS) + " |")
+    lines += [
+        "",
+        "EasyEdit's teacher-forced token accuracy is a different metric (fraction of target tokens that",
+        "are the argmax under teacher forcing; locality = neighbour tokens unchanged); not comparable",
+        "with the CounterFact columns above.",
+        "",
+        "| method | mode | " + " | ".join(h for _, h, _ in EASYEDIT) + " |",
+        "|" + "---|" * (2 + len(EASYEDIT)),
+    ]
+    for r in runs:
+        s = r["summary"]
+        lines.append(f"| {s['method']} | {s['mode']} | " + " | ".join(_fmt(s.get(k), p) for k, _, p in EASYEDIT) + " |")
+    sweep_path = RESULTS / "retrieval_threshold.json"
+    if sweep_path.exists():
+        sweep = json.loads(sweep_path.read_text())
+        lines += ["", "## Retrieval threshold", "",
+                  "Cosine similarity (all-MiniLM-L6-v2) of paraphrases to their own fact's prompt (should recall) and",
+                  "of neighbour prompts to the edited fact (should not). Recall rates per threshold:", ""]
+        for name, part in sweep.items():
+            lines += [f"**{name}** ({part['n_paraphrase']} paraphrases, {part['n_neighborhood']} neighbour prompts; "
+                      f"paraphrase percentiles 5/25/50/75/95: {part['paraphrase_percentiles_5_25_50_75_95']}, "
+                      f"neighbour: {part['neighborhood_percentiles_5_25_50_75_95']})", "",
+                      "| threshold | paraphrase recall | neighbour recall | balanced accuracy |", "|---|---|---|---|"]
+            for row in part["rows"]:
+                lines.append(f"| {row['threshold']:.2f} | {_fmt(row['paraphrase_recall'], True)} | "
+                             f"{_fmt(row['neighborhood_recall'], True)} | {_fmt(row['balanced_accuracy'], True)} |")
+            lines.append("")
+    if command:
+        (RESULTS / "COMMAND").write_text(command + "\n")
+    cmd_path = RESULTS / "COMMAND"
+    if cmd_path.exists():
+        lines += ["", "Regenerate (last command used):", "", "```", cmd_path.read_text().strip(), "```"]
+    text = "\n".join(lines) + "\n"
+    DOCS.parent.mkdir(parents=True, exist_ok=True)
+    DOCS.write_text(text)
+    return text
+
+
+def threshold_sweep(facts) -> dict:
+    from workbench.editing.retrieval import similarity_sweep
+
+    thresholds = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85)
+    cf = [f for f in facts if not str(f.case_id).startswith("known")]
+    derived = [f for f in facts if str(f.case_id).startswith("known")]
+    out = {}
+    for name, part in (("CounterFact facts", cf), ("derived facts (known_1000)", derived)):
+        if part:
+            out[name] = similarity_sweep(part, thresholds)
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--methods", nargs="+", default=["in-context", "retrieval"])
+    p.add_argument("--modes", nargs="+", default=["independent"])
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--every", type=int, default=10)
+    p.add_argument("--model", default="gemma-3-270m")
+    p.add_argument("--dataset", default=str(ROOT / "assets" / "known_facts.json"))
+    p.add_argument("--docs-only", action="store_true")
+    p.add_argument("--no-sweep", action="store_true")
+    args = p.parse_args(argv)
+    command = "python benchmarks/results.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    if args.docs_only:
+        print(write_docs())
+        return 0
+    os.environ.setdefault("WORKBENCH_PROGRESS", "0")
+    import workbench as wb
+    from workbench.evaluation import evaluate
+
+    facts = wb.read_facts(args.dataset)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    if not args.no_sweep:
+        (RESULTS / "retrieval_threshold.json").write_text(json.dumps(threshold_sweep(facts), indent=1) + "\n")
+    model = wb.load_model(args.model)
+    for method in args.methods:
+        for mode in args.modes:
+            t0 = time.perf_counter()
+            report = evaluate(model, facts, method=method, mode=mode, limit=args.limit, every=args.every)
+            data = report.to_dict()
+            data["settings"]["dataset"] = os.path.relpath(args.dataset, ROOT)
+            data["settings"]["wall_seconds"] = time.perf_counter() - t0
+            (RESULTS / f"{method}_{mode}.json").write_text(json.dumps(data, indent=1) + "\n")
+            print(json.dumps(report.summary), flush=True)
+    write_docs(command)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
