@@ -24,6 +24,11 @@ from workbench.probing import ProbeResult, generate, probe
 from workbench.progress import CancelToken, Cancelled
 
 # -- locator --
+from workbench.interventions import amplify, intervene, suppress
+from workbench.keycontexts import KeyProfile, key_profile, top_contexts
+from workbench.lens import LensResult, lens
+from workbench.memories import MemoryReport, find_keys, memories
+from workbench.neurons import NeuronReport, integrated_gradients, knowledge_neurons
 
 # -- editor --
 
