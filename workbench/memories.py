@@ -277,3 +277,12 @@ def find_keys(model: Model, token: str, *, layers: list[int] | None = None, top_
                                 rank=int((logits > logits[token_id]).sum()),
                                 promotes=top_tokens(model, logits, tokens_per_key)))
     return KeySearch(model=model.name, token=model.tokenizer.decode([token_id]), token_id=token_id, keys=matches)
+
+
+def key_profile(model: Model, layer: int, key: int, **kwargs):
+    """Same as :func:`workbench.keycontexts.key_profile` (a key's value tokens and
+    top-activating contexts), reachable from here because it belongs with memories."""
+    # Imported late: keycontexts builds on this module.
+    from workbench.keycontexts import key_profile as _key_profile
+
+    return _key_profile(model, layer, key, **kwargs)
