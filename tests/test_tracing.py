@@ -1,0 +1,216 @@
+"""Causal tracing and activation patching: the fast path equals the obvious one,
+hooks never leak, bad input fails clearly, results serialise and plot."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import workbench as wb
+from workbench.errors import WorkbenchError
+from workbench.patching import patch, patch_reference
+from workbench.progress import CancelToken, Cancelled
+from workbench.tracing import (
+    AIEResult,
+    TraceResult,
+    average_indirect_effect,
+    subject_span,
+    token_groups,
+    trace,
+    trace_reference,
+    window_layers,
+)
+
+FACT = wb.Fact("Eiffel Tower", "The {} is located in the city of", "Paris")
+
+
+@pytest.fixture(autouse=True)
+def _quiet(monkeypatch):
+    monkeypatch.setenv("WORKBENCH_PROGRESS", "0")
+
+
+@pytest.fixture(scope="module", params=["tiny-gemma3", "tiny-llama"])
+def tiny(request):
+    return wb.load_model(request.param)
+
+
+def _hooks_left(model) -> list[str]:
+    left = [name for name, hp in model.bridge.hook_dict.items() if hp._forward_hooks or getattr(hp, "fwd_hooks", None)]
+    left += [f"blocks.{i} pre-hook" for i, b in enumerate(model.bridge.blocks) if b._forward_pre_hooks]
+    return left
+
+
+def _rel_diff(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.nanmax(np.abs(a - b)) / np.nanmax(np.abs(b)))
+
+
+def test_fast_trace_equals_reference(tiny):
+    fast = trace(tiny, FACT, samples=3, window=3)
+    ref = trace_reference(tiny, FACT, samples=3, window=3)
+    for kind in ("resid", "mlp", "attn"):
+        assert fast.scores[kind].shape == (len(fast.tokens), tiny.n_layers)
+        assert _rel_diff(fast.scores[kind], ref[kind]) < 1e-4, kind
+    assert not _hooks_left(tiny)
+
+
+def test_fast_patch_equals_reference(tiny):
+    clean = "The Eiffel Tower is located in the city of"
+    corrupt = "The Eiffel Tower is located in the land of"
+    fast = patch(tiny, clean, corrupt, window=2)
+    ref = patch_reference(tiny, clean, corrupt, window=2)
+    for kind in fast.scores:
+        assert _rel_diff(fast.scores[kind], ref[kind]) < 1e-4, kind
+    assert fast.method == "patch"
+    assert fast.subject_range[1] - fast.subject_range[0] == 1
+    # restoring the whole last block output at the last token gives the clean answer back
+    assert fast.scores["resid"][-1, -1] == pytest.approx(fast.clean_prob, rel=1e-4)
+
+
+def test_trace_restoring_last_state_recovers_clean(tiny):
+    r = trace(tiny, FACT, kinds="resid", samples=2)
+    assert r.scores["resid"][-1, -1] == pytest.approx(r.clean_prob, rel=1e-4)
+    begin = r.subject_range[0]
+    # cells before the subject see no noise: exactly the corrupted baseline
+    assert np.all(r.scores["resid"][:begin] == r.corrupted_prob)
+
+
+def test_cancel_and_interrupt_leave_no_hooks(tiny):
+    ids = tiny.tokens(FACT.text)
+    before = tiny.logits(ids)
+    token = CancelToken()
+    token.cancel()
+    with pytest.raises(Cancelled):
+        trace(tiny, FACT, samples=2, cancel=token)
+    assert not _hooks_left(tiny)
+
+    calls = {"n": 0}
+
+    def boom(module, args, output):
+        calls["n"] += 1
+        if calls["n"] == 3:  # inside a restored run, restore hooks attached
+            raise KeyboardInterrupt
+
+    handle = tiny.bridge.blocks[-1].register_forward_hook(boom)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            trace(tiny, FACT, kinds="mlp", samples=2, window=2)
+    finally:
+        handle.remove()
+    assert not _hooks_left(tiny)
+    assert torch.equal(tiny.logits(ids), before)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"samples": 0}, "samples"),
+        ({"window": 0}, "window"),
+        ({"kinds": "mlps"}, "unknown kind"),
+        ({"noise": -1.0}, "noise"),
+    ],
+)
+def test_bad_settings(tiny, kwargs, match):
+    with pytest.raises(WorkbenchError, match=match):
+        trace(tiny, FACT, **kwargs)
+
+
+def test_subject_missing_and_long_prompt(tiny):
+    with pytest.raises(WorkbenchError, match="not in the prompt.*tokens"):
+        trace(tiny, ("The Colosseum is located in the city of", "Eiffel Tower"))
+    with pytest.raises(WorkbenchError, match="context"):
+        trace(tiny, ("Paris " * (tiny.n_ctx + 5), "Paris"))
+    with pytest.raises(WorkbenchError, match="subject"):
+        trace(tiny, "The Eiffel Tower is in")
+    with pytest.raises(WorkbenchError, match="same length"):
+        patch(tiny, "The Eiffel Tower is in", "The Colosseum, in Rome, is in")
+
+
+def test_subject_span_leading_space_variants(tiny):
+    text = FACT.text
+    ids = tiny.encode(text)
+    span = subject_span(tiny, ids, text, "Eiffel Tower")
+    assert subject_span(tiny, ids, text, " Eiffel Tower") == span
+    assert subject_span(tiny, ids, text, "Eiffel Tower ") == span
+    covered = "".join(tiny.str_tokens(ids[span[0] : span[1]]))
+    assert "Eiffel Tower" in covered
+    # a subject at the very start of the prompt
+    text2 = "Eiffel Tower stands in"
+    ids2 = tiny.encode(text2)
+    s2 = subject_span(tiny, ids2, text2, "Eiffel Tower")
+    assert "Eiffel" in "".join(tiny.str_tokens(ids2[s2[0] : s2[1]]))
+
+
+def test_windows_and_groups():
+    assert window_layers(0, 10, 18) == (0, 5)
+    assert window_layers(9, 10, 18) == (4, 14)
+    assert window_layers(17, 10, 18) == (12, 18)
+    assert window_layers(3, 1, 18) == (3, 4)
+    g = token_groups([1, 4], 9)
+    assert g["first subject token"] == [1] and g["middle subject tokens"] == [2] and g["last subject token"] == [3]
+    assert g["first subsequent token"] == [4] and g["further tokens"] == [5, 6, 7] and g["last token"] == [8]
+    one = token_groups([2, 3], 4)
+    assert one["middle subject tokens"] == [] and one["further tokens"] == [] and one["first subsequent token"] == []
+
+
+def test_result_serialises_and_plots(tiny):
+    r = trace(tiny, FACT, samples=2, window=2)
+    d = json.loads(r.to_json())
+    for key in ("tokens", "subject_range", "answer", "clean_prob", "corrupted_prob", "scores", "seconds", "indirect_effects"):
+        assert key in d
+    back = TraceResult.from_dict(d)
+    np.testing.assert_allclose(back.scores["mlp"], r.scores["mlp"])
+    df = r.to_pandas()
+    assert set(df.columns) >= {"token", "layer", "kind", "score"}
+    assert len(df) == 3 * len(r.tokens) * tiny.n_layers
+    assert r.warnings  # a random tiny model is never sure of its answer
+
+    from workbench.figures.tracing import aie_figure, row_labels, trace_figure
+
+    fig = trace_figure(r)
+    assert len(fig.data) == 3
+    assert sum(label.endswith("*") or "*\u200b" in label for label in row_labels(r)) == r.subject_range[1] - r.subject_range[0]
+
+    facts = [FACT, wb.Fact("Colosseum", "The {} is in the city of", "Rome"), wb.Fact("x", "{} is", "y")]
+    aie = average_indirect_effect(tiny, facts, kind="all", samples=2, window=2)
+    assert isinstance(aie, AIEResult) and aie.n_facts == 3
+    assert len(aie.mean["mlp"]["last subject token"]) == tiny.n_layers
+    json.loads(aie.to_json())
+    assert len(aie.to_pandas()) == 3 * 6 * tiny.n_layers
+    assert len(aie_figure(aie).data) > 0
+
+
+def test_cli_trace_json(capsys):
+    from workbench.cli import main
+
+    code = main(["trace", "--model", "tiny-gemma3", "--subject", "Eiffel Tower", "--prompt",
+                 "The {} is located in the city of", "--kind", "mlp", "--samples", "2", "--json"])
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) == {"tokens", "subject_range", "answer", "clean_prob", "corrupted_prob", "scores", "seconds"}
+    assert list(out["scores"]) == ["mlp"]
+    assert len(out["scores"]["mlp"]) == len(out["tokens"])
+
+    code = main(["trace", "--model", "tiny-gemma3", "--subject", "Big Ben", "--prompt", "The {} is in", "--samples", "0"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "samples" in err
+
+
+@pytest.mark.slow
+def test_gemma_eiffel_tower_trace():
+    model = wb.load_model("gemma-3-270m")
+    r = trace(model, FACT, samples=2)
+    assert r.answer == " Paris"
+    assert r.clean_prob > 0.5 and r.corrupted_prob < r.clean_prob
+    start, end = r.subject_range
+    assert "Eiffel" in "".join(r.tokens[start:end])
+    # the fast path matches the obvious one on a few cells of every kind
+    cells = [(end - 1, 2), (len(r.tokens) - 1, 9), (end, 14)]
+    ref = trace_reference(model, FACT, samples=2, cells=cells)
+    for kind in ("resid", "mlp", "attn"):
+        for c in cells:
+            assert abs(ref[kind][c] - r.scores[kind][c]) < 1e-4
+    assert not _hooks_left(model)
