@@ -24,6 +24,7 @@ from workbench.probing import ProbeResult, generate, probe
 from workbench.progress import CancelToken, Cancelled
 
 # -- locator --
+from workbench.tracing import AIEResult, TraceResult, average_indirect_effect, patch, trace
 from workbench.interventions import amplify, intervene, suppress
 from workbench.keycontexts import KeyProfile, key_profile, top_contexts
 from workbench.lens import LensResult, lens

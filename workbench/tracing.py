@@ -843,3 +843,11 @@ def average_indirect_effect(
         Path(save).parent.mkdir(parents=True, exist_ok=True)
         result.to_json(save)
     return result
+
+
+def patch(model: Model, clean_prompt: str, corrupt_prompt: str, **kwargs) -> TraceResult:
+    """Activation patching between two same-length prompts: :func:`workbench.patching.patch`
+    (re-exported here so the package root imports the locator from one module)."""
+    from workbench.patching import patch as _patch
+
+    return _patch(model, clean_prompt, corrupt_prompt, **kwargs)
