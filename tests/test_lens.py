@@ -42,6 +42,10 @@ def test_cli_json(tiny_llama, capsys):
     out = capsys.readouterr().out
     assert len(out.strip().splitlines()) == 1 and json.loads(out)["watch"] == " Paris"
     assert main(["memories", "--prompt", PROMPT, "--layer", "7", "--model", "tiny-llama"]) == 2
+    assert "layer 7 is out of range" in capsys.readouterr().err
+    assert main(["memories", "--prompt", PROMPT, "--layer", "-1", "--top-k", "3", "--model", "tiny-llama", "--json"]) == 0
+    out = capsys.readouterr().out
+    assert len(out.strip().splitlines()) == 1 and len(json.loads(out)["sub_updates"]) == 3
 
 
 def test_heatmap(tiny_gemma):

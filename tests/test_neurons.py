@@ -65,3 +65,19 @@ def test_suppressing_knowledge_neurons_beats_random(gemma):
         kn_p.append(measure_effect(gemma, [fact.text], fact.target_true, kn).suppressed)
         rand_p.append(measure_effect(gemma, [fact.text], fact.target_true, rand).suppressed)
     assert sum(kn_p) < sum(rand_p)
+
+
+def test_cli_json(tiny_llama, capsys):
+    import json
+
+    from workbench.cli import main
+
+    args = ["neurons", "--prompt", PROMPT, "--paraphrase", "The Eiffel Tower stands in", "--target", "Paris",
+            "--layers", "3", "--share", "0.5", "--model", "tiny-llama", "--json"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert len(out.strip().splitlines()) == 1
+    data = json.loads(out)
+    assert data["target_token"] == " Paris" and data["layers"] == [3]
+    assert main(["neurons", "--prompt", PROMPT, "--target", " ", "--model", "tiny-llama"]) == 2
+    assert "empty" in capsys.readouterr().err
