@@ -14,9 +14,9 @@ activations (an attention sink) would fill every list.
 Cost: see ``DEFAULT_TEXTS``.
 
 Example:
-    >>> p = key_profile(model, 12, 1423, prompt="The Eiffel Tower is in")
-    >>> p.contexts[0].text
-    '... the river ⟦Seine⟧ in'
+    >>> p = key_profile(model, 12, 7, prompt="The Eiffel Tower is in")
+    >>> print(p.contexts[0].text)   # doctest: +SKIP
+    ...the activating token in ⟦brackets⟧ and what follows...
 """
 
 from __future__ import annotations

@@ -141,7 +141,7 @@ def lens(model: Model, prompt: str, *, watch: str | None = None, top_k: int = 5)
         A :class:`LensResult`; the last layer's reading equals the model's own output.
 
     Example:
-        >>> r = lens(model, "The capital of France is", watch="Paris")
+        >>> r = lens(model, "The Eiffel Tower is located in the city of", watch="Paris")
         >>> r.top[-1][-1][0].token
         ' Paris'
     """

@@ -20,8 +20,8 @@ report says so per sub-update (``promotes``/``demotes`` are for ``m_i * v_i``).
 
 Example:
     >>> r = memories(model, "The Eiffel Tower is located in the city of", layer=10)
-    >>> [u.key for u in r.sub_updates[:3]]
-    [1423, 77, 905]
+    >>> r.reconstruction_error < 1e-5   # the sub-updates add up to the FFN output
+    True
 """
 
 from __future__ import annotations
@@ -166,7 +166,7 @@ def memories(model: Model, prompt: str, *, layer: int, position: int = -1, top_k
 
     Example:
         >>> r = memories(model, "The Eiffel Tower is located in the city of", layer=-3, top_k=5)
-        >>> r.lens_after[0].token
+        >>> r.lens_after[0].token   # Gemma 3 270M
         ' Paris'
     """
     layer = model.layer_index(layer)
@@ -251,8 +251,7 @@ def find_keys(model: Model, token: str, *, layers: list[int] | None = None, top_
     262k-token vocabulary.
 
     Example:
-        >>> find_keys(model, "Paris", top_k=3).keys[0].promotes[0].token
-        ' Paris'
+        >>> [(k.layer, k.key) for k in find_keys(model, "Paris", top_k=3).keys]   # doctest: +SKIP
     """
     from workbench.lens import first_token_id
 

@@ -268,8 +268,8 @@ def knowledge_neurons(
 
     Example:
         >>> r = knowledge_neurons(model, ["The capital of France is", "France's capital is"], "Paris")
-        >>> r.neurons[0].layer, r.effect.suppressed < r.effect.before
-        (15, True)
+        >>> r.effect.suppressed < r.effect.before
+        True
     """
     prompts, target = _prompts(fact_or_prompts, target)
     layer_list = list(range(model.n_layers)) if layers is None else [model.layer_index(l) for l in layers]
