@@ -1,0 +1,83 @@
+"""ROME maths and mechanics on a tiny model (fast), and one real flip (slow)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+import workbench as wb
+from workbench.editing.optimize import as_matrix, build_batch, capture, context_prefixes, value_param
+from workbench.editing.rome import rank_one_update
+from workbench.editing.stats import second_moment, second_moments
+
+os.environ.setdefault("WORKBENCH_PROGRESS", "0")
+FACT = wb.Fact("Eiffel Tower", "The {} is located in the city of", "Paris", "Rome")
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return wb.load_model("tiny-gemma3")
+
+
+def test_rank_one_maps_key_to_target():
+    g = torch.Generator().manual_seed(0)
+    A = torch.randn(32, 32, generator=g, dtype=torch.float64)
+    C = A @ A.T / 32
+    k = torch.randn(32, generator=g, dtype=torch.float64)
+    W = torch.randn(8, 32, generator=g, dtype=torch.float64)
+    v = torch.randn(8, generator=g, dtype=torch.float64)
+    W_new = W + rank_one_update(C, k, v - W @ k)
+    assert torch.allclose(W_new @ k, v, atol=1e-10)
+    # keys orthogonal to C^-1 k (in the C^-1 metric) are untouched
+    u = torch.linalg.solve(C + 1e-4 * C.diagonal().mean() * torch.eye(32, dtype=torch.float64), k)
+    other = torch.randn(32, generator=g, dtype=torch.float64)
+    other -= (u @ other) / (u @ u) * u
+    assert torch.allclose(W_new @ other, W @ other, atol=1e-9)
+
+
+def test_stats_cached_and_consistent(tiny):
+    C = second_moments(tiny, [0, 2], samples=1500)
+    assert set(C) == {0, 2}
+    assert C[0].shape == (tiny.d_mlp, tiny.d_mlp) and C[0].dtype == torch.float64
+    assert torch.allclose(C[0], C[0].T)
+    assert torch.linalg.eigvalsh(C[2]).min() > -1e-6
+    again = second_moment(tiny, 2, samples=1500)  # from the cache
+    assert torch.equal(again, C[2])
+
+
+def test_rome_edit_maps_kstar_to_vstar_and_reverts(tiny):
+    before = {k: v.clone() for k, v in tiny.state_dict().items()}
+    h = wb.edit(tiny, FACT, method="rome", layers=[1], samples=1500, n_prefixes=2, steps=5, check_known=False)
+    try:
+        name, param = value_param(tiny, 1)
+        assert set(h.after) == {name}
+        # W_new k* == W_old k* + delta == v*: recompute k* and check on the committed weights.
+        prefixes = context_prefixes(tiny, 2)
+        kb = build_batch(tiny, [FACT], prefixes, kl_prompt=None, with_targets=False)
+        hook = tiny.roles.hook("ffn_keys", 1)
+        k = capture(tiny, kb, [hook])[hook][0]
+        W_old = as_matrix(tiny, h.before[name]).double()
+        W_new = as_matrix(tiny, h.after[name]).double()
+        delta = (W_new - W_old) @ k
+        assert abs(h.info["facts"][0]["delta_norm"] - float(delta.norm())) < 1e-4 * max(1.0, float(delta.norm()))
+    finally:
+        h.revert()
+    assert all(torch.equal(before[k], v) for k, v in tiny.state_dict().items())
+
+
+def test_rome_refuses_several_layers(tiny):
+    with pytest.raises(wb.WorkbenchError, match="one layer"):
+        wb.edit(tiny, FACT, method="rome", layers=[1, 2], samples=1500)
+
+
+@pytest.mark.slow
+def test_rome_flips_known_fact_on_default_model():
+    model = wb.load_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with wb.edit(model, FACT, method="rome") as h:
+        p = wb.probe(model, FACT.text, targets=["Paris", "Rome"])[0]
+        assert p.target("Rome").prob > p.target("Paris").prob
+        assert h.info["facts"][0]["prob"] > 0.3
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

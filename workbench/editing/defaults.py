@@ -1,0 +1,70 @@
+"""Default layers per editing method and model, chosen from a measured sweep.
+
+``benchmarks/layer_sweep.py`` edits known facts with ROME at every layer and
+writes ``assets/sweeps/<model>_rome.json``; :func:`default_layers` picks the
+layer with the best score there (ties go to the layer nearest the middle).
+MEMIT and PMET use a window of layers ending at that layer. Without a sweep
+for the model, a rule of thumb stands in (a third of the way up), and
+``default_layers`` says so in ``source``.
+
+Example:
+    >>> default_layers(model, "rome")            # doctest: +SKIP
+    [4]
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from workbench.errors import WorkbenchError
+
+SWEEPS = Path(__file__).resolve().parent.parent.parent / "assets" / "sweeps"
+#: How many consecutive layers MEMIT/PMET spread an edit over.
+WINDOW = 5
+
+
+def _model_key(model) -> str:
+    return str(model.name).replace("/", "_")
+
+
+def sweep_path(model) -> Path:
+    return SWEEPS / f"{_model_key(model)}_rome.json"
+
+
+def sweep_score(row: dict) -> float:
+    """One number per layer: the mean of efficacy, paraphrase and neighbourhood.
+
+    A layer that flips the edit prompt but wrecks the neighbours is not "best".
+    """
+    return (row["efficacy"] + row["paraphrase"] + row["neighborhood"]) / 3.0
+
+
+def best_rome_layer(model) -> tuple[int, str]:
+    """(layer, source): the best layer of the model's ROME sweep, or a rule of thumb."""
+    path = sweep_path(model)
+    n = model.n_layers
+    if path.exists():
+        try:
+            rows = json.loads(path.read_text())["layers"]
+            scored = [(sweep_score(r), int(r["layer"])) for r in rows]
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise WorkbenchError(f"layer sweep {str(path)!r} is unreadable ({exc}); rerun benchmarks/layer_sweep.py") from None
+        top = max(s for s, _ in scored)
+        # Ties (within measurement noise of a few facts) go to the layer nearest the middle.
+        tied = [l for s, l in scored if s >= top - 1e-9]
+        layer = min(tied, key=lambda l: abs(l - (n - 1) / 2))
+        return layer, str(path.name)
+    return max(0, round(n / 3) - 1), "rule of thumb (no sweep for this model)"
+
+
+def default_layers(model, method: str) -> list[int]:
+    """The layers ``method`` edits by default on ``model``."""
+    layer, _ = best_rome_layer(model)
+    if method in ("rome", "ft", "kn"):
+        return [layer]
+    if method in ("memit", "pmet"):
+        last = layer
+        first = max(0, last - WINDOW + 1)
+        return list(range(first, last + 1))
+    raise WorkbenchError(f"no default layers for method {method!r}")

@@ -1,0 +1,373 @@
+"""Shared machinery of the locate-then-edit methods (ROME, MEMIT, PMET, FT).
+
+* :func:`context_prefixes` — short generated texts put in front of the edit
+  prompt, so that keys and targets do not depend on one exact wording.
+* :func:`build_batch` — the prefixed prompts of facts as token ids, with the
+  position of the last subject token and of every target token.
+* :func:`capture` — activations at the last subject token (averaged over the
+  prefixes), optionally with virtual weight updates applied through hooks.
+* :func:`optimize_deltas` — the v* search: vectors added to chosen hook points
+  at the last subject token, optimised with Adam so the model says the new object.
+
+Everything here reads the model through hooks and never writes a weight;
+``commit_weights`` does that, once.
+
+Example:
+    >>> prefixes = context_prefixes(model, n=5)                         # doctest: +SKIP
+    >>> res = optimize_deltas(model, fact, {"blocks.4.mlp.hook_out": 640}, prefixes=prefixes)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from workbench.cache import cache_dir, write_file_atomically
+from workbench.errors import WorkbenchError
+from workbench.facts import Fact
+from workbench.probing import target_ids
+
+_STARTERS = ("The", "Therefore", "Because", "I", "You", "It", "In", "However", "When", "She")
+
+
+def param_name(model, param: torch.nn.Parameter) -> str:
+    """The Hugging Face name of a parameter (as ``commit_weights`` wants it), by identity."""
+    for name, p in model.hf_model.named_parameters(remove_duplicate=False):
+        if p is param:
+            return name
+    raise WorkbenchError("parameter not found in the model (was the bridge rebuilt?)")
+
+
+def value_param(model, layer: int) -> tuple[str, torch.nn.Parameter]:
+    """Name and parameter of the FFN output matrix of ``layer``."""
+    p = model.roles.value_weight(model.bridge, layer)
+    return param_name(model, p), p
+
+
+def to_stored(model, dW: Float[Tensor, "d_model d_mlp"]) -> Tensor:
+    """An update written as ``[d_model, d_mlp]`` (out x in) in the parameter's own layout."""
+    return dW.T if model.roles.value_weight_rows_are_values else dW
+
+
+def as_matrix(model, weight: Tensor) -> Float[Tensor, "d_model d_mlp"]:
+    """The stored FFN output parameter as an ``[d_model, d_mlp]`` matrix (v = W k)."""
+    return weight.T if model.roles.value_weight_rows_are_values else weight
+
+
+# -- context prefixes --------------------------------------------------------------------
+def context_prefixes(model, n: int = 10, *, min_tokens: int = 5, max_tokens: int = 10, seed: int = 0) -> list[str]:
+    """``n`` short texts sampled from the model, each ending in ``". "``; cached per model.
+
+    ROME averages keys and optimises targets over the edit prompt preceded by
+    such prefixes, so the edit holds for the subject in other contexts too.
+
+    Example:
+        >>> context_prefixes(model, n=2)                       # doctest: +SKIP
+        ['The first time I saw the movie. ', 'Therefore, the court ruled. ']
+    """
+    from workbench.probing import generate
+
+    if n <= 0:
+        return []
+    path = cache_dir("prefixes") / f"{model.fingerprint}_{n}_{min_tokens}-{max_tokens}_s{seed}.json"
+    if path.exists():
+        try:
+            data = json.loads(path.read_text())
+            if isinstance(data, list) and len(data) == n:
+                return [str(x) for x in data]
+        except json.JSONDecodeError:
+            pass
+    out = []
+    for i in range(n):
+        start = _STARTERS[i % len(_STARTERS)]
+        length = min_tokens + i % (max_tokens - min_tokens + 1)
+        text = start + generate(model, start, max_new_tokens=length, do_sample=True, top_k=5, seed=seed + i)
+        # Braces would break str.format-style templates; newlines look odd in a prompt.
+        text = " ".join(text.replace("{", "(").replace("}", ")").split())
+        out.append(text.rstrip(".") + ". ")
+    write_file_atomically(path, json.dumps(out).encode())
+    return out
+
+
+# -- batches -----------------------------------------------------------------------------
+@dataclass
+class Batch:
+    """Token sequences of (fact, context) pairs, right-padded, with bookkeeping.
+
+    ``fact_of[i]`` is the fact index of row i; ``subject_pos[i]`` the position
+    of its last subject token; ``target_pos[i]``/``target_tok[i]`` the positions
+    predicting the new object's tokens and those tokens (empty for KL rows);
+    ``is_kl[i]`` marks the "{subject} is a" rows.
+    """
+
+    ids: Tensor
+    mask: Tensor
+    fact_of: list[int]
+    subject_pos: list[int]
+    target_pos: list[list[int]] = field(default_factory=list)
+    target_tok: list[list[int]] = field(default_factory=list)
+    is_kl: list[bool] = field(default_factory=list)
+
+    def rows(self, kl: bool | None = None) -> list[int]:
+        return [i for i in range(len(self.fact_of)) if kl is None or self.is_kl[i] == kl]
+
+
+def subject_end(model, text: str, end_char: int) -> int:
+    """Index of the token that holds character ``end_char - 1`` of ``text`` (with BOS)."""
+    return len(model.encode(text[:end_char])) - 1
+
+
+def build_batch(
+    model, facts: Sequence[Fact], prefixes: Sequence[str], *, target: str = "new", kl_prompt: str | None = "{} is a",
+    with_targets: bool = True,
+) -> Batch:
+    """The bare and prefixed edit prompts of every fact (+ one KL prompt per fact).
+
+    Args:
+        facts: the facts.
+        prefixes: context prefixes (the bare prompt is always included first).
+        target: ``"new"`` or ``"true"`` — which object's tokens to append.
+        kl_prompt: template of the prompt whose next-token distribution must not move
+            (None for none).
+        with_targets: append the object tokens (for the NLL); keys do not need them.
+    """
+    seqs, fact_of, subj, tpos, ttok, is_kl = [], [], [], [], [], []
+    for fi, fact in enumerate(facts):
+        obj = fact.target_new if target == "new" else fact.target_true
+        for prefix in ("", *prefixes):
+            text = prefix + fact.text
+            end = len(prefix) + fact.prompt.index("{}") + len(fact.subject)
+            ids = model.encode(text)
+            s = subject_end(model, text, end)
+            if s >= len(ids) or s < 0:
+                raise WorkbenchError(f"cannot locate the subject {fact.subject!r} in the tokens of {text!r}")
+            tids = target_ids(model, fact.text, obj) if with_targets else []
+            seqs.append(ids + tids[:-1])
+            tpos.append(list(range(len(ids) - 1, len(ids) - 1 + len(tids))))
+            ttok.append(tids)
+            fact_of.append(fi)
+            subj.append(s)
+            is_kl.append(False)
+        if kl_prompt:
+            text = kl_prompt.format(fact.subject)
+            ids = model.encode(text)
+            seqs.append(ids)
+            fact_of.append(fi)
+            subj.append(subject_end(model, text, kl_prompt.index("{}") + len(fact.subject)))
+            tpos.append([len(ids) - 1])
+            ttok.append([])
+            is_kl.append(True)
+    width = max(len(s) for s in seqs)
+    pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
+    ids = torch.full((len(seqs), width), int(pad), dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(s)
+        mask[i, : len(s)] = 1
+    return Batch(ids.to(model.device), mask.to(model.device), fact_of, subj, tpos, ttok, is_kl)
+
+
+# -- hooks -------------------------------------------------------------------------------
+def virtual_update_hooks(model, updates: dict[int, Tensor]) -> list[tuple]:
+    """Hooks that make the model behave as if ``W_l += updates[l]`` (``[d_model, d_mlp]``).
+
+    Reading the key at ``ffn_keys`` and adding ``ΔW k`` at ``ffn_out`` is exactly
+    a weight change, without touching the weights (so nothing can be left half-edited).
+    """
+    hooks = []
+    for layer, dW in updates.items():
+        store: dict[str, Tensor] = {}
+
+        def keep(acts, hook=None, store=store):
+            store["k"] = acts
+
+        def add(out, hook=None, store=store, dW=dW):
+            return out + (store["k"].to(dW.dtype) @ dW.T).to(out.dtype)
+
+        hooks.append((model.roles.hook("ffn_keys", layer), keep))
+        hooks.append((model.roles.hook("ffn_out", layer), add))
+    return hooks
+
+
+def capture(
+    model, batch: Batch, names: Sequence[str], *, extra_hooks: Sequence[tuple] = (), n_facts: int | None = None,
+    chunk: int = 64,
+) -> dict[str, Float[Tensor, "fact d"]]:
+    """Activations at each non-KL row's last subject token, averaged per fact.
+
+    Returns ``{hook_name: [n_facts, d]}`` in float64.
+    """
+    n_facts = n_facts if n_facts is not None else max(batch.fact_of) + 1
+    rows_all = batch.rows(kl=False)
+    sums: dict[str, Tensor] = {}
+    counts = torch.zeros(n_facts, dtype=torch.float64)
+    for start in range(0, len(rows_all), chunk):
+        rows = rows_all[start : start + chunk]
+        got: dict[str, Tensor] = {}
+
+        def grabber(name: str):
+            # Keyed by the name we asked for: an aliased hook reports its canonical name.
+            def grab(acts, hook=None):
+                got[name] = acts
+            return grab
+
+        hooks = list(extra_hooks) + [(n, grabber(n)) for n in names]
+        with torch.no_grad(), model.bridge.hooks(fwd_hooks=hooks):
+            model.hidden(batch.ids[rows], batch.mask[rows])
+        idx = torch.tensor([batch.fact_of[r] for r in rows])
+        pos = torch.tensor([batch.subject_pos[r] for r in rows])
+        for n in names:
+            vals = got[n][torch.arange(len(rows)), pos.to(got[n].device)].double().cpu()
+            if n not in sums:
+                sums[n] = torch.zeros(n_facts, vals.shape[-1], dtype=torch.float64)
+            sums[n].index_add_(0, idx, vals)
+        counts.index_add_(0, idx, torch.ones(len(rows), dtype=torch.float64))
+    return {n: s / counts[:, None].clamp(min=1) for n, s in sums.items()}
+
+
+# -- the v* search -----------------------------------------------------------------------
+@dataclass
+class DeltaResult:
+    """What :func:`optimize_deltas` found for one fact.
+
+    ``deltas[name]`` is the vector added at hook ``name`` at the last subject
+    token; ``init[name]`` the unedited activation there (mean over contexts).
+    """
+
+    deltas: dict[str, Tensor]
+    init: dict[str, Tensor]
+    losses: list[float]
+    nll: float
+    prob: float
+    steps: int
+
+
+def _add_at(rows: Tensor, cols: Tensor, vec: Tensor):
+    def hook(acts, hook=None):
+        add = torch.zeros_like(acts)
+        add[rows, cols] = vec.to(acts.dtype)
+        return acts + add
+    return hook
+
+
+def optimize_deltas(
+    model,
+    fact: Fact,
+    sites: Sequence[str],
+    *,
+    prefixes: Sequence[str] = (),
+    steps: int = 25,
+    lr: float = 0.5,
+    kl_weight: float = 0.0625,
+    weight_decay: float = 0.5,
+    clamp: float = 4.0,
+    stop_nll: float = 0.05,
+    extra_hooks: Sequence[tuple] = (),
+    seed: int = 0,
+) -> DeltaResult:
+    """Find vectors that, added at ``sites`` at the last subject token, make the model say the new object.
+
+    Loss = mean NLL of the new object's tokens (all of them) over the bare and
+    prefixed prompts + ``kl_weight`` · KL(edited ‖ unedited) of the next token
+    after "{subject} is a" + ``weight_decay`` · ‖δ‖²/‖init‖². After each Adam
+    step ‖δ‖ is clamped to ``clamp`` · ‖init‖ (init = the unedited activation).
+    Stops early once the NLL is below ``stop_nll``.
+
+    Raises:
+        WorkbenchError: the optimisation produced NaN or inf.
+    """
+    batch = build_batch(model, [fact], prefixes)
+    rows_t = batch.rows(kl=False)
+    init = capture(model, batch, list(sites), extra_hooks=extra_hooks)
+    init = {n: v[0] for n, v in init.items()}
+    kl_rows = batch.rows(kl=True)
+    all_rows = torch.arange(len(batch.fact_of), device=model.device)
+    subj = torch.tensor(batch.subject_pos, device=model.device)
+
+    # Positions whose log-probs we need: every target token, and the KL prompt's last token.
+    pos_rows = torch.tensor([r for r in rows_t for _ in batch.target_pos[r]], device=model.device)
+    pos_cols = torch.tensor([p for r in rows_t for p in batch.target_pos[r]], device=model.device)
+    tok = torch.tensor([t for r in rows_t for t in batch.target_tok[r]], device=model.device)
+    # Weight each row's tokens so that every context counts equally (mean per-token NLL per context).
+    w = torch.tensor([1.0 / len(batch.target_tok[r]) for r in rows_t for _ in batch.target_tok[r]], device=model.device)
+    w = w / len(rows_t)
+    kl_r = torch.tensor(kl_rows, device=model.device, dtype=torch.long)
+    kl_c = torch.tensor([batch.target_pos[r][0] for r in kl_rows], device=model.device, dtype=torch.long)
+
+    def forward(deltas: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        hooks = list(extra_hooks) + [(n, _add_at(all_rows, subj, d)) for n, d in deltas.items()]
+        with model.bridge.hooks(fwd_hooks=hooks):
+            hidden = model.hidden(batch.ids, batch.mask)
+        logp = model.logits_from_hidden(hidden[pos_rows, pos_cols]).float().log_softmax(-1)
+        nll = -(logp[torch.arange(len(tok)), tok] * w).sum()
+        kl_logp = model.logits_from_hidden(hidden[kl_r, kl_c]).float().log_softmax(-1) if len(kl_rows) else None
+        return nll, kl_logp
+
+    with torch.no_grad():
+        zero = {n: torch.zeros_like(v, dtype=torch.float32, device=model.device) for n, v in init.items()}
+        _, kl_ref = forward(zero)
+    gen = torch.Generator().manual_seed(seed)
+    deltas = {
+        n: (torch.randn(v.shape, generator=gen) * 1e-4).to(model.device).requires_grad_(True) for n, v in init.items()
+    }
+    norms = {n: float(v.norm()) for n, v in init.items()}
+    opt = torch.optim.Adam(list(deltas.values()), lr=lr)
+    losses: list[float] = []
+    nll_value = math.inf
+    step = 0
+    for step in range(1, steps + 1):
+        opt.zero_grad()
+        with torch.enable_grad():
+            nll, kl_logp = forward(deltas)
+            loss = nll
+            if kl_logp is not None and kl_weight:
+                kl = torch.nn.functional.kl_div(kl_ref, kl_logp, log_target=True, reduction="batchmean")
+                loss = loss + kl_weight * kl
+            for n, d in deltas.items():
+                loss = loss + weight_decay * d.pow(2).sum() / max(norms[n], 1e-8) ** 2
+            nll_value = float(nll.detach())
+            losses.append(float(loss.detach()))
+            if not math.isfinite(losses[-1]):
+                raise WorkbenchError(f"the target optimisation for {fact.subject!r} produced NaN/inf (step {step}); the edit was aborted and nothing changed")
+            if nll_value < stop_nll:
+                break
+            loss.backward()
+        opt.step()
+        with torch.no_grad():
+            for n, d in deltas.items():
+                limit = clamp * norms[n]
+                if d.norm() > limit:
+                    d.mul_(limit / d.norm())
+                if not torch.isfinite(d).all():
+                    raise WorkbenchError(f"the target optimisation for {fact.subject!r} produced NaN/inf (step {step}); the edit was aborted and nothing changed")
+    out = {n: d.detach().double().cpu() for n, d in deltas.items()}
+    return DeltaResult(deltas=out, init=init, losses=losses, nll=nll_value, prob=math.exp(-nll_value), steps=step)
+
+
+def warn_if_unknown(model, facts: Sequence[Fact]) -> list[Fact]:
+    """Warn (``warnings.warn``) about facts whose true object the model does not prefer.
+
+    Returns the facts it warned about. Facts without ``target_true`` are skipped.
+    """
+    import warnings
+
+    from workbench.probing import probe
+
+    checked = [f for f in facts if f.target_true is not None]
+    if not checked:
+        return []
+    res = probe(model, [f.text for f in checked], targets=[[f.target_true, f.target_new] for f in checked], top_k=1)
+    unknown = [f for f, p in zip(checked, res.prompts) if p.targets[0].logprob <= p.targets[1].logprob]
+    for f in unknown:
+        warnings.warn(
+            f"the model does not know the fact {f.text!r} -> {f.target_true!r} (it already prefers "
+            f"{f.target_new!r} or neither); the edit may mean little",
+            stacklevel=3,
+        )
+    return unknown

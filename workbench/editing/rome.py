@@ -1,0 +1,152 @@
+"""ROME: a rank-one update of one layer's FFN output matrix (Meng et al. 2022).
+
+For a fact (s, r, o → o*) at layer l:
+
+1. k* = the FFN key at the last subject token, averaged over the edit prompt
+   and the same prompt after short generated prefixes.
+2. v* = W k* + δ, where δ, added to the FFN output (``ffn_out``, i.e. *before*
+   Gemma's post-FFN norm) at the last subject token, makes the model say o*
+   (see :func:`~workbench.editing.optimize.optimize_deltas`).
+3. W ← W + δ uᵀ / (uᵀ k*) with u = C⁻¹ k*, C = E[k kᵀ] over natural text.
+
+Then W_new k* = W k* + δ = v* exactly, and a key k moves by δ·(uᵀk)/(uᵀk*):
+keys unlike k* (in the C⁻¹ metric) barely move. The same averaged k* is used
+in u and in the denominator; mixing the bare-prompt key into one of them is what
+makes the "disabling" edits of the original code blow up.
+
+Why ``ffn_out`` and not the residual, for Gemma: the block adds
+``post_norm(W k)``, so any change of W k is a change of what the FFN adds,
+and δ optimised at ``ffn_out`` is realised *exactly* by the weight change —
+the post-norm then acts on the edited output as it did on the original one.
+
+Several facts are edited one after another inside one handle; each later fact
+sees the earlier updates (through hooks, the weights stay untouched until commit).
+
+Example:
+    >>> fact = wb.Fact("Eiffel Tower", "The {} is located in the city of", "Paris", "Rome")
+    >>> h = wb.edit(model, fact, method="rome")                  # doctest: +SKIP
+    >>> h.info["layer"], h.info["facts"][0]["prob"] > 0.5         # doctest: +SKIP
+    (4, True)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from workbench.editing import register_method
+from workbench.editing.defaults import default_layers
+from workbench.editing.handle import EditHandle, commit_weights
+from workbench.editing.optimize import (
+    as_matrix,
+    build_batch,
+    capture,
+    context_prefixes,
+    optimize_deltas,
+    to_stored,
+    value_param,
+    virtual_update_hooks,
+    warn_if_unknown,
+)
+from workbench.editing.stats import DEFAULT_SAMPLES, second_moment
+from workbench.errors import WorkbenchError
+from workbench.facts import Fact
+
+
+def rank_one_update(
+    C: Float[Tensor, "d_mlp d_mlp"], k: Float[Tensor, " d_mlp"], delta: Float[Tensor, " d_model"], *, reg: float = 1e-4
+) -> Float[Tensor, "d_model d_mlp"]:
+    """ΔW = δ uᵀ / (uᵀ k) with u = (C + reg·mean(diag C)·I)⁻¹ k, in float64.
+
+    ``(W + ΔW) k = W k + δ`` holds exactly whatever C is; C only decides which
+    other keys the edit also moves. The small ridge keeps C⁻¹ finite when some
+    key direction never occurs in the corpus.
+
+    Example:
+        >>> C = torch.eye(4, dtype=torch.float64); k = torch.ones(4, dtype=torch.float64)
+        >>> dW = rank_one_update(C, k, torch.tensor([1.0, 0.0], dtype=torch.float64))
+        >>> (dW @ k).tolist()
+        [1.0, 0.0]
+    """
+    C = C.double()
+    k = k.double()
+    ridge = reg * float(C.diagonal().mean()) if C.numel() else 0.0
+    u = torch.linalg.solve(C + ridge * torch.eye(C.shape[0], dtype=torch.float64, device=C.device), k)
+    denom = float(u @ k)
+    if not denom > 0:
+        raise WorkbenchError("the key has no weight under C⁻¹ (uᵀk ≤ 0); cannot place a rank-one edit")
+    return torch.outer(delta.double(), u) / denom
+
+
+@register_method("rome")
+def rome(
+    model,
+    facts: Sequence[Fact],
+    *,
+    layers: Sequence[int] | None = None,
+    samples: int = DEFAULT_SAMPLES,
+    n_prefixes: int = 10,
+    steps: int = 25,
+    lr: float = 0.5,
+    kl_weight: float = 0.0625,
+    weight_decay: float = 0.5,
+    clamp: float = 4.0,
+    stop_nll: float = 0.05,
+    reg: float = 1e-4,
+    check_known: bool = True,
+) -> EditHandle:
+    """Edit facts with ROME at one layer (facts one after another, one handle).
+
+    Args:
+        model: a loaded Model.
+        facts: facts with ``target_new``.
+        layers: one layer (default: the best layer of this model's sweep).
+        samples: corpus tokens behind C (cached per value).
+        n_prefixes: generated context prefixes for k* and v*.
+        steps, lr, kl_weight, weight_decay, clamp, stop_nll: the v* search
+            (see :func:`~workbench.editing.optimize.optimize_deltas`).
+        reg: ridge on C (relative to its mean diagonal).
+        check_known: warn about facts the model does not know.
+
+    Returns:
+        An EditHandle; ``info["facts"]`` holds per-fact NLL, steps, ‖δ‖ and ‖W k*‖.
+    """
+    layers = list(layers) if layers is not None else default_layers(model, "rome")
+    if len(layers) != 1:
+        raise WorkbenchError(f"ROME edits exactly one layer, got {layers}; use memit for several")
+    layer = model.layer_index(int(layers[0]))
+    if check_known:
+        warn_if_unknown(model, facts)
+    info: dict = {"layer": layer, "samples": samples, "facts": []}
+
+    def compute() -> dict[str, Tensor]:
+        t0 = time.perf_counter()
+        C = second_moment(model, layer, samples=samples).to(model.device)
+        info["stats_seconds"] = time.perf_counter() - t0
+        prefixes = context_prefixes(model, n_prefixes)
+        name, param = value_param(model, layer)
+        keys_hook = model.roles.hook("ffn_keys", layer)
+        out_hook = model.roles.hook("ffn_out", layer)
+        dW = torch.zeros(model.d_model, model.d_mlp, dtype=torch.float64, device=model.device)
+        for fact in facts:
+            extra = virtual_update_hooks(model, {layer: dW}) if bool(dW.any()) else []
+            kb = build_batch(model, [fact], prefixes, kl_prompt=None, with_targets=False)
+            k = capture(model, kb, [keys_hook], extra_hooks=extra)[keys_hook][0].to(model.device)
+            res = optimize_deltas(
+                model, fact, [out_hook], prefixes=prefixes, steps=steps, lr=lr, kl_weight=kl_weight,
+                weight_decay=weight_decay, clamp=clamp, stop_nll=stop_nll, extra_hooks=extra,
+            )
+            delta = res.deltas[out_hook].to(model.device)
+            dW = dW + rank_one_update(C, k, delta, reg=reg)
+            info["facts"].append({
+                "subject": fact.subject, "nll": res.nll, "prob": res.prob, "steps": res.steps,
+                "delta_norm": float(delta.norm()), "init_norm": float(res.init[out_hook].norm()),
+            })
+        W = as_matrix(model, param.detach()).double()
+        return {name: to_stored(model, W + dW).to(param.dtype)}
+
+    return commit_weights(model, "rome", [layer], [f.to_dict() for f in facts], compute, info=info)

@@ -1,0 +1,160 @@
+"""Second moments of the FFN keys, C = E[k kᵀ], from natural text.
+
+ROME, MEMIT and PMET spread an edit over the directions the FFN keys rarely
+take in ordinary text: they need ``C`` per layer. Computing it costs forward
+passes over a corpus, so each (model, layer, corpus, token count) is cached on
+disk under ``cache_dir("stats")`` and one pass fills every requested layer.
+
+Example:
+    >>> C = second_moments(model, [3], samples=20_000)   # doctest: +SKIP
+    >>> C[3].shape
+    torch.Size([2048, 2048])
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from workbench.cache import cache_dir, write_file_atomically
+from workbench.errors import WorkbenchError
+from workbench.progress import CancelToken, progress
+
+#: Default number of corpus tokens behind C: ten times d_mlp of Gemma 3 270M,
+#: a few CPU minutes; see benchmarks/stats.py for how scores move with it.
+DEFAULT_SAMPLES = 20_000
+
+
+class _StopForward(Exception):
+    """Raised by the last layer's hook to cut a statistics forward pass short."""
+
+
+def _path(model, layer: int, corpus: str, samples: int):
+    return cache_dir("stats") / f"{model.fingerprint}_{corpus}_{samples}tok_L{layer}.pt"
+
+
+def _load(path) -> Tensor | None:
+    if not path.exists():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # a corrupt file is recomputed, not trusted
+        return None
+
+
+def second_moments(
+    model,
+    layers: Sequence[int],
+    *,
+    samples: int = DEFAULT_SAMPLES,
+    corpus: str = "stats",
+    max_tokens: int = 128,
+    batch_size: int = 8,
+    cancel: CancelToken | None = None,
+) -> dict[int, Float[Tensor, "d_mlp d_mlp"]]:
+    """E[k kᵀ] of the FFN keys at each layer, over ``samples`` corpus tokens.
+
+    Texts from :func:`workbench.corpus.wiki_texts` (``corpus`` split) are cut to
+    ``max_tokens`` tokens and run in batches; only real tokens count (padding and
+    the BOS token are skipped: BOS is an attention sink whose huge activations
+    would dominate C, and no subject ever sits there). Sums are kept in float64.
+
+    Args:
+        model: a loaded Model.
+        layers: layers to compute (all in one pass over the corpus).
+        samples: number of tokens to average over.
+        corpus: the corpus split name (``"stats"``).
+        max_tokens: truncation length of each text.
+        batch_size: texts per forward pass.
+        cancel: a CancelToken to stop early (nothing is cached then).
+
+    Returns:
+        ``{layer: C}`` with C float64 on the CPU, ``[d_mlp, d_mlp]``.
+
+    Example:
+        >>> C = second_moments(model, [1, 2], samples=5_000)   # doctest: +SKIP
+    """
+    from workbench.corpus import wiki_texts
+
+    if samples < 1:
+        raise WorkbenchError("samples must be a positive number of tokens")
+    layers = sorted({model.layer_index(int(l)) for l in layers})
+    out: dict[int, Tensor] = {}
+    todo = []
+    for l in layers:
+        cached = _load(_path(model, l, corpus, samples))
+        if cached is not None:
+            out[l] = cached.double()
+        else:
+            todo.append(l)
+    if not todo:
+        return out
+
+    texts = wiki_texts(corpus)
+    sums = {l: torch.zeros(model.d_mlp, model.d_mlp, dtype=torch.float64, device=model.device) for l in todo}
+    mask_holder: dict[str, Tensor] = {}
+
+    last = max(todo)
+
+    def make_hook(layer: int):
+        def hook(acts, hook=None):
+            keep = mask_holder["mask"]
+            k = acts[keep].double()  # [n_tokens, d_mlp]
+            sums[layer].addmm_(k.T, k)
+            if layer == last:
+                # Nothing above this layer is needed: skip the rest of the forward pass.
+                raise _StopForward
+        return hook
+
+    hooks = [(model.roles.hook("ffn_keys", l), make_hook(l)) for l in todo]
+    pad = model.tokenizer.pad_token_id or 0
+    bos = model.tokenizer.bos_token_id
+    count = 0
+    bar_total = samples
+    bar = progress(range(0, len(texts), batch_size), desc=f"FFN key stats L{todo[0]}..{todo[-1]}", cancel=cancel)
+    with torch.no_grad(), model.bridge.hooks(fwd_hooks=hooks):
+        for start in bar:
+            batch = [model.encode(t)[:max_tokens] for t in texts[start : start + batch_size]]
+            width = max(len(b) for b in batch)
+            ids = torch.full((len(batch), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.bool)
+            for i, b in enumerate(batch):
+                ids[i, : len(b)] = torch.tensor(b)
+                mask[i, : len(b)] = True
+            keep = mask.clone()
+            if bos is not None:
+                keep &= ids != bos
+            # Stop exactly at `samples` tokens so the cache key means what it says.
+            remaining = samples - count
+            flat = keep.flatten().nonzero().flatten()
+            if len(flat) > remaining:
+                cut = torch.zeros_like(keep.flatten())
+                cut[flat[:remaining]] = True
+                keep = cut.view_as(keep)
+            mask_holder["mask"] = keep.to(model.device)
+            try:
+                model.hidden(ids.to(model.device), mask.long().to(model.device))
+            except _StopForward:
+                pass
+            count += int(keep.sum())
+            if count >= bar_total:
+                break
+    if count < samples:
+        raise WorkbenchError(f"the {corpus!r} corpus has only {count} tokens at {max_tokens} per text; ask for fewer samples")
+    for l in todo:
+        C = (sums[l] / count).cpu()
+        buf = io.BytesIO()
+        torch.save(C.float(), buf)  # float32 on disk: half the size, ample precision for C
+        write_file_atomically(_path(model, l, corpus, samples), buf.getvalue())
+        out[l] = C.float().double()  # same values whether fresh or from the cache
+    return out
+
+
+def second_moment(model, layer: int, **kwargs) -> Float[Tensor, "d_mlp d_mlp"]:
+    """C for one layer; see :func:`second_moments`."""
+    layer = model.layer_index(int(layer))
+    return second_moments(model, [layer], **kwargs)[layer]
