@@ -23,8 +23,11 @@ FACT = Fact("Eiffel Tower", "The {} is located in the city of", "Paris", "Rome",
 
 
 @pytest.fixture(scope="module")
-def model():
-    return wb.load_model("tiny-gemma3")
+def model(request):
+    try:
+        return request.getfixturevalue("tiny_gemma")  # shared with the other tests when conftest has it
+    except pytest.FixtureLookupError:
+        return wb.load_model("tiny-gemma3")
 
 
 @pytest.fixture
