@@ -16,7 +16,7 @@ import sys
 from workbench.errors import WorkbenchError
 
 #: Modules in this package that add a subcommand, in help order.
-COMMANDS = ["probe", "evaluate", "app", "memories", "neurons", "lens", "trace"]
+COMMANDS = ["probe", "evaluate", "app", "memories", "neurons", "lens", "edit", "trace"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,151 @@
+"""Weight-editing methods: exact revert, save/load, failures leave weights untouched."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import pytest
+import torch
+
+import workbench as wb
+from workbench.editing import optimize
+
+os.environ.setdefault("WORKBENCH_PROGRESS", "0")
+
+FACTS = [
+    wb.Fact("Eiffel Tower", "The {} is located in the city of", "Paris", "Rome",
+            paraphrase_prompts=["Where is the Eiffel Tower? It is in"]),
+    wb.Fact("Steve Jobs", "{} was the founder of", "Apple", "Microsoft"),
+]
+# Small settings so each method runs in about a second on a tiny model.
+FAST = {
+    "rome": dict(samples=1500, n_prefixes=2, steps=3, check_known=False),
+    "memit": dict(samples=1500, n_prefixes=2, steps=3, check_known=False),
+    "pmet": dict(samples=1500, n_prefixes=2, steps=3, check_known=False),
+    "ft": dict(steps=3, check_known=False),
+    "kn": dict(steps=4, check_known=False, layers=[2, 3]),
+}
+LAYERS = {"rome": [1], "memit": [1, 2], "pmet": [1, 2], "ft": [2], "kn": None}
+
+
+@pytest.fixture(scope="module", params=["tiny-gemma3", "tiny-llama"])
+def tiny(request):
+    return wb.load_model(request.param)
+
+
+def _snapshot(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def _same(model, snap) -> bool:
+    return all(torch.equal(snap[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("method", ["rome", "memit", "pmet", "ft", "kn"])
+def test_revert_is_bitwise(tiny, method):
+    snap = _snapshot(tiny)
+    facts = FACTS if method in ("memit", "pmet") else FACTS[:1]
+    kwargs = dict(FAST[method])
+    layers = kwargs.pop("layers", LAYERS[method])
+    h = wb.edit(tiny, facts, method=method, layers=layers, **kwargs)
+    assert h.changes_weights and h.method == method
+    assert not _same(tiny, snap)
+    assert all(torch.isfinite(v).all() for v in h.after.values())
+    h.revert()
+    assert _same(tiny, snap)
+
+
+def test_save_load_round_trip(tiny, tmp_path):
+    snap = _snapshot(tiny)
+    h = wb.edit(tiny, FACTS[0], method="rome", layers=[1], **FAST["rome"])
+    edited = _snapshot(tiny)
+    path = h.save(tmp_path / "edit")
+    h.revert()
+    h2 = wb.load_edit(tiny, path)
+    assert _same(tiny, edited)
+    h2.revert()
+    assert _same(tiny, snap)
+
+
+def test_nan_in_optimisation_leaves_weights(tiny, monkeypatch):
+    snap = _snapshot(tiny)
+    real = optimize.optimize_deltas
+
+    def poisoned(*args, **kwargs):
+        res = real(*args, **kwargs)
+        res.deltas = {n: torch.full_like(d, float("nan")) for n, d in res.deltas.items()}
+        return res
+
+    for module in ("rome", "memit"):
+        monkeypatch.setattr(f"workbench.editing.{module}.optimize_deltas", poisoned)
+    with pytest.raises(wb.WorkbenchError, match="NaN|non-finite"):
+        wb.edit(tiny, FACTS[0], method="rome", layers=[1], **FAST["rome"])
+    with pytest.raises(wb.WorkbenchError, match="NaN|non-finite"):
+        wb.edit(tiny, FACTS, method="memit", layers=[1, 2], **FAST["memit"])
+    assert _same(tiny, snap)
+    assert wb.active_edits(tiny) == []
+
+
+def test_nan_loss_aborts(tiny, monkeypatch):
+    snap = _snapshot(tiny)
+    real = tiny.logits_from_hidden
+    monkeypatch.setattr(tiny, "logits_from_hidden", lambda h: real(h) * float("nan"))
+    with pytest.raises(wb.WorkbenchError, match="NaN"):
+        wb.edit(tiny, FACTS[0], method="rome", layers=[1], **FAST["rome"])
+    with pytest.raises(wb.WorkbenchError, match="NaN"):
+        wb.edit(tiny, FACTS[0], method="ft", layers=[1], **FAST["ft"])
+    assert _same(tiny, snap)
+
+
+def test_interrupt_mid_edit_leaves_weights(tiny, monkeypatch):
+    snap = _snapshot(tiny)
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("workbench.editing.memit.residual_targets", boom)
+    with pytest.raises(KeyboardInterrupt):
+        wb.edit(tiny, FACTS, method="memit", layers=[1, 2], **FAST["memit"])
+    assert _same(tiny, snap)
+
+
+def test_bad_input(tiny):
+    with pytest.raises(wb.WorkbenchError, match="equals"):
+        wb.Fact("Eiffel Tower", "The {} is in", "Paris", " Paris")
+    clash = [FACTS[0], FACTS[0].with_new("Berlin")]
+    with pytest.raises(wb.WorkbenchError, match="two different"):
+        wb.edit(tiny, clash, method="memit", layers=[1, 2], **FAST["memit"])
+    with pytest.raises(wb.WorkbenchError, match="out of range"):
+        wb.edit(tiny, FACTS[0], method="rome", layers=[99])
+
+
+def test_unknown_fact_warns(tiny):
+    # A random tiny model knows nothing: either object may win, so ask for the one it prefers less.
+    p = wb.probe(tiny, FACTS[0].text, targets=["Paris", "Rome"])[0]
+    fact = FACTS[0] if p.target("Paris").prob < p.target("Rome").prob else wb.Fact(
+        "Eiffel Tower", "The {} is located in the city of", "Rome", "Paris")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        h = wb.edit(tiny, fact, method="rome", layers=[1], **{**FAST["rome"], "check_known": True})
+    h.revert()
+    assert any("does not know" in str(w.message) for w in caught)
+
+
+def test_multi_token_target_counts_all_tokens(tiny):
+    fact = wb.Fact("Eiffel Tower", "The {} is located in the city of", "Paris", "Rio de Janeiro")
+    batch = optimize.build_batch(tiny, [fact], [], kl_prompt=None)
+    n = len(wb.probing.target_ids(tiny, fact.text, "Rio de Janeiro"))
+    assert n > 1 and len(batch.target_tok[0]) == n and len(batch.target_pos[0]) == n
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["rome", "memit", "pmet", "ft"])
+def test_each_method_flips_known_fact(method):
+    model = wb.load_model()
+    fact = wb.Fact("Eiffel Tower", "The {} is located in the city of", "Paris", "Rome")
+    snap = _snapshot(model)
+    with wb.edit(model, fact, method=method):
+        p = wb.probe(model, fact.text, targets=["Paris", "Rome"])[0]
+        assert p.target("Rome").prob > p.target("Paris").prob
+    assert _same(model, snap)

@@ -1,0 +1,82 @@
+"""``workbench edit``: edit one fact into the model and probe before and after."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from workbench.cli import add_model_argument, emit_json
+
+
+def register(sub) -> None:
+    p = sub.add_parser("edit", help="edit a fact (rome, memit, pmet, ft, kn, ...) and probe before/after")
+    p.add_argument("--method", default="rome", help="editing method (default rome)")
+    p.add_argument("--subject", required=True)
+    p.add_argument("--prompt", required=True, help='relation template with {} for the subject, e.g. "The {} is located in"')
+    p.add_argument("--target-new", required=True)
+    p.add_argument("--target-true", default=None, help="the current object (default: the model's top-1 token)")
+    p.add_argument("--layers", default=None, help="comma-separated layers, e.g. 5,6 (default: the method's default)")
+    p.add_argument("--probe", action="append", default=[], metavar="PROMPT", help="extra prompt to probe (repeatable)")
+    p.add_argument("--save", default=None, metavar="PATH", help="save the edit (safetensors + JSON)")
+    add_model_argument(p)
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    p.set_defaults(handler=run)
+
+
+def _summary(model, prompts: list[str], new: str, true: str) -> list[dict]:
+    from workbench.probing import probe
+
+    res = probe(model, prompts, targets=[new, true], top_k=1)
+    return [
+        {"top": p.top[0].token, "p_new": p.targets[0].prob, "p_true": p.targets[1].prob} for p in res.prompts
+    ]
+
+
+def run(args: argparse.Namespace) -> int:
+    from workbench.editing import edit
+    from workbench.errors import WorkbenchError
+    from workbench.facts import Fact
+    from workbench.model import load_model
+    from workbench.probing import probe
+
+    layers = None
+    if args.layers:
+        try:
+            layers = [int(x) for x in args.layers.split(",") if x.strip()]
+        except ValueError:
+            raise WorkbenchError(f"--layers must be comma-separated integers, got {args.layers!r}") from None
+    if "{}" not in args.prompt:
+        raise WorkbenchError("--prompt must contain {} where the subject goes")
+    model = load_model(args.model)
+    text = args.prompt.format(args.subject)
+    true = args.target_true
+    if true is None:
+        true = probe(model, text, top_k=1)[0].top[0].token.strip()
+        if not true or true.strip() == args.target_new.strip():
+            raise WorkbenchError(
+                f"the model's top token after the prompt is {true!r}; give --target-true explicitly"
+            )
+    fact = Fact(args.subject, args.prompt, true, args.target_new)
+    prompts = [text, *args.probe]
+    before = _summary(model, prompts, fact.target_new, true)
+    start = time.perf_counter()
+    handle = edit(model, fact, method=args.method, layers=layers)
+    seconds = time.perf_counter() - start
+    after = _summary(model, prompts, fact.target_new, true)
+    if args.save:
+        handle.save(args.save)
+    out = {
+        "method": args.method, "layers": handle.layers, "seconds": seconds,
+        "target_true": true, "target_new": fact.target_new,
+        "probes": [{"prompt": p, "before": b, "after": a} for p, b, a in zip(prompts, before, after)],
+    }
+    if args.json:
+        emit_json(out)
+        return 0
+    print(f"{args.method} edit at layers {handle.layers} in {seconds:.1f} s: {true!r} -> {fact.target_new!r}")
+    for row in out["probes"]:
+        b, a = row["before"], row["after"]
+        print(row["prompt"])
+        print(f"    before: top {b['top']!r:<14} p_new={b['p_new']:.3g} p_true={b['p_true']:.3g}")
+        print(f"    after:  top {a['top']!r:<14} p_new={a['p_new']:.3g} p_true={a['p_true']:.3g}")
+    return 0

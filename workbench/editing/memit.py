@@ -1,0 +1,228 @@
+"""MEMIT: many facts at once, spread over a window of FFN layers (Meng et al. 2023).
+
+For facts i = 1..n and layers l₁ < … < L:
+
+1. Per fact, a target residual z_i at the last subject token after block L:
+   δ_i is optimised at L's FFN output (as in ROME), and z_i is the residual the
+   model then has there (a forward pass with δ_i added, averaged over contexts).
+2. For each layer l in order, with the updates of earlier layers in place
+   (through hooks): keys K_l (one column per fact, averaged over contexts), the
+   remaining residual R = z − h_L, and this layer's share R / (L − l + 1).
+3. ΔW_l = E K_lᵀ (λ C_l + K_l K_lᵀ)⁻¹ in float64, where E is the share mapped
+   into FFN-output space.
+
+Our choice for Gemma's post-FFN norm (y = g ⊙ x / rms(x) is what the FFN adds):
+the residual share s is mapped to the FFN-output change ε = rms(x) · s / g,
+the inverse of the norm's Jacobian on everything but the radial direction
+(which the norm removes anyway). What this first-order map misses, the later
+layers of the window pick up, because R is re-measured at every layer. For a
+family without a post-norm, ε = s exactly.
+
+Example:
+    >>> h = wb.edit(model, facts, method="memit")                 # doctest: +SKIP
+    >>> h.layers
+    [0, 1, 2, 3, 4]
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from workbench.editing import register_method
+from workbench.editing.defaults import default_layers
+from workbench.editing.handle import EditHandle, commit_weights
+from workbench.editing.optimize import (
+    _add_at,
+    as_matrix,
+    build_batch,
+    capture,
+    context_prefixes,
+    optimize_deltas,
+    to_stored,
+    value_param,
+    virtual_update_hooks,
+    warn_if_unknown,
+)
+from workbench.editing.stats import DEFAULT_SAMPLES, second_moments
+from workbench.errors import WorkbenchError
+from workbench.facts import Fact
+from workbench.progress import progress
+
+
+def residual_targets(model, facts: Sequence[Fact], prefixes: Sequence[str], last: int, deltas: dict[str, Tensor]) -> Tensor:
+    """z_i: the residual after block ``last`` at the last subject token with fact i's δs added.
+
+    ``deltas[hook_name]`` is ``[n_facts, d]``; returns ``[n_facts, d_model]`` (mean over contexts).
+    """
+    batch = build_batch(model, facts, prefixes, kl_prompt=None, with_targets=False)
+    rows = torch.tensor(batch.rows(kl=False))
+    fact_of = torch.tensor(batch.fact_of)[rows]
+    subj = torch.tensor(batch.subject_pos)[rows]
+    resid = model.roles.hook("resid", last)
+    # Chunked, with the δ hooks aligned to each chunk's rows.
+    out = torch.zeros(len(facts), model.d_model, dtype=torch.float64)
+    count = torch.zeros(len(facts), dtype=torch.float64)
+    for start in range(0, len(rows), 64):
+        sl = slice(start, start + 64)
+        r = rows[sl]
+        got = {}
+
+        def grab(acts, hook=None):
+            got["z"] = acts
+
+        chunk_hooks = [
+            (name, _add_at(torch.arange(len(r)), subj[sl].to(model.device), d[fact_of[sl]].float().to(model.device)))
+            for name, d in deltas.items()
+        ] + [(resid, grab)]
+        with torch.no_grad(), model.bridge.hooks(fwd_hooks=chunk_hooks):
+            model.hidden(batch.ids[r], batch.mask[r])
+        z = got["z"][torch.arange(len(r)), subj[sl].to(got["z"].device)].double().cpu()
+        out.index_add_(0, fact_of[sl], z)
+        count.index_add_(0, fact_of[sl], torch.ones(len(r), dtype=torch.float64))
+    return out / count[:, None]
+
+
+def _to_ffn_space(model, layer: int, share: Tensor, rms: Tensor) -> Tensor:
+    """Map a wanted residual change to a change of the raw FFN output (see module doc)."""
+    gain = model.roles.value_direction_gain(model.bridge, layer)
+    if gain is None:
+        return share
+    return share * rms[:, None] / gain.double().cpu()[None, :]
+
+
+def spread_edit(
+    model,
+    facts: Sequence[Fact],
+    layers: Sequence[int],
+    *,
+    method: str,
+    target_sites: Sequence[str],
+    keep_sites: Sequence[str],
+    divide: str = "linear",
+    samples: int = DEFAULT_SAMPLES,
+    n_prefixes: int = 10,
+    mom2_weight: float = 1e4,
+    steps: int = 25,
+    lr: float = 0.5,
+    kl_weight: float = 0.0625,
+    weight_decay: float = 0.5,
+    clamp: float = 4.0,
+    stop_nll: float = 0.05,
+    check_known: bool = True,
+) -> EditHandle:
+    """The MEMIT/PMET update; see the module docstring.
+
+    Args:
+        target_sites: hook names where per-fact δs are optimised (at the last layer).
+        keep_sites: which of them define the residual target z (PMET drops attention's).
+        divide: ``"linear"`` (R / remaining layers, MEMIT) or ``"sqrt"`` (PMET).
+        mom2_weight: λ, how strongly the other keys (C) resist the change.
+    """
+    layers = sorted(model.layer_index(int(l)) for l in layers)
+    if len(set(layers)) != len(layers):
+        raise WorkbenchError(f"repeated layers in {layers}")
+    last = layers[-1]
+    if check_known:
+        warn_if_unknown(model, facts)
+    info: dict = {"layers": layers, "samples": samples, "mom2_weight": mom2_weight, "facts": [], "residual_norms": {}}
+
+    def compute() -> dict[str, Tensor]:
+        t0 = time.perf_counter()
+        Cs = second_moments(model, layers, samples=samples)
+        info["stats_seconds"] = time.perf_counter() - t0
+        prefixes = context_prefixes(model, n_prefixes)
+        deltas = {n: torch.zeros(len(facts), 1, dtype=torch.float64) for n in keep_sites}
+        t0 = time.perf_counter()
+        for i, fact in enumerate(progress(facts, desc=f"{method} targets")):
+            res = optimize_deltas(
+                model, fact, list(target_sites), prefixes=prefixes, steps=steps, lr=lr, kl_weight=kl_weight,
+                weight_decay=weight_decay, clamp=clamp, stop_nll=stop_nll,
+            )
+            for n in keep_sites:
+                if deltas[n].shape[1] != res.deltas[n].shape[0]:
+                    deltas[n] = torch.zeros(len(facts), res.deltas[n].shape[0], dtype=torch.float64)
+                deltas[n][i] = res.deltas[n]
+            info["facts"].append({"subject": fact.subject, "nll": res.nll, "prob": res.prob, "steps": res.steps})
+        info["target_seconds"] = time.perf_counter() - t0
+        z = residual_targets(model, facts, prefixes, last, deltas)
+        keys_batch = build_batch(model, facts, prefixes, kl_prompt=None, with_targets=False)
+        updates: dict[int, Tensor] = {}
+        resid_hook = model.roles.hook("resid", last)
+        for i, layer in enumerate(layers):
+            keys_hook = model.roles.hook("ffn_keys", layer)
+            out_hook = model.roles.hook("ffn_out", layer)
+            got = capture(model, keys_batch, [keys_hook, resid_hook], extra_hooks=virtual_update_hooks(model, updates))
+            rms = _mean_rms(model, keys_batch, out_hook, updates)
+            K = got[keys_hook].T  # [d_mlp, n]
+            R = z - got[resid_hook]  # [n, d_model]
+            remaining = len(layers) - i
+            share = R / (math.sqrt(remaining) if divide == "sqrt" else remaining)
+            E = _to_ffn_space(model, layer, share, rms).T  # [d_model, n]
+            C = Cs[layer]
+            A = mom2_weight * C + K @ K.T
+            # Solve A X = K E^T (A symmetric) rather than inverting A.
+            dW = torch.linalg.solve(A, K @ E.T).T
+            if not torch.isfinite(dW).all():
+                raise WorkbenchError(f"{method} produced a non-finite update at layer {layer}; nothing changed")
+            updates[layer] = dW.to(model.device)
+            info["residual_norms"][layer] = float(R.norm(dim=-1).mean())
+        new = {}
+        for layer in layers:
+            name, param = value_param(model, layer)
+            W = as_matrix(model, param.detach()).double()
+            new[name] = to_stored(model, W + updates[layer]).to(param.dtype)
+        # How much of the residual is still missing after all layers (0 = every target met).
+        final = capture(model, keys_batch, [resid_hook], extra_hooks=virtual_update_hooks(model, updates))
+        info["final_residual_norm"] = float((z - final[resid_hook]).norm(dim=-1).mean())
+        return new
+
+    return commit_weights(model, method, layers, [f.to_dict() for f in facts], compute, info=info)
+
+
+def _mean_rms(model, batch, out_hook: str, updates: dict[int, Tensor]) -> Tensor:
+    """Per fact, the mean over contexts of rms(ffn_out) at the last subject token."""
+    rows_all = batch.rows(kl=False)
+    n = max(batch.fact_of) + 1
+    sums = torch.zeros(n, dtype=torch.float64)
+    counts = torch.zeros(n, dtype=torch.float64)
+    hooks = virtual_update_hooks(model, updates)
+    for start in range(0, len(rows_all), 64):
+        rows = rows_all[start : start + 64]
+        got = {}
+
+        def grab(acts, hook=None):
+            got["x"] = acts
+
+        # Registered after the virtual updates so it sees the updated output of this layer.
+        with torch.no_grad(), model.bridge.hooks(fwd_hooks=hooks + [(out_hook, grab)]):
+            model.hidden(batch.ids[rows], batch.mask[rows])
+        pos = torch.tensor([batch.subject_pos[r] for r in rows])
+        x = got["x"][torch.arange(len(rows)), pos.to(got["x"].device)].double().cpu()
+        idx = torch.tensor([batch.fact_of[r] for r in rows])
+        sums.index_add_(0, idx, x.pow(2).mean(-1).sqrt())
+        counts.index_add_(0, idx, torch.ones(len(rows), dtype=torch.float64))
+    return sums / counts
+
+
+@register_method("memit")
+def memit(model, facts: Sequence[Fact], *, layers: Sequence[int] | None = None, **hparams) -> EditHandle:
+    """Edit many facts in one update over a window of layers.
+
+    Args:
+        model: a loaded Model.
+        facts: facts with ``target_new`` (no subject twice with different targets).
+        layers: consecutive layers (default: a window ending at the best ROME layer).
+        **hparams: see :func:`spread_edit` (``mom2_weight``, ``samples``, ``steps``, ...).
+
+    Example:
+        >>> h = wb.edit(model, facts[:100], method="memit")     # doctest: +SKIP
+    """
+    layers = list(layers) if layers is not None else default_layers(model, "memit")
+    last = max(layers)
+    sites = [model.roles.hook("ffn_out", last)]
+    return spread_edit(model, facts, layers, method="memit", target_sites=sites, keep_sites=sites, divide="linear", **hparams)

@@ -1,0 +1,41 @@
+"""PMET: MEMIT with attention and FFN targets optimised together (Li et al. 2024).
+
+Per fact, δs are optimised jointly at the last layer's attention output and FFN
+output (last subject token); only the FFN part defines the residual target that
+the FFN weights are then made to produce — attention weights are never changed.
+Because attention takes part of the work in the optimisation, the FFN target is
+smaller and more "precise". The remaining residual is divided by
+√(remaining layers) rather than by their number, as in the paper.
+
+Example:
+    >>> h = wb.edit(model, facts, method="pmet")                 # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from workbench.editing import register_method
+from workbench.editing.defaults import default_layers
+from workbench.editing.handle import EditHandle
+from workbench.editing.memit import spread_edit
+from workbench.facts import Fact
+
+
+@register_method("pmet")
+def pmet(model, facts: Sequence[Fact], *, layers: Sequence[int] | None = None, **hparams) -> EditHandle:
+    """Edit many facts at once with PMET (FFN weights of a window of layers).
+
+    Args:
+        model: a loaded Model.
+        facts: facts with ``target_new``.
+        layers: consecutive layers (default: the same window as MEMIT).
+        **hparams: see :func:`~workbench.editing.memit.spread_edit`.
+    """
+    layers = list(layers) if layers is not None else default_layers(model, "pmet")
+    last = max(layers)
+    ffn = model.roles.hook("ffn_out", last)
+    attn = model.roles.hook("attn", last)
+    return spread_edit(
+        model, facts, layers, method="pmet", target_sites=[attn, ffn], keep_sites=[ffn], divide="sqrt", **hparams
+    )
