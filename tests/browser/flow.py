@@ -80,8 +80,6 @@ def trace_and_click(page, shots: Path, prefix: str, timer: Timer) -> None:
     assert keys.count() >= 5
     assert "Layer" in page.locator(".wb-memory-summary").inner_text()
     timer.mark("memories shown")
-    keys.first.click()
-    page.locator(".wb-memory-profile", has_text="Key").wait_for()
     page.screenshot(path=str(shots / f"{prefix}-memories.png"), full_page=True)
 
 

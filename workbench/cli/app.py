@@ -71,7 +71,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"workbench app: serving {what} on {url} (Ctrl-C stops)", file=sys.stderr)
     if os.geteuid() == 0 and args.lab:
         cmd.append("--allow-root")
+    env = dict(os.environ)
+    # The panels draw their own progress bars; the library's tqdm bars would appear
+    # below the app when drawn from the panels' worker threads.
+    env.setdefault("WORKBENCH_PROGRESS", "0")
     try:
-        return subprocess.call(cmd)
+        return subprocess.call(cmd, env=env)
     except KeyboardInterrupt:
         return 130

@@ -15,22 +15,23 @@ import inspect
 import plotly.graph_objects as go
 
 
-def _library_figure(module: str, names: tuple[str, ...], *args, **kwargs):
-    try:
-        mod = importlib.import_module(f"workbench.figures.{module}")
-    except ModuleNotFoundError:
+def _library_figure(modules: tuple[str, ...], names: tuple[str, ...], *args, **kwargs):
+    """The first of ``workbench.figures.<module>.<name>`` that exists, called; else None."""
+    for module in modules:
         try:
-            mod = importlib.import_module("workbench.figures")
-        except ModuleNotFoundError:
-            return None
-    for name in names:
-        fn = getattr(mod, name, None)
-        if fn is None:
-            continue
-        params = inspect.signature(fn).parameters
-        usable = {k: v for k, v in kwargs.items() if k in params or any(
-            p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())}
-        return fn(*args, **usable)
+            mod = importlib.import_module(f"workbench.figures.{module}")
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.startswith("workbench"):
+                continue
+            raise
+        for name in names:
+            fn = getattr(mod, name, None)
+            if fn is None:
+                continue
+            params = inspect.signature(fn).parameters
+            usable = {k: v for k, v in kwargs.items() if k in params or any(
+                p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())}
+            return fn(*args, **usable)
     return None
 
 
@@ -41,10 +42,10 @@ def _widget(fig) -> go.FigureWidget:
 def trace_figure(result, kind: str) -> go.FigureWidget:
     """A heatmap of one kind of a trace: rows = tokens, columns = layers.
 
-    Rows are numbered (ticks show the tokens) so that clicks give the row index even
-    when a token repeats.
+    The library's ``trace_figure`` draws it (one kind per figure, so a click names its
+    kind); rows are the token labels, made unique by the library.
     """
-    fig = _library_figure("tracing", ("trace_heatmap", "heatmap", "trace_figure"), result, kind=kind)
+    fig = _library_figure(("tracing",), ("trace_figure",), result, kinds=[kind])
     if fig is None:
         import numpy as np
 
@@ -65,6 +66,12 @@ def trace_figure(result, kind: str) -> go.FigureWidget:
     return fig
 
 
+def sub_update_figure(report) -> go.FigureWidget | None:
+    """Bars of a :class:`~workbench.memories.MemoryReport`'s sub-updates (library figure only)."""
+    fig = _library_figure(("memories",), ("sub_update_bars",), report)
+    return None if fig is None else _widget(fig)
+
+
 def bar_figure(x, y, *, title: str, xaxis: str = "", yaxis: str = "") -> go.FigureWidget:
     fig = go.Figure(go.Bar(x=list(x), y=list(y)))
     fig.update_layout(title=title, xaxis_title=xaxis, yaxis_title=yaxis, height=320,
@@ -74,7 +81,7 @@ def bar_figure(x, y, *, title: str, xaxis: str = "", yaxis: str = "") -> go.Figu
 
 def neuron_figure(report) -> go.FigureWidget:
     """Attribution chart of a :class:`~workbench.neurons.NeuronReport`."""
-    fig = _library_figure("neurons", ("neuron_attributions", "attribution_figure", "neurons_figure"), report)
+    fig = _library_figure(("memories", "neurons"), ("neuron_attributions",), report)
     if fig is None:
         top = list(report.top)[:30]
         fig = go.Figure(go.Bar(
@@ -89,7 +96,7 @@ def neuron_figure(report) -> go.FigureWidget:
 
 def compare_figure(result) -> go.FigureWidget:
     """Bar chart of a method comparison."""
-    fig = _library_figure("evaluation", ("compare_figure", "comparison_bars", "compare_bars"), result)
+    fig = _library_figure(("evaluation",), ("scores_figure",), result)
     if fig is None:
         df = result.to_pandas() if hasattr(result, "to_pandas") else result
         numeric = [c for c in ("efficacy_score", "paraphrase_score", "neighborhood_score", "implication_score")

@@ -15,7 +15,7 @@ import ipywidgets as widgets
 from workbench.errors import WorkbenchError
 from workbench.probing import probe
 from workbench.ui.common import ErrorLine, State, Task, guarded, library, parse_ints, table
-from workbench.ui.figures import neuron_figure
+from workbench.ui.figures import neuron_figure, sub_update_figure
 
 AMPLIFY = 2.0
 
@@ -42,6 +42,12 @@ class MemoriesPanel(widgets.VBox):
         self.table.add_class("wb-memory-table")
         self.profile = widgets.HTML()
         self.profile.add_class("wb-memory-profile")
+        # A key's first profile at a layer reads the corpus (about a minute on Gemma 3 270M
+        # on CPU): it runs as a task with progress and Cancel; later keys are instant.
+        self.profile_task = Task("Profile", css="wb-memory-profile-run", error=self.error, background=background)
+        self.profile_task.button.layout.display = "none"
+        self.chart = widgets.VBox()
+        self.chart.add_class("wb-memory-chart")
         self.effect = widgets.HTML()
         self.effect.add_class("wb-memory-effect")
         self.report = None
@@ -66,7 +72,7 @@ class MemoriesPanel(widgets.VBox):
             widgets.HTML("<b>FFN memories</b>: the layer's output at a token is a sum of sub-updates "
                          "m<sub>i</sub>·v<sub>i</sub>; the largest are listed with the tokens they promote."),
             widgets.HBox([self.layer, self.position, self.top_k, self.show_button]),
-            self.error, self.header, self.table, self.effect, self.profile,
+            self.error, self.header, self.table, self.effect, self.profile_task, self.profile, self.chart,
             widgets.HTML("<hr><b>Knowledge neurons</b> (Dai et al. 2022): integrated gradients of "
                          "p(true object) over the fact's prompt and paraphrases."),
             widgets.HBox([self.kn_layers, self.kn_steps]), self.kn_task, self.kn_error,
@@ -82,6 +88,7 @@ class MemoriesPanel(widgets.VBox):
         self.changes = {}
         self.table.children = ()
         self.header.value = self.profile.value = self.effect.value = ""
+        self.chart.children = ()
         self.kn_summary.value = ""
         self.kn_figure.children = ()
         if fact is None:
@@ -139,6 +146,8 @@ class MemoriesPanel(widgets.VBox):
             cells += [key, widgets.Label(f"{u.coefficient:+.3f}"), widgets.Label(f"{u.value_norm:.2f}"),
                       widgets.Label(f"{u.weight:.3f}"), widgets.Label(_tokens(u.promotes)), sup, amp]
         self.table.children = cells
+        fig = sub_update_figure(report)
+        self.chart.children = (fig,) if fig is not None else ()
 
     def _toggle(self, key: int, what: str, on: bool, other) -> None:
         if on:
@@ -202,8 +211,18 @@ class MemoriesPanel(widgets.VBox):
                 f"demotes {html.escape(_tokens(u.demotes, 8))}.<br><i>{html.escape(str(exc))}; "
                 "the contexts that activate it most are not shown.</i>")
             return
-        profile = key_profile(self.state.model, layer=report.layer, key=key)
-        self.profile.value = f"<b>Key {key}</b> at layer {report.layer}" + self._profile_html(profile)
+        model, fact = self.state.model, self.state.fact
+        prompt = fact.text if fact is not None else None
+
+        def work(token):
+            return key_profile(model, report.layer, key, prompt=prompt, cancel=token)
+
+        def done(profile):
+            self.profile.value = (f"<b>Key {key}</b> at layer {report.layer} (its value vector, whatever the sign "
+                                  "of its coefficient here)" + self._profile_html(profile))
+
+        self.profile.value = f"<i>Profiling key {key} at layer {report.layer}…</i>"
+        self.profile_task.run(work, done, busy="reading the corpus for this layer (once per layer)…")
 
     @staticmethod
     def _profile_html(profile) -> str:
@@ -212,6 +231,10 @@ class MemoriesPanel(widgets.VBox):
             toks = getattr(profile, name, None)
             if toks:
                 parts.append(f"{name}: {html.escape(_tokens(toks, 10))}")
+        tokens, acts = getattr(profile, "prompt_tokens", None), getattr(profile, "prompt_activations", None)
+        if tokens and acts:
+            parts.append("coefficient over the prompt: " + html.escape(
+                " ".join(f"{t!r}:{a:+.2f}" for t, a in zip(tokens, acts))))
         contexts = getattr(profile, "contexts", None) or getattr(profile, "top_contexts", None) or []
         rows = []
         for c in list(contexts)[:10]:

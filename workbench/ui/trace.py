@@ -103,7 +103,10 @@ class TracePanel(widgets.VBox):
             if isinstance(ind, (list, tuple)):
                 position, layer = int(ind[0]), int(ind[1])
             else:
-                position, layer = int(points.ys[0]), int(points.xs[0])
+                y = points.ys[0]
+                # Category rows: the label's index is the token position.
+                position = list(trace.y).index(y) if isinstance(y, str) else int(y)
+                layer = int(points.xs[0])
             guarded(self.error, self.select)(position, layer, kind)
 
         return on_click
