@@ -290,8 +290,11 @@ class BlockRunner:
 
         def pre_hook(layer: int):
             def fn(module, args, kwargs):
-                self.resid[layer] = args[0].detach().clone()
+                kwargs = dict(kwargs)
+                hidden = args[0] if args else kwargs.pop("hidden_states")
+                self.resid[layer] = hidden.detach().clone()
                 self.block_args[layer] = tuple(args[1:])
+                # No KV cache: each restored run is a fresh pass over the whole prompt.
                 self.block_kwargs[layer] = {k: v for k, v in kwargs.items() if k not in _DROP_KWARGS}
             return fn
 
@@ -338,7 +341,7 @@ class BlockRunner:
 
 
 def answer_probs(
-    model: Model, hidden: Float[Tensor, "batch d_model"], answer_id: int, *, chunk: int = 64
+    model: Model, hidden: Float[Tensor, "batch d_model"], answer_id: int, *, chunk: int = 128
 ) -> Float[Tensor, "batch"]:
     """p(answer) from final normed hidden states, unembedding a few rows at a time
     (a 262k-entry vocabulary makes one full batch of logits hundreds of MB)."""
@@ -385,8 +388,7 @@ def embedding_std(model: Model, subjects: Sequence[str] | None = None) -> float:
     if key in _STD_CACHE:
         return _STD_CACHE[key]
     if subjects:
-        ids = sorted({i for s in subjects for i in model.encode(" " + s.strip(), prompt=False)})
-        counts = {}
+        counts: dict[int, int] = {}
         for s in subjects:
             for i in model.encode(" " + s.strip(), prompt=False):
                 counts[i] = counts.get(i, 0) + 1
