@@ -149,3 +149,19 @@ def test_each_method_flips_known_fact(method):
         p = wb.probe(model, fact.text, targets=["Paris", "Rome"])[0]
         assert p.target("Rome").prob > p.target("Paris").prob
     assert _same(model, snap)
+
+
+def test_cli_edit_json(capsys, tmp_path):
+    import json
+
+    from workbench.cli import main
+
+    rc = main(["edit", "--model", "tiny-gemma3", "--method", "rome", "--subject", "Eiffel Tower",
+               "--prompt", "The {} is located in the city of", "--target-new", "Rome", "--target-true", "Paris",
+               "--layers", "1", "--probe", "The Eiffel Tower is in", "--save", str(tmp_path / "e"), "--json"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["method"] == "rome" and out["layers"] == [1] and len(out["probes"]) == 2
+    assert set(out["probes"][0]["before"]) == {"top", "p_new", "p_true"}
+    assert (tmp_path / "e.safetensors").exists()
+    assert main(["edit", "--model", "tiny-gemma3", "--subject", "X", "--prompt", "no braces", "--target-new", "Y"]) == 2

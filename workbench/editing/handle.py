@@ -173,10 +173,12 @@ def commit_weights(
                 raise WorkbenchError(f"edit names unknown parameter {name!r}")
             if value.shape != params[name].shape:
                 raise WorkbenchError(f"edit of {name} has shape {tuple(value.shape)}, expected {tuple(params[name].shape)}")
+        before = {n: params[n].detach().clone() for n in new_values}
+        after = {n: v.detach().to(device=params[n].device, dtype=params[n].dtype).clone() for n, v in new_values.items()}
+        for name, value in after.items():
+            # Checked after the cast: a float64 update can be finite yet overflow the weight dtype.
             if not torch.isfinite(value).all():
                 raise WorkbenchError(f"{method} produced NaN or inf weights for {name}; the edit was aborted and nothing changed")
-        before = {n: params[n].detach().clone() for n in new_values}
-        after = {n: v.detach().to(params[n].dtype).clone() for n, v in new_values.items()}
         try:
             with torch.no_grad():
                 for name, value in after.items():

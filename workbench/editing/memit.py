@@ -106,7 +106,7 @@ def spread_edit(
     divide: str = "linear",
     samples: int = DEFAULT_SAMPLES,
     n_prefixes: int = 10,
-    mom2_weight: float = 1e4,
+    mom2_weight: float | None = None,
     steps: int = 25,
     lr: float = 0.5,
     kl_weight: float = 0.0625,
@@ -121,12 +121,17 @@ def spread_edit(
         target_sites: hook names where per-fact δs are optimised (at the last layer).
         keep_sites: which of them define the residual target z (PMET drops attention's).
         divide: ``"linear"`` (R / remaining layers, MEMIT) or ``"sqrt"`` (PMET).
-        mom2_weight: λ, how strongly the other keys (C) resist the change.
+        mom2_weight: λ, how strongly the other keys (C) resist the change. Default
+            d_mlp: for a typical key kᵀ(λC)⁻¹k ≈ d_mlp/λ, so λ = d_mlp lets a
+            single fact reach about half its target at each layer, as MEMIT's
+            λ = 15000 does for GPT-J's 16384 keys.
     """
     layers = sorted(model.layer_index(int(l)) for l in layers)
     if len(set(layers)) != len(layers):
         raise WorkbenchError(f"repeated layers in {layers}")
     last = layers[-1]
+    if mom2_weight is None:
+        mom2_weight = float(model.d_mlp)
     if check_known:
         warn_if_unknown(model, facts)
     info: dict = {"layers": layers, "samples": samples, "mom2_weight": mom2_weight, "facts": [], "residual_norms": {}}

@@ -368,6 +368,6 @@ def warn_if_unknown(model, facts: Sequence[Fact]) -> list[Fact]:
         warnings.warn(
             f"the model does not know the fact {f.text!r} -> {f.target_true!r} (it already prefers "
             f"{f.target_new!r} or neither); the edit may mean little",
-            stacklevel=3,
+            stacklevel=4,  # warn_if_unknown <- method <- edit <- the caller
         )
     return unknown
