@@ -57,17 +57,18 @@ def main(argv: list[str] | None = None) -> int:
     begin, _ = subject_span(model, ids, fact.text, fact.subject)
     n_tokens, n_layers = len(ids), model.n_layers
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     fast = trace(model, fact, kinds=KINDS, samples=args.samples, noise_std=std)
-    fast_s = time.perf_counter() - t0
+    fast_s, fast_cpu_s = time.perf_counter() - t0, time.process_time() - c0
 
     if args.full_naive:
         cells = [(t, layer) for t in range(n_tokens) for layer in range(n_layers)]
     else:
         cells = spread_cells(n_tokens, n_layers, args.naive_cells, begin)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     ref = trace_reference(model, fact, kinds=KINDS, samples=args.samples, noise_std=std, cells=cells)
-    naive_measured_s = time.perf_counter() - t0
+    naive_measured_s, naive_cpu_measured_s = time.perf_counter() - t0, time.process_time() - c0
+    naive_cpu_s = naive_cpu_measured_s / (len(KINDS) * len(cells)) * len(KINDS) * n_tokens * n_layers
     per_cell = naive_measured_s / (len(KINDS) * len(cells))
     naive_s = per_cell * len(KINDS) * n_tokens * n_layers
     diff = max(abs(ref[k][c] - fast.scores[k][c]) for k in KINDS for c in cells)
@@ -87,6 +88,11 @@ def main(argv: list[str] | None = None) -> int:
         "fast_s": round(fast_s, 2),
         "speedup": round(naive_s / fast_s, 1),
         "max_abs_diff": float(diff),
+        # CPU seconds of this process: less sensitive than wall time to other load on the machine
+        "naive_cpu_s": round(naive_cpu_s, 1),
+        "fast_cpu_s": round(fast_cpu_s, 1),
+        "speedup_cpu": round(naive_cpu_s / fast_cpu_s, 1),
+        "load_avg_1min": round(os.getloadavg()[0], 1),
         "full_trace_10tok_s": round(fast_s, 2),
         "noise_std": std,
         "noise_std_s": round(std_s, 2),

@@ -471,7 +471,12 @@ def sweep(
         by_start: dict[int, list[tuple[int, int]]] = {}
         for layer in range(n_layers):
             start = layer + 1 if kind == "resid" else window_layers(layer, window, n_layers)[0]
-            by_start.setdefault(start, []).extend((t, layer) for t in positions)
+            cells_here = [(t, layer) for t in positions]
+            if kind == "resid" and layer == n_layers - 1:
+                # The last block's output at an earlier token reaches nothing: the
+                # answer is read at the last token only.
+                cells_here = [(t, layer) for t in positions if t == n_pos - 1]
+            by_start.setdefault(start, []).extend(cells_here)
         per_run = max(1, max_tokens // (copies * n_pos))
         for start, cells in by_start.items():
             for i in range(0, len(cells), per_run):
