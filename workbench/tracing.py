@@ -51,7 +51,7 @@ from torch import Tensor
 from workbench.errors import WorkbenchError
 from workbench.facts import ASSETS, Fact
 from workbench.model import Model
-from workbench.progress import CancelToken, progress
+from workbench.progress import CancelToken, Cancelled, progress
 from workbench.results import Result
 
 KINDS = ("resid", "mlp", "attn")
@@ -583,7 +583,7 @@ def trace(
     Example:
         >>> r = trace(model, ("The {} is located in the city of", "Eiffel Tower"), kinds="mlp", samples=5)
         >>> r.scores["mlp"].shape  # (tokens, layers)
-        (11, 18)
+        (10, 18)
     """
     started = time.perf_counter()
     kinds = _check_settings(samples, window, noise, kinds)
@@ -817,9 +817,9 @@ def average_indirect_effect(
         try:
             r = trace(model, fact, kinds=kinds, samples=samples, noise=noise, noise_std=std,
                       window=window, seed=seed, cancel=cancel)
+        except Cancelled:
+            raise
         except WorkbenchError as exc:
-            if type(exc).__name__ == "Cancelled":
-                raise
             skipped.append([fact.subject, str(exc)])
             continue
         clean.append(r.clean_prob)
