@@ -40,7 +40,9 @@ def test_sub_updates_sum_real_models(name, request):
     model = request.getfixturevalue(name)
     _check_sum(model, model.n_layers // 2, -1)
     report = memories(model, PROMPT, layer=-2, top_k=5)
-    assert report.reconstruction_error < 1e-5
+    # SmolLM2's last FFN outputs have norm ~240-470: the model's own float32 matmul
+    # rounds at ~1e-7 of that (2-4e-5 absolute), so the check there is relative.
+    assert report.reconstruction_error < 1e-6 * max(1.0, report.ffn_norm)
 
 
 def test_memories_report(tiny_gemma):
