@@ -261,3 +261,28 @@ def test_cli_app_dry_run(capsys):
     assert main(["app", "--lab", "--dry-run"]) == 0
     assert "jupyterlab" in capsys.readouterr().out
     assert main(["app", "--port", "0", "--dry-run"]) == 2
+
+
+def test_one_computation_at_a_time(app):
+    import threading
+
+    held, release = threading.Event(), threading.Event()
+
+    def hold():
+        with app.state.lock:
+            app.state.busy_with = "Run trace"
+            held.set()
+            release.wait(30)
+            app.state.busy_with = None
+
+    t = threading.Thread(target=hold)
+    t.start()
+    held.wait(10)
+    try:
+        app.probes.refresh_button.click()  # a quick call refuses at once instead of blocking the kernel
+        assert "busy (Run trace)" in app.probes.error.text
+    finally:
+        release.set()
+        t.join()
+    app.probes.refresh_button.click()
+    assert app.probes.error.value == ""

@@ -15,6 +15,7 @@ import importlib
 import threading
 import time
 import traceback
+from contextlib import contextmanager
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -103,7 +104,7 @@ class Task(widgets.HBox):
     """
 
     def __init__(self, label: str, *, css: str, error: ErrorLine, background: bool = True,
-                 total: Callable[[], int | None] | None = None) -> None:
+                 total: Callable[[], int | None] | None = None, state: State | None = None) -> None:
         self.button = widgets.Button(description=label, button_style="primary")
         self.button.add_class(css)
         self.cancel_button = widgets.Button(description="Cancel", disabled=True)
@@ -117,6 +118,7 @@ class Task(widgets.HBox):
         self.error = error
         self.background = background
         self.total = total
+        self.state = state
         self.token: StepToken | None = None
         self.thread: threading.Thread | None = None
         self.cancel_button.on_click(lambda _: self.cancel())
@@ -166,7 +168,16 @@ class Task(widgets.HBox):
         self._start = time.perf_counter()
 
         def work() -> None:
+            held = False
             try:
+                if self.state is not None:
+                    # One computation on the shared model at a time: hooks are global to it.
+                    while not self.state.lock.acquire(timeout=0.2):
+                        self.status.value = f"waiting for {self.state.busy_with or 'another task'} to finish…"
+                        self.token.check()
+                    held = True
+                    self.state.busy_with = self.button.description
+                    self.status.value = busy
                 result = fn(self.token)
                 self.result = result
                 self.seconds = time.perf_counter() - self._start
@@ -177,6 +188,9 @@ class Task(widgets.HBox):
                 self.error.show(exc)
                 self.status.value = "cancelled" if isinstance(exc, Cancelled) else "failed"
             finally:
+                if held:
+                    self.state.busy_with = None
+                    self.state.lock.release()
                 self.button.disabled = False
                 self.cancel_button.disabled = True
                 self.bar.layout.visibility = "hidden"
@@ -327,6 +341,19 @@ class State:
         self.history: list = []  # every EditHandle made in this app, oldest first
         self._listeners: dict[str, list[Callable[[], None]]] = {}
         self.select_tab: Callable[[str], None] | None = None
+        self.lock = threading.RLock()
+        self.busy_with: str | None = None
+
+    @contextmanager
+    def using(self):
+        """Hold the model for a quick call, or refuse at once (never block the kernel)."""
+        if not self.lock.acquire(blocking=False):
+            raise WorkbenchError(f"the model is busy ({self.busy_with or 'a running task'}); "
+                                 "wait for it to finish or press its Cancel button")
+        try:
+            yield self.model
+        finally:
+            self.lock.release()
 
     def on(self, event: str, fn: Callable[[], None]) -> None:
         self._listeners.setdefault(event, []).append(fn)

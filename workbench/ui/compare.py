@@ -31,7 +31,7 @@ class ComparePanel(widgets.VBox):
         self.limit.add_class("wb-compare-limit")
         self.mode = widgets.Dropdown(options=["independent", "sequential", "batch"], value="independent",
                                      description="Mode")
-        self.task = Task("Compare", css="wb-compare-run", error=self.error, background=background)
+        self.task = Task("Compare", css="wb-compare-run", error=self.error, background=background, state=state)
         self.task.button.on_click(lambda _: self.run())
         self.table = widgets.HTML()
         self.table.add_class("wb-compare-table")

@@ -69,7 +69,7 @@ class EditPanel(widgets.VBox):
         self.hparams = widgets.Textarea(description="Hyper-params", rows=3, layout=widgets.Layout(width="70%"))
         self.hparams.add_class("wb-edit-hparams")
         self.target = widgets.HTML()
-        self.task = Task("Apply edit", css="wb-edit-apply", error=self.error, background=background)
+        self.task = Task("Apply edit", css="wb-edit-apply", error=self.error, background=background, state=state)
         self.task.button.on_click(lambda _: self.apply())
         self.revert_button = widgets.Button(description="Revert last", button_style="warning")
         self.revert_button.add_class("wb-edit-revert")
@@ -173,14 +173,16 @@ class EditPanel(widgets.VBox):
         edits = active_edits(self.state.model)
         if not edits:
             raise WorkbenchError("there is no edit to revert")
-        edits[-1].revert()
-        self.state.emit("weights")
+        with self.state.using():
+            edits[-1].revert()
+            self.state.emit("weights")
 
     def revert_everything(self) -> None:
-        n = revert_all(self.state.model)
-        if not n:
-            raise WorkbenchError("there is no edit to revert")
-        self.state.emit("weights")
+        with self.state.using():
+            n = revert_all(self.state.model)
+            if not n:
+                raise WorkbenchError("there is no edit to revert")
+            self.state.emit("weights")
 
     def refresh_history(self) -> None:
         handles = list(self.state.history)

@@ -143,7 +143,8 @@ class FactPanel(widgets.VBox):
             self.predictions.value = ""
             return
         targets = [t for t in (fact.target_true, fact.target_new) if t]
-        result = probe(self.state.model, fact.text, targets=targets or None, top_k=5)[0]
+        with self.state.using() as model:
+            result = probe(model, fact.text, targets=targets or None, top_k=5)[0]
         rows = [{"token": t.token, "p": t.prob} for t in result.top]
         target_rows = [{"target": t.target, "p": t.prob} for t in result.targets]
         edits = len(active_edits(self.state.model))

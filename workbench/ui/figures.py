@@ -62,7 +62,8 @@ def trace_figure(result, kind: str) -> go.FigureWidget:
             xaxis_title="layer", height=120 + 22 * len(labels), margin={"l": 140, "r": 20, "t": 40, "b": 40},
         )
     fig = _widget(fig)
-    fig.update_layout(clickmode="event")
+    # Room for the library's one-line title (prompt, answer, probabilities).
+    fig.update_layout(clickmode="event", width=max(fig.layout.width or 0, 760), title_font_size=13)
     return fig
 
 

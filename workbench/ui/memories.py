@@ -44,7 +44,7 @@ class MemoriesPanel(widgets.VBox):
         self.profile.add_class("wb-memory-profile")
         # A key's first profile at a layer reads the corpus (about a minute on Gemma 3 270M
         # on CPU): it runs as a task with progress and Cancel; later keys are instant.
-        self.profile_task = Task("Profile", css="wb-memory-profile-run", error=self.error, background=background)
+        self.profile_task = Task("Profile", css="wb-memory-profile-run", error=self.error, background=background, state=state)
         self.profile_task.button.layout.display = "none"
         self.chart = widgets.VBox()
         self.chart.add_class("wb-memory-chart")
@@ -58,7 +58,7 @@ class MemoriesPanel(widgets.VBox):
         self.kn_layers = widgets.Text(description="Layers", placeholder="all, or e.g. 8-17")
         self.kn_layers.add_class("wb-neurons-layers")
         self.kn_steps = widgets.BoundedIntText(value=20, min=1, max=200, description="Steps")
-        self.kn_task = Task("Find knowledge neurons", css="wb-neurons-run", error=self.kn_error, background=background)
+        self.kn_task = Task("Find knowledge neurons", css="wb-neurons-run", error=self.kn_error, background=background, state=state)
         self.kn_task.button.on_click(lambda _: self.run_neurons())
         self.kn_summary = widgets.HTML()
         self.kn_summary.add_class("wb-neurons-summary")
@@ -116,8 +116,9 @@ class MemoriesPanel(widgets.VBox):
         if fact is None:
             raise WorkbenchError("choose a fact in the Fact tab first")
         memories = library("memories", "memories")
-        report = memories(self.state.model, fact.text, layer=int(self.layer.value),
-                          position=int(self.position.value), top_k=int(self.top_k.value))
+        with self.state.using() as model:
+            report = memories(model, fact.text, layer=int(self.layer.value),
+                              position=int(self.position.value), top_k=int(self.top_k.value))
         self.show(report)
 
     def show(self, report) -> None:
@@ -175,11 +176,14 @@ class MemoriesPanel(widgets.VBox):
         if fact is None or report is None:
             return
         targets = [t for t in (fact.target_true, fact.target_new) if t]
-        model = self.state.model
-        base = probe(model, fact.text, targets=targets or None, top_k=3)[0]
         if not self.changes:
             self.effect.value = ""
             return
+        with self.state.using() as model:
+            self._reprobe(model, fact, report, targets)
+
+    def _reprobe(self, model, fact, report, targets) -> None:
+        base = probe(model, fact.text, targets=targets or None, top_k=3)[0]
         try:
             intervene = library("interventions", "intervene")
         except WorkbenchError:

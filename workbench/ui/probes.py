@@ -62,7 +62,7 @@ class ProbesPanel(widgets.VBox):
         self.timing = widgets.HTML()
         self.timing.add_class("wb-probe-timing")
         self.gen_tokens = widgets.BoundedIntText(value=20, min=1, max=200, description="Tokens")
-        self.gen_task = Task("Generate", css="wb-generate-run", error=self.error, background=background)
+        self.gen_task = Task("Generate", css="wb-generate-run", error=self.error, background=background, state=state)
         self.gen_task.button.on_click(lambda _: self.run_generations())
         self.generations = widgets.HTML()
         self.generations.add_class("wb-generations")
@@ -100,7 +100,8 @@ class ProbesPanel(widgets.VBox):
         model = self.state.model
         rows = probe_rows(fact, self._free_prompts())
         started = time.perf_counter()
-        result = probe(model, [r["prompt"] for r in rows], targets=[r["targets"] for r in rows], top_k=1)
+        with self.state.using():
+            result = probe(model, [r["prompt"] for r in rows], targets=[r["targets"] for r in rows], top_k=1)
         seconds = time.perf_counter() - started
         n_edits = len(active_edits(model))
         if baseline or not self.before:

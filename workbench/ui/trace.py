@@ -27,7 +27,7 @@ class TracePanel(widgets.VBox):
         self.window = widgets.BoundedIntText(value=10, min=1, max=1000, description="Window")
         self.window.add_class("wb-trace-window")
         self.noise = widgets.BoundedFloatText(value=3.0, min=0.0, max=100.0, step=0.5, description="Noise ×σ")
-        self.task = Task("Run trace", css="wb-trace-run", error=self.error, background=background,
+        self.task = Task("Run trace", css="wb-trace-run", error=self.error, background=background, state=state,
                          total=lambda: len(self.kinds.value) * self.state.model.n_layers)
         self.task.button.on_click(lambda _: self.run())
         self.summary = widgets.HTML()
