@@ -91,7 +91,8 @@ def main(argv=None) -> int:
     layers = [int(x) for x in args.layers.split(",")] if args.layers else None
     hparams = json.loads(args.hparams)
     out = {"model": args.model, "facts_file": args.facts, "hparams": hparams, "methods": {}}
-    out["unedited"] = score_facts(model, facts[: max(args.n, args.batch_n)])
+    used = max(args.batch_n if BATCH_METHODS & set(args.methods) else 0, args.n if set(args.methods) - BATCH_METHODS else 0)
+    out["unedited"] = score_facts(model, facts[:used])
     for method in args.methods:
         if method in BATCH_METHODS:
             out["methods"][method] = bench_batch(model, facts[: args.batch_n], method, layers, hparams)
