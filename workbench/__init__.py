@@ -32,6 +32,7 @@ from workbench.memories import MemoryReport, find_keys, memories
 from workbench.neurons import NeuronReport, integrated_gradients, knowledge_neurons
 
 # -- editor --
+from workbench.editing import EditHandle, active_edits, edit, load_edit, revert_all
 
 # -- evaluation --
 from workbench.evaluation import CompareReport, EvalReport, compare, evaluate, score_fact
