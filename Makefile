@@ -29,7 +29,9 @@ browser:
 	bash .ci/install-browser.sh
 
 test: setup browser
-	$(BIN)/python -m pytest tests -q
+	$(BIN)/python -m pytest tests -q -m "not browser"
+	# Real-browser tests are opt-in (-m browser) in the suite; CI always runs them.
+	WORKBENCH_REQUIRE_BROWSER=1 $(BIN)/python -m pytest tests/browser -q -m browser
 
 test-fast: setup
 	$(BIN)/python -m pytest tests -q -m "not slow and not browser"

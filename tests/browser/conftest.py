@@ -90,6 +90,8 @@ def _server_env(tmp: Path) -> dict:
 @pytest.fixture(scope="session")
 def chromium_path():
     if not Path(CHROMIUM).exists():
+        if os.environ.get("WORKBENCH_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"no Chromium at {CHROMIUM}; CI must install it (.ci/install-browser.sh)")
         pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install -y chromium)")
     pytest.importorskip("playwright")
     return CHROMIUM
