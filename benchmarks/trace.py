@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         "answer": fast.answer,
         "clean_prob": round(fast.clean_prob, 4),
         "corrupted_prob": round(fast.corrupted_prob, 4),
-        "peak": {k: list(np.unravel_index(int(np.argmax(v)), v.shape)) for k, v in fast.scores.items()},
+        "peak_token_layer": {k: [int(i) for i in np.unravel_index(int(np.argmax(v)), v.shape)] for k, v in fast.scores.items()},
     }
     if args.json:
         sys.stdout.write(json.dumps(out) + "\n")
