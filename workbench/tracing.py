@@ -535,7 +535,7 @@ def _warnings(answer: str, target_true: str | None, clean_prob: float, corrupted
         )
     if target_true is not None and not target_true.strip().startswith(answer.strip()) and answer.strip():
         out.append(f"the model's top-1 {answer!r} does not begin the fact's object {target_true!r}: tracing the model's answer")
-    if clean_prob > 0 and corrupted_prob > 0.5 * clean_prob:
+    if clean_prob >= LOW_CLEAN_PROB and corrupted_prob > 0.5 * clean_prob:
         out.append(
             f"corrupting the subject keeps p={corrupted_prob:.3f} of clean {clean_prob:.3f}: the answer barely "
             "depends on the subject here (try more noise)"

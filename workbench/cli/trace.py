@@ -43,8 +43,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         emit_json({k: d[k] for k in JSON_KEYS})
         return 0
-    print(f"{result.prompt!r} -> {result.answer!r}  clean p={result.clean_prob:.4f}  "
-          f"corrupted p={result.corrupted_prob:.4f}  ({result.seconds:.1f} s)")
+    print(f"{result.prompt!r} -> {result.answer!r}  clean p={result.clean_prob:.4g}  "
+          f"corrupted p={result.corrupted_prob:.4g}  ({result.seconds:.1f} s)")
     start, end = result.subject_range
     for kind in kinds:
         grid = result.scores[kind]
@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
             mark = "*" if start <= t < end else " "
             bar = "#" * int(round(20 * max(0.0, grid[t, layer] - result.corrupted_prob)
                                   / max(1e-9, result.clean_prob - result.corrupted_prob)))
-            print(f"  {mark}{tok!r:<16} layer {layer:>3}  p={grid[t, layer]:.4f}  {bar}")
+            print(f"  {mark}{tok!r:<16} layer {layer:>3}  p={grid[t, layer]:.4g}  {bar}")
     for w in result.warnings:
         print(f"warning: {w}")
     return 0
