@@ -267,3 +267,16 @@ def test_filter_known_reports_dropped(gemma):
 def test_generate_greedy_continues_sensibly(gemma):
     text = wb.generate(gemma, "The Eiffel Tower is located in", max_new_tokens=6)
     assert "Paris" in text
+
+
+@pytest.mark.parametrize("fixture", ["tiny_gemma", "tiny_llama"])
+def test_cached_generation_matches_recomputation(fixture, request):
+    """The KV-cache path (used by generate) gives the same next-token logits as a full pass."""
+    model = request.getfixturevalue(fixture)
+    ids = model.tokens("The Eiffel Tower is located in")
+    with torch.no_grad():
+        first = model.hf_model(ids, use_cache=True)
+        nxt = first.logits[:, -1].argmax(-1, keepdim=True)
+        cached = model.hf_model(nxt, past_key_values=first.past_key_values, use_cache=True).logits[0, -1]
+        full = model.hf_model(torch.cat([ids, nxt], 1), use_cache=False).logits[0, -1]
+    torch.testing.assert_close(cached, full, atol=1e-4, rtol=1e-4)

@@ -242,7 +242,5 @@ def generate(
         kwargs.update(temperature=None, top_p=None, top_k=None)
     with torch.no_grad(), torch.random.fork_rng():
         torch.manual_seed(seed)
-        # use_cache=False: the bridge-wrapped Gemma attention mishandles the KV cache
-        # (greedy output degenerates to a repeated token); recomputing is correct.
-        out = model.hf_model.generate(ids, attention_mask=torch.ones_like(ids), use_cache=False, **kwargs)
+        out = model.hf_model.generate(ids, attention_mask=torch.ones_like(ids), use_cache=True, **kwargs)
     return model.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
