@@ -23,7 +23,13 @@ def test_notebook_runs(path, tmp_path):
     os.environ["WORKBENCH_QUICK"] = "1"
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
-    client.execute()
+    try:
+        client.execute()
+    finally:
+        # Keep the executed copy (outputs, figures) as a test artefact.
+        out = Path(os.environ.get("WORKBENCH_ARTIFACTS", "test-artifacts")) / "notebooks"
+        out.mkdir(parents=True, exist_ok=True)
+        nbformat.write(nb, out / path.name)
     errors = [
         out for cell in nb.cells if cell.cell_type == "code"
         for out in cell.get("outputs", []) if out.get("output_type") == "error"
