@@ -280,3 +280,18 @@ def test_cached_generation_matches_recomputation(fixture, request):
         cached = model.hf_model(nxt, past_key_values=first.past_key_values, use_cache=True).logits[0, -1]
         full = model.hf_model(torch.cat([ids, nxt], 1), use_cache=False).logits[0, -1]
     torch.testing.assert_close(cached, full, atol=1e-4, rtol=1e-4)
+
+
+def test_fingerprint_ignores_where_the_weights_came_from(tiny_llama, tmp_path):
+    """A saved edit must load on another machine: the fingerprint depends on weights and
+    architecture, not on the cache folder the config was read from."""
+    from workbench.model import _fingerprint
+
+    config = tiny_llama.hf_model.config
+    before = _fingerprint("x", tiny_llama.hf_model)
+    old = getattr(config, "_name_or_path", None)
+    config._name_or_path = str(tmp_path / "elsewhere")
+    try:
+        assert _fingerprint("x", tiny_llama.hf_model) == before
+    finally:
+        config._name_or_path = old

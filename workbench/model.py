@@ -10,6 +10,7 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -168,7 +169,13 @@ def _fingerprint(name: str, hf_model) -> str:
     that a change anywhere in a tensor's storage layout would show.
     """
     h = hashlib.sha256()
-    h.update(hf_model.config.to_json_string(use_diff=False).encode())
+    # Leave out where the weights were read from and which transformers wrote the
+    # config: the same weights must fingerprint the same on every machine.
+    config = {
+        k: v for k, v in hf_model.config.to_dict().items()
+        if not k.startswith("_") and k not in ("transformers_version", "dtype", "torch_dtype")
+    }
+    h.update(json.dumps(config, sort_keys=True, default=str).encode())
     for key, tensor in sorted(hf_model.state_dict().items()):
         flat = tensor.detach().reshape(-1)
         step = max(1, flat.numel() // 4096)
