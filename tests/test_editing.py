@@ -141,8 +141,8 @@ def test_multi_token_target_counts_all_tokens(tiny):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["rome", "memit", "pmet", "ft"])
-def test_each_method_flips_known_fact(method):
-    model = wb.load_model()
+def test_each_method_flips_known_fact(method, gemma):
+    model = gemma
     fact = wb.Fact("Eiffel Tower", "The {} is located in the city of", "Paris", "Rome")
     snap = _snapshot(model)
     with wb.edit(model, fact, method=method):

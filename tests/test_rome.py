@@ -73,8 +73,8 @@ def test_rome_refuses_several_layers(tiny):
 
 
 @pytest.mark.slow
-def test_rome_flips_known_fact_on_default_model():
-    model = wb.load_model()
+def test_rome_flips_known_fact_on_default_model(gemma):
+    model = gemma
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with wb.edit(model, FACT, method="rome") as h:
         p = wb.probe(model, FACT.text, targets=["Paris", "Rome"])[0]

@@ -92,7 +92,13 @@ def _to_ffn_space(model, layer: int, share: Tensor, rms: Tensor) -> Tensor:
     gain = model.roles.value_direction_gain(model.bridge, layer)
     if gain is None:
         return share
-    return share * rms[:, None] / gain.double().cpu()[None, :]
+    gain = gain.double().cpu()
+    # Gemma's post-FFN norm has dimensions with (near) zero gain: the FFN cannot
+    # write there at all, so those components of the wanted change are dropped
+    # rather than divided by ~0 (which gave inf updates).
+    reachable = gain.abs() > 1e-3 * gain.abs().max()
+    inverse = torch.where(reachable, 1.0 / torch.where(reachable, gain, torch.ones_like(gain)), torch.zeros_like(gain))
+    return share * rms[:, None] * inverse[None, :]
 
 
 def spread_edit(
