@@ -69,3 +69,15 @@ def default_layers(model, method: str) -> list[int]:
         first = max(0, last - WINDOW + 1)
         return list(range(first, last + 1))
     raise WorkbenchError(f"no default layers for method {method!r}")
+
+
+def single_layer(model, layers, method: str, *, hint: str = "") -> int:
+    """The one layer a single-layer method edits: ``layers`` or the method's default.
+
+    Raises:
+        WorkbenchError: more or fewer than one layer given, or one out of range.
+    """
+    layers = list(layers) if layers is not None else default_layers(model, method)
+    if len(layers) != 1:
+        raise WorkbenchError(f"{method} edits exactly one layer, got {layers}{hint}")
+    return model.layer_index(int(layers[0]))

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from workbench.editing import register_method
-from workbench.editing.defaults import default_layers
+from workbench.editing.defaults import single_layer
 from workbench.editing.handle import EditHandle, commit_weights
 from workbench.editing.optimize import as_matrix, build_batch, context_prefixes, to_stored, value_param, warn_if_unknown
 from workbench.errors import WorkbenchError
@@ -49,10 +49,7 @@ def ft(
         n_prefixes: also train on the prompt after this many context prefixes.
         stop_nll: stop once the mean NLL of the new objects is below this.
     """
-    layers = list(layers) if layers is not None else default_layers(model, "ft")
-    if len(layers) != 1:
-        raise WorkbenchError(f"ft tunes exactly one layer, got {layers}")
-    layer = model.layer_index(int(layers[0]))
+    layer = single_layer(model, layers, "ft")
     if check_known:
         warn_if_unknown(model, facts)
     info: dict = {"layer": layer, "losses": []}

@@ -39,7 +39,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from workbench.editing import register_method
-from workbench.editing.defaults import default_layers
+from workbench.editing.defaults import single_layer
 from workbench.editing.handle import EditHandle, commit_weights
 from workbench.editing.optimize import (
     as_matrix,
@@ -115,10 +115,7 @@ def rome(
     Returns:
         An EditHandle; ``info["facts"]`` holds per-fact NLL, steps, ‖δ‖ and ‖W k*‖.
     """
-    layers = list(layers) if layers is not None else default_layers(model, "rome")
-    if len(layers) != 1:
-        raise WorkbenchError(f"ROME edits exactly one layer, got {layers}; use memit for several")
-    layer = model.layer_index(int(layers[0]))
+    layer = single_layer(model, layers, "rome", hint="; use memit for several")
     if check_known:
         warn_if_unknown(model, facts)
     info: dict = {"layer": layer, "samples": samples, "facts": []}
