@@ -153,6 +153,7 @@ def spread_edit(
             res = optimize_deltas(
                 model, fact, list(target_sites), prefixes=prefixes, steps=steps, lr=lr, kl_weight=kl_weight,
                 weight_decay=weight_decay, clamp=clamp, stop_nll=stop_nll,
+                alone=list(keep_sites) if list(keep_sites) != list(target_sites) else (),
             )
             for n in keep_sites:
                 if deltas[n].shape[1] != res.deltas[n].shape[0]:

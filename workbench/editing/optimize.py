@@ -270,6 +270,7 @@ def optimize_deltas(
     stop_nll: float = 0.05,
     extra_hooks: Sequence[tuple] = (),
     seed: int = 0,
+    alone: Sequence[str] = (),
 ) -> DeltaResult:
     """Find vectors that, added at ``sites`` at the last subject token, make the model say the new object.
 
@@ -278,6 +279,10 @@ def optimize_deltas(
     after "{subject} is a" + ``weight_decay`` · ‖δ‖²/‖init‖². After each Adam
     step ‖δ‖ is clamped to ``clamp`` · ‖init‖ (init = the unedited activation).
     Stops early once the NLL is below ``stop_nll``.
+
+    ``alone`` names sites whose δs must also work without the others: their NLL
+    with only those δs added is added to the loss (PMET keeps only the FFN δ,
+    so the FFN δ by itself has to say the new object; see ``pmet.py``).
 
     Raises:
         WorkbenchError: the optimisation produced NaN or inf.
@@ -300,7 +305,7 @@ def optimize_deltas(
     kl_r = torch.tensor(kl_rows, device=model.device, dtype=torch.long)
     kl_c = torch.tensor([batch.target_pos[r][0] for r in kl_rows], device=model.device, dtype=torch.long)
 
-    def forward(deltas: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+    def forward(deltas: dict[str, Tensor]) -> tuple[Tensor, Tensor | None]:
         hooks = list(extra_hooks) + [(n, _add_at(all_rows, subj, d)) for n, d in deltas.items()]
         with model.bridge.hooks(fwd_hooks=hooks):
             hidden = model.hidden(batch.ids, batch.mask)
@@ -326,6 +331,11 @@ def optimize_deltas(
         with torch.enable_grad():
             nll, kl_logp = forward(deltas)
             loss = nll
+            if alone:
+                nll_alone, _ = forward({n: d for n, d in deltas.items() if n in alone})
+                loss = loss + nll_alone
+                # The worse of "all δs" and "only the kept δs" is what must fall below stop_nll.
+                nll = torch.maximum(nll, nll_alone)
             if kl_logp is not None and kl_weight:
                 kl = torch.nn.functional.kl_div(kl_ref, kl_logp, log_target=True, reduction="batchmean")
                 loss = loss + kl_weight * kl

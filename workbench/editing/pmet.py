@@ -7,6 +7,12 @@ Because attention takes part of the work in the optimisation, the FFN target is
 smaller and more "precise". The remaining residual is divided by
 √(remaining layers) rather than by their number, as in the paper.
 
+Our addition: the loss also asks the FFN δ *alone* to say the new object. On
+gemma-3-270m the jointly optimised δs work together but not apart — for
+"Eiffel Tower → Rome" at layer 4, both δs gave P(Rome) = 0.99, the FFN δ alone
+0.14, and the PMET edit built from it 0.065 (Paris stayed on top). Since only
+the FFN δ is written into weights, it has to carry the fact by itself.
+
 Example:
     >>> h = wb.edit(model, facts, method="pmet")                 # doctest: +SKIP
 """
