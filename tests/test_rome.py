@@ -81,3 +81,25 @@ def test_rome_flips_known_fact_on_default_model(gemma):
         assert p.target("Rome").prob > p.target("Paris").prob
         assert h.info["facts"][0]["prob"] > 0.3
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("name", ["tiny-gemma3", "tiny-llama"])
+def test_suffix_only_search_equals_full_forward(name):
+    """The v* search re-running only the positions after the subject gives the full-forward losses and δ."""
+    from workbench.editing.optimize import optimize_deltas, virtual_update_hooks
+
+    model = wb.load_model(name)
+    prefixes = context_prefixes(model, 3)
+    site = model.roles.hook("ffn_out", 1)
+    # An earlier edit of the same handle, present as hooks, must act on the cached prefix too.
+    g = torch.Generator().manual_seed(1)
+    extra = virtual_update_hooks(model, {0: torch.randn(model.d_model, model.d_mlp, generator=g, dtype=torch.float64) * 0.05})
+    runs = [
+        optimize_deltas(model, FACT, [site], prefixes=prefixes, steps=4, stop_nll=0.0, extra_hooks=extra, reuse_prefix=r)
+        for r in (True, False)
+    ]
+    fast, slow = runs
+    assert len(fast.losses) == len(slow.losses) == 4
+    assert max(abs(a - b) for a, b in zip(fast.losses, slow.losses)) < 1e-4 * max(1.0, max(slow.losses))
+    assert torch.allclose(fast.init[site], slow.init[site], atol=1e-5)
+    assert torch.allclose(fast.deltas[site], slow.deltas[site], atol=1e-4)

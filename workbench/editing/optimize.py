@@ -256,6 +256,69 @@ def _add_at(rows: Tensor, cols: Tensor, vec: Tensor):
     return hook
 
 
+def _grab_into(store: dict, name: str):
+    def grab(acts, hook=None):
+        store[name] = acts.detach()
+    return grab
+
+
+class SuffixRunner:
+    """Runs a batch's positions before the last subject token once, then only the rest.
+
+    A δ added at the last subject token cannot change any earlier position
+    (attention is causal), so the v* search re-runs just the suffix each step,
+    on top of a KV cache of the prefix — about 2.4× less work per forward
+    (measured: 0.43 s → 0.18 s for the 12 rows of one gemma-3-270m fact).
+    Rows are left-padded so that every row's last subject token sits in the
+    same column; explicit position ids keep each row's positions as they were.
+
+    ``hidden(hooks)[i, j]`` is the final hidden state of row i at its original
+    position ``subject_pos[i] + j``.
+    """
+
+    def __init__(self, model, batch: Batch, extra_hooks: Sequence[tuple] = ()) -> None:
+        import copy
+
+        self._copy = copy.deepcopy
+        self.model = model
+        self.extra_hooks = list(extra_hooks)
+        lens = batch.mask.sum(1).tolist()
+        subj = batch.subject_pos
+        self.split = max(subj)
+        shift = [self.split - s for s in subj]
+        width = max(n + sh for n, sh in zip(lens, shift))
+        n = len(lens)
+        pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
+        ids = torch.full((n, width), int(pad), dtype=torch.long)
+        mask = torch.zeros((n, width), dtype=torch.long)
+        pos = torch.zeros((n, width), dtype=torch.long)
+        for i in range(n):
+            ids[i, shift[i] : shift[i] + lens[i]] = batch.ids[i, : lens[i]].cpu()
+            mask[i, shift[i] : shift[i] + lens[i]] = 1
+            pos[i, shift[i] : shift[i] + lens[i]] = torch.arange(lens[i])
+        self.ids, self.mask, self.pos = ids.to(model.device), mask.to(model.device), pos.to(model.device)
+        self.cache = None
+        if self.split > 0:
+            with torch.no_grad(), model.bridge.hooks(fwd_hooks=self.extra_hooks):
+                out = model.hf_model.base_model(
+                    input_ids=self.ids[:, : self.split], attention_mask=self.mask[:, : self.split],
+                    position_ids=self.pos[:, : self.split], use_cache=True,
+                )
+            self.cache = out.past_key_values
+
+    def hidden(self, hooks: Sequence[tuple] = ()) -> Tensor:
+        """Final hidden states of the suffix columns, with ``hooks`` (and the extra hooks) active."""
+        s = self.split
+        # The forward appends the suffix to the cache it is given: hand it a copy.
+        cache = self._copy(self.cache) if self.cache is not None else None
+        with self.model.bridge.hooks(fwd_hooks=self.extra_hooks + list(hooks)):
+            out = self.model.hf_model.base_model(
+                input_ids=self.ids[:, s:], attention_mask=self.mask, position_ids=self.pos[:, s:],
+                past_key_values=cache, use_cache=cache is not None,
+            )
+        return out.last_hidden_state
+
+
 def optimize_deltas(
     model,
     fact: Fact,
@@ -271,6 +334,7 @@ def optimize_deltas(
     extra_hooks: Sequence[tuple] = (),
     seed: int = 0,
     alone: Sequence[str] = (),
+    reuse_prefix: bool = True,
 ) -> DeltaResult:
     """Find vectors that, added at ``sites`` at the last subject token, make the model say the new object.
 
@@ -284,39 +348,55 @@ def optimize_deltas(
     with only those δs added is added to the loss (PMET keeps only the FFN δ,
     so the FFN δ by itself has to say the new object; see ``pmet.py``).
 
+    With ``reuse_prefix`` (default) each step recomputes only the positions from
+    the last subject token on (see :class:`SuffixRunner`); ``False`` runs every
+    position every step — the slow, obvious version the tests compare against.
+
     Raises:
         WorkbenchError: the optimisation produced NaN or inf.
     """
     batch = build_batch(model, [fact], prefixes)
     rows_t = batch.rows(kl=False)
-    init = capture(model, batch, list(sites), extra_hooks=extra_hooks)
-    init = {n: v[0] for n, v in init.items()}
     kl_rows = batch.rows(kl=True)
-    all_rows = torch.arange(len(batch.fact_of), device=model.device)
+    n_rows = len(batch.fact_of)
+    # Column j of the suffix run is position subject_pos + j of every row (see SuffixRunner).
+    runner = SuffixRunner(model, batch, extra_hooks) if reuse_prefix else None
     subj = torch.tensor(batch.subject_pos, device=model.device)
+    offset = subj if runner is not None else torch.zeros_like(subj)
+    at = torch.zeros_like(subj) if runner is not None else subj
 
     # Positions whose log-probs we need: every target token, and the KL prompt's last token.
     pos_rows = torch.tensor([r for r in rows_t for _ in batch.target_pos[r]], device=model.device)
-    pos_cols = torch.tensor([p for r in rows_t for p in batch.target_pos[r]], device=model.device)
+    pos_cols = torch.tensor([p for r in rows_t for p in batch.target_pos[r]], device=model.device) - offset[pos_rows]
     tok = torch.tensor([t for r in rows_t for t in batch.target_tok[r]], device=model.device)
     # Weight each row's tokens so that every context counts equally (mean per-token NLL per context).
     w = torch.tensor([1.0 / len(batch.target_tok[r]) for r in rows_t for _ in batch.target_tok[r]], device=model.device)
     w = w / len(rows_t)
     kl_r = torch.tensor(kl_rows, device=model.device, dtype=torch.long)
-    kl_c = torch.tensor([batch.target_pos[r][0] for r in kl_rows], device=model.device, dtype=torch.long)
+    kl_c = torch.tensor([batch.target_pos[r][0] for r in kl_rows], device=model.device, dtype=torch.long) - offset[kl_r]
+    all_rows = torch.arange(n_rows, device=model.device)
 
-    def forward(deltas: dict[str, Tensor]) -> tuple[Tensor, Tensor | None]:
-        hooks = list(extra_hooks) + [(n, _add_at(all_rows, subj, d)) for n, d in deltas.items()]
-        with model.bridge.hooks(fwd_hooks=hooks):
-            hidden = model.hidden(batch.ids, batch.mask)
+    def forward(deltas: dict[str, Tensor], grab: dict | None = None) -> tuple[Tensor, Tensor | None]:
+        hooks = [(n, _add_at(all_rows, at, d)) for n, d in deltas.items()]
+        if grab is not None:
+            hooks += [(n, _grab_into(grab, n)) for n in deltas]
+        if runner is not None:
+            hidden = runner.hidden(hooks)
+        else:
+            with model.bridge.hooks(fwd_hooks=list(extra_hooks) + hooks):
+                hidden = model.hidden(batch.ids, batch.mask)
         logp = model.logits_from_hidden(hidden[pos_rows, pos_cols]).float().log_softmax(-1)
         nll = -(logp[torch.arange(len(tok)), tok] * w).sum()
         kl_logp = model.logits_from_hidden(hidden[kl_r, kl_c]).float().log_softmax(-1) if len(kl_rows) else None
         return nll, kl_logp
 
     with torch.no_grad():
-        zero = {n: torch.zeros_like(v, dtype=torch.float32, device=model.device) for n, v in init.items()}
-        _, kl_ref = forward(zero)
+        zero = {n: torch.zeros(1, device=model.device) for n in sites}
+        seen: dict[str, Tensor] = {}
+        _, kl_ref = forward(zero, grab=seen)
+    # The unedited activations at the last subject token, averaged over the non-KL rows.
+    rows_idx = torch.tensor(rows_t, device=model.device)
+    init = {n: seen[n][rows_idx, at[rows_idx]].double().mean(0).cpu() for n in sites}
     gen = torch.Generator().manual_seed(seed)
     deltas = {
         n: (torch.randn(v.shape, generator=gen) * 1e-4).to(model.device).requires_grad_(True) for n, v in init.items()
