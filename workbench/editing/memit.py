@@ -114,7 +114,7 @@ def spread_edit(
     n_prefixes: int = 10,
     mom2_weight: float | None = None,
     steps: int = 25,
-    lr: float = 0.5,
+    lr: float = 0.1,
     kl_weight: float = 0.0625,
     weight_decay: float = 0.5,
     clamp: float = 4.0,

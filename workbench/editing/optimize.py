@@ -326,7 +326,7 @@ def optimize_deltas(
     *,
     prefixes: Sequence[str] = (),
     steps: int = 25,
-    lr: float = 0.5,
+    lr: float = 0.1,
     kl_weight: float = 0.0625,
     weight_decay: float = 0.5,
     clamp: float = 4.0,
@@ -402,6 +402,10 @@ def optimize_deltas(
         n: (torch.randn(v.shape, generator=gen) * 1e-4).to(model.device).requires_grad_(True) for n, v in init.items()
     }
     norms = {n: float(v.norm()) for n, v in init.items()}
+    # lr 0.1, not ROME's 0.5 (tuned for GPT-2 XL): Adam moves every coordinate by about
+    # lr per step, and on gemma-3-270m the FFN-output δs that work have norm ≈ 5 (640
+    # coordinates). Measured on 6 facts at layer 4: lr 0.5 made the loss oscillate and
+    # 5 of 6 ran all 25 steps; lr 0.1 met the NLL target in 6-14 steps for 5 of 6.
     opt = torch.optim.Adam(list(deltas.values()), lr=lr)
     losses: list[float] = []
     nll_value = math.inf

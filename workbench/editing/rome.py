@@ -91,7 +91,7 @@ def rome(
     samples: int = DEFAULT_SAMPLES,
     n_prefixes: int = 10,
     steps: int = 25,
-    lr: float = 0.5,
+    lr: float = 0.1,
     kl_weight: float = 0.0625,
     weight_decay: float = 0.5,
     clamp: float = 4.0,
