@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 from collections.abc import Sequence
@@ -298,6 +299,9 @@ class SuffixRunner:
             pos[i, shift[i] : shift[i] + lens[i]] = torch.arange(lens[i])
         self.ids, self.mask, self.pos = ids.to(model.device), mask.to(model.device), pos.to(model.device)
         self.cache = None
+        # transformers >= 5.2x names the argument ``cache`` (``past_key_values`` still works, with a warning).
+        params = inspect.signature(model.hf_model.base_model.forward).parameters
+        self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
         if self.split > 0:
             with torch.no_grad(), model.bridge.hooks(fwd_hooks=self.extra_hooks):
                 out = model.hf_model.base_model(
@@ -314,7 +318,7 @@ class SuffixRunner:
         with self.model.bridge.hooks(fwd_hooks=self.extra_hooks + list(hooks)):
             out = self.model.hf_model.base_model(
                 input_ids=self.ids[:, s:], attention_mask=self.mask, position_ids=self.pos[:, s:],
-                past_key_values=cache, use_cache=cache is not None,
+                use_cache=cache is not None, **{self._cache_kwarg: cache},
             )
         return out.last_hidden_state
 
