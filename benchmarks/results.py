@@ -93,11 +93,17 @@ def write_docs(command: str | None = None) -> str:
                 lines.append(f"| {row['threshold']:.2f} | {_fmt(row['paraphrase_recall'], True)} | "
                              f"{_fmt(row['neighborhood_recall'], True)} | {_fmt(row['balanced_accuracy'], True)} |")
             lines.append("")
+    with_cmd = [r for r in runs if r.get("settings", {}).get("command")]
+    if with_cmd:
+        lines += ["", "## Regenerate", "", "Each row's JSON is in `assets/results/`; the command that wrote it:", ""]
+        for r in with_cmd:
+            s = r["summary"]
+            lines.append(f"- {s['method']} / {s['mode']}: `{r['settings']['command']}`")
     if command:
         (RESULTS / "COMMAND").write_text(command + "\n")
     cmd_path = RESULTS / "COMMAND"
     if cmd_path.exists():
-        lines += ["", "Regenerate (last command used):", "", "```", cmd_path.read_text().strip(), "```"]
+        lines += ["", "Retrieval threshold sweep and rows without their own command: `" + cmd_path.read_text().strip() + "`"]
     text = "\n".join(lines) + "\n"
     DOCS.parent.mkdir(parents=True, exist_ok=True)
     DOCS.write_text(text)
@@ -148,6 +154,12 @@ def main(argv=None) -> int:
             data = report.to_dict()
             data["settings"]["dataset"] = os.path.relpath(args.dataset, ROOT)
             data["settings"]["wall_seconds"] = time.perf_counter() - t0
+            # The command that reproduces this one file (the docs list them per row).
+            data["settings"]["command"] = (
+                f"python benchmarks/results.py --methods {method} --modes {mode} --every {args.every} --no-sweep"
+                + (f" --limit {args.limit}" if args.limit is not None else "")
+                + (f" --model {args.model}" if args.model != "gemma-3-270m" else "")
+            )
             (RESULTS / f"{method}_{mode}.json").write_text(json.dumps(data, indent=1) + "\n")
             print(json.dumps(report.summary), flush=True)
     write_docs(command)

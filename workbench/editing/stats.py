@@ -115,7 +115,9 @@ def second_moments(
     bos = model.tokenizer.bos_token_id
     count = 0
     bar_total = samples
-    bar = progress(range(0, len(texts), batch_size), desc=f"FFN key stats L{todo[0]}..{todo[-1]}", cancel=cancel)
+    # The pass stops after `samples` tokens, long before the corpus ends: a bar sized to
+    # the corpus showed a 45-minute ETA for a one-minute job, so it counts batches only.
+    bar = progress(iter(range(0, len(texts), batch_size)), desc=f"FFN key stats L{todo[0]}..{todo[-1]} (batches)", cancel=cancel)
     with torch.no_grad(), model.bridge.hooks(fwd_hooks=hooks):
         for start in bar:
             batch = [model.encode(t)[:max_tokens] for t in texts[start : start + batch_size]]
