@@ -107,7 +107,30 @@ def write_docs(command: str | None = None) -> str:
     text = "\n".join(lines) + "\n"
     DOCS.parent.mkdir(parents=True, exist_ok=True)
     DOCS.write_text(text)
+    _write_readme_table(runs)
     return text
+
+
+README = ROOT / "README.md"
+_MARK_START, _MARK_END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def _write_readme_table(runs: list[dict]) -> None:
+    """The short version of the table, between the README's results markers."""
+    if not README.exists():
+        return
+    readme = README.read_text()
+    if _MARK_START not in readme or _MARK_END not in readme:
+        return
+    short = [("n", "n", False), ("efficacy_score", "ES", True), ("paraphrase_score", "PS", True),
+             ("neighborhood_score", "NS", True), ("implication_score", "IS", True), ("seconds_per_edit", "s/edit", False)]
+    rows = ["| method | mode | " + " | ".join(h for _, h, _ in short) + " |", "|" + "---|" * (2 + len(short))]
+    for r in runs:
+        s = r["summary"]
+        rows.append(f"| {s['method']} | {s['mode']} | " + " | ".join(_fmt(s.get(k), p) for k, _, p in short) + " |")
+    head, rest = readme.split(_MARK_START, 1)
+    _, tail = rest.split(_MARK_END, 1)
+    README.write_text(head + _MARK_START + "\n" + "\n".join(rows) + "\n" + _MARK_END + tail)
 
 
 def threshold_sweep(facts) -> dict:
