@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -45,7 +44,7 @@ def _fmt(value, percent: bool) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
-def write_docs(command: str | None = None) -> str:
+def write_docs() -> str:
     runs = []
     for path in sorted(RESULTS.glob("*.json")):
         data = json.loads(path.read_text())
@@ -99,11 +98,8 @@ def write_docs(command: str | None = None) -> str:
         for r in with_cmd:
             s = r["summary"]
             lines.append(f"- {s['method']} / {s['mode']}: `{r['settings']['command']}`")
-    if command:
-        (RESULTS / "COMMAND").write_text(command + "\n")
-    cmd_path = RESULTS / "COMMAND"
-    if cmd_path.exists():
-        lines += ["", "Retrieval threshold sweep and rows without their own command: `" + cmd_path.read_text().strip() + "`"]
+    if sweep_path.exists():
+        lines += ["", "The retrieval threshold table is rewritten by any `benchmarks/results.py` run without `--no-sweep`."]
     text = "\n".join(lines) + "\n"
     DOCS.parent.mkdir(parents=True, exist_ok=True)
     DOCS.write_text(text)
@@ -157,7 +153,6 @@ def main(argv=None) -> int:
     p.add_argument("--docs-only", action="store_true")
     p.add_argument("--no-sweep", action="store_true")
     args = p.parse_args(argv)
-    command = "python benchmarks/results.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     if args.docs_only:
         print(write_docs())
         return 0
@@ -185,7 +180,7 @@ def main(argv=None) -> int:
             )
             (RESULTS / f"{method}_{mode}.json").write_text(json.dumps(data, indent=1) + "\n")
             print(json.dumps(report.summary), flush=True)
-    write_docs(command)
+    write_docs()
     return 0
 
 
