@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import inspect
 import json
 import math
@@ -278,9 +279,6 @@ class SuffixRunner:
     """
 
     def __init__(self, model, batch: Batch, extra_hooks: Sequence[tuple] = ()) -> None:
-        import copy
-
-        self._copy = copy.deepcopy
         self.model = model
         self.extra_hooks = list(extra_hooks)
         lens = batch.mask.sum(1).tolist()
@@ -314,7 +312,7 @@ class SuffixRunner:
         """Final hidden states of the suffix columns, with ``hooks`` (and the extra hooks) active."""
         s = self.split
         # The forward appends the suffix to the cache it is given: hand it a copy.
-        cache = self._copy(self.cache) if self.cache is not None else None
+        cache = copy.deepcopy(self.cache) if self.cache is not None else None
         with self.model.bridge.hooks(fwd_hooks=self.extra_hooks + list(hooks)):
             out = self.model.hf_model.base_model(
                 input_ids=self.ids[:, s:], attention_mask=self.mask, position_ids=self.pos[:, s:],
