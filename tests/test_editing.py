@@ -118,6 +118,15 @@ def test_bad_input(tiny):
         wb.edit(tiny, clash, method="memit", layers=[1, 2], **FAST["memit"])
     with pytest.raises(wb.WorkbenchError, match="out of range"):
         wb.edit(tiny, FACTS[0], method="rome", layers=[99])
+    snap = _snapshot(tiny)
+    for method in ("rome", "memit", "pmet"):
+        # A misspelt hyperparameter names itself and the ones the search takes.
+        with pytest.raises(wb.WorkbenchError, match="unknown hyperparameter.*stepz.*steps, lr"):
+            wb.edit(tiny, FACTS[0], method=method, layers=[1], stepz=3)
+    with pytest.raises(wb.WorkbenchError, match="steps must be at least 1"):
+        wb.edit(tiny, FACTS[0], method="rome", layers=[1], steps=0)
+    assert _same(tiny, snap)
+    assert wb.active_edits(tiny) == []
 
 
 def test_unknown_fact_warns(tiny):

@@ -49,12 +49,13 @@ def test_stats_cached_and_consistent(tiny):
 
 def test_rome_edit_maps_kstar_to_vstar_and_reverts(tiny):
     before = {k: v.clone() for k, v in tiny.state_dict().items()}
-    h = wb.edit(tiny, FACT, method="rome", layers=[1], samples=1500, n_prefixes=2, steps=5, check_known=False)
+    h = wb.edit(tiny, FACT, method="rome", layers=[1], samples=1500, n_prefixes=2, n_key_prefixes=3, steps=5,
+                check_known=False)
     try:
         name, param = value_param(tiny, 1)
         assert set(h.after) == {name}
-        # W_new k* == W_old k* + delta == v*: recompute k* and check on the committed weights.
-        prefixes = context_prefixes(tiny, 2)
+        # W_new k* == W_old k* + delta == v*: recompute k* (over the key prefixes) on the committed weights.
+        prefixes = context_prefixes(tiny, 3)
         kb = build_batch(tiny, [FACT], prefixes, kl_prompt=None, with_targets=False)
         hook = tiny.roles.hook("ffn_keys", 1)
         k = capture(tiny, kb, [hook])[hook][0]
@@ -86,7 +87,7 @@ def test_rome_flips_known_fact_on_default_model(gemma):
 @pytest.mark.parametrize("name", ["tiny-gemma3", "tiny-llama"])
 def test_suffix_only_search_equals_full_forward(name):
     """The v* search re-running only the positions after the subject gives the full-forward losses and δ."""
-    from workbench.editing.optimize import optimize_deltas, virtual_update_hooks
+    from workbench.editing.optimize import SearchParams, optimize_deltas, virtual_update_hooks
 
     model = wb.load_model(name)
     prefixes = context_prefixes(model, 3)
@@ -95,7 +96,7 @@ def test_suffix_only_search_equals_full_forward(name):
     g = torch.Generator().manual_seed(1)
     extra = virtual_update_hooks(model, {0: torch.randn(model.d_model, model.d_mlp, generator=g, dtype=torch.float64) * 0.05})
     runs = [
-        optimize_deltas(model, FACT, [site], prefixes=prefixes, steps=4, stop_nll=0.0, extra_hooks=extra, reuse_prefix=r)
+        optimize_deltas(model, FACT, [site], prefixes=prefixes, params=SearchParams(steps=4, stop_nll=0.0), extra_hooks=extra, reuse_prefix=r)
         for r in (True, False)
     ]
     fast, slow = runs

@@ -37,6 +37,7 @@ from workbench.editing import register_method
 from workbench.editing.defaults import default_layers
 from workbench.editing.handle import EditHandle, commit_weights
 from workbench.editing.optimize import (
+    SearchParams,
     _add_at,
     as_matrix,
     build_batch,
@@ -113,13 +114,8 @@ def spread_edit(
     samples: int = DEFAULT_SAMPLES,
     n_prefixes: int = 10,
     mom2_weight: float | None = None,
-    steps: int = 25,
-    lr: float = 0.1,
-    kl_weight: float = 0.0625,
-    weight_decay: float = 0.5,
-    clamp: float = 4.0,
-    stop_nll: float = 0.05,
     check_known: bool = True,
+    **search,
 ) -> EditHandle:
     """The MEMIT/PMET update; see the module docstring.
 
@@ -131,7 +127,10 @@ def spread_edit(
             d_mlp: for a typical key kᵀ(λC)⁻¹k ≈ d_mlp/λ, so λ = d_mlp lets a
             single fact reach about half its target at each layer, as MEMIT's
             λ = 15000 does for GPT-J's 16384 keys.
+        **search: the per-fact target search (``steps``, ``lr``, ...; see
+            :class:`~workbench.editing.optimize.SearchParams`).
     """
+    params = SearchParams.from_kwargs(search, method=method)
     layers = sorted(model.layer_index(int(l)) for l in layers)
     if len(set(layers)) != len(layers):
         raise WorkbenchError(f"repeated layers in {layers}")
@@ -151,8 +150,7 @@ def spread_edit(
         t0 = time.perf_counter()
         for i, fact in enumerate(progress(facts, desc=f"{method} targets")):
             res = optimize_deltas(
-                model, fact, list(target_sites), prefixes=prefixes, steps=steps, lr=lr, kl_weight=kl_weight,
-                weight_decay=weight_decay, clamp=clamp, stop_nll=stop_nll,
+                model, fact, list(target_sites), prefixes=prefixes, params=params,
                 alone=list(keep_sites) if list(keep_sites) != list(target_sites) else (),
             )
             for n in keep_sites:

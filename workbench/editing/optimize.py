@@ -24,7 +24,7 @@ import inspect
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import torch
 from jaxtyping import Float
@@ -250,18 +250,54 @@ class DeltaResult:
     steps: int
 
 
+@dataclass(frozen=True)
+class SearchParams:
+    """Hyperparameters of the v* search (:func:`optimize_deltas`), shared by ROME, MEMIT and PMET.
+
+    Methods take them as plain keyword arguments (``wb.edit(model, fact, steps=10)``)
+    and build this with :meth:`from_kwargs`, so the defaults live here only.
+
+    Example:
+        >>> SearchParams.from_kwargs({"steps": 10}, method="rome").steps
+        10
+    """
+
+    steps: int = 25
+    # lr 0.1, not ROME's 0.5 (tuned for GPT-2 XL): Adam moves every coordinate by about
+    # lr per step, and on gemma-3-270m the FFN-output δs that work have norm ≈ 5 (640
+    # coordinates). Measured on 6 facts at layer 4: lr 0.5 made the loss oscillate and
+    # 5 of 6 ran all 25 steps; lr 0.1 met the NLL target in 6-14 steps for 5 of 6.
+    lr: float = 0.1
+    kl_weight: float = 0.0625
+    weight_decay: float = 0.5
+    clamp: float = 4.0
+    stop_nll: float = 0.05
+
+    @classmethod
+    def from_kwargs(cls, kwargs: dict, *, method: str) -> SearchParams:
+        """Build from a method's remaining keyword arguments; unknown names are an error."""
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(kwargs) - set(known))
+        if unknown:
+            raise WorkbenchError(
+                f"unknown hyperparameter(s) for {method}: {', '.join(unknown)} "
+                f"(the target search takes {', '.join(known)}; see help(wb.edit) for the method's own)"
+            )
+        return cls(**kwargs)
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise WorkbenchError(f"steps must be at least 1 (the first step measures the unedited model), got {self.steps}")
+        if not self.lr > 0:
+            raise WorkbenchError(f"lr must be positive, got {self.lr}")
+
+
 def _add_at(rows: Tensor, cols: Tensor, vec: Tensor):
     def hook(acts, hook=None):
         add = torch.zeros_like(acts)
         add[rows, cols] = vec.to(acts.dtype)
         return acts + add
     return hook
-
-
-def _grab_into(store: dict, name: str):
-    def grab(acts, hook=None):
-        store[name] = acts.detach()
-    return grab
 
 
 class SuffixRunner:
@@ -327,21 +363,15 @@ def optimize_deltas(
     sites: Sequence[str],
     *,
     prefixes: Sequence[str] = (),
-    steps: int = 25,
-    lr: float = 0.1,
-    kl_weight: float = 0.0625,
-    weight_decay: float = 0.5,
-    clamp: float = 4.0,
-    stop_nll: float = 0.05,
+    params: SearchParams = SearchParams(),
     extra_hooks: Sequence[tuple] = (),
-    seed: int = 0,
     alone: Sequence[str] = (),
     reuse_prefix: bool = True,
 ) -> DeltaResult:
     """Find vectors that, added at ``sites`` at the last subject token, make the model say the new object.
 
-    Loss = mean NLL of the new object's tokens (all of them) over the bare and
-    prefixed prompts + ``kl_weight`` · KL(edited ‖ unedited) of the next token
+    Loss (hyperparameters in ``params``, see :class:`SearchParams`) = mean NLL of
+    the new object's tokens (all of them) over the bare and prefixed prompts + ``kl_weight`` · KL(edited ‖ unedited) of the next token
     after "{subject} is a" + ``weight_decay`` · ‖δ‖²/‖init‖². After each Adam
     step ‖δ‖ is clamped to ``clamp`` · ‖init‖ (init = the unedited activation).
     Stops early once the NLL is below ``stop_nll``.
@@ -357,6 +387,7 @@ def optimize_deltas(
     Raises:
         WorkbenchError: the optimisation produced NaN or inf.
     """
+    kl_weight, weight_decay, clamp, stop_nll = params.kl_weight, params.weight_decay, params.clamp, params.stop_nll
     batch = build_batch(model, [fact], prefixes)
     rows_t = batch.rows(kl=False)
     kl_rows = batch.rows(kl=True)
@@ -378,47 +409,57 @@ def optimize_deltas(
     kl_c = torch.tensor([batch.target_pos[r][0] for r in kl_rows], device=model.device, dtype=torch.long) - offset[kl_r]
     all_rows = torch.arange(n_rows, device=model.device)
 
-    def forward(deltas: dict[str, Tensor], grab: dict | None = None) -> tuple[Tensor, Tensor | None]:
-        hooks = [(n, _add_at(all_rows, at, d)) for n, d in deltas.items()]
-        if grab is not None:
-            hooks += [(n, _grab_into(grab, n)) for n in deltas]
+    n_tok = len(tok)
+    rows_idx = torch.tensor(rows_t, device=model.device)
+    deltas: dict[str, Tensor] = {}
+    seen: dict[str, Tensor] = {}
+
+    def adder(name: str):
+        def hook(acts, hook=None):
+            if name not in deltas:
+                # δ starts at zero (as in ROME), so the first forward is the unedited model:
+                # it gives the initial activations and the reference KL without an extra pass.
+                seen[name] = acts.detach()
+                deltas[name] = torch.zeros(acts.shape[-1], device=acts.device, requires_grad=True)
+            add = torch.zeros_like(acts)
+            add[all_rows, at] = deltas[name].to(acts.dtype)
+            return acts + add
+        return hook
+
+    def forward(names: Sequence[str]) -> tuple[Tensor, Tensor | None]:
+        hooks = [(n, adder(n)) for n in names]
         if runner is not None:
             hidden = runner.hidden(hooks)
         else:
             with model.bridge.hooks(fwd_hooks=list(extra_hooks) + hooks):
                 hidden = model.hidden(batch.ids, batch.mask)
-        logp = model.logits_from_hidden(hidden[pos_rows, pos_cols]).float().log_softmax(-1)
-        nll = -(logp[torch.arange(len(tok)), tok] * w).sum()
-        kl_logp = model.logits_from_hidden(hidden[kl_r, kl_c]).float().log_softmax(-1) if len(kl_rows) else None
-        return nll, kl_logp
+        # One unembedding for the target and the KL positions: with a 262k vocabulary,
+        # reading the unembedding matrix is much of the cost of a call, whatever the rows.
+        picked = torch.cat([hidden[pos_rows, pos_cols], hidden[kl_r, kl_c]])
+        logp = model.logits_from_hidden(picked).float().log_softmax(-1)
+        nll = -(logp[torch.arange(n_tok), tok] * w).sum()
+        return nll, (logp[n_tok:] if len(kl_rows) else None)
 
-    with torch.no_grad():
-        zero = {n: torch.zeros(1, device=model.device) for n in sites}
-        seen: dict[str, Tensor] = {}
-        _, kl_ref = forward(zero, grab=seen)
-    # The unedited activations at the last subject token, averaged over the non-KL rows.
-    rows_idx = torch.tensor(rows_t, device=model.device)
-    init = {n: seen[n][rows_idx, at[rows_idx]].double().mean(0).cpu() for n in sites}
-    gen = torch.Generator().manual_seed(seed)
-    deltas = {
-        n: (torch.randn(v.shape, generator=gen) * 1e-4).to(model.device).requires_grad_(True) for n, v in init.items()
-    }
-    norms = {n: float(v.norm()) for n, v in init.items()}
-    # lr 0.1, not ROME's 0.5 (tuned for GPT-2 XL): Adam moves every coordinate by about
-    # lr per step, and on gemma-3-270m the FFN-output δs that work have norm ≈ 5 (640
-    # coordinates). Measured on 6 facts at layer 4: lr 0.5 made the loss oscillate and
-    # 5 of 6 ran all 25 steps; lr 0.1 met the NLL target in 6-14 steps for 5 of 6.
-    opt = torch.optim.Adam(list(deltas.values()), lr=lr)
+    opt: torch.optim.Optimizer | None = None
+    init: dict[str, Tensor] = {}
+    norms: dict[str, float] = {}
+    kl_ref: Tensor | None = None
     losses: list[float] = []
     nll_value = math.inf
     step = 0
-    for step in range(1, steps + 1):
-        opt.zero_grad()
+    for step in range(1, params.steps + 1):
         with torch.enable_grad():
-            nll, kl_logp = forward(deltas)
+            nll, kl_logp = forward(sites)
+            if opt is None:
+                # The unedited activations at the last subject token, averaged over the non-KL rows.
+                init = {n: seen[n][rows_idx, at[rows_idx]].double().mean(0).cpu() for n in sites}
+                norms = {n: float(v.norm()) for n, v in init.items()}
+                kl_ref = kl_logp.detach() if kl_logp is not None else None
+                opt = torch.optim.Adam([deltas[n] for n in sites], lr=params.lr)
+            opt.zero_grad()
             loss = nll
             if alone:
-                nll_alone, _ = forward({n: d for n, d in deltas.items() if n in alone})
+                nll_alone, _ = forward([n for n in sites if n in alone])
                 loss = loss + nll_alone
                 # The worse of "all δs" and "only the kept δs" is what must fall below stop_nll.
                 nll = torch.maximum(nll, nll_alone)

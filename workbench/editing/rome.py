@@ -3,7 +3,7 @@
 For a fact (s, r, o → o*) at layer l:
 
 1. k* = the FFN key at the last subject token, averaged over the edit prompt
-   and the same prompt after short generated prefixes.
+   and the same prompt after 20 short generated prefixes.
 2. v* = W k* + δ, where δ, added to the FFN output (``ffn_out``, i.e. *before*
    Gemma's post-FFN norm) at the last subject token, makes the model say o*
    (see :func:`~workbench.editing.optimize.optimize_deltas`).
@@ -42,6 +42,7 @@ from workbench.editing import register_method
 from workbench.editing.defaults import single_layer
 from workbench.editing.handle import EditHandle, commit_weights
 from workbench.editing.optimize import (
+    SearchParams,
     as_matrix,
     build_batch,
     capture,
@@ -90,14 +91,10 @@ def rome(
     layers: Sequence[int] | None = None,
     samples: int = DEFAULT_SAMPLES,
     n_prefixes: int = 10,
-    steps: int = 25,
-    lr: float = 0.1,
-    kl_weight: float = 0.0625,
-    weight_decay: float = 0.5,
-    clamp: float = 4.0,
-    stop_nll: float = 0.05,
+    n_key_prefixes: int = 20,
     reg: float = 1e-4,
     check_known: bool = True,
+    **search,
 ) -> EditHandle:
     """Edit facts with ROME at one layer (facts one after another, one handle).
 
@@ -106,15 +103,18 @@ def rome(
         facts: facts with ``target_new``.
         layers: one layer (default: the best layer of this model's sweep).
         samples: corpus tokens behind C (cached per value).
-        n_prefixes: generated context prefixes for k* and v*.
-        steps, lr, kl_weight, weight_decay, clamp, stop_nll: the v* search
-            (see :func:`~workbench.editing.optimize.optimize_deltas`).
+        n_prefixes: generated context prefixes for the v* search (each one is a row of
+            every optimisation step, so they cost time).
+        n_key_prefixes: prefixes k* is averaged over (one forward pass in all; ROME uses ~20).
         reg: ridge on C (relative to its mean diagonal).
         check_known: warn about facts the model does not know.
+        **search: the v* search (``steps``, ``lr``, ``kl_weight``, ``weight_decay``,
+            ``clamp``, ``stop_nll``; see :class:`~workbench.editing.optimize.SearchParams`).
 
     Returns:
         An EditHandle; ``info["facts"]`` holds per-fact NLL, steps, ‖δ‖ and ‖W k*‖.
     """
+    params = SearchParams.from_kwargs(search, method="rome")
     layer = single_layer(model, layers, "rome", hint="; use memit for several")
     if check_known:
         warn_if_unknown(model, facts)
@@ -125,18 +125,16 @@ def rome(
         C = second_moment(model, layer, samples=samples).to(model.device)
         info["stats_seconds"] = time.perf_counter() - t0
         prefixes = context_prefixes(model, n_prefixes)
+        key_prefixes = context_prefixes(model, n_key_prefixes)
         name, param = value_param(model, layer)
         keys_hook = model.roles.hook("ffn_keys", layer)
         out_hook = model.roles.hook("ffn_out", layer)
         dW = torch.zeros(model.d_model, model.d_mlp, dtype=torch.float64, device=model.device)
         for fact in facts:
             extra = virtual_update_hooks(model, {layer: dW}) if bool(dW.any()) else []
-            kb = build_batch(model, [fact], prefixes, kl_prompt=None, with_targets=False)
+            kb = build_batch(model, [fact], key_prefixes, kl_prompt=None, with_targets=False)
             k = capture(model, kb, [keys_hook], extra_hooks=extra)[keys_hook][0].to(model.device)
-            res = optimize_deltas(
-                model, fact, [out_hook], prefixes=prefixes, steps=steps, lr=lr, kl_weight=kl_weight,
-                weight_decay=weight_decay, clamp=clamp, stop_nll=stop_nll, extra_hooks=extra,
-            )
+            res = optimize_deltas(model, fact, [out_hook], prefixes=prefixes, params=params, extra_hooks=extra)
             delta = res.deltas[out_hook].to(model.device)
             dW = dW + rank_one_update(C, k, delta, reg=reg)
             info["facts"].append({
