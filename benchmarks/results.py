@@ -77,6 +77,17 @@ def write_docs() -> str:
     for r in runs:
         s = r["summary"]
         lines.append(f"| {s['method']} | {s['mode']} | " + " | ".join(_fmt(s.get(k), p) for k, _, p in EASYEDIT) + " |")
+    for r in runs:
+        if r.get("curve"):
+            s = r["summary"]
+            lines += ["", f"## Sequential curve: {s['method']} ({s['model']})", "",
+                      "Scores of all edits made so far (%), held-out perplexity and fluency after each block of edits:", "",
+                      "| edits | ES | PS | NS | IS | ppl | fluency |", "|---|---|---|---|---|---|---|"]
+            for p in r["curve"]:
+                lines.append(f"| {p['n_edits']} | " + " | ".join(
+                    _fmt(p.get(k), pct) for k, pct in (("efficacy_score", True), ("paraphrase_score", True),
+                                                       ("neighborhood_score", True), ("implication_score", True),
+                                                       ("perplexity", False), ("fluency", False))) + " |")
     sweep_path = RESULTS / "retrieval_threshold.json"
     if sweep_path.exists():
         sweep = json.loads(sweep_path.read_text())

@@ -142,6 +142,38 @@ def test_modes_on_in_context(model, mode):
     assert len(report.to_pandas()) == 4
 
 
+def test_report_json_round_trip_and_bad_files(model, tmp_path):
+    report = evaluate(model, known_facts(model, 4), method="in-context", mode="sequential", **FAST)
+    path = tmp_path / "report.json"
+    report.to_json(path)
+    again = wb.read_report(path)
+    assert again.to_dict() == report.to_dict()
+    assert again.curve_frame().equals(report.curve_frame())
+    with pytest.raises(wb.WorkbenchError, match="no evaluation report"):
+        wb.read_report(tmp_path / "missing.json")
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(wb.WorkbenchError, match="not valid JSON"):
+        wb.read_report(tmp_path / "bad.json")
+    broken = report.to_dict()
+    broken["curve"][1]["n_editz"] = broken["curve"][1].pop("n_edits")
+    (tmp_path / "broken.json").write_text(json.dumps(broken))
+    with pytest.raises(wb.WorkbenchError, match=r"curve\[1\] is malformed"):
+        wb.read_report(tmp_path / "broken.json")
+    with pytest.raises(wb.WorkbenchError, match="no 'summary'"):
+        wb.EvalReport.from_dict({"rows": []})
+
+
+def test_committed_results_load():
+    # Every committed results file is a report the library can read back (notebook 05 plots them).
+    from pathlib import Path
+
+    for path in sorted((Path(__file__).resolve().parent.parent / "assets" / "results").glob("*_*.json")):
+        data = json.loads(path.read_text())
+        if "summary" in data:
+            rep = wb.read_report(path)
+            assert rep.summary["n"] == len(rep.rows)
+
+
 def test_sequential_keeps_edits_without_revert(model):
     facts = known_facts(model, 3)
     evaluate(model, facts, method="in-context", mode="sequential", revert=False, **FAST)

@@ -35,7 +35,7 @@ from workbench.neurons import NeuronReport, integrated_gradients, knowledge_neur
 from workbench.editing import EditHandle, active_edits, edit, load_edit, revert_all
 
 # -- evaluation --
-from workbench.evaluation import CompareReport, EvalReport, compare, evaluate, score_fact
+from workbench.evaluation import CompareReport, EvalReport, compare, evaluate, read_report, score_fact
 
 # -- ui --
 def __getattr__(name: str):

@@ -163,33 +163,29 @@ def commit_weights(
     """
     start = time.perf_counter()
     params = _params(model)
-    # Snapshot first: a method that (wrongly) writes in place is still undone.
-    snapshot_names = None
+    # compute() only reads the model; nothing below writes a weight until every value is checked.
+    new_values = compute()
+    for name, value in new_values.items():
+        if name not in params:
+            raise WorkbenchError(f"edit names unknown parameter {name!r}")
+        if value.shape != params[name].shape:
+            raise WorkbenchError(f"edit of {name} has shape {tuple(value.shape)}, expected {tuple(params[name].shape)}")
+    before = {n: params[n].detach().clone() for n in new_values}
+    after = {n: v.detach().to(device=params[n].device, dtype=params[n].dtype).clone() for n, v in new_values.items()}
+    for name, value in after.items():
+        # Checked after the cast: a float64 update can be finite yet overflow the weight dtype.
+        if not torch.isfinite(value).all():
+            raise WorkbenchError(f"{method} produced NaN or inf weights for {name}; the edit was aborted and nothing changed")
     try:
-        new_values = compute()
-        snapshot_names = list(new_values)
-        for name, value in new_values.items():
-            if name not in params:
-                raise WorkbenchError(f"edit names unknown parameter {name!r}")
-            if value.shape != params[name].shape:
-                raise WorkbenchError(f"edit of {name} has shape {tuple(value.shape)}, expected {tuple(params[name].shape)}")
-        before = {n: params[n].detach().clone() for n in new_values}
-        after = {n: v.detach().to(device=params[n].device, dtype=params[n].dtype).clone() for n, v in new_values.items()}
-        for name, value in after.items():
-            # Checked after the cast: a float64 update can be finite yet overflow the weight dtype.
-            if not torch.isfinite(value).all():
-                raise WorkbenchError(f"{method} produced NaN or inf weights for {name}; the edit was aborted and nothing changed")
-        try:
-            with torch.no_grad():
-                for name, value in after.items():
-                    params[name].copy_(value)
-        except BaseException:
-            with torch.no_grad():
-                for name, value in before.items():
-                    params[name].copy_(value)
-            raise
-    finally:
-        pass
+        with torch.no_grad():
+            for name, value in after.items():
+                params[name].copy_(value)
+    except BaseException:
+        # Ctrl-C between two copies: put every parameter back, so none is left half-edited.
+        with torch.no_grad():
+            for name, value in before.items():
+                params[name].copy_(value)
+        raise
     handle = EditHandle(
         method=method, layers=sorted(set(layers)), facts=facts,
         seconds=time.perf_counter() - start, before=before, after=after,

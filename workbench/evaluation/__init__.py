@@ -12,12 +12,13 @@ Example:
 """
 
 from workbench.evaluation.compare import CompareReport, compare
-from workbench.evaluation.evaluate import MODES, SUMMARY_KEYS, CurvePoint, EvalReport, FactRow, evaluate
+from workbench.evaluation.evaluate import MODES, SUMMARY_KEYS, CurvePoint, EvalReport, FactRow, evaluate, read_report
 from workbench.evaluation.fluency import fluency, ngram_entropy
 from workbench.evaluation.perplexity import perplexity
 from workbench.evaluation.scores import FactScores, PromptScore, harmonic_mean, score_fact
 
 __all__ = [
     "CompareReport", "CurvePoint", "EvalReport", "FactRow", "FactScores", "MODES", "PromptScore",
-    "SUMMARY_KEYS", "compare", "evaluate", "fluency", "harmonic_mean", "ngram_entropy", "perplexity", "score_fact",
+    "SUMMARY_KEYS", "compare", "evaluate", "fluency", "harmonic_mean", "ngram_entropy", "perplexity", "read_report",
+    "score_fact",
 ]

@@ -119,6 +119,49 @@ class EvalReport(Result):
 
         return pd.DataFrame([p.to_dict() for p in self.curve])
 
+    @classmethod
+    def from_dict(cls, data: dict, *, source: str = "the report") -> EvalReport:
+        """Rebuild a report from :meth:`to_dict` output (e.g. a committed ``assets/results`` file).
+
+        Raises:
+            WorkbenchError: a missing or malformed part, named.
+        """
+        if not isinstance(data, dict) or not isinstance(data.get("summary"), dict):
+            raise WorkbenchError(f"{source} is not an evaluation report: it has no 'summary' object")
+        parts = {"rows": FactRow, "curve": CurvePoint}
+        built: dict[str, list] = {}
+        for key, kind in parts.items():
+            items = data.get(key) or []
+            if not isinstance(items, list):
+                raise WorkbenchError(f"{source}: '{key}' must be a list, got {type(items).__name__}")
+            built[key] = []
+            for i, item in enumerate(items):
+                try:
+                    built[key].append(kind(**item))
+                except TypeError as exc:
+                    raise WorkbenchError(f"{source}: {key}[{i}] is malformed ({exc})") from None
+        return cls(summary=data["summary"], rows=built["rows"], curve=built["curve"], settings=data.get("settings") or {})
+
+
+def read_report(path) -> EvalReport:
+    """Load an :class:`EvalReport` saved with ``report.to_json(path)`` (or by ``benchmarks/results.py``).
+
+    Example:
+        >>> rep = read_report("assets/results/rome_sequential.json")     # doctest: +SKIP
+        >>> rep.curve_frame()[["n_edits", "efficacy_score", "perplexity"]]  # doctest: +SKIP
+    """
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.exists():
+        raise WorkbenchError(f"no evaluation report at {path}")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise WorkbenchError(f"{path} is not valid JSON ({exc})") from None
+    return EvalReport.from_dict(data, source=str(path))
+
 
 def _mean(values) -> float | None:
     vals = [v for v in values if v is not None]
