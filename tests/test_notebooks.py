@@ -1,7 +1,9 @@
 """Every notebook runs top to bottom (headless, with CI-sized sample counts).
 
-``WORKBENCH_QUICK=1`` asks the notebooks to shrink their sample counts; the
-committed copies carry the outputs of full runs.
+``WORKBENCH_QUICK=1`` asks the notebooks to shrink their sample counts. The
+committed copies are executed with ``scripts/run_notebooks.py``; each one's
+metadata (``workbench.run``) says whether its outputs come from a full or a
+CI-sized run.
 """
 
 from __future__ import annotations
