@@ -4,6 +4,8 @@ Usage::
 
     WORKBENCH_CACHE=/tmp/wbcache python benchmarks/results.py --methods in-context retrieval --limit 100
     python benchmarks/results.py --docs-only        # rebuild docs/results.md from assets/results/
+    python benchmarks/results.py --methods rome --modes sequential --limit 200 --device cuda \
+        --time-limit 1800 --out /tmp/res               # on a GPU, JSON only, stop starting edits after 30 min
 
 Each (method, mode) run writes ``assets/results/<method>_<mode>.json`` (summary,
 settings, per-fact rows); the docs table is built from whatever JSON files are
@@ -44,6 +46,12 @@ def _fmt(value, percent: bool) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
+def _where(run: dict) -> str:
+    """Short name of the hardware a run was measured on (files older than the field: this 2-core CPU)."""
+    hw = run.get("settings", {}).get("hardware") or "cpu"
+    return hw.split(" (torch")[0]
+
+
 def write_docs() -> str:
     runs = []
     for path in sorted(RESULTS.glob("*.json")):
@@ -57,14 +65,16 @@ def write_docs() -> str:
         "knows. CounterFact scores in % (ES efficacy, PS paraphrase, NS neighbourhood, S harmonic mean of",
         "the three, IS implication: top-1 is the implied target). Fluency: ROME's weighted bi/tri-gram",
         "entropy of sampled generations; ppl: held-out Wikipedia perplexity. Drift measures in independent",
-        "mode are sampled on every `every`-th fact (see the JSON `settings`).",
+        "mode are sampled on every `every`-th fact (see the JSON `settings`). s/edit depends on the",
+        "hardware column: rows run on a GPU are not comparable with the 2-core CPU rows on speed.",
         "",
-        "| method | mode | model | " + " | ".join(h for _, h, _ in COLUMNS) + " |",
-        "|" + "---|" * (3 + len(COLUMNS)),
+        "| method | mode | model | hardware | " + " | ".join(h for _, h, _ in COLUMNS) + " |",
+        "|" + "---|" * (4 + len(COLUMNS)),
     ]
     for r in runs:
         s = r["summary"]
-        lines.append(f"| {s['method']} | {s['mode']} | {s['model']} | " + " | ".join(_fmt(s.get(k), p) for k, _, p in COLUMNS) + " |")
+        lines.append(f"| {s['method']} | {s['mode']} | {s['model']} | {_where(r)} | "
+                     + " | ".join(_fmt(s.get(k), p) for k, _, p in COLUMNS) + " |")
     lines += [
         "",
         "EasyEdit's teacher-forced token accuracy is a different metric (fraction of target tokens that",
@@ -80,7 +90,7 @@ def write_docs() -> str:
     for r in runs:
         if r.get("curve"):
             s = r["summary"]
-            lines += ["", f"## Sequential curve: {s['method']} ({s['model']})", "",
+            lines += ["", f"## Sequential curve: {s['method']} ({s['model']}, {_where(r)})", "",
                       "Scores of all edits made so far (%), held-out perplexity and fluency after each block of edits:", "",
                       "| edits | ES | PS | NS | IS | ppl | fluency |", "|---|---|---|---|---|---|---|"]
             for p in r["curve"]:
@@ -131,10 +141,10 @@ def _write_readme_table(runs: list[dict]) -> None:
         return
     short = [("n", "n", False), ("efficacy_score", "ES", True), ("paraphrase_score", "PS", True),
              ("neighborhood_score", "NS", True), ("implication_score", "IS", True), ("seconds_per_edit", "s/edit", False)]
-    rows = ["| method | mode | " + " | ".join(h for _, h, _ in short) + " |", "|" + "---|" * (2 + len(short))]
+    rows = ["| method | mode | hardware | " + " | ".join(h for _, h, _ in short) + " |", "|" + "---|" * (3 + len(short))]
     for r in runs:
         s = r["summary"]
-        rows.append(f"| {s['method']} | {s['mode']} | " + " | ".join(_fmt(s.get(k), p) for k, _, p in short) + " |")
+        rows.append(f"| {s['method']} | {s['mode']} | {_where(r)} | " + " | ".join(_fmt(s.get(k), p) for k, _, p in short) + " |")
     head, rest = readme.split(_MARK_START, 1)
     _, tail = rest.split(_MARK_END, 1)
     README.write_text(head + _MARK_START + "\n" + "\n".join(rows) + "\n" + _MARK_END + tail)
@@ -153,6 +163,15 @@ def threshold_sweep(facts) -> dict:
     return out
 
 
+def hardware(model) -> str:
+    """Where the run's seconds were measured: a GPU's name, or the CPU's core count."""
+    import torch
+
+    if model.device.type == "cuda":
+        return f"{torch.cuda.get_device_name(model.device)} (torch {torch.__version__})"
+    return f"cpu, {torch.get_num_threads()} threads (torch {torch.__version__})"
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--methods", nargs="+", default=["in-context", "retrieval"])
@@ -163,6 +182,11 @@ def main(argv=None) -> int:
     p.add_argument("--dataset", default=str(ROOT / "assets" / "known_facts.json"))
     p.add_argument("--docs-only", action="store_true")
     p.add_argument("--no-sweep", action="store_true")
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA if available, else CPU)")
+    p.add_argument("--time-limit", type=float, default=None,
+                   help="seconds per run after which no new edit starts (the JSON says stopped_early)")
+    p.add_argument("--out", default=None,
+                   help="write the JSON files here instead of assets/results/ (docs and README untouched)")
     args = p.parse_args(argv)
     if args.docs_only:
         print(write_docs())
@@ -172,26 +196,32 @@ def main(argv=None) -> int:
     from workbench.evaluation import evaluate
 
     facts = wb.read_facts(args.dataset)
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = Path(args.out) if args.out else RESULTS
+    out.mkdir(parents=True, exist_ok=True)
     if not args.no_sweep:
-        (RESULTS / "retrieval_threshold.json").write_text(json.dumps(threshold_sweep(facts), indent=1) + "\n")
-    model = wb.load_model(args.model)
+        (out / "retrieval_threshold.json").write_text(json.dumps(threshold_sweep(facts), indent=1) + "\n")
+    model = wb.load_model(args.model, device=args.device)
     for method in args.methods:
         for mode in args.modes:
             t0 = time.perf_counter()
-            report = evaluate(model, facts, method=method, mode=mode, limit=args.limit, every=args.every)
+            report = evaluate(model, facts, method=method, mode=mode, limit=args.limit, every=args.every,
+                              time_limit=args.time_limit)
             data = report.to_dict()
             data["settings"]["dataset"] = os.path.relpath(args.dataset, ROOT)
             data["settings"]["wall_seconds"] = time.perf_counter() - t0
+            data["settings"]["hardware"] = hardware(model)
             # The command that reproduces this one file (the docs list them per row).
             data["settings"]["command"] = (
                 f"python benchmarks/results.py --methods {method} --modes {mode} --every {args.every} --no-sweep"
                 + (f" --limit {args.limit}" if args.limit is not None else "")
                 + (f" --model {args.model}" if args.model != "gemma-3-270m" else "")
+                + (f" --device {args.device}" if args.device else "")
+                + (f" --time-limit {args.time_limit:g}" if args.time_limit else "")
             )
-            (RESULTS / f"{method}_{mode}.json").write_text(json.dumps(data, indent=1) + "\n")
+            (out / f"{method}_{mode}.json").write_text(json.dumps(data, indent=1) + "\n")
             print(json.dumps(report.summary), flush=True)
-    write_docs()
+    if not args.out:
+        write_docs()
     return 0
 
 

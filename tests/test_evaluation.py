@@ -220,6 +220,45 @@ def test_cancel_and_interrupt_leave_no_edit(model, monkeypatch):
     assert model.prompt_edits == [] and active_edits(model) == []
 
 
+@pytest.mark.parametrize("mode", ["independent", "sequential"])
+def test_time_limit_keeps_what_was_measured(model, monkeypatch, mode):
+    """Past the time limit no new edit starts; the report covers the facts done."""
+    import sys
+
+    ev = sys.modules["workbench.evaluation.evaluate"]
+    clock = {"t": 0.0}
+    edits = {"n": 0}
+
+    # A fake clock that advances 100 s with every edit.
+    monkeypatch.setattr(ev.time, "perf_counter", lambda: clock["t"])
+    import workbench.editing as editing
+    real = editing.edit
+
+    def slow_edit(*a, **k):
+        edits["n"] += 1
+        clock["t"] += 100.0
+        return real(*a, **k)
+
+    monkeypatch.setattr(editing, "edit", slow_edit)
+    facts = known_facts(model, 6)
+    report = evaluate(model, facts, method="in-context", mode=mode, time_limit=150, **FAST)
+    s = report.summary
+    assert s["stopped_early"] is True
+    if mode == "independent":
+        # Facts 0 and 1 start before 150 s; fact 2 would start at 200 s.
+        assert edits["n"] == 2 and s["n"] == 2 and len(report.rows) == 2
+    else:
+        # The check comes after each curve point (every 2 edits): 2 edits = 200 s > 150.
+        assert edits["n"] == 2 and s["n"] == 2 and [p.n_edits for p in report.curve] == [0, 2]
+    assert all(r.after is not None for r in report.rows)
+    assert report.settings["time_limit"] == 150
+    assert model.prompt_edits == [] and active_edits(model) == []
+    full = evaluate(model, facts, method="in-context", mode=mode, **FAST)
+    assert full.summary["stopped_early"] is False and full.summary["n"] == 6
+    with pytest.raises(wb.WorkbenchError, match="time_limit"):
+        evaluate(model, facts, method="in-context", mode=mode, time_limit=0, **FAST)
+
+
 def test_sequential_weight_edits_revert_bitwise(model):
     """A toy weight method (registered here) to check the bitwise revert of sequential mode."""
     from workbench.editing import METHODS, register_method

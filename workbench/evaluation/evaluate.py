@@ -241,6 +241,7 @@ def evaluate(
     perplexity_tokens: int = 128,
     fluency_tokens: int = 40,
     fluency_prompts: int = 5,
+    time_limit: float | None = None,
     **edit_kwargs,
 ) -> EvalReport:
     """Edit each fact with ``method`` and score it before and after.
@@ -260,6 +261,10 @@ def evaluate(
         perplexity_texts, perplexity_tokens: held-out texts and their length for perplexity.
         fluency_tokens: tokens generated per fluency prompt.
         fluency_prompts: sequential/batch: size of the fixed set of generation prompts.
+        time_limit: seconds after which no new edit is started; the report then
+            covers the facts done so far (sequential: up to the last curve point) and
+            its summary says ``stopped_early``. For runs that must end on time (a class,
+            a lent machine) without losing what was measured.
         **edit_kwargs: passed to :func:`workbench.editing.edit` (``layers``, hyperparameters).
 
     Returns:
@@ -271,12 +276,15 @@ def evaluate(
     """
     from workbench.editing import METHODS, _load_methods, active_edits, check_facts, edit
 
+    called = time.perf_counter()  # time_limit counts from here: selecting known facts is part of the run
     if mode not in MODES:
         raise WorkbenchError(f"unknown evaluation mode {mode!r}; choose one of {', '.join(MODES)}")
     if not isinstance(every, int) or every < 1:
         raise WorkbenchError(f"every must be a positive integer, got {every!r}")
     if limit is not None and (not isinstance(limit, int) or limit < 1):
         raise WorkbenchError(f"limit must be a positive integer, got {limit!r}")
+    if time_limit is not None and not time_limit > 0:
+        raise WorkbenchError(f"time_limit must be a positive number of seconds, got {time_limit!r}")
     _load_methods()
     if method not in METHODS:
         raise WorkbenchError(f"unknown editing method {method!r}; choose one of {', '.join(sorted(METHODS))}")
@@ -298,6 +306,7 @@ def evaluate(
     settings = dict(every=every, limit=limit, revert=revert, known_only=known_only,
                     perplexity_texts=perplexity_texts, perplexity_tokens=perplexity_tokens,
                     fluency_tokens=fluency_tokens, fluency_prompts=fluency_prompts,
+                    time_limit=time_limit, device=str(model.device),
                     edit_kwargs={k: v for k, v in edit_kwargs.items()})
 
     def ppl() -> float:
@@ -315,6 +324,10 @@ def evaluate(
     curve: list[CurvePoint] = []
     edit_seconds: list[float] = []
     start = time.perf_counter()
+    stopped_early = False
+
+    def out_of_time() -> bool:
+        return time_limit is not None and time.perf_counter() - called > time_limit
 
     def do_edit(batch: list[Fact]):
         t0 = time.perf_counter()
@@ -332,6 +345,9 @@ def evaluate(
         if mode == "independent":
             ppl_after, flu_before, flu_after = [], [], []
             for i in progress(range(n), desc=f"evaluate {method}", cancel=cancel):
+                if out_of_time():
+                    stopped_early = True
+                    break
                 fact = facts[i]
                 before = score_fact(model, fact)
                 row = new_row(i, fact, before)
@@ -383,6 +399,10 @@ def evaluate(
                             rows[j].after = s
                         curve.append(CurvePoint(i + 1, **_rates(list(scores.values())),
                                                 perplexity=ppl(), fluency=flu(fixed_prompts)))
+                        if i < n - 1 and out_of_time():
+                            stopped_early = True
+                            rows = rows[: i + 1]
+                            break
                 extra = dict(fluency_before=fluency_before, fluency=curve[-1].fluency,
                              perplexity_after=curve[-1].perplexity)
             else:  # batch
@@ -393,6 +413,7 @@ def evaluate(
                     rows[i].after = score_fact(model, facts[i], reference=befores[i]).metrics()
                 extra = dict(fluency_before=fluency_before, fluency=flu(fixed_prompts), perplexity_after=ppl())
         total = time.perf_counter() - start
+        n = len(rows)
         summary = _summarise(
             rows, **extra, perplexity_before=perplexity_before,
             seconds_per_edit=(sum(edit_seconds) / n if mode == "batch" else _mean(edit_seconds)),
@@ -405,7 +426,7 @@ def evaluate(
                 if h.active:
                     h.revert()
     summary.update(method=method, mode=mode, model=model.name, n=n, n_skipped=n_skipped,
-                   n_conflicting=n_dropped_conflicts)
+                   n_conflicting=n_dropped_conflicts, stopped_early=stopped_early)
     return EvalReport(summary=summary, rows=rows, curve=curve, settings=settings)
 
 
