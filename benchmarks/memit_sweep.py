@@ -84,6 +84,10 @@ def main(argv=None) -> int:
             out["runs"].append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
     out["target_cache_hits"] = cache.hits
+    out["command"] = "python benchmarks/memit_sweep.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    from results import hardware  # noqa: E402  (benchmarks/results.py)
+
+    out["hardware"] = hardware(model)
     print(json.dumps(out, indent=1))
     return 0
 

@@ -48,8 +48,20 @@ def _fmt(value, percent: bool) -> str:
 
 def _where(run: dict) -> str:
     """Short name of the hardware a run was measured on (files older than the field: this 2-core CPU)."""
-    hw = run.get("settings", {}).get("hardware") or "cpu"
+    hw = run.get("settings", {}).get("hardware") or "cpu, 2 cores"
     return hw.split(" (torch")[0]
+
+
+def _cells(run: dict, columns) -> str:
+    """A summary's cells; ``n`` carries a mark when the run stopped at its time limit."""
+    s = run["summary"]
+    out = []
+    for key, _, pct in columns:
+        cell = _fmt(s.get(key), pct)
+        if key == "n" and s.get("stopped_early"):
+            cell += " (time limit)"
+        out.append(cell)
+    return " | ".join(out)
 
 
 def write_docs() -> str:
@@ -67,14 +79,16 @@ def write_docs() -> str:
         "entropy of sampled generations; ppl: held-out Wikipedia perplexity. Drift measures in independent",
         "mode are sampled on every `every`-th fact (see the JSON `settings`). s/edit depends on the",
         "hardware column: rows run on a GPU are not comparable with the 2-core CPU rows on speed.",
+        "\"(time limit)\" after n: the run stopped starting new edits at its `--time-limit`; its scores",
+        "cover the first n facts only. The GPU rows ran in one session on a lent H100 with the same code",
+        "and package versions as the CPU rows except torch (the JSON `settings.hardware` names the build).",
         "",
         "| method | mode | model | hardware | " + " | ".join(h for _, h, _ in COLUMNS) + " |",
         "|" + "---|" * (4 + len(COLUMNS)),
     ]
     for r in runs:
         s = r["summary"]
-        lines.append(f"| {s['method']} | {s['mode']} | {s['model']} | {_where(r)} | "
-                     + " | ".join(_fmt(s.get(k), p) for k, _, p in COLUMNS) + " |")
+        lines.append(f"| {s['method']} | {s['mode']} | {s['model']} | {_where(r)} | {_cells(r, COLUMNS)} |")
     lines += [
         "",
         "EasyEdit's teacher-forced token accuracy is a different metric (fraction of target tokens that",
@@ -113,6 +127,7 @@ def write_docs() -> str:
                 lines.append(f"| {row['threshold']:.2f} | {_fmt(row['paraphrase_recall'], True)} | "
                              f"{_fmt(row['neighborhood_recall'], True)} | {_fmt(row['balanced_accuracy'], True)} |")
             lines.append("")
+    lines += _replication_lines(runs) + _memit_lambda_lines()
     with_cmd = [r for r in runs if r.get("settings", {}).get("command")]
     if with_cmd:
         lines += ["", "## Regenerate", "", "Each row's JSON is in `assets/results/`; the command that wrote it:", ""]
@@ -126,6 +141,51 @@ def write_docs() -> str:
     DOCS.write_text(text)
     _write_readme_table(runs)
     return text
+
+
+def _replication_lines(runs: list[dict]) -> list[str]:
+    """Sequential curves re-run on other hardware (assets/results/replication/), side by side."""
+    lines: list[str] = []
+    by_key = {(r["summary"]["method"], r["summary"]["mode"]): r for r in runs}
+    for path in sorted((RESULTS / "replication").glob("*.json")):
+        rep = json.loads(path.read_text())
+        s = rep["summary"]
+        base = by_key.get((s["method"], s["mode"]))
+        if not base or not rep.get("curve") or not base.get("curve"):
+            continue
+        theirs = {p["n_edits"]: p for p in base["curve"]}
+        lines += ["", f"## Same run on other hardware: {s['method']} {s['mode']}", "",
+                  f"`{path.relative_to(ROOT)}` ({_where(rep)}, `{rep['settings'].get('command', '')}`) against the "
+                  f"committed run ({_where(base)}): same facts in the same order; ES / PS / NS in %, perplexity.", "",
+                  "| edits | ES | ES there | PS | PS there | NS | NS there | ppl | ppl there |", "|---|---|---|---|---|---|---|---|---|"]
+        for p in rep["curve"]:
+            q = theirs.get(p["n_edits"])
+            if q is None:
+                continue
+            cells = []
+            for k, pct in (("efficacy_score", True), ("paraphrase_score", True), ("neighborhood_score", True), ("perplexity", False)):
+                cells += [_fmt(q.get(k), pct), _fmt(p.get(k), pct)]
+            lines.append(f"| {p['n_edits']} | " + " | ".join(cells) + " |")
+        lines += ["", "(\"there\" = the replication; the other columns = the committed run.)"]
+    return lines
+
+
+def _memit_lambda_lines() -> list[str]:
+    """The MEMIT λ sweep (benchmarks/memit_sweep.py), if one is committed."""
+    lines: list[str] = []
+    for path in sorted((ROOT / "assets" / "sweeps").glob("*_memit_lambda.json")):
+        d = json.loads(path.read_text())
+        lines += ["", f"## MEMIT: {d['n_facts']} facts in one batch, by λ ({d['model']})", "",
+                  f"`{path.relative_to(ROOT)}`, made with `{d.get('command', 'benchmarks/memit_sweep.py')}` on "
+                  f"{d.get('hardware', 'this CPU')}. Scores as in `benchmarks/edit.py` (%); unedited: ES "
+                  f"{_fmt(d['unedited']['efficacy'], True)}, PS {_fmt(d['unedited']['paraphrase'], True)}, NS "
+                  f"{_fmt(d['unedited']['neighborhood'], True)}, perplexity {_fmt(d['perplexity_before'], False)}.", "",
+                  "| layers | λ | ES | PS | NS | perplexity | residual left |", "|---|---|---|---|---|---|---|"]
+        for r in d["runs"]:
+            lines.append(f"| {r['layers'][0]}-{r['layers'][-1]} | {r['mom2_weight']:g} | {_fmt(r['efficacy'], True)} | "
+                         f"{_fmt(r['paraphrase'], True)} | {_fmt(r['neighborhood'], True)} | {_fmt(r['perplexity'], False)} | "
+                         f"{_fmt(r.get('final_residual_norm'), False)} |")
+    return lines
 
 
 README = ROOT / "README.md"
@@ -144,7 +204,7 @@ def _write_readme_table(runs: list[dict]) -> None:
     rows = ["| method | mode | hardware | " + " | ".join(h for _, h, _ in short) + " |", "|" + "---|" * (3 + len(short))]
     for r in runs:
         s = r["summary"]
-        rows.append(f"| {s['method']} | {s['mode']} | {_where(r)} | " + " | ".join(_fmt(s.get(k), p) for k, _, p in short) + " |")
+        rows.append(f"| {s['method']} | {s['mode']} | {_where(r)} | {_cells(r, short)} |")
     head, rest = readme.split(_MARK_START, 1)
     _, tail = rest.split(_MARK_END, 1)
     README.write_text(head + _MARK_START + "\n" + "\n".join(rows) + "\n" + _MARK_END + tail)

@@ -167,7 +167,7 @@ def test_committed_results_load():
     # Every committed results file is a report the library can read back (notebook 05 plots them).
     from pathlib import Path
 
-    for path in sorted((Path(__file__).resolve().parent.parent / "assets" / "results").glob("*_*.json")):
+    for path in sorted((Path(__file__).resolve().parent.parent / "assets" / "results").rglob("*_*.json")):
         data = json.loads(path.read_text())
         if "summary" in data:
             rep = wb.read_report(path)
