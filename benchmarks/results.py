@@ -52,6 +52,12 @@ def _where(run: dict) -> str:
     return hw.split(" (torch")[0]
 
 
+def _label(run: dict) -> str:
+    """The method, with any hyperparameters the run set (rows at the defaults show the name alone)."""
+    s, kwargs = run["summary"], run.get("settings", {}).get("edit_kwargs") or {}
+    return s["method"] + (" (" + ", ".join(f"{k} {v}" for k, v in kwargs.items()) + ")" if kwargs else "")
+
+
 def _cells(run: dict, columns) -> str:
     """A summary's cells; ``n`` carries a mark when the run stopped at its time limit."""
     s = run["summary"]
@@ -88,7 +94,7 @@ def write_docs() -> str:
     ]
     for r in runs:
         s = r["summary"]
-        lines.append(f"| {s['method']} | {s['mode']} | {s['model']} | {_where(r)} | {_cells(r, COLUMNS)} |")
+        lines.append(f"| {_label(r)} | {s['mode']} | {s['model']} | {_where(r)} | {_cells(r, COLUMNS)} |")
     lines += [
         "",
         "EasyEdit's teacher-forced token accuracy is a different metric (fraction of target tokens that",
@@ -100,7 +106,7 @@ def write_docs() -> str:
     ]
     for r in runs:
         s = r["summary"]
-        lines.append(f"| {s['method']} | {s['mode']} | " + " | ".join(_fmt(s.get(k), p) for k, _, p in EASYEDIT) + " |")
+        lines.append(f"| {_label(r)} | {s['mode']} | " + " | ".join(_fmt(s.get(k), p) for k, _, p in EASYEDIT) + " |")
     for r in runs:
         if r.get("curve"):
             s = r["summary"]
@@ -133,7 +139,7 @@ def write_docs() -> str:
         lines += ["", "## Regenerate", "", "Each row's JSON is in `assets/results/`; the command that wrote it:", ""]
         for r in with_cmd:
             s = r["summary"]
-            lines.append(f"- {s['method']} / {s['mode']}: `{r['settings']['command']}`")
+            lines.append(f"- {_label(r)} / {s['mode']}: `{r['settings']['command']}`")
     if sweep_path.exists():
         lines += ["", "The retrieval threshold table is rewritten by any `benchmarks/results.py` run without `--no-sweep`."]
     text = "\n".join(lines) + "\n"
@@ -204,7 +210,7 @@ def _write_readme_table(runs: list[dict]) -> None:
     rows = ["| method | mode | hardware | " + " | ".join(h for _, h, _ in short) + " |", "|" + "---|" * (3 + len(short))]
     for r in runs:
         s = r["summary"]
-        rows.append(f"| {s['method']} | {s['mode']} | {_where(r)} | {_cells(r, short)} |")
+        rows.append(f"| {_label(r)} | {s['mode']} | {_where(r)} | {_cells(r, short)} |")
     head, rest = readme.split(_MARK_START, 1)
     _, tail = rest.split(_MARK_END, 1)
     README.write_text(head + _MARK_START + "\n" + "\n".join(rows) + "\n" + _MARK_END + tail)
@@ -245,6 +251,7 @@ def main(argv=None) -> int:
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA if available, else CPU)")
     p.add_argument("--time-limit", type=float, default=None,
                    help="seconds per run after which no new edit starts (the JSON says stopped_early)")
+    p.add_argument("--hparams", default=None, help='JSON of edit hyperparameters, e.g. \'{"linf": 0.005}\'')
     p.add_argument("--out", default=None,
                    help="write the JSON files here instead of assets/results/ (docs and README untouched)")
     args = p.parse_args(argv)
@@ -260,12 +267,13 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if not args.no_sweep:
         (out / "retrieval_threshold.json").write_text(json.dumps(threshold_sweep(facts), indent=1) + "\n")
+    hparams = json.loads(args.hparams) if args.hparams else {}
     model = wb.load_model(args.model, device=args.device)
     for method in args.methods:
         for mode in args.modes:
             t0 = time.perf_counter()
             report = evaluate(model, facts, method=method, mode=mode, limit=args.limit, every=args.every,
-                              time_limit=args.time_limit)
+                              time_limit=args.time_limit, **hparams)
             data = report.to_dict()
             data["settings"]["dataset"] = os.path.relpath(args.dataset, ROOT)
             data["settings"]["wall_seconds"] = time.perf_counter() - t0
@@ -277,6 +285,7 @@ def main(argv=None) -> int:
                 + (f" --model {args.model}" if args.model != "gemma-3-270m" else "")
                 + (f" --device {args.device}" if args.device else "")
                 + (f" --time-limit {args.time_limit:g}" if args.time_limit else "")
+                + (f" --hparams '{json.dumps(hparams)}'" if hparams else "")
             )
             (out / f"{method}_{mode}.json").write_text(json.dumps(data, indent=1) + "\n")
             print(json.dumps(report.summary), flush=True)

@@ -371,8 +371,9 @@ def optimize_deltas(
     """Find vectors that, added at ``sites`` at the last subject token, make the model say the new object.
 
     Loss (hyperparameters in ``params``, see :class:`SearchParams`) = mean NLL of
-    the new object's tokens (all of them) over the bare and prefixed prompts + ``kl_weight`` · KL(edited ‖ unedited) of the next token
-    after "{subject} is a" + ``weight_decay`` · ‖δ‖²/‖init‖². After each Adam
+    the new object's tokens (all of them) over the bare and prefixed prompts
+    + ``kl_weight`` · KL(edited ‖ unedited) of the next token after "{subject} is a"
+    + ``weight_decay`` · ‖δ‖²/‖init‖². After each Adam
     step ‖δ‖ is clamped to ``clamp`` · ‖init‖ (init = the unedited activation).
     Stops early once the NLL is below ``stop_nll``.
 
@@ -387,7 +388,6 @@ def optimize_deltas(
     Raises:
         WorkbenchError: the optimisation produced NaN or inf.
     """
-    kl_weight, weight_decay, clamp, stop_nll = params.kl_weight, params.weight_decay, params.clamp, params.stop_nll
     batch = build_batch(model, [fact], prefixes)
     rows_t = batch.rows(kl=False)
     kl_rows = batch.rows(kl=True)
@@ -463,28 +463,33 @@ def optimize_deltas(
                 loss = loss + nll_alone
                 # The worse of "all δs" and "only the kept δs" is what must fall below stop_nll.
                 nll = torch.maximum(nll, nll_alone)
-            if kl_logp is not None and kl_weight:
+            if kl_logp is not None and params.kl_weight:
                 kl = torch.nn.functional.kl_div(kl_ref, kl_logp, log_target=True, reduction="batchmean")
-                loss = loss + kl_weight * kl
+                loss = loss + params.kl_weight * kl
             for n, d in deltas.items():
-                loss = loss + weight_decay * d.pow(2).sum() / max(norms[n], 1e-8) ** 2
+                loss = loss + params.weight_decay * d.pow(2).sum() / max(norms[n], 1e-8) ** 2
             nll_value = float(nll.detach())
             losses.append(float(loss.detach()))
             if not math.isfinite(losses[-1]):
-                raise WorkbenchError(f"the target optimisation for {fact.subject!r} produced NaN/inf (step {step}); the edit was aborted and nothing changed")
-            if nll_value < stop_nll:
+                raise WorkbenchError(_nan_message(fact, step))
+            if nll_value < params.stop_nll:
                 break
             loss.backward()
         opt.step()
         with torch.no_grad():
             for n, d in deltas.items():
-                limit = clamp * norms[n]
+                limit = params.clamp * norms[n]
                 if d.norm() > limit:
                     d.mul_(limit / d.norm())
                 if not torch.isfinite(d).all():
-                    raise WorkbenchError(f"the target optimisation for {fact.subject!r} produced NaN/inf (step {step}); the edit was aborted and nothing changed")
+                    raise WorkbenchError(_nan_message(fact, step))
     out = {n: d.detach().double().cpu() for n, d in deltas.items()}
     return DeltaResult(deltas=out, init=init, losses=losses, nll=nll_value, prob=math.exp(-nll_value), steps=step)
+
+
+def _nan_message(fact: Fact, step: int) -> str:
+    return (f"the target optimisation for {fact.subject!r} produced NaN/inf (step {step}); "
+            "the edit was aborted and nothing changed")
 
 
 def warn_if_unknown(model, facts: Sequence[Fact]) -> list[Fact]:
