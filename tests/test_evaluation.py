@@ -307,6 +307,14 @@ def test_cli_evaluate_json(tmp_path, capsys):
     for key in ("method", "mode", "n", "n_skipped", "efficacy_score", "paraphrase_score", "neighborhood_score",
                 "implication_score", "fluency", "perplexity_before", "perplexity_after", "seconds_per_edit"):
         assert key in summary
+    assert summary["stopped_early"] is False
+    # A time limit already spent when the first fact comes up: the run reports zero facts, not an error.
+    rc = main(["evaluate", "--method", "in-context", "--dataset", str(data), "--model", "tiny-llama",
+               "--json", str(out), "--every", "2", "--perplexity-texts", "2", "--fluency-tokens", "4",
+               "--time-limit", "1e-9"])
+    assert rc == 0
+    summary = json.loads(out.read_text())
+    assert summary["stopped_early"] is True and summary["n"] == 0
 
 
 def test_cli_bad_input(tmp_path, capsys):

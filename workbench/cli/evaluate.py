@@ -19,6 +19,8 @@ def register(sub) -> None:
     p.add_argument("--layers", type=int, nargs="+", default=None, help="layers to edit (method default if omitted)")
     p.add_argument("--perplexity-texts", type=int, default=10)
     p.add_argument("--fluency-tokens", type=int, default=40)
+    p.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
+                   help="start no new edit after this many seconds; the report covers the facts done")
     p.add_argument("--keep", action="store_true", help="sequential/batch: do not revert at the end (no effect on the CLI's process)")
     add_model_argument(p)
     p.add_argument("--json", nargs="?", const="-", default=None, metavar="OUT",
@@ -41,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
     kwargs = {"layers": args.layers} if args.layers else {}
     report = evaluate(
         model, facts, method=args.method, mode=args.mode, limit=args.limit, every=args.every,
-        revert=not args.keep, perplexity_texts=args.perplexity_texts, fluency_tokens=args.fluency_tokens, **kwargs,
+        revert=not args.keep, perplexity_texts=args.perplexity_texts, fluency_tokens=args.fluency_tokens,
+        time_limit=args.time_limit, **kwargs,
     )
     if args.report:
         report.to_json(args.report, indent=1)
