@@ -47,9 +47,8 @@ def ft(
         linf: bound on every entry of the change. The default, 2e-4, is where the
             measured trade-off on the default model is the one the ROME paper reports
             for FT-L, neighbours kept and paraphrases lost (20 facts: ES 95 / PS 35 /
-            NS 70 %); at 5e-3 the bound hardly binds
-            (ES 100 / PS 100 / NS 10 %: the neighbours flip too). See
-            ``assets/sweeps/gemma-3-270m_ft_linf.json``.
+            NS 70 %); at 5e-3 the bound hardly binds (ES 100 / PS 100 / NS 10 %:
+            the neighbours flip too). See ``assets/sweeps/gemma-3-270m_ft_linf.json``.
         max_norm: bound on ‖ΔW‖ relative to ‖W‖.
         n_prefixes: also train on the prompt after this many context prefixes.
         stop_nll: stop once the mean NLL of the new objects is below this.
