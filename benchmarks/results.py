@@ -49,7 +49,7 @@ def _fmt(value, percent: bool) -> str:
 def _where(run: dict) -> str:
     """Short name of the hardware a run was measured on (files older than the field: this 2-core CPU)."""
     hw = run.get("settings", {}).get("hardware") or "cpu, 2 cores"
-    return hw.split(" (torch")[0]
+    return hw.split(" (torch")[0].replace(" 1 threads", " 1 thread")
 
 
 def _label(run: dict) -> str:
@@ -150,29 +150,35 @@ def write_docs() -> str:
 
 
 def _replication_lines(runs: list[dict]) -> list[str]:
-    """Sequential curves re-run on other hardware (assets/results/replication/), side by side."""
+    """Sequential curves re-run elsewhere (assets/results/replication/) beside the committed one."""
     lines: list[str] = []
     by_key = {(r["summary"]["method"], r["summary"]["mode"]): r for r in runs}
+    groups: dict[tuple, list[tuple[str, dict]]] = {}
     for path in sorted((RESULTS / "replication").glob("*.json")):
         rep = json.loads(path.read_text())
-        s = rep["summary"]
-        base = by_key.get((s["method"], s["mode"]))
-        if not base or not rep.get("curve") or not base.get("curve"):
-            continue
-        theirs = {p["n_edits"]: p for p in base["curve"]}
-        lines += ["", f"## Same run on other hardware: {s['method']} {s['mode']}", "",
-                  f"`{path.relative_to(ROOT)}` ({_where(rep)}, `{rep['settings'].get('command', '')}`) against the "
-                  f"committed run ({_where(base)}): same facts in the same order; ES / PS / NS in %, perplexity.", "",
-                  "| edits | ES | ES there | PS | PS there | NS | NS there | ppl | ppl there |", "|---|---|---|---|---|---|---|---|---|"]
-        for p in rep["curve"]:
-            q = theirs.get(p["n_edits"])
-            if q is None:
-                continue
+        key = (rep["summary"]["method"], rep["summary"]["mode"])
+        if key in by_key and rep.get("curve") and by_key[key].get("curve"):
+            groups.setdefault(key, []).append((str(path.relative_to(ROOT)), rep))
+    for (method, mode), reps in groups.items():
+        base = by_key[(method, mode)]
+        runs_here = [(f"assets/results/{method}_{mode}.json", base)] + reps
+        lines += ["", f"## The same {method} {mode} run, repeated", "",
+                  "Same code, facts and order; only the arithmetic differs (thread count, GPU kernels), and in",
+                  "sequential mode each edit starts from the weights the earlier ones left, so rounding",
+                  "differences grow into different edits. Row 0 scores all the facts a run was given",
+                  "(its --limit). ES / PS / NS in %, then held-out perplexity:", ""]
+        for i, (name, r) in enumerate(runs_here, 1):
+            lines.append(f"{i}. `{name}` — {_where(r)}, n={r['summary']['n']}: `{r['settings'].get('command', '')}`")
+        order = " / ".join(str(i) for i in range(1, len(runs_here) + 1))
+        lines += ["", f"| edits | ES (runs {order}) | PS | NS | ppl |", "|---|---|---|---|---|"]
+        curves = [{p["n_edits"]: p for p in r["curve"]} for _, r in runs_here]
+        # Only the points at least two runs reached: the rest is in the curve tables above.
+        for n_edits in sorted(n for n in set().union(*curves) if sum(n in c for c in curves) > 1):
             cells = []
-            for k, pct in (("efficacy_score", True), ("paraphrase_score", True), ("neighborhood_score", True), ("perplexity", False)):
-                cells += [_fmt(q.get(k), pct), _fmt(p.get(k), pct)]
-            lines.append(f"| {p['n_edits']} | " + " | ".join(cells) + " |")
-        lines += ["", "(\"there\" = the replication; the other columns = the committed run.)"]
+            for k, pct in (("efficacy_score", True), ("paraphrase_score", True), ("neighborhood_score", True),
+                           ("perplexity", False)):
+                cells.append(" / ".join(_fmt(c[n_edits].get(k), pct) if n_edits in c else "–" for c in curves))
+            lines.append(f"| {n_edits} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -235,7 +241,8 @@ def hardware(model) -> str:
 
     if model.device.type == "cuda":
         return f"{torch.cuda.get_device_name(model.device)} (torch {torch.__version__})"
-    return f"cpu, {torch.get_num_threads()} threads (torch {torch.__version__})"
+    n = torch.get_num_threads()
+    return f"cpu, {n} thread{'s' if n != 1 else ''} (torch {torch.__version__})"
 
 
 def main(argv=None) -> int:
