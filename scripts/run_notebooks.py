@@ -40,7 +40,8 @@ def run(path: Path, *, quick: bool, timeout: int) -> float:
         "run": "quick (WORKBENCH_QUICK=1)" if quick else "full",
         "seconds": round(seconds),
         "date": datetime.date.today().isoformat(),
-        "machine": f"{os.cpu_count()} CPU cores",
+        "machine": f"{os.cpu_count()} CPU cores"
+        + (f", {os.environ['OMP_NUM_THREADS']} torch thread(s)" if os.environ.get("OMP_NUM_THREADS") else ""),
     }
     nbformat.write(nb, path)
     return seconds
