@@ -236,7 +236,7 @@ def threshold_sweep(facts) -> dict:
 
 
 def hardware(model) -> str:
-    """Where the run's seconds were measured: a GPU's name, or the CPU's core count."""
+    """Where the run's seconds were measured: a GPU's name, or the CPU thread count."""
     import torch
 
     if model.device.type == "cuda":
