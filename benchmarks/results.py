@@ -274,7 +274,12 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if not args.no_sweep:
         (out / "retrieval_threshold.json").write_text(json.dumps(threshold_sweep(facts), indent=1) + "\n")
-    hparams = json.loads(args.hparams) if args.hparams else {}
+    try:
+        hparams = json.loads(args.hparams) if args.hparams else {}
+    except json.JSONDecodeError as exc:
+        p.error(f"--hparams is not JSON ({exc}): give e.g. '{{\"linf\": 0.005}}'")
+    if not isinstance(hparams, dict):
+        p.error("--hparams must be a JSON object of hyperparameter names and values")
     model = wb.load_model(args.model, device=args.device)
     for method in args.methods:
         for mode in args.modes:
