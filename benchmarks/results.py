@@ -49,6 +49,8 @@ def _fmt(value, percent: bool) -> str:
 def _where(run: dict) -> str:
     """Short name of the hardware a run was measured on (files older than the field: this 2-core CPU)."""
     hw = run.get("settings", {}).get("hardware") or "cpu, 2 cores"
+    # The two 1-thread sequential files were written before hardware() said "thread" in the singular;
+    # the files keep what the run wrote, the table reads well.
     return hw.split(" (torch")[0].replace(" 1 threads", " 1 thread")
 
 
