@@ -91,6 +91,8 @@ def test_nan_loss_aborts(tiny, monkeypatch):
     snap = _snapshot(tiny)
     real = tiny.logits_from_hidden
     monkeypatch.setattr(tiny, "logits_from_hidden", lambda h: real(h) * float("nan"))
+    mixed = optimize.MixedUnembed.__call__  # the v* search's default unembedding
+    monkeypatch.setattr(optimize.MixedUnembed, "__call__", lambda self, h, keep=None: mixed(self, h, keep) * float("nan"))
     with pytest.raises(wb.WorkbenchError, match="NaN"):
         wb.edit(tiny, FACTS[0], method="rome", layers=[1], **FAST["rome"])
     with pytest.raises(wb.WorkbenchError, match="NaN"):

@@ -104,3 +104,36 @@ def test_suffix_only_search_equals_full_forward(name):
     assert max(abs(a - b) for a, b in zip(fast.losses, slow.losses)) < 1e-4 * max(1.0, max(slow.losses))
     assert torch.allclose(fast.init[site], slow.init[site], atol=1e-5)
     assert torch.allclose(fast.deltas[site], slow.deltas[site], atol=1e-4)
+
+
+def test_ridge_solver_matches_a_direct_solve(tiny):
+    from workbench.editing.stats import ridge_solver
+
+    C = second_moment(tiny, 2, samples=1500)
+    g = torch.Generator().manual_seed(3)
+    k = torch.randn(tiny.d_mlp, generator=g, dtype=torch.float64)
+    delta = torch.randn(tiny.d_model, generator=g, dtype=torch.float64)
+    solve = ridge_solver(tiny, 2, samples=1500, reg=1e-4)
+    fast = rank_one_update(None, k, delta, solve=solve)
+    slow = rank_one_update(C, k, delta, reg=1e-4)
+    assert torch.allclose(fast, slow, rtol=1e-8, atol=1e-10 * float(slow.abs().max()))
+    # The factor is kept: a second solver for the same key reuses it.
+    assert ridge_solver(tiny, 2, samples=1500, reg=1e-4)(k).equal(solve(k))
+    with pytest.raises(wb.WorkbenchError, match="needs C or solve"):
+        rank_one_update(None, k, delta)
+
+
+def test_capture_stops_after_the_last_hook_it_needs(tiny):
+    """Keys captured with the forward cut short equal the keys of a full forward."""
+    prefixes = context_prefixes(tiny, 2)
+    kb = build_batch(tiny, [FACT], prefixes, kl_prompt=None, with_targets=False)
+    hook = tiny.roles.hook("ffn_keys", 0)
+    later = tiny.roles.hook("ffn_keys", tiny.n_layers - 1)
+    calls = []
+    k = capture(tiny, kb, [hook], extra_hooks=[(later, lambda a, hook=None: calls.append(1))])[hook][0]
+    assert not calls  # the last block never ran
+    full = {}
+    with torch.no_grad(), tiny.bridge.hooks(fwd_hooks=[(hook, lambda a, hook=None: full.setdefault("k", a))]):
+        tiny.hidden(kb.ids, kb.mask)
+    mean = torch.stack([full["k"][i, kb.subject_pos[i]] for i in range(len(kb.fact_of))]).double().mean(0)
+    assert torch.allclose(k, mean, atol=1e-6)

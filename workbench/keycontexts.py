@@ -34,7 +34,7 @@ from workbench.corpus import CORPUS_NAME, wiki_texts
 from workbench.errors import WorkbenchError
 from workbench.lens import TokenScore, check_prompt, top_tokens
 from workbench.memories import key_coefficients, key_index, value_logits
-from workbench.model import Model
+from workbench.model import Model, StopForward
 from workbench.progress import CancelToken, progress
 from workbench.results import Result
 
@@ -62,10 +62,6 @@ class LayerContexts:
     top_where: Int[Tensor, "d_mlp top_n"]
     bottom_values: Float[Tensor, "d_mlp top_n"]
     bottom_where: Int[Tensor, "d_mlp top_n"]
-
-
-class _Stop(Exception):
-    """Raised from a hook to skip the blocks after the last layer we need."""
 
 
 def _cache_path(model: Model, layer: int, n_texts: int, max_tokens: int, top_n: int):
@@ -144,7 +140,7 @@ def top_contexts(
         def save(acts, hook):
             captured[layer] = acts.detach().float().cpu()
             if layer == last:
-                raise _Stop
+                raise StopForward
             return acts
 
         return save
@@ -165,7 +161,7 @@ def top_contexts(
             where = (torch.tensor(batch)[:, None] * max_tokens + torch.arange(width)[None]).reshape(-1)
             try:
                 model.hidden(ids.to(model.device), mask.long().to(model.device))
-            except _Stop:
+            except StopForward:
                 pass
             flat_valid = valid.reshape(-1, 1)
             for l in missing:

@@ -24,6 +24,14 @@ from workbench.errors import WorkbenchError
 from workbench.loading import DEFAULT_MODEL, load_hf
 
 
+class StopForward(Exception):
+    """Raised from a hook once a forward pass has given what it was run for.
+
+    The caller catches it around the forward call; the blocks above the hook are
+    skipped (statistics, key capture, key contexts read only early layers).
+    """
+
+
 @dataclass
 class Model:
     """A loaded language model, ready for hooks and edits.

@@ -50,7 +50,7 @@ from torch import Tensor
 
 from workbench.errors import WorkbenchError
 from workbench.facts import ASSETS, Fact
-from workbench.model import Model
+from workbench.model import Model, StopForward
 from workbench.progress import CancelToken, Cancelled, progress
 from workbench.results import Result
 
@@ -261,10 +261,6 @@ def window_layers(layer: int, window: int, n_layers: int) -> tuple[int, int]:
 _DROP_KWARGS = ("cache", "past_key_values", "past_key_value", "layer_past", "use_cache")
 
 
-class _StopForward(Exception):
-    """Raised from a hook to end a forward pass once the wanted activation is read."""
-
-
 class BlockRunner:
     """Run a model's blocks from any layer on a batch of same-length sequences.
 
@@ -417,12 +413,12 @@ def _embed_rows(model: Model, ids: list[int], chunk: int = 4096) -> Float[Tensor
 
         def grab(x, hook):
             got["x"] = x.detach()
-            raise _StopForward
+            raise StopForward
 
         try:
             with torch.no_grad(), model.bridge.hooks(fwd_hooks=[(model.roles.hook("embed"), grab)]):
                 model.hf_model.base_model(input_ids=batch, use_cache=False)
-        except _StopForward:
+        except StopForward:
             pass
         out.append(got["x"][:, 0])
     return torch.cat(out)

@@ -32,7 +32,7 @@ Example:
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from jaxtyping import Float
@@ -53,19 +53,22 @@ from workbench.editing.optimize import (
     virtual_update_hooks,
     warn_if_unknown,
 )
-from workbench.editing.stats import DEFAULT_SAMPLES, second_moment
+from workbench.editing.stats import DEFAULT_SAMPLES, ridge_solver
 from workbench.errors import WorkbenchError
 from workbench.facts import Fact
 
 
 def rank_one_update(
-    C: Float[Tensor, "d_mlp d_mlp"], k: Float[Tensor, " d_mlp"], delta: Float[Tensor, " d_model"], *, reg: float = 1e-4
+    C: Float[Tensor, "d_mlp d_mlp"] | None, k: Float[Tensor, " d_mlp"], delta: Float[Tensor, " d_model"], *,
+    reg: float = 1e-4, solve: Callable[[Tensor], Tensor] | None = None,
 ) -> Float[Tensor, "d_model d_mlp"]:
     """ΔW = δ uᵀ / (uᵀ k) with u = (C + reg·mean(diag C)·I)⁻¹ k, in float64.
 
     ``(W + ΔW) k = W k + δ`` holds exactly whatever C is; C only decides which
     other keys the edit also moves. The small ridge keeps C⁻¹ finite when some
-    key direction never occurs in the corpus.
+    key direction never occurs in the corpus. ``solve`` (from
+    :func:`~workbench.editing.stats.ridge_solver`) replaces C and reg with a
+    cached factorisation of the same matrix.
 
     Example:
         >>> C = torch.eye(4, dtype=torch.float64); k = torch.ones(4, dtype=torch.float64)
@@ -73,10 +76,15 @@ def rank_one_update(
         >>> (dW @ k).tolist()
         [1.0, 0.0]
     """
-    C = C.double()
+    if solve is None and C is None:
+        raise WorkbenchError("rank_one_update needs C or solve")
     k = k.double()
-    ridge = reg * float(C.diagonal().mean()) if C.numel() else 0.0
-    u = torch.linalg.solve(C + ridge * torch.eye(C.shape[0], dtype=torch.float64, device=C.device), k)
+    if solve is not None:
+        u = solve(k)
+    else:
+        C = C.double()
+        ridge = reg * float(C.diagonal().mean()) if C.numel() else 0.0
+        u = torch.linalg.solve(C + ridge * torch.eye(C.shape[0], dtype=torch.float64, device=C.device), k)
     denom = float(u @ k)
     if not denom > 0:
         raise WorkbenchError("the key has no weight under C⁻¹ (uᵀk ≤ 0); cannot place a rank-one edit")
@@ -122,7 +130,7 @@ def rome(
 
     def compute() -> dict[str, Tensor]:
         t0 = time.perf_counter()
-        C = second_moment(model, layer, samples=samples).to(model.device)
+        solve = ridge_solver(model, layer, samples=samples, reg=reg)
         info["stats_seconds"] = time.perf_counter() - t0
         prefixes = context_prefixes(model, n_prefixes)
         key_prefixes = context_prefixes(model, n_key_prefixes)
@@ -136,7 +144,7 @@ def rome(
             k = capture(model, kb, [keys_hook], extra_hooks=extra)[keys_hook][0].to(model.device)
             res = optimize_deltas(model, fact, [out_hook], prefixes=prefixes, params=params, extra_hooks=extra)
             delta = res.deltas[out_hook].to(model.device)
-            dW = dW + rank_one_update(C, k, delta, reg=reg)
+            dW = dW + rank_one_update(None, k, delta, solve=solve)
             info["facts"].append({
                 "subject": fact.subject, "nll": res.nll, "prob": res.prob, "steps": res.steps,
                 "delta_norm": float(delta.norm()), "init_norm": float(res.init[out_hook].norm()),

@@ -206,6 +206,17 @@ def _without_conflicts(facts: list[Fact]) -> tuple[list[Fact], int]:
     return kept, len(facts) - len(kept)
 
 
+def _takes(method: str, name: str) -> bool:
+    """Whether the editing method ``method`` has a keyword argument ``name``."""
+    import inspect
+
+    from workbench.editing import METHODS, _load_methods
+
+    _load_methods()
+    fn = METHODS.get(method)
+    return fn is not None and name in inspect.signature(fn).parameters
+
+
 def _select_known(model, facts: list[Fact], limit: int | None, *, check: bool) -> tuple[list[Fact], int]:
     """The first ``limit`` facts the model knows, and how many examined facts it did not."""
     if not check:
@@ -329,9 +340,14 @@ def evaluate(
     def out_of_time() -> bool:
         return time_limit is not None and time.perf_counter() - called > time_limit
 
+    call_kwargs = dict(edit_kwargs)
+    if known_only and "check_known" not in call_kwargs and _takes(method, "check_known"):
+        # Every fact was just checked to be known; the method's own check would probe it again.
+        call_kwargs["check_known"] = False
+
     def do_edit(batch: list[Fact]):
         t0 = time.perf_counter()
-        h = edit(model, batch if len(batch) > 1 else batch[0], method=method, **edit_kwargs)
+        h = edit(model, batch if len(batch) > 1 else batch[0], method=method, **call_kwargs)
         handles.append(h)
         edit_seconds.append(time.perf_counter() - t0)
         return h, edit_seconds[-1]
