@@ -127,6 +127,8 @@ def test_bad_input(tiny):
             wb.edit(tiny, FACTS[0], method=method, layers=[1], stepz=3)
     with pytest.raises(wb.WorkbenchError, match="steps must be at least 1"):
         wb.edit(tiny, FACTS[0], method="rome", layers=[1], steps=0)
+    with pytest.raises(wb.WorkbenchError, match=r"beta1 .* must be in \[0, 1\), got 1.0"):
+        wb.edit(tiny, FACTS[0], method="rome", layers=[1], beta1=1.0)
     assert _same(tiny, snap)
     assert wb.active_edits(tiny) == []
 
