@@ -52,6 +52,7 @@ from workbench.editing.optimize import (
 from workbench.editing.stats import DEFAULT_SAMPLES, second_moments
 from workbench.errors import WorkbenchError
 from workbench.facts import Fact
+from workbench.model import StopForward
 from workbench.progress import progress
 
 
@@ -75,13 +76,17 @@ def residual_targets(model, facts: Sequence[Fact], prefixes: Sequence[str], last
 
         def grab(acts, hook=None):
             got["z"] = acts
+            raise StopForward  # z is read; the blocks above cannot change it
 
         chunk_hooks = [
             (name, _add_at(torch.arange(len(r)), subj[sl].to(model.device), d[fact_of[sl]].float().to(model.device)))
             for name, d in deltas.items()
         ] + [(resid, grab)]
         with torch.no_grad(), model.bridge.hooks(fwd_hooks=chunk_hooks):
-            model.hidden(batch.ids[r], batch.mask[r])
+            try:
+                model.hidden(batch.ids[r], batch.mask[r])
+            except StopForward:
+                pass
         z = got["z"][torch.arange(len(r)), subj[sl].to(got["z"].device)].double().cpu()
         out.index_add_(0, fact_of[sl], z)
         count.index_add_(0, fact_of[sl], torch.ones(len(r), dtype=torch.float64))
@@ -207,10 +212,14 @@ def _mean_rms(model, batch, out_hook: str, updates: dict[int, Tensor]) -> Tensor
 
         def grab(acts, hook=None):
             got["x"] = acts
+            raise StopForward
 
         # Registered after the virtual updates so it sees the updated output of this layer.
         with torch.no_grad(), model.bridge.hooks(fwd_hooks=hooks + [(out_hook, grab)]):
-            model.hidden(batch.ids[rows], batch.mask[rows])
+            try:
+                model.hidden(batch.ids[rows], batch.mask[rows])
+            except StopForward:
+                pass
         pos = torch.tensor([batch.subject_pos[r] for r in rows])
         x = got["x"][torch.arange(len(rows)), pos.to(got["x"].device)].double().cpu()
         idx = torch.tensor([batch.fact_of[r] for r in rows])
