@@ -5,8 +5,9 @@ step, forward and backward. With Gemma's 262k-token vocabulary that product is
 about half of a step on a CPU, and its cost is compute, not Python. So
 :class:`MixedUnembed` computes it in two parts:
 
-* every logit in bfloat16 (CPUs with AVX-512 BF16 or AMX do this about twice as
-  fast as float32), and
+* every logit in bfloat16 (on the 2-core CPU this project is measured on, which
+  has AVX-512 BF16, the forward product for 16 rows took 0.044 s instead of
+  0.12 s in float32), and
 * the logits that matter exactly, in float32: the tokens the loss reads (the
   object's tokens) and each row's ``top_k`` most likely tokens, which hold
   nearly all of the probability mass.
