@@ -53,7 +53,7 @@ from workbench.editing.optimize import (
     virtual_update_hooks,
     warn_if_unknown,
 )
-from workbench.editing.stats import DEFAULT_SAMPLES, ridge_solver
+from workbench.editing.stats import DEFAULT_SAMPLES, ridge_solver, with_ridge
 from workbench.errors import WorkbenchError
 from workbench.facts import Fact
 
@@ -82,9 +82,7 @@ def rank_one_update(
     if solve is not None:
         u = solve(k)
     else:
-        C = C.double()
-        ridge = reg * float(C.diagonal().mean()) if C.numel() else 0.0
-        u = torch.linalg.solve(C + ridge * torch.eye(C.shape[0], dtype=torch.float64, device=C.device), k)
+        u = torch.linalg.solve(with_ridge(C, reg), k)
     denom = float(u @ k)
     if not denom > 0:
         raise WorkbenchError("the key has no weight under C⁻¹ (uᵀk ≤ 0); cannot place a rank-one edit")

@@ -159,6 +159,13 @@ def second_moment(model, layer: int, **kwargs) -> Float[Tensor, "d_mlp d_mlp"]:
     return second_moments(model, [layer], **kwargs)[layer]
 
 
+def with_ridge(C: Float[Tensor, "d d"], reg: float) -> Float[Tensor, "d d"]:
+    """``C + reg·mean(diag C)·I`` in float64: the matrix ROME inverts."""
+    C = C.double()
+    ridge = reg * float(C.diagonal().mean()) if C.numel() else 0.0
+    return C + ridge * torch.eye(C.shape[0], dtype=torch.float64, device=C.device)
+
+
 def ridge_solver(model, layer: int, *, samples: int = DEFAULT_SAMPLES, reg: float = 1e-4) -> Callable[[Tensor], Tensor]:
     """``x ↦ (C + reg·mean(diag C)·I)⁻¹ x`` in float64, for C of ``layer``.
 
@@ -174,10 +181,8 @@ def ridge_solver(model, layer: int, *, samples: int = DEFAULT_SAMPLES, reg: floa
     held: dict = model.__dict__.setdefault("_workbench_ridge_factors", {})
     key = (layer, samples, reg, str(model.device))
     if key not in held:
-        C = second_moment(model, layer, samples=samples).to(model.device).double()
-        ridge = reg * float(C.diagonal().mean()) if C.numel() else 0.0
-        A = C + ridge * torch.eye(C.shape[0], dtype=torch.float64, device=C.device)
-        factor, info = torch.linalg.cholesky_ex(A)
+        C = second_moment(model, layer, samples=samples).to(model.device)
+        factor, info = torch.linalg.cholesky_ex(with_ridge(C, reg))
         if int(info) != 0:
             raise WorkbenchError(
                 f"C + ridge of layer {layer} is not positive definite (reg={reg}); use a larger reg"
