@@ -92,6 +92,23 @@ def test_scores_agree_with_probe(model):
         assert p.p_true == pytest.approx(row.target(fact.target_true).prob, rel=1e-5)
 
 
+def test_batched_scores_equal_one_fact_at_a_time(model):
+    """score_facts batches several facts' sequences; each fact's numbers are score_fact's."""
+    from workbench.evaluation.scores import score_facts
+
+    facts = known_facts(model, 4)
+    one = [score_fact(model, f) for f in facts]
+    many = score_facts(model, facts, batch_size=5)  # batches that cut across facts
+    for a, b in zip(one, many):
+        assert [p.prompt for p in a.prompts] == [p.prompt for p in b.prompts]
+        for pa, pb in zip(a.prompts, b.prompts):
+            assert pb.p_new == pytest.approx(pa.p_new, rel=1e-5) and pb.success == pa.success
+            assert pb.p_true == pytest.approx(pa.p_true, rel=1e-5) if pa.p_true is not None else pb.p_true is None
+        assert b.neighbor_argmax == a.neighbor_argmax
+    with pytest.raises(wb.WorkbenchError, match="reference scores for"):
+        score_facts(model, facts, references=one[:2])
+
+
 def test_in_context_edit_flips_scores_and_locality_needs_reference(model):
     # A mechanical check: a prompt edit that forces the new object is seen by the scorer.
     fact = known_facts(model, 1)[0]
@@ -119,6 +136,22 @@ def test_perplexity_is_finite_and_sees_prompt_edits(model):
     fact = known_facts(model, 1)[0]
     with edit(model, fact, method="in-context"):
         assert perplexity(model, texts, max_tokens=16) != base
+
+
+def test_perplexity_batched_equals_hand_computed(model):
+    """Texts of different lengths, padded into batches: exp of the mean NLL of every text token."""
+    texts = ["The river flows through the old town and into the sea.", "A short one.",
+             "Mountains rise to the north, where the winters are long and cold and dark."]
+    nll, count = 0.0, 0
+    for text in texts:
+        ids = model.encode(text)[:20]
+        with torch.no_grad():
+            logp = model.hf_model(torch.tensor([ids])).logits[0].float().log_softmax(-1)
+        nll -= sum(float(logp[i - 1, t]) for i, t in enumerate(ids) if i >= 1)
+        count += len(ids) - 1
+    expected = math.exp(nll / count)
+    for batch_size in (1, 2, 3):
+        assert perplexity(model, texts, max_tokens=20, batch_size=batch_size) == pytest.approx(expected, rel=1e-5)
 
 
 def _state(model):
@@ -210,7 +243,7 @@ def test_cancel_and_interrupt_leave_no_edit(model, monkeypatch):
 
     def interrupting(*a, **k):
         calls["n"] += 1
-        if calls["n"] == 6:  # after a few edits are in place
+        if calls["n"] == 3:  # scoring the third edit: three edits are in place
             raise KeyboardInterrupt
         return real(*a, **k)
 

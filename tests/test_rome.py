@@ -85,16 +85,23 @@ def test_rome_flips_known_fact_on_default_model(gemma):
 
 
 @pytest.mark.parametrize("name", ["tiny-gemma3", "tiny-llama"])
-def test_suffix_only_search_equals_full_forward(name):
-    """The v* search re-running only the positions after the subject gives the full-forward losses and δ."""
-    from workbench.editing.optimize import SearchParams, optimize_deltas, virtual_update_hooks
+@pytest.mark.parametrize("site_layer, extra_layers", [(1, [0]), (2, [0, 2])])
+def test_suffix_only_search_equals_full_forward(name, site_layer, extra_layers):
+    """The v* search re-running only the suffix, above the edited block, gives the full-forward losses and δ.
+
+    Site at layer 2: blocks 0-1 are run once and skipped after; an earlier edit at layer 0
+    (below, baked into that first pass) and one at layer 2 (run every step) must both act.
+    """
+    from workbench.editing.optimize import SearchParams, SuffixRunner, build_batch, optimize_deltas, virtual_update_hooks
 
     model = wb.load_model(name)
     prefixes = context_prefixes(model, 3)
-    site = model.roles.hook("ffn_out", 1)
-    # An earlier edit of the same handle, present as hooks, must act on the cached prefix too.
+    site = model.roles.hook("ffn_out", site_layer)
+    # Earlier edits of the same handle, present as hooks, must act on the cached prefix too.
     g = torch.Generator().manual_seed(1)
-    extra = virtual_update_hooks(model, {0: torch.randn(model.d_model, model.d_mlp, generator=g, dtype=torch.float64) * 0.05})
+    extra = virtual_update_hooks(model, {
+        layer: torch.randn(model.d_model, model.d_mlp, generator=g, dtype=torch.float64) * 0.05 for layer in extra_layers
+    })
     runs = [
         optimize_deltas(model, FACT, [site], prefixes=prefixes, params=SearchParams(steps=4, stop_nll=0.0), extra_hooks=extra, reuse_prefix=r)
         for r in (True, False)
@@ -104,6 +111,15 @@ def test_suffix_only_search_equals_full_forward(name):
     assert max(abs(a - b) for a, b in zip(fast.losses, slow.losses)) < 1e-4 * max(1.0, max(slow.losses))
     assert torch.allclose(fast.init[site], slow.init[site], atol=1e-5)
     assert torch.allclose(fast.deltas[site], slow.deltas[site], atol=1e-4)
+    # The runner really skips the blocks below the site, and the model is itself again after.
+    batch = build_batch(model, [FACT], prefixes)
+    with torch.no_grad():
+        reference = model.hidden(batch.ids, batch.mask)
+    runner = SuffixRunner(model, batch, extra, start_block=site_layer)
+    assert runner.start_block == site_layer
+    runner.hidden()
+    with torch.no_grad():
+        assert torch.equal(model.hidden(batch.ids, batch.mask), reference)
 
 
 def test_ridge_solver_matches_a_direct_solve(tiny):

@@ -96,7 +96,7 @@ def rome(
     *,
     layers: Sequence[int] | None = None,
     samples: int = DEFAULT_SAMPLES,
-    n_prefixes: int = 10,
+    n_prefixes: int = 5,
     n_key_prefixes: int = 20,
     reg: float = 1e-4,
     check_known: bool = True,
@@ -110,7 +110,10 @@ def rome(
         layers: one layer (default: the best layer of this model's sweep).
         samples: corpus tokens behind C (cached per value).
         n_prefixes: generated context prefixes for the v* search (each one is a row of
-            every optimisation step, so they cost time).
+            every optimisation step, so they cost time). 5, as MEMIT uses: on 200 known
+            facts ES / PS / NS were 97.0 / 90.0 / 84.2 % with 5 and 97.5 / 91.6 / 84.0 %
+            with 10; 3.57 s per edit with 5 (2 CPU cores), 4.99 with 10 on the code before
+            the search skipped the blocks below the edited layer.
         n_key_prefixes: prefixes k* is averaged over (one forward pass in all; ROME uses ~20).
         reg: ridge on C (relative to its mean diagonal).
         check_known: warn about facts the model does not know.

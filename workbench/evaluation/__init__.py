@@ -1,7 +1,8 @@
 """Evaluation: did an edit change what the model knows, or only one prompt's answer?
 
 - :func:`score_fact` -- CounterFact scores (and, separately named, EasyEdit's
-  teacher-forced accuracy) of one fact on the model as it is now;
+  teacher-forced accuracy) of one fact on the model as it is now
+  (:func:`score_facts`: many facts, batched);
 - :func:`evaluate` -- a method over a dataset: independent, sequential or batch;
 - :func:`compare` -- several methods on the same facts;
 - :func:`perplexity`, :func:`fluency` -- what the edit did to the language model.
@@ -15,10 +16,10 @@ from workbench.evaluation.compare import CompareReport, compare
 from workbench.evaluation.evaluate import MODES, SUMMARY_KEYS, CurvePoint, EvalReport, FactRow, evaluate, read_report
 from workbench.evaluation.fluency import fluency, ngram_entropy
 from workbench.evaluation.perplexity import perplexity
-from workbench.evaluation.scores import FactScores, PromptScore, harmonic_mean, score_fact
+from workbench.evaluation.scores import FactScores, PromptScore, harmonic_mean, score_fact, score_facts
 
 __all__ = [
     "CompareReport", "CurvePoint", "EvalReport", "FactRow", "FactScores", "MODES", "PromptScore",
     "SUMMARY_KEYS", "compare", "evaluate", "fluency", "harmonic_mean", "ngram_entropy", "perplexity", "read_report",
-    "score_fact",
+    "score_fact", "score_facts",
 ]

@@ -37,6 +37,7 @@ def perplexity(
     *,
     n_texts: int = 20,
     max_tokens: int = 128,
+    batch_size: int = 5,
 ) -> float:
     """Perplexity of ``model`` on ``texts`` (default: the first ``n_texts`` held-out leads).
 
@@ -45,23 +46,35 @@ def perplexity(
         texts: texts to score; None reads ``wiki_texts("heldout", limit=n_texts)``.
         n_texts: how many held-out texts when ``texts`` is None.
         max_tokens: each text is truncated to this many tokens.
+        batch_size: texts per forward pass (right-padded; with causal attention the
+            padding cannot reach a text's own positions). Five 128-token texts at
+            once took about a quarter less time than one by one on 2 CPU cores.
     """
     if texts is None:
         from workbench.corpus import wiki_texts
 
         texts = wiki_texts("heldout", limit=n_texts)
+    prepared = [_context_and_text(model, text, max_tokens) for text in texts]
+    prepared = [(ids, start) for ids, start in prepared if len(ids) > start]
+    pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
     total_nll, total_tokens = 0.0, 0
-    for text in texts:
-        ids, start = _context_and_text(model, text, max_tokens)
-        if len(ids) <= start:
-            continue
+    for at in range(0, len(prepared), batch_size):
+        chunk = prepared[at : at + batch_size]
+        width = max(len(ids) for ids, _ in chunk)
+        ids_t = torch.full((len(chunk), width), int(pad), dtype=torch.long)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for row, (ids, _) in enumerate(chunk):
+            ids_t[row, : len(ids)] = torch.tensor(ids)
+            mask[row, : len(ids)] = 1
         with torch.no_grad():
-            hidden = model.hidden(torch.tensor([ids], device=model.device))[0]
+            hidden = model.hidden(ids_t.to(model.device), mask.to(model.device))
             # Unembed only the positions that predict a text token: Gemma's
             # vocabulary is 262k wide, so full logits of a long context are costly.
-            logits = model.logits_from_hidden(hidden[start - 1 : len(ids) - 1]).float()
-            targets = torch.tensor(ids[start:], device=logits.device)
+            rows = torch.cat([torch.full((len(ids) - start,), r) for r, (ids, start) in enumerate(chunk)])
+            cols = torch.cat([torch.arange(start - 1, len(ids) - 1) for ids, start in chunk])
+            logits = model.logits_from_hidden(hidden[rows, cols]).float()
+            targets = torch.tensor([t for ids, start in chunk for t in ids[start:]], device=logits.device)
             nll = torch.nn.functional.cross_entropy(logits, targets, reduction="sum")
         total_nll += float(nll)
-        total_tokens += len(ids) - start
+        total_tokens += len(targets)
     return math.exp(total_nll / total_tokens) if total_tokens else float("nan")

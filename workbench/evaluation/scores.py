@@ -36,6 +36,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -123,10 +124,52 @@ def score_fact(model, fact: Fact, *, reference: FactScores | None = None, batch_
         >>> s.efficacy   # the unedited model prefers Paris  # doctest: +SKIP
         0.0
     """
+    return score_facts(model, [fact], references=[reference], batch_size=batch_size)[0]
+
+
+def score_facts(
+    model, facts: Sequence[Fact], *, references: Sequence[FactScores | None] | None = None, batch_size: int = 32,
+) -> list[FactScores]:
+    """:func:`score_fact` for many facts, their sequences batched together.
+
+    The same numbers as one :func:`score_fact` call per fact (to float rounding:
+    padding never reaches a sequence's own positions). Faster: a forward pass of a
+    few dozen short sequences on a CPU costs little more than one of six, because
+    reading the weights, not the arithmetic, is most of it.
+
+    Example:
+        >>> befores = score_facts(model, facts[:8])      # doctest: +SKIP
+    """
+    facts = list(facts)
+    references = list(references) if references is not None else [None] * len(facts)
+    if len(references) != len(facts):
+        raise WorkbenchError(f"{len(references)} reference scores for {len(facts)} facts")
+    plans = [_plan(model, f) for f in facts]
+    sequences = [seq for plan in plans for seq in plan.sequences]
+    positions = [pos for plan in plans for pos in plan.positions]
+    logps = run_sequences(model, sequences, positions, batch_size=batch_size)
+    out, at = [], 0
+    for fact, plan, reference in zip(facts, plans, references):
+        n = len(plan.sequences)
+        out.append(_assemble(fact, plan, logps[at : at + n], reference))
+        at += n
+    return out
+
+
+@dataclass
+class _Plan:
+    """One fact's sequences to score: (kind, index, prompt, which target) per sequence."""
+
+    groups: list[tuple[str, list[str]]]
+    items: list[tuple[str, int, str, str]]
+    sequences: list[list[int]]
+    positions: list[list[int]]
+    targets: list[list[int]]
+
+
+def _plan(model, fact: Fact) -> _Plan:
     if fact.target_true is None or fact.target_new is None:
         raise WorkbenchError(f"fact about {fact.subject!r} needs both target_true and target_new to be scored")
-
-    # Plan: (kind, index, prompt, which target) per sequence.
     items: list[tuple[str, int, str, str]] = []
     groups = [("rewrite", [fact.text]), ("paraphrase", list(fact.paraphrase_prompts)),
               ("neighborhood", list(fact.neighborhood_prompts))]
@@ -150,11 +193,15 @@ def score_fact(model, fact: Fact, *, reference: FactScores | None = None, batch_
         sequences.append(ids + tids[:-1])
         positions.append(list(range(len(ids) - 1, len(ids) - 1 + len(tids))))
         tids_all.append(tids)
-    logps = run_sequences(model, sequences, positions, batch_size=batch_size)
+    return _Plan(groups, items, sequences, positions, tids_all)
 
+
+def _assemble(fact: Fact, plan: _Plan, logps: list[torch.Tensor], reference: FactScores | None) -> FactScores:
+    """The fact's scores from the log-probs of its planned sequences."""
+    groups = plan.groups
     # Per sequence: mean log-prob (CounterFact), argmax tokens (EasyEdit, implication top-1).
     scored: dict[tuple[str, int, str], tuple[float, list[int], list[int]]] = {}
-    for (kind, j, _, which), tids, logp in zip(items, tids_all, logps):
+    for (kind, j, _, which), tids, logp in zip(plan.items, plan.targets, logps):
         token_logps = logp[torch.arange(len(tids)), torch.tensor(tids)]
         prob = float(token_logps.mean().exp())
         scored[(kind, j, which)] = (prob, logp.argmax(-1).tolist(), tids)
