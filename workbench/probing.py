@@ -224,8 +224,18 @@ def generate(
     temperature: float = 1.0,
     top_k: int | None = None,
     seed: int = 0,
+    fast: bool = True,
 ) -> str:
     """Continue ``prompt``; greedy by default. Returns the continuation only.
+
+    Top-k sampling (``do_sample=True, top_k=k``) runs its own loop by default
+    (``fast``): the candidates come from a bfloat16 unembedding and their logits
+    are recomputed in float32 (:meth:`~workbench.editing.unembed.MixedUnembed.top_logits`),
+    then one ``torch.multinomial`` draw per token over the whole vocabulary, as
+    Hugging Face's ``generate`` does, so the same seed gives the same text
+    (bar a last-bit difference landing on a sampling boundary). Reading the 262k x 640
+    unembedding is most of a token's cost on a CPU; in bfloat16 it is half the bytes.
+    ``fast=False`` calls ``generate`` of Hugging Face.
 
     Example:
         >>> generate(model, "The Eiffel Tower is located in", max_new_tokens=5)
@@ -234,6 +244,14 @@ def generate(
     if not isinstance(prompt, str) or not prompt.strip():
         raise WorkbenchError("empty prompt")
     ids = model.tokens(model.contextualize(prompt))
+    if do_sample and top_k is not None and fast:
+        from workbench.editing.unembed import MixedUnembed
+
+        if MixedUnembed.supported(model):
+            with torch.random.fork_rng():
+                torch.manual_seed(seed)
+                new = _sample_top_k(model, ids, max_new_tokens=max_new_tokens, top_k=top_k, temperature=temperature)
+            return model.tokenizer.decode(new, skip_special_tokens=True)
     kwargs = {"do_sample": do_sample, "max_new_tokens": max_new_tokens, "pad_token_id": _pad_id(model)}
     if do_sample:
         kwargs.update(temperature=temperature, top_k=top_k)
@@ -244,3 +262,35 @@ def generate(
         torch.manual_seed(seed)
         out = model.hf_model.generate(ids, attention_mask=torch.ones_like(ids), use_cache=True, **kwargs)
     return model.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+
+
+def _sample_top_k(model: Model, ids: torch.Tensor, *, max_new_tokens: int, top_k: int, temperature: float) -> list[int]:
+    """Top-k sampling with a KV cache; draws from the global RNG like Hugging Face's sampler."""
+    import inspect
+
+    from workbench.editing.unembed import MixedUnembed
+
+    unembed = MixedUnembed(model)
+    base = model.hf_model.base_model
+    # transformers >= 5.2x names the argument ``cache`` (``past_key_values`` still works, with a warning).
+    cache_kwarg = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+    eos = model.hf_model.generation_config.eos_token_id
+    eos = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    vocab = unembed.weight.shape[0]
+    cache, x, new = None, ids, []
+    with torch.no_grad():
+        for _ in range(max_new_tokens):
+            out = base(input_ids=x, use_cache=True, **{cache_kwarg: cache})
+            cache = out.past_key_values
+            values, tokens = unembed.top_logits(out.last_hidden_state[:, -1], top_k)
+            if temperature != 1.0:
+                values = values / temperature
+            # The whole vocabulary, zeros outside the top k: the same draw as HF's top-k sampler.
+            probs = torch.zeros(1, vocab, device=values.device)
+            probs[0, tokens[0]] = values[0].softmax(-1)
+            token = int(torch.multinomial(probs, num_samples=1)[0, 0])
+            new.append(token)
+            if token in eos:
+                break
+            x = torch.tensor([[token]], device=ids.device)
+    return new
