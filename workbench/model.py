@@ -84,6 +84,17 @@ class Model:
     def device(self) -> torch.device:
         return next(self.hf_model.parameters()).device
 
+    @property
+    def cache_kwarg(self) -> str:
+        """The keyword under which the HF base model takes a KV cache.
+
+        transformers >= 5.2x names it ``cache`` (``past_key_values`` still works, with a warning).
+        """
+        import inspect
+
+        params = inspect.signature(self.hf_model.base_model.forward).parameters
+        return "cache" if "cache" in params else "past_key_values"
+
     def __repr__(self) -> str:
         return (
             f"Model({self.name!r}, family={self.roles.family}, layers={self.n_layers}, "

@@ -266,14 +266,11 @@ def generate(
 
 def _sample_top_k(model: Model, ids: torch.Tensor, *, max_new_tokens: int, top_k: int, temperature: float) -> list[int]:
     """Top-k sampling with a KV cache; draws from the global RNG like Hugging Face's sampler."""
-    import inspect
-
     from workbench.editing.unembed import MixedUnembed
 
     unembed = MixedUnembed(model)
     base = model.hf_model.base_model
-    # transformers >= 5.2x names the argument ``cache`` (``past_key_values`` still works, with a warning).
-    cache_kwarg = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+    cache_kwarg = model.cache_kwarg
     eos = model.hf_model.generation_config.eos_token_id
     eos = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
     vocab = unembed.weight.shape[0]

@@ -20,7 +20,6 @@ Example:
 from __future__ import annotations
 
 import copy
-import inspect
 import json
 import math
 import re
@@ -370,9 +369,7 @@ class SuffixRunner:
             pos[i, shift[i] : shift[i] + lens[i]] = torch.arange(lens[i])
         self.ids, self.mask, self.pos = ids.to(model.device), mask.to(model.device), pos.to(model.device)
         self.cache = None
-        # transformers >= 5.2x names the argument ``cache`` (``past_key_values`` still works, with a warning).
-        params = inspect.signature(model.hf_model.base_model.forward).parameters
-        self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
+        self._cache_kwarg = model.cache_kwarg
         if self.split > 0:
             with torch.no_grad(), model.bridge.hooks(fwd_hooks=self.extra_hooks):
                 out = model.hf_model.base_model(
