@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/aie.py --kind mlp --samples 3 --limit 120
+    python benchmarks/aie.py --kind mlp --samples 3 --limit 105
 
 Traces the first ``--limit`` facts of ``assets/known_trace_facts.json`` (facts the
 default model knows), averages the indirect effects by token group and layer, and
@@ -29,7 +29,7 @@ def main(argv=None) -> int:
     p.add_argument("--model", default="gemma-3-270m")
     p.add_argument("--kind", default="mlp", choices=["mlp", "attn", "resid", "all"])
     p.add_argument("--samples", type=int, default=3, help="noisy copies per fact (ROME used 10)")
-    p.add_argument("--limit", type=int, default=120, help="facts to trace")
+    p.add_argument("--limit", type=int, default=105, help="facts to trace (some may be skipped)")
     p.add_argument("--out", default=None, help="JSON path (default assets/results/aie_<model>_<kind>.json)")
     args = p.parse_args(argv)
     os.environ.setdefault("WORKBENCH_PROGRESS", "0")
