@@ -8,7 +8,7 @@ Traces the first ``--limit`` facts of ``assets/known_trace_facts.json`` (facts t
 default model knows), averages the indirect effects by token group and layer, and
 writes ``assets/results/aie_<model>_<kind>.json`` with the command that made it.
 Notebooks 02 and 05 load that file, since a run over 100+ facts takes longer than a
-class (on 2 CPU cores about 11 s per fact for ``mlp`` at 3 samples: 105 facts took 1,147 s). Prints the
+class (on 2 CPU cores 105 facts took 1,147 s for ``mlp`` at 3 samples, partly beside other jobs). Prints the
 peak (group, layer) of each kind and the wall time.
 """
 
