@@ -159,10 +159,7 @@ def top_contexts(
                 mask[row, : len(encoded[i])] = True
             valid = mask & (ids != bos) if bos is not None else mask
             where = (torch.tensor(batch)[:, None] * max_tokens + torch.arange(width)[None]).reshape(-1)
-            try:
-                model.hidden(ids.to(model.device), mask.long().to(model.device))
-            except StopForward:
-                pass
+            model.run_for_hooks(ids.to(model.device), mask.long().to(model.device))
             flat_valid = valid.reshape(-1, 1)
             for l in missing:
                 acts = captured[l].reshape(-1, d_mlp)

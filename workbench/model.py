@@ -158,6 +158,20 @@ class Model:
         out = self.hf_model.base_model(input_ids=tokens, attention_mask=attention_mask)
         return out.last_hidden_state
 
+    def run_for_hooks(self, tokens: Int[Tensor, "batch pos"], attention_mask: Tensor | None = None) -> None:
+        """Run the forward pass only for what its hooks record; a hook may end it with :class:`StopForward`.
+
+        Example:
+            >>> def grab(acts, hook=None):
+            ...     got.append(acts); raise StopForward      # the layers above are not needed
+            >>> with model.bridge.hooks(fwd_hooks=[("blocks.2.hook_resid_post", grab)]):  # doctest: +SKIP
+            ...     model.run_for_hooks(ids)
+        """
+        try:
+            self.hidden(tokens, attention_mask)
+        except StopForward:
+            pass
+
     def logits_from_hidden(self, hidden: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_vocab"]:
         """Unembed final (normed) hidden states, with the family's logit soft-cap if any."""
         logits = self.bridge.unembed(hidden)

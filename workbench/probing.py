@@ -250,7 +250,8 @@ def generate(
         if MixedUnembed.supported(model):
             with torch.random.fork_rng():
                 torch.manual_seed(seed)
-                new = _sample_top_k(model, ids, max_new_tokens=max_new_tokens, top_k=top_k, temperature=temperature)
+                new = _sample_top_k(model, MixedUnembed(model), ids, max_new_tokens=max_new_tokens, top_k=top_k,
+                                    temperature=temperature)
             return model.tokenizer.decode(new, skip_special_tokens=True)
     kwargs = {"do_sample": do_sample, "max_new_tokens": max_new_tokens, "pad_token_id": _pad_id(model)}
     if do_sample:
@@ -264,11 +265,10 @@ def generate(
     return model.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
 
 
-def _sample_top_k(model: Model, ids: torch.Tensor, *, max_new_tokens: int, top_k: int, temperature: float) -> list[int]:
+def _sample_top_k(
+    model: Model, unembed, ids: torch.Tensor, *, max_new_tokens: int, top_k: int, temperature: float
+) -> list[int]:
     """Top-k sampling with a KV cache; draws from the global RNG like Hugging Face's sampler."""
-    from workbench.editing.unembed import MixedUnembed
-
-    unembed = MixedUnembed(model)
     base = model.hf_model.base_model
     cache_kwarg = model.cache_kwarg
     eos = model.hf_model.generation_config.eos_token_id

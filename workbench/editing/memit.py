@@ -83,10 +83,7 @@ def residual_targets(model, facts: Sequence[Fact], prefixes: Sequence[str], last
             for name, d in deltas.items()
         ] + [(resid, grab)]
         with torch.no_grad(), model.bridge.hooks(fwd_hooks=chunk_hooks):
-            try:
-                model.hidden(batch.ids[r], batch.mask[r])
-            except StopForward:
-                pass
+            model.run_for_hooks(batch.ids[r], batch.mask[r])
         z = got["z"][torch.arange(len(r)), subj[sl].to(got["z"].device)].double().cpu()
         out.index_add_(0, fact_of[sl], z)
         count.index_add_(0, fact_of[sl], torch.ones(len(r), dtype=torch.float64))
@@ -216,10 +213,7 @@ def _mean_rms(model, batch, out_hook: str, updates: dict[int, Tensor]) -> Tensor
 
         # Registered after the virtual updates so it sees the updated output of this layer.
         with torch.no_grad(), model.bridge.hooks(fwd_hooks=hooks + [(out_hook, grab)]):
-            try:
-                model.hidden(batch.ids[rows], batch.mask[rows])
-            except StopForward:
-                pass
+            model.run_for_hooks(batch.ids[rows], batch.mask[rows])
         pos = torch.tensor([batch.subject_pos[r] for r in rows])
         x = got["x"][torch.arange(len(rows)), pos.to(got["x"].device)].double().cpu()
         idx = torch.tensor([batch.fact_of[r] for r in rows])

@@ -226,10 +226,7 @@ def capture(
 
         hooks = list(extra_hooks) + [(n, grabber(n)) for n in names]
         with torch.no_grad(), model.bridge.hooks(fwd_hooks=hooks):
-            try:
-                model.hidden(batch.ids[rows], batch.mask[rows])
-            except StopForward:
-                pass
+            model.run_for_hooks(batch.ids[rows], batch.mask[rows])
         idx = torch.tensor([batch.fact_of[r] for r in rows])
         pos = torch.tensor([batch.subject_pos[r] for r in rows])
         for n in names:

@@ -135,10 +135,7 @@ def second_moments(
                 cut[flat[:remaining]] = True
                 keep = cut.view_as(keep)
             mask_holder["mask"] = keep.to(model.device)
-            try:
-                model.hidden(ids.to(model.device), mask.long().to(model.device))
-            except StopForward:
-                pass
+            model.run_for_hooks(ids.to(model.device), mask.long().to(model.device))
             count += int(keep.sum())
             if count >= bar_total:
                 break

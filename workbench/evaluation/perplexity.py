@@ -54,27 +54,17 @@ def perplexity(
         from workbench.corpus import wiki_texts
 
         texts = wiki_texts("heldout", limit=n_texts)
+    from workbench.probing import run_sequences
+
     prepared = [_context_and_text(model, text, max_tokens) for text in texts]
     prepared = [(ids, start) for ids, start in prepared if len(ids) > start]
-    pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
+    # Only the positions that predict a text token are unembedded: Gemma's vocabulary
+    # is 262k wide, so full logits of a long context are costly.
+    logps = run_sequences(model, [ids for ids, _ in prepared],
+                          [list(range(start - 1, len(ids) - 1)) for ids, start in prepared], batch_size=batch_size)
     total_nll, total_tokens = 0.0, 0
-    for at in range(0, len(prepared), batch_size):
-        chunk = prepared[at : at + batch_size]
-        width = max(len(ids) for ids, _ in chunk)
-        ids_t = torch.full((len(chunk), width), int(pad), dtype=torch.long)
-        mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for row, (ids, _) in enumerate(chunk):
-            ids_t[row, : len(ids)] = torch.tensor(ids)
-            mask[row, : len(ids)] = 1
-        with torch.no_grad():
-            hidden = model.hidden(ids_t.to(model.device), mask.to(model.device))
-            # Unembed only the positions that predict a text token: Gemma's
-            # vocabulary is 262k wide, so full logits of a long context are costly.
-            rows = torch.cat([torch.full((len(ids) - start,), r) for r, (ids, start) in enumerate(chunk)])
-            cols = torch.cat([torch.arange(start - 1, len(ids) - 1) for ids, start in chunk])
-            logits = model.logits_from_hidden(hidden[rows, cols]).float()
-            targets = torch.tensor([t for ids, start in chunk for t in ids[start:]], device=logits.device)
-            nll = torch.nn.functional.cross_entropy(logits, targets, reduction="sum")
-        total_nll += float(nll)
+    for (ids, start), logp in zip(prepared, logps):
+        targets = torch.tensor(ids[start:])
+        total_nll -= float(logp[torch.arange(len(targets)), targets].double().sum())
         total_tokens += len(targets)
     return math.exp(total_nll / total_tokens) if total_tokens else float("nan")
