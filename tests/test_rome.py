@@ -103,7 +103,7 @@ def test_suffix_only_search_equals_full_forward(name, site_layer, extra_layers):
         layer: torch.randn(model.d_model, model.d_mlp, generator=g, dtype=torch.float64) * 0.05 for layer in extra_layers
     })
     runs = [
-        optimize_deltas(model, FACT, [site], prefixes=prefixes, params=SearchParams(steps=4, stop_nll=0.0), extra_hooks=extra, reuse_prefix=r)
+        optimize_deltas(model, FACT, [site], prefixes=prefixes, params=SearchParams(steps=4, stop_nll=0.0, low_precision=False), extra_hooks=extra, reuse_prefix=r)
         for r in (True, False)
     ]
     fast, slow = runs

@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -31,6 +32,8 @@ from jaxtyping import Float
 from torch import Tensor
 
 from workbench.cache import cache_dir, write_file_atomically
+from workbench.editing.lowp import LowPrecisionBlocks
+from workbench.editing.lowp import usable as lowp_usable
 from workbench.editing.unembed import MixedUnembed
 from workbench.errors import WorkbenchError
 from workbench.facts import Fact
@@ -283,6 +286,11 @@ class SearchParams:
     # unembedding's forward + backward of one fact's 12 rows took 0.15 s instead of
     # 0.26 s (1 CPU thread). False runs the plain float32 unembedding.
     mixed_unembed: bool = True
+    # Run the blocks from the edited layer up in bfloat16 during the steps, where the CPU does
+    # bfloat16 natively (lowp.py); stopping is decided in float32. ROME on 200 known facts
+    # (2 CPU cores): 2.98 s per edit instead of 3.57, ES / PS / NS 98.0 / 89.3 / 84.7 % instead
+    # of 97.0 / 90.0 / 84.2. False (or a GPU, or a CPU without bfloat16) runs float32 throughout.
+    low_precision: bool = True
 
     @classmethod
     def from_kwargs(cls, kwargs: dict, *, method: str) -> SearchParams:
@@ -474,6 +482,12 @@ def optimize_deltas(
     With ``reuse_prefix`` (default) each step recomputes only the positions from
     the last subject token on (see :class:`SuffixRunner`); ``False`` runs every
     position every step — the slow, obvious version the tests compare against.
+    With ``params.low_precision`` those steps run the blocks from the first site up
+    in bfloat16 where the CPU does it natively (``lowp.py``); a step that meets
+    ``stop_nll`` there is measured again in float32 before the search stops.
+
+    If ``stop_nll`` is never met, the δs returned are those of the step with the
+    lowest NLL, and ``nll`` is theirs (in float32).
 
     Raises:
         WorkbenchError: the optimisation produced NaN or inf.
@@ -520,7 +534,7 @@ def optimize_deltas(
     def forward(names: Sequence[str]) -> tuple[Tensor, Tensor | None]:
         hooks = [(n, adder(n)) for n in names]
         if runner is not None:
-            hidden = runner.hidden(hooks)
+            hidden = runner.hidden(hooks).float()
         else:
             with model.bridge.hooks(fwd_hooks=list(extra_hooks) + hooks):
                 hidden = model.hidden(batch.ids, batch.mask)
@@ -538,37 +552,61 @@ def optimize_deltas(
     init: dict[str, Tensor] = {}
     norms: dict[str, float] = {}
     kl_ref: Tensor | None = None
+
+    def objective() -> tuple[Tensor, Tensor]:
+        """(loss, NLL to compare with stop_nll) at the current δs; the first call sets init and the KL reference."""
+        nonlocal opt, init, norms, kl_ref
+        nll, kl_logp = forward(sites)
+        if opt is None:
+            # The unedited activations at the last subject token, averaged over the non-KL rows.
+            init = {n: seen[n][rows_idx, at[rows_idx]].double().mean(0).cpu() for n in sites}
+            norms = {n: float(v.norm()) for n, v in init.items()}
+            kl_ref = kl_logp.detach().float() if kl_logp is not None else None
+            opt = torch.optim.Adam([deltas[n] for n in sites], lr=params.lr, betas=(params.beta1, 0.999))
+        loss = nll
+        if alone:
+            nll_alone, _ = forward([n for n in sites if n in alone])
+            loss = loss + nll_alone
+            # The worse of "all δs" and "only the kept δs" is what must fall below stop_nll.
+            nll = torch.maximum(nll, nll_alone)
+        if kl_logp is not None and params.kl_weight:
+            kl = torch.nn.functional.kl_div(kl_ref, kl_logp, log_target=True, reduction="batchmean")
+            loss = loss + params.kl_weight * kl
+        for n, d in deltas.items():
+            loss = loss + params.weight_decay * d.pow(2).sum() / max(norms[n], 1e-8) ** 2
+        return loss, nll
+
+    low = (
+        LowPrecisionBlocks(model, runner.start_block)
+        if params.low_precision and runner is not None and lowp_usable(model) else None
+    )
     losses: list[float] = []
     nll_value = math.inf
+    best_nll, best = math.inf, {}
     step = 0
     for step in range(1, params.steps + 1):
         with torch.enable_grad():
-            nll, kl_logp = forward(sites)
-            if opt is None:
-                # The unedited activations at the last subject token, averaged over the non-KL rows.
-                init = {n: seen[n][rows_idx, at[rows_idx]].double().mean(0).cpu() for n in sites}
-                norms = {n: float(v.norm()) for n, v in init.items()}
-                kl_ref = kl_logp.detach() if kl_logp is not None else None
-                opt = torch.optim.Adam([deltas[n] for n in sites], lr=params.lr, betas=(params.beta1, 0.999))
-            opt.zero_grad()
-            loss = nll
-            if alone:
-                nll_alone, _ = forward([n for n in sites if n in alone])
-                loss = loss + nll_alone
-                # The worse of "all δs" and "only the kept δs" is what must fall below stop_nll.
-                nll = torch.maximum(nll, nll_alone)
-            if kl_logp is not None and params.kl_weight:
-                kl = torch.nn.functional.kl_div(kl_ref, kl_logp, log_target=True, reduction="batchmean")
-                loss = loss + params.kl_weight * kl
-            for n, d in deltas.items():
-                loss = loss + params.weight_decay * d.pow(2).sum() / max(norms[n], 1e-8) ** 2
+            precision = low or contextlib.nullcontext()
+            with precision:
+                loss, nll = objective()
+            if low is not None and float(nll.detach()) < params.stop_nll:
+                # Stop on float32 numbers only: measure this step again without bfloat16
+                # (and step from that graph if it is not below the threshold after all).
+                precision = contextlib.nullcontext()
+                loss, nll = objective()
             nll_value = float(nll.detach())
             losses.append(float(loss.detach()))
             if not math.isfinite(losses[-1]):
                 raise WorkbenchError(_nan_message(fact, step))
+            if nll_value < best_nll:
+                best_nll, best = nll_value, {n: d.detach().clone() for n, d in deltas.items()}
             if nll_value < params.stop_nll:
                 break
-            loss.backward()
+            assert opt is not None
+            opt.zero_grad()
+            with precision:
+                # Inside the same precision as the forward: autograd holds the weights it used.
+                loss.backward()
         opt.step()
         with torch.no_grad():
             for n, d in deltas.items():
@@ -577,6 +615,14 @@ def optimize_deltas(
                     d.mul_(limit / d.norm())
                 if not torch.isfinite(d).all():
                     raise WorkbenchError(_nan_message(fact, step))
+    else:
+        # Out of steps: the last update was never measured, and Adam can overshoot late
+        # (one gemma-3-270m fact went from NLL 0.06 to 2.1 in its last 12 steps), so return
+        # the δs with the lowest NLL measured — re-measured in float32 if bfloat16 found them.
+        with torch.no_grad():
+            for n, d in deltas.items():
+                d.copy_(best[n])
+            nll_value = best_nll if low is None else float(objective()[1])
     out = {n: d.detach().double().cpu() for n, d in deltas.items()}
     return DeltaResult(deltas=out, init=init, losses=losses, nll=nll_value, prob=math.exp(-nll_value), steps=step)
 
