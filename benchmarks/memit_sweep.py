@@ -1,4 +1,4 @@
-"""MEMIT with many facts in one batch: how do λ (``mom2_weight``) and the layer window change the scores?
+"""MEMIT with many facts in one batch: how do λ (``mom2_weight``), the layer window and the passes change the scores?
 
 The per-fact targets (the v* search at the window's last layer) do not depend on
 λ, so they are computed once per window and reused for every λ; each λ then
@@ -8,6 +8,7 @@ held-out perplexity) and a JSON summary at the end.
 
 Usage:
     WORKBENCH_CACHE=/tmp/wbcache python benchmarks/memit_sweep.py --n 100 --weights 2048,512,128 --windows 0-4,2-6
+    python benchmarks/memit_sweep.py --n 100 --weights 2048 --passes 1,2,3
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ def main(argv=None) -> int:
     ap.add_argument("--windows", default="0-4", help="comma-separated layer windows, e.g. 0-4,2-6")
     ap.add_argument("--facts", default="assets/known_facts.json")
     ap.add_argument("--model", default=wb.DEFAULT_MODEL)
+    ap.add_argument("--passes", default="1", help="comma-separated numbers of passes through the layers")
     ap.add_argument("--perplexity-texts", type=int, default=10)
     ap.add_argument("--samples", type=int, default=DEFAULT_SAMPLES, help="corpus tokens behind each C")
     args = ap.parse_args(argv)
@@ -70,15 +72,17 @@ def main(argv=None) -> int:
     print(json.dumps({"unedited": out["unedited"], "perplexity_before": out["perplexity_before"]}), file=sys.stderr, flush=True)
     for window in args.windows.split(","):
         layers = parse_window(window)
-        for weight in (float(w) for w in args.weights.split(",")):
+        settings = [(float(w), int(p)) for w in args.weights.split(",") for p in args.passes.split(",")]
+        for weight, passes in settings:
             start = time.perf_counter()
-            h = wb.edit(model, facts, method="memit", layers=layers, mom2_weight=weight,
+            h = wb.edit(model, facts, method="memit", layers=layers, mom2_weight=weight, passes=passes,
                         samples=args.samples, check_known=False)
             seconds = time.perf_counter() - start
             try:
-                row = {"layers": layers, "mom2_weight": weight, **score_facts(model, facts),
+                row = {"layers": layers, "mom2_weight": weight, "passes": passes, **score_facts(model, facts),
                        "perplexity": perplexity(model, n_texts=args.perplexity_texts),
-                       "final_residual_norm": h.info.get("final_residual_norm"), "seconds": seconds}
+                       "final_residual_norm": h.info.get("final_residual_norm"),
+                       "residual_norms": h.info.get("residual_norms"), "seconds": seconds}
             finally:
                 h.revert()
             out["runs"].append(row)

@@ -178,3 +178,21 @@ def test_cli_edit_json(capsys, tmp_path):
     assert set(out["probes"][0]["before"]) == {"top", "p_new", "p_true"}
     assert (tmp_path / "e.safetensors").exists()
     assert main(["edit", "--model", "tiny-gemma3", "--subject", "X", "--prompt", "no braces", "--target-new", "Y"]) == 2
+
+
+def test_memit_second_pass_starts_from_what_the_first_left(tiny):
+    """passes=2 goes through the layers again: its first residual of pass two is the
+    residual a one-pass edit leaves (the same targets), and both revert bitwise."""
+    snap = _snapshot(tiny)
+    one = wb.edit(tiny, FACTS, method="memit", layers=[1, 2], **FAST["memit"])
+    one.revert()
+    two = wb.edit(tiny, FACTS, method="memit", layers=[1, 2], passes=2, **FAST["memit"])
+    two.revert()
+    assert _same(tiny, snap)
+    norms = two.info["residual_norms"]
+    assert [len(norms[layer]) for layer in (1, 2)] == [2, 2]
+    assert norms[1][0] == pytest.approx(one.info["residual_norms"][1][0], rel=1e-6)
+    assert norms[1][1] == pytest.approx(one.info["final_residual_norm"], rel=1e-6)
+    with pytest.raises(wb.WorkbenchError, match="passes must be a positive integer"):
+        wb.edit(tiny, FACTS, method="memit", layers=[1, 2], passes=0, **FAST["memit"])
+    assert _same(tiny, snap)

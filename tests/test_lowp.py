@@ -60,13 +60,13 @@ def test_blocks_run_in_bfloat16_and_the_weights_come_back_bitwise(tiny):
 
 def test_bfloat16_copies_are_reused_until_the_weight_changes(tiny):
     p = tiny.hf_model.base_model.layers[1].mlp.down_proj.weight
-    first = lowp._bf16_copies(tiny, [p])[0]
-    assert lowp._bf16_copies(tiny, [p])[0] is first
+    first = lowp.bf16_copies(tiny, [p])[0]
+    assert lowp.bf16_copies(tiny, [p])[0] is first
     saved = p.detach().clone()
     try:
         with torch.no_grad():
             p[0, 0] += 1.0
-        again = lowp._bf16_copies(tiny, [p])[0]
+        again = lowp.bf16_copies(tiny, [p])[0]
         assert again is not first and torch.equal(again, p.detach().to(torch.bfloat16))
     finally:
         with torch.no_grad():

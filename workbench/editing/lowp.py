@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-_CACHE_ATTR = "_workbench_bf16_blocks"
+_CACHE_ATTR = "_workbench_bf16_copies"
 
 
 @functools.cache
@@ -66,7 +66,7 @@ class LowPrecisionBlocks:
         self._autocast = torch.autocast("cpu", dtype=torch.bfloat16)
 
     def __enter__(self) -> LowPrecisionBlocks:
-        copies = _bf16_copies(self.model, self.params)
+        copies = bf16_copies(self.model, self.params)
         self._saved = [p.data for p in self.params]
         try:
             for p, c in zip(self.params, copies):
@@ -89,13 +89,21 @@ class LowPrecisionBlocks:
         self._saved = []
 
 
-def _bf16_copies(model, params: list[torch.nn.Parameter]) -> list[Tensor]:
-    """bfloat16 copies of ``params``, kept on the model while each weight is unchanged."""
+def bf16_copies(model, params: list[Tensor]) -> list[Tensor]:
+    """bfloat16 copies of ``params``, kept on the model while each weight is unchanged.
+
+    Shared by :class:`LowPrecisionBlocks` and the mixed-precision unembedding.
+
+    Example:
+        >>> w = model.hf_model.lm_head.weight                          # doctest: +SKIP
+        >>> bf16_copies(model, [w])[0] is bf16_copies(model, [w])[0]  # doctest: +SKIP
+        True
+    """
     held: dict[int, tuple[tuple, Tensor]] = getattr(model, _CACHE_ATTR, None) or {}
     out = []
     for p in params:
         # An edit writes weights in place (bumping _version) or replaces them (new data_ptr).
-        key = (p.data_ptr(), p._version, tuple(p.shape))
+        key = (p.data_ptr(), p._version, p.device, tuple(p.shape))
         got = held.get(id(p))
         if got is None or got[0] != key:
             got = (key, p.detach().to(torch.bfloat16))

@@ -29,7 +29,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-_CACHE_ATTR = "_workbench_bf16_unembed"
+from workbench.editing.lowp import bf16_copies
 
 
 class MixedUnembed:
@@ -48,7 +48,7 @@ class MixedUnembed:
         self.weight: Tensor = lin.weight
         self.bias: Tensor | None = lin.bias
         self.cap = getattr(model.hf_model.config, "final_logit_softcapping", None)
-        self.weight_bf16 = _bf16_copy(model, self.weight)
+        self.weight_bf16 = bf16_copies(model, [self.weight])[0]
 
     @staticmethod
     def supported(model) -> bool:
@@ -97,14 +97,3 @@ class MixedUnembed:
             exact = torch.tanh(exact / self.cap) * self.cap
         values, where = exact.topk(min(k, n_cand), dim=-1)
         return values, cand.gather(-1, where)
-
-
-def _bf16_copy(model, weight: Tensor) -> Tensor:
-    """A bfloat16 copy of the unembedding, kept on the model while the weight is unchanged."""
-    key = (weight.data_ptr(), weight._version, weight.device, tuple(weight.shape))
-    held = getattr(model, _CACHE_ATTR, None)
-    if held is not None and held[0] == key:
-        return held[1]
-    copy = weight.detach().to(torch.bfloat16)
-    setattr(model, _CACHE_ATTR, (key, copy))
-    return copy
