@@ -58,9 +58,9 @@ class LowPrecisionBlocks:
 
     def __init__(self, model, start_block: int = 0) -> None:
         self.model = model
-        layers = model.hf_model.base_model.layers
+        # The bridge's blocks hold the HF layers' parameters, whatever the family calls its layer list.
         self.params: list[torch.nn.Parameter] = [
-            p for layer in layers[start_block:] for p in layer.parameters() if p.dim() == 2
+            p for block in model.bridge.blocks[start_block:] for p in block.parameters() if p.dim() == 2
         ]
         self._saved: list[Tensor] = []
         self._autocast = torch.autocast("cpu", dtype=torch.bfloat16)
