@@ -9,6 +9,7 @@ held-out perplexity) and a JSON summary at the end.
 Usage:
     WORKBENCH_CACHE=/tmp/wbcache python benchmarks/memit_sweep.py --n 100 --weights 2048,512,128 --windows 0-4,2-6
     python benchmarks/memit_sweep.py --n 100 --weights 2048 --passes 1,2,3
+    python benchmarks/memit_sweep.py --n 100 --weights 2048,512 --targets last,each
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ def main(argv=None) -> int:
     ap.add_argument("--facts", default="assets/known_facts.json")
     ap.add_argument("--model", default=wb.DEFAULT_MODEL)
     ap.add_argument("--passes", default="1", help="comma-separated numbers of passes through the layers")
+    ap.add_argument("--targets", default="last",
+                    help="comma-separated: last (MEMIT's residual target), each (a δ per layer)")
     ap.add_argument("--perplexity-texts", type=int, default=10)
     ap.add_argument("--samples", type=int, default=DEFAULT_SAMPLES, help="corpus tokens behind each C")
     args = ap.parse_args(argv)
@@ -72,17 +75,20 @@ def main(argv=None) -> int:
     print(json.dumps({"unedited": out["unedited"], "perplexity_before": out["perplexity_before"]}), file=sys.stderr, flush=True)
     for window in args.windows.split(","):
         layers = parse_window(window)
-        settings = [(float(w), int(p)) for w in args.weights.split(",") for p in args.passes.split(",")]
-        for weight, passes in settings:
+        settings = [(t, float(w), int(p)) for t in args.targets.split(",") for w in args.weights.split(",")
+                    for p in args.passes.split(",")]
+        for targets, weight, passes in settings:
             start = time.perf_counter()
             h = wb.edit(model, facts, method="memit", layers=layers, mom2_weight=weight, passes=passes,
-                        samples=args.samples, check_known=False)
+                        targets=targets, samples=args.samples, check_known=False)
             seconds = time.perf_counter() - start
             try:
-                row = {"layers": layers, "mom2_weight": weight, "passes": passes, **score_facts(model, facts),
+                row = {"layers": layers, "targets": targets, "mom2_weight": weight, "passes": passes,
+                       **score_facts(model, facts),
                        "perplexity": perplexity(model, n_texts=args.perplexity_texts),
                        "final_residual_norm": h.info.get("final_residual_norm"),
-                       "residual_norms": h.info.get("residual_norms"), "seconds": seconds}
+                       "residual_norms": h.info.get("residual_norms"), "misses": h.info.get("misses"),
+                       "target_seconds": h.info.get("target_seconds"), "seconds": seconds}
             finally:
                 h.revert()
             out["runs"].append(row)

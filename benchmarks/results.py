@@ -48,7 +48,11 @@ def _fmt(value, percent: bool) -> str:
 
 def _where(run: dict) -> str:
     """Short name of the hardware a run was measured on (files older than the field: this 2-core CPU)."""
-    hw = run.get("settings", {}).get("hardware") or "cpu, 2 cores"
+    settings = run.get("settings", {})
+    hw = settings.get("hardware") or "cpu, 2 cores"
+    # A resumed run names every machine it ran on, in order, once each.
+    parts = [p.get("hardware") or "cpu, 2 cores" for p in settings.get("resumed") or []] + [hw]
+    hw = " + ".join(dict.fromkeys(h.split(" (torch")[0] for h in parts))
     # The two 1-thread sequential files were written before hardware() said "thread" in the singular;
     # the files keep what the run wrote, the table reads well.
     return hw.split(" (torch")[0].replace(" 1 threads", " 1 thread")
@@ -261,6 +265,8 @@ def main(argv=None) -> int:
     p.add_argument("--time-limit", type=float, default=None,
                    help="seconds per run after which no new edit starts (the JSON says stopped_early)")
     p.add_argument("--hparams", default=None, help='JSON of edit hyperparameters, e.g. \'{"linf": 0.005}\'')
+    p.add_argument("--resume", action="store_true",
+                   help="go on from the JSON a stopped run left (in --out, else assets/results/): independent mode only")
     p.add_argument("--out", default=None,
                    help="write the JSON files here instead of assets/results/ (docs and README untouched)")
     args = p.parse_args(argv)
@@ -269,7 +275,7 @@ def main(argv=None) -> int:
         return 0
     os.environ.setdefault("WORKBENCH_PROGRESS", "0")
     import workbench as wb
-    from workbench.evaluation import evaluate
+    from workbench.evaluation import evaluate, read_report
 
     facts = wb.read_facts(args.dataset)
     out = Path(args.out) if args.out else RESULTS
@@ -286,12 +292,20 @@ def main(argv=None) -> int:
     for method in args.methods:
         for mode in args.modes:
             t0 = time.perf_counter()
+            path = out / f"{method}_{mode}.json"
+            earlier = read_report(path) if args.resume and path.exists() else None
             report = evaluate(model, facts, method=method, mode=mode, limit=args.limit, every=args.every,
-                              time_limit=args.time_limit, **hparams)
+                              time_limit=args.time_limit, resume=earlier, **hparams)
             data = report.to_dict()
             data["settings"]["dataset"] = os.path.relpath(args.dataset, ROOT)
             data["settings"]["wall_seconds"] = time.perf_counter() - t0
             data["settings"]["hardware"] = hardware(model)
+            if earlier is not None:
+                # Each part's machine, wall time and command stay on record; the wall time is the sum.
+                part = data["settings"]["resumed"][-1]
+                for key in ("hardware", "wall_seconds", "command"):
+                    part[key] = earlier.settings.get(key)
+                data["settings"]["wall_seconds"] += earlier.settings.get("wall_seconds") or 0.0
             # The command that reproduces this one file (the docs list them per row).
             data["settings"]["command"] = (
                 f"python benchmarks/results.py --methods {method} --modes {mode} --every {args.every} --no-sweep"
@@ -300,8 +314,9 @@ def main(argv=None) -> int:
                 + (f" --device {args.device}" if args.device else "")
                 + (f" --time-limit {args.time_limit:g}" if args.time_limit else "")
                 + (f" --hparams '{json.dumps(hparams)}'" if hparams else "")
+                + (" --resume" if earlier is not None else "")
             )
-            (out / f"{method}_{mode}.json").write_text(json.dumps(data, indent=1) + "\n")
+            path.write_text(json.dumps(data, indent=1) + "\n")
             print(json.dumps(report.summary), flush=True)
     if not args.out:
         write_docs()

@@ -42,6 +42,11 @@ def _same(model, snap) -> bool:
     return all(torch.equal(snap[k], v) for k, v in model.state_dict().items())
 
 
+def _p_new(model, facts) -> list[float]:
+    """p(target_new) after each fact's own prompt."""
+    return [wb.probe(model, f.text, targets=[f.target_new])[0].target(f.target_new).prob for f in facts]
+
+
 @pytest.mark.parametrize("method", ["rome", "memit", "pmet", "ft", "kn"])
 def test_revert_is_bitwise(tiny, method):
     snap = _snapshot(tiny)
@@ -178,6 +183,29 @@ def test_cli_edit_json(capsys, tmp_path):
     assert set(out["probes"][0]["before"]) == {"top", "p_new", "p_true"}
     assert (tmp_path / "e.safetensors").exists()
     assert main(["edit", "--model", "tiny-gemma3", "--subject", "X", "--prompt", "no braces", "--target-new", "Y"]) == 2
+
+
+def test_memit_per_layer_targets_give_each_layer_its_delta(tiny):
+    """targets='each': with λ near 0 every layer's update maps its (updated) keys to exactly
+    the δ it was asked for, so a second pass has nothing left to do; the edit works and reverts."""
+    snap = _snapshot(tiny)
+    p_before = _p_new(tiny, FACTS)
+    h = wb.edit(tiny, FACTS, method="memit", layers=[1, 2], targets="each", passes=2, mom2_weight=1e-6,
+                **FAST["memit"])
+    misses = h.info["misses"]
+    assert h.info["targets"] == "each" and set(misses) == {1, 2}
+    assert all(m[0] < 1e-4 for m in misses.values()), misses
+    p_after = _p_new(tiny, FACTS)
+    h.revert()
+    assert _same(tiny, snap)
+    assert all(a > b for a, b in zip(p_after, p_before)), (p_before, p_after)
+    # The default λ leaves part of each δ undelivered; MEMIT's own targets are unchanged by the option.
+    h = wb.edit(tiny, FACTS, method="memit", layers=[1, 2], targets="each", **FAST["memit"])
+    assert all(0 < m[0] < 1 for m in h.info["misses"].values())
+    h.revert()
+    with pytest.raises(wb.WorkbenchError, match="targets must be"):
+        wb.edit(tiny, FACTS, method="memit", layers=[1, 2], targets="all", **FAST["memit"])
+    assert _same(tiny, snap)
 
 
 def test_memit_second_pass_starts_from_what_the_first_left(tiny):

@@ -292,6 +292,52 @@ def test_time_limit_keeps_what_was_measured(model, monkeypatch, mode):
         evaluate(model, facts, method="in-context", mode=mode, time_limit=0, **FAST)
 
 
+def test_resume_goes_on_where_a_stopped_run_left(model, monkeypatch, tmp_path):
+    """A run stopped by its time limit, saved and resumed, ends where one uninterrupted run does."""
+    import sys
+
+    ev = sys.modules["workbench.evaluation.evaluate"]
+    import workbench.editing as editing
+    real = editing.edit
+    clock, edits = {"t": 0.0}, {"n": 0}
+
+    def slow_edit(*a, **k):
+        edits["n"] += 1
+        clock["t"] += 100.0
+        return real(*a, **k)
+
+    facts = known_facts(model, 6)
+    full = evaluate(model, facts, method="in-context", **FAST)
+    with monkeypatch.context() as m:
+        m.setattr(ev.time, "perf_counter", lambda: clock["t"])
+        m.setattr(editing, "edit", slow_edit)
+        part = evaluate(model, facts, method="in-context", time_limit=150, **FAST)
+        assert part.summary["stopped_early"] and part.summary["n"] == 2
+        part.to_json(tmp_path / "part.json")
+        edits["n"] = 0
+        done = evaluate(model, facts, method="in-context", resume=wb.read_report(tmp_path / "part.json"), **FAST)
+    assert edits["n"] == 4  # only the facts the first run did not reach
+    assert done.summary["n"] == 6 and not done.summary["stopped_early"]
+    assert [r.to_dict() for r in done.rows[:2]] == [r.to_dict() for r in part.rows]
+    for a, b in zip(done.rows, full.rows):
+        assert a.subject == b.subject and a.before == pytest.approx(b.before) and a.after == pytest.approx(b.after)
+    for key in ("efficacy_score", "paraphrase_score", "neighborhood_score", "perplexity_before", "perplexity_after",
+                "fluency", "n_skipped"):
+        assert done.summary[key] == pytest.approx(full.summary[key]), key
+    assert done.settings["resumed"] == [{"n": 2, "seconds_total": part.summary["seconds_total"]}]
+    assert model.prompt_edits == [] and active_edits(model) == []
+    # A report that is not an earlier part of this run is refused, by name.
+    with pytest.raises(wb.WorkbenchError, match="method"):
+        evaluate(model, facts, method="retrieval", resume=part, **FAST)
+    with pytest.raises(wb.WorkbenchError, match="row 0"):
+        evaluate(model, facts[::-1], method="in-context", resume=part, **FAST)
+    with pytest.raises(wb.WorkbenchError, match="every"):
+        evaluate(model, facts, method="in-context", resume=part, **{**FAST, "every": 3})
+    with pytest.raises(wb.WorkbenchError, match="independent"):
+        evaluate(model, facts, method="in-context", mode="sequential", resume=part, **FAST)
+    assert model.prompt_edits == [] and active_edits(model) == []
+
+
 def test_sequential_weight_edits_revert_bitwise(model):
     """A toy weight method (registered here) to check the bitwise revert of sequential mode."""
     from workbench.editing import METHODS, register_method
@@ -344,10 +390,17 @@ def test_cli_evaluate_json(tmp_path, capsys):
     # A time limit already spent when the first fact comes up: the run reports zero facts, not an error.
     rc = main(["evaluate", "--method", "in-context", "--dataset", str(data), "--model", "tiny-llama",
                "--json", str(out), "--every", "2", "--perplexity-texts", "2", "--fluency-tokens", "4",
-               "--time-limit", "1e-9"])
+               "--time-limit", "1e-9", "--report", str(tmp_path / "part.json")])
     assert rc == 0
     summary = json.loads(out.read_text())
     assert summary["stopped_early"] is True and summary["n"] == 0
+    # --resume goes on from that report's rows (none here) to the end.
+    rc = main(["evaluate", "--method", "in-context", "--dataset", str(data), "--model", "tiny-llama",
+               "--json", str(out), "--every", "2", "--perplexity-texts", "2", "--fluency-tokens", "4",
+               "--resume", str(tmp_path / "part.json")])
+    assert rc == 0
+    summary = json.loads(out.read_text())
+    assert summary["stopped_early"] is False and summary["n"] == 2
 
 
 def test_cli_bad_input(tmp_path, capsys):

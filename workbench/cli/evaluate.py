@@ -26,12 +26,14 @@ def register(sub) -> None:
     p.add_argument("--json", nargs="?", const="-", default=None, metavar="OUT",
                    help="write the summary as JSON to OUT (or stdout with no OUT)")
     p.add_argument("--report", default=None, metavar="PATH", help="write the full report (per-fact rows, curve) as JSON")
+    p.add_argument("--resume", default=None, metavar="PATH",
+                   help="independent mode: go on from the --report a stopped run wrote (same arguments)")
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from workbench.errors import WorkbenchError
-    from workbench.evaluation import evaluate
+    from workbench.evaluation import evaluate, read_report
     from workbench.facts import read_facts
     from workbench.model import load_model
 
@@ -39,12 +41,13 @@ def run(args: argparse.Namespace) -> int:
         raise WorkbenchError("--limit must be >= 1")
     # Read (and validate) the data before the model load: bad input fails in a second.
     facts = read_facts(args.dataset)
+    earlier = read_report(args.resume) if args.resume else None
     model = load_model(args.model)
     kwargs = {"layers": args.layers} if args.layers else {}
     report = evaluate(
         model, facts, method=args.method, mode=args.mode, limit=args.limit, every=args.every,
         revert=not args.keep, perplexity_texts=args.perplexity_texts, fluency_tokens=args.fluency_tokens,
-        time_limit=args.time_limit, **kwargs,
+        time_limit=args.time_limit, resume=earlier, **kwargs,
     )
     if args.report:
         report.to_json(args.report, indent=1)

@@ -124,6 +124,7 @@ def spread_edit(
     n_prefixes: int = 10,
     mom2_weight: float | None = None,
     passes: int = 1,
+    targets: str = "last",
     check_known: bool = True,
     **search,
 ) -> EditHandle:
@@ -141,6 +142,12 @@ def spread_edit(
             assuming a change at an early layer reaches the last one unchanged; on
             gemma-3-270m it does not (module docstring), so a second pass spends the
             residual still missing after the first.
+        targets: ``"last"`` (MEMIT): one δ per fact at the last layer, whose residual
+            z every layer works towards. ``"each"`` (our addition, MEMIT only): the
+            search optimises one δ per window layer jointly, through the real blocks
+            and norms between them, and each layer is then asked for its own δ
+            (less what its update so far already gives), so nothing assumes that an
+            early change reaches the last layer as written.
         **search: the per-fact target search (``steps``, ``lr``, ...; see
             :class:`~workbench.editing.optimize.SearchParams`).
     """
@@ -153,10 +160,18 @@ def spread_edit(
         mom2_weight = float(model.d_mlp)
     if not isinstance(passes, int) or passes < 1:
         raise WorkbenchError(f"passes must be a positive integer, got {passes!r}")
+    if targets not in ("last", "each"):
+        raise WorkbenchError(f"targets must be 'last' (MEMIT) or 'each' (a δ per layer), got {targets!r}")
+    if targets == "each" and list(keep_sites) != list(target_sites):
+        raise WorkbenchError(f"targets='each' is for MEMIT's FFN-only targets, not {method}'s")
+    per_layer = {model.roles.hook("ffn_out", l): l for l in layers} if targets == "each" else {}
+    if per_layer:
+        target_sites = keep_sites = list(per_layer)
     if check_known:
         warn_if_unknown(model, facts)
-    info: dict = {"layers": layers, "samples": samples, "mom2_weight": mom2_weight, "passes": passes, "facts": [],
-                  "residual_norms": {}}  # per layer, mean ‖R‖ before its update, one entry per pass
+    info: dict = {"layers": layers, "samples": samples, "mom2_weight": mom2_weight, "passes": passes,
+                  "targets": targets, "facts": [],
+                  "residual_norms": {}, "misses": {}}  # per layer, one entry per pass
 
     def compute() -> dict[str, Tensor]:
         t0 = time.perf_counter()
@@ -184,12 +199,18 @@ def spread_edit(
             keys_hook = model.roles.hook("ffn_keys", layer)
             out_hook = model.roles.hook("ffn_out", layer)
             got = capture(model, keys_batch, [keys_hook, resid_hook], extra_hooks=virtual_update_hooks(model, updates))
-            rms = _mean_rms(model, keys_batch, out_hook, updates)
             K = got[keys_hook].T  # [d_mlp, n]
             R = z - got[resid_hook]  # [n, d_model]
-            remaining = len(layers) - i
-            share = R / (math.sqrt(remaining) if divide == "sqrt" else remaining)
-            E = _to_ffn_space(model, layer, share, rms).T  # [d_model, n]
+            if per_layer:
+                # This layer's own δ, less what its update so far adds for these keys.
+                E = deltas[out_hook].T.to(K.dtype)
+                if layer in updates:
+                    E = E - updates[layer].double().cpu() @ K
+            else:
+                rms = _mean_rms(model, keys_batch, out_hook, updates)
+                remaining = len(layers) - i
+                share = R / (math.sqrt(remaining) if divide == "sqrt" else remaining)
+                E = _to_ffn_space(model, layer, share, rms).T  # [d_model, n]
             C = Cs[layer]
             A = mom2_weight * C + K @ K.T
             # Solve A X = K E^T (A symmetric) rather than inverting A.
@@ -198,6 +219,9 @@ def spread_edit(
                 raise WorkbenchError(f"{method} produced a non-finite update at layer {layer}; nothing changed")
             updates[layer] = updates[layer] + dW.to(model.device) if layer in updates else dW.to(model.device)
             info["residual_norms"].setdefault(layer, []).append(float(R.norm(dim=-1).mean()))
+            # How much of what this layer was asked for its update gives (0 = all, 1 = none): λC's price.
+            miss = (dW @ K - E).norm(dim=0) / E.norm(dim=0).clamp(min=1e-12)
+            info["misses"].setdefault(layer, []).append(float(miss.mean()))
         new = {}
         for layer in layers:
             name, param = value_param(model, layer)

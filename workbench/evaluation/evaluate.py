@@ -248,6 +248,31 @@ def _select_known(model, facts: list[Fact], limit: int | None, *, check: bool) -
     return kept, skipped
 
 
+def _resumable_rows(resume: EvalReport, facts: list[Fact], *, method: str, mode: str, model,
+                    settings: dict) -> list[FactRow]:
+    """The rows of ``resume`` to keep, after checking that it is an earlier part of this very run."""
+    s = resume.summary
+    if mode != "independent":
+        raise WorkbenchError(f"only independent runs can be resumed (a {mode} run's edits build on each other)")
+    for key, want in (("method", method), ("mode", mode), ("model", model.name)):
+        if s.get(key) != want:
+            raise WorkbenchError(f"cannot resume: the report's {key} is {s.get(key)!r}, this run's is {want!r}")
+    # Arguments that change a row's numbers must be the same (device, time limit and limit may differ).
+    for key in ("every", "known_only", "perplexity_texts", "perplexity_tokens", "fluency_tokens", "edit_kwargs"):
+        if key in resume.settings and resume.settings[key] != settings[key]:
+            raise WorkbenchError(f"cannot resume: the report was made with {key}={resume.settings[key]!r}, "
+                                 f"this run has {key}={settings[key]!r}")
+    rows = list(resume.rows)
+    if len(rows) > len(facts):
+        raise WorkbenchError(f"cannot resume: the report has {len(rows)} rows, this run selects only {len(facts)} facts")
+    for i, (row, fact) in enumerate(zip(rows, facts)):
+        if row.index != i or (row.subject, row.prompt, row.target_true, row.target_new) != (
+                fact.subject, fact.prompt, fact.target_true, fact.target_new):
+            raise WorkbenchError(f"cannot resume: the report's row {i} ({row.subject!r} -> {row.target_new!r}) is not "
+                                 f"this run's fact {i} ({fact.subject!r} -> {fact.target_new!r})")
+    return rows
+
+
 def evaluate(
     model,
     facts: Sequence[Fact],
@@ -264,6 +289,7 @@ def evaluate(
     fluency_tokens: int = 40,
     fluency_prompts: int = 5,
     time_limit: float | None = None,
+    resume: EvalReport | None = None,
     **edit_kwargs,
 ) -> EvalReport:
     """Edit each fact with ``method`` and score it before and after.
@@ -287,6 +313,11 @@ def evaluate(
             covers the facts done so far (sequential: up to the last curve point) and
             its summary says ``stopped_early``. For runs that must end on time (a class,
             a lent machine) without losing what was measured.
+        resume: independent mode: a report this call's settings would have
+            produced that stopped early (a time limit, a cancel, or a crash after
+            it was saved). Its rows are kept and the run goes on from the first
+            fact it did not reach; the rows must be the first facts of this
+            selection, in order, and method, model and edit arguments must match.
         **edit_kwargs: passed to :func:`workbench.editing.edit` (``layers``, hyperparameters).
 
     Returns:
@@ -294,7 +325,8 @@ def evaluate(
         also when this raises (an error, a cancel, Ctrl-C).
 
     Raises:
-        WorkbenchError: unknown mode or method, or no facts left to evaluate.
+        WorkbenchError: unknown mode or method, no facts left to evaluate, or a
+            ``resume`` report that does not fit this call (the reason named).
     """
     from workbench.editing import METHODS, _load_methods, active_edits, check_facts, edit
 
@@ -330,6 +362,10 @@ def evaluate(
                     fluency_tokens=fluency_tokens, fluency_prompts=fluency_prompts,
                     time_limit=time_limit, device=str(model.device),
                     edit_kwargs={k: v for k, v in edit_kwargs.items()})
+    kept = _resumable_rows(resume, facts, method=method, mode=mode, model=model, settings=settings) if resume else []
+    if resume is not None:
+        settings["resumed"] = list(resume.settings.get("resumed") or []) + [
+            dict(n=len(kept), seconds_total=resume.summary.get("seconds_total"))]
 
     def ppl() -> float:
         return perplexity(model, n_texts=perplexity_texts, max_tokens=perplexity_tokens)
@@ -367,13 +403,14 @@ def evaluate(
         return FactRow(i, fact.subject, fact.prompt, fact.target_true, fact.target_new, before.metrics())
 
     try:
-        perplexity_before = ppl()
+        # A resumed run keeps the first run's reference point, measured on the same unedited model.
+        perplexity_before = resume.summary["perplexity_before"] if kept else ppl()
         extra: dict = {}
         # Every fact's unedited scores in a few batched passes (one fact at a time costs twice as much).
-        befores = _score_all(model, facts, desc="scores before", cancel=cancel)
+        befores = [None] * len(kept) + _score_all(model, facts[len(kept):], desc="scores before", cancel=cancel)
         if mode == "independent":
-            ppl_after, flu_before, flu_after = [], [], []
-            for i in progress(range(n), desc=f"evaluate {method}", cancel=cancel):
+            rows.extend(kept)
+            for i in progress(range(len(kept), n), desc=f"evaluate {method}", cancel=cancel):
                 if out_of_time():
                     stopped_early = True
                     break
@@ -399,12 +436,12 @@ def evaluate(
                         row.perplexity_after = ppl()
                 finally:
                     handle.revert()
-                if sample:
-                    flu_before.append(row.fluency_before)
-                    flu_after.append(row.fluency_after)
-                    ppl_after.append(row.perplexity_after)
-            extra = dict(fluency_before=_mean(flu_before), fluency=_mean(flu_after),
-                         perplexity_after=_mean(ppl_after))
+            # From the rows, so that a resumed run's summary covers the kept rows too.
+            sampled = [r for r in rows if r.after is not None and r.perplexity_after is not None]
+            extra = dict(fluency_before=_mean(r.fluency_before for r in sampled),
+                         fluency=_mean(r.fluency_after for r in sampled),
+                         perplexity_after=_mean(r.perplexity_after for r in sampled))
+            edit_seconds[:] = [r.seconds for r in rows if r.seconds is not None]
         else:
             rows = [new_row(i, f, b) for i, (f, b) in enumerate(zip(facts, befores))]
             fluency_before = flu(fixed_prompts)
@@ -446,7 +483,7 @@ def evaluate(
         summary = _summarise(
             rows, **extra, perplexity_before=perplexity_before,
             seconds_per_edit=(sum(edit_seconds) / n if mode == "batch" else _mean(edit_seconds)),
-            seconds_total=total,
+            seconds_total=total + ((resume.summary.get("seconds_total") or 0.0) if kept else 0.0),
         )
     finally:
         if revert or mode == "independent":
