@@ -435,3 +435,27 @@ def test_conflicting_new_objects(model):
     assert report.summary["n"] == 4 and report.summary["n_conflicting"] == 0
     report = evaluate(model, facts + [clash], method="in-context", mode="batch", **FAST)
     assert report.summary["n"] == 3 and report.summary["n_conflicting"] == 1
+
+
+def test_methods_that_check_known_facts_are_not_asked_twice(model):
+    """evaluate filters known facts itself, then tells methods that check again not to."""
+    from workbench.editing import CHECKS_KNOWN, METHODS, _load_methods, register_method
+    from workbench.editing.incontext import in_context
+
+    _load_methods()
+    seen: dict[str, list] = {"checking": [], "plain": []}
+    for name, checks in (("checking", True), ("plain", False)):
+        if f"test-{name}" not in METHODS:
+            @register_method(f"test-{name}", checks_known=checks)
+            def method(model, facts, *, layers=None, _name=name, **kw):
+                seen[_name].append(kw)
+                return in_context(model, facts)
+    assert "test-checking" in CHECKS_KNOWN and "test-plain" not in CHECKS_KNOWN
+    assert {"rome", "memit", "pmet", "kn", "ft"} <= CHECKS_KNOWN
+    facts = known_facts(model, 2)
+    evaluate(model, facts, method="test-checking", **FAST)
+    evaluate(model, facts, method="test-plain", **FAST)
+    assert seen["checking"] == [{"check_known": False}] * 2 and seen["plain"] == [{}] * 2
+    # Without the filter, the method's own check stays on.
+    evaluate(model, facts, method="test-checking", known_only=False, **FAST)
+    assert seen["checking"][-1] == {}

@@ -17,13 +17,26 @@ from workbench.facts import Fact
 
 #: method name -> function(model, facts, *, layers, **hparams) -> EditHandle
 METHODS: dict[str, Callable[..., EditHandle]] = {}
+#: methods that take ``check_known=False`` to skip their own "does the model know this?" probe
+CHECKS_KNOWN: set[str] = set()
 
 
-def register_method(name: str):
-    """Decorator adding an editing method to :data:`METHODS`."""
+def register_method(name: str, *, checks_known: bool = False):
+    """Decorator adding an editing method to :data:`METHODS`.
+
+    ``checks_known``: the method warns about facts the model does not know and
+    takes ``check_known=False`` to skip that probe (``evaluate`` passes it after
+    filtering the facts itself).
+
+    Example:
+        >>> @register_method("my-method")                              # doctest: +SKIP
+        ... def my_method(model, facts, *, layers=None): ...
+    """
 
     def wrap(fn):
         METHODS[name] = fn
+        if checks_known:
+            CHECKS_KNOWN.add(name)
         return fn
 
     return wrap
@@ -91,4 +104,4 @@ def edit(model, facts: Fact | Sequence[Fact], *, method: str = "rome", layers: S
     return METHODS[method](model, facts, layers=layers, **hparams)
 
 
-__all__ = ["EditHandle", "METHODS", "active_edits", "check_facts", "edit", "load_edit", "register_method", "revert_all"]
+__all__ = ["CHECKS_KNOWN", "EditHandle", "METHODS", "active_edits", "check_facts", "edit", "load_edit", "register_method", "revert_all"]

@@ -25,7 +25,7 @@ from workbench.errors import WorkbenchError
 from workbench.facts import Fact
 
 
-@register_method("ft")
+@register_method("ft", checks_known=True)
 def ft(
     model,
     facts: Sequence[Fact],

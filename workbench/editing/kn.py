@@ -39,7 +39,7 @@ def _direction(model, layer: int, token: int) -> Tensor:
     return emb / emb.norm()
 
 
-@register_method("kn")
+@register_method("kn", checks_known=True)
 def kn(
     model,
     facts: Sequence[Fact],

@@ -261,7 +261,7 @@ def _mean_rms(model, batch, out_hook: str, updates: dict[int, Tensor]) -> Tensor
     return sums / counts
 
 
-@register_method("memit")
+@register_method("memit", checks_known=True)
 def memit(model, facts: Sequence[Fact], *, layers: Sequence[int] | None = None, **hparams) -> EditHandle:
     """Edit many facts in one update over a window of layers.
 

@@ -28,7 +28,7 @@ from workbench.editing.memit import spread_edit
 from workbench.facts import Fact
 
 
-@register_method("pmet")
+@register_method("pmet", checks_known=True)
 def pmet(model, facts: Sequence[Fact], *, layers: Sequence[int] | None = None, **hparams) -> EditHandle:
     """Edit many facts at once with PMET (FFN weights of a window of layers).
 

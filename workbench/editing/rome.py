@@ -89,7 +89,7 @@ def rank_one_update(
     return torch.outer(delta.double(), u) / denom
 
 
-@register_method("rome")
+@register_method("rome", checks_known=True)
 def rome(
     model,
     facts: Sequence[Fact],

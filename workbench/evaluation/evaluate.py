@@ -217,17 +217,6 @@ def _score_all(model, facts: Sequence[Fact], references=None, *, desc: str | Non
     return out
 
 
-def _takes(method: str, name: str) -> bool:
-    """Whether the editing method ``method`` has a keyword argument ``name``."""
-    import inspect
-
-    from workbench.editing import METHODS, _load_methods
-
-    _load_methods()
-    fn = METHODS.get(method)
-    return fn is not None and name in inspect.signature(fn).parameters
-
-
 def _select_known(model, facts: list[Fact], limit: int | None, *, check: bool) -> tuple[list[Fact], int]:
     """The first ``limit`` facts the model knows, and how many examined facts it did not."""
     if not check:
@@ -328,7 +317,7 @@ def evaluate(
         WorkbenchError: unknown mode or method, no facts left to evaluate, or a
             ``resume`` report that does not fit this call (the reason named).
     """
-    from workbench.editing import METHODS, _load_methods, active_edits, check_facts, edit
+    from workbench.editing import CHECKS_KNOWN, METHODS, _load_methods, active_edits, check_facts, edit
 
     called = time.perf_counter()  # time_limit counts from here: selecting known facts is part of the run
     if mode not in MODES:
@@ -388,7 +377,7 @@ def evaluate(
         return time_limit is not None and time.perf_counter() - called > time_limit
 
     call_kwargs = dict(edit_kwargs)
-    if known_only and "check_known" not in call_kwargs and _takes(method, "check_known"):
+    if known_only and "check_known" not in call_kwargs and method in CHECKS_KNOWN:
         # Every fact was just checked to be known; the method's own check would probe it again.
         call_kwargs["check_known"] = False
 
