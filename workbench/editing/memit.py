@@ -23,7 +23,9 @@ was written. On gemma-3-270m it does not: with 100 facts on layers 0-4, the
 mean gap ‖R‖ grew from 983 before layer 0's update to 1,226 before layer 3's
 (``info["residual_norms"]``; see assets/sweeps/README.md). ``passes=2`` goes
 through the layers a second time to spend what is still missing — our
-addition, off by default (measured in the same file).
+addition, off by default (measured in the same file). ``targets="each"``
+(also ours, off by default) drops the assumption instead: a δ per layer,
+searched jointly, and each layer solved for its own (see :func:`spread_edit`).
 
 Example:
     >>> h = wb.edit(model, facts, method="memit")                 # doctest: +SKIP
