@@ -9,7 +9,8 @@ Usage::
 
 Each (method, mode) run writes ``assets/results/<method>_<mode>.json`` (summary,
 settings, per-fact rows); the docs table is built from whatever JSON files are
-there, so methods can be (re)run one at a time. The retrieval threshold sweep is
+there, so methods can be (re)run one at a time (``--tag T`` writes ``<method>_<mode>_T.json``
+instead, for a variant beside the default run). The retrieval threshold sweep is
 written to ``assets/results/retrieval_threshold.json``.
 """
 
@@ -267,6 +268,8 @@ def main(argv=None) -> int:
     p.add_argument("--hparams", default=None, help='JSON of edit hyperparameters, e.g. \'{"linf": 0.005}\'')
     p.add_argument("--resume", action="store_true",
                    help="go on from the JSON a stopped run left (in --out, else assets/results/): independent mode only")
+    p.add_argument("--tag", default=None,
+                   help="name the file <method>_<mode>_<tag>.json, e.g. for a run with --hparams beside the default one")
     p.add_argument("--out", default=None,
                    help="write the JSON files here instead of assets/results/ (docs and README untouched)")
     args = p.parse_args(argv)
@@ -292,7 +295,7 @@ def main(argv=None) -> int:
     for method in args.methods:
         for mode in args.modes:
             t0 = time.perf_counter()
-            path = out / f"{method}_{mode}.json"
+            path = out / (f"{method}_{mode}" + (f"_{args.tag}" if args.tag else "") + ".json")
             earlier = read_report(path) if args.resume and path.exists() else None
             report = evaluate(model, facts, method=method, mode=mode, limit=args.limit, every=args.every,
                               time_limit=args.time_limit, resume=earlier, **hparams)
@@ -314,6 +317,7 @@ def main(argv=None) -> int:
                 + (f" --device {args.device}" if args.device else "")
                 + (f" --time-limit {args.time_limit:g}" if args.time_limit else "")
                 + (f" --hparams '{json.dumps(hparams)}'" if hparams else "")
+                + (f" --tag {args.tag}" if args.tag else "")
                 + (" --resume" if earlier is not None else "")
             )
             path.write_text(json.dumps(data, indent=1) + "\n")
