@@ -351,7 +351,7 @@ def evaluate(
                     fluency_tokens=fluency_tokens, fluency_prompts=fluency_prompts,
                     time_limit=time_limit, device=str(model.device),
                     edit_kwargs={k: v for k, v in edit_kwargs.items()})
-    kept = _resumable_rows(resume, facts, method=method, mode=mode, model=model, settings=settings) if resume else []
+    kept = _resumable_rows(resume, facts, method=method, mode=mode, model=model, settings=settings) if resume is not None else []
     if resume is not None:
         settings["resumed"] = list(resume.settings.get("resumed") or []) + [
             dict(n=len(kept), seconds_total=resume.summary.get("seconds_total"))]
