@@ -25,6 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "assets" / "results"
+DEFAULT_DATASET = ROOT / "assets" / "known_facts.json"
 DOCS = ROOT / "docs" / "results.md"
 
 COLUMNS = [  # (summary key, header, percent?)
@@ -261,7 +262,7 @@ def main(argv=None) -> int:
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--every", type=int, default=10)
     p.add_argument("--model", default="gemma-3-270m")
-    p.add_argument("--dataset", default=str(ROOT / "assets" / "known_facts.json"))
+    p.add_argument("--dataset", default=str(DEFAULT_DATASET))
     p.add_argument("--docs-only", action="store_true")
     p.add_argument("--no-sweep", action="store_true")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA if available, else CPU)")
@@ -316,6 +317,7 @@ def main(argv=None) -> int:
                 f"python benchmarks/results.py --methods {method} --modes {mode} --every {args.every} --no-sweep"
                 + (f" --limit {args.limit}" if args.limit is not None else "")
                 + (f" --model {args.model}" if args.model != "gemma-3-270m" else "")
+                + (f" --dataset {data['settings']['dataset']}" if Path(args.dataset).resolve() != DEFAULT_DATASET else "")
                 + (f" --device {args.device}" if args.device else "")
                 + (f" --time-limit {args.time_limit:g}" if args.time_limit else "")
                 + (f" --hparams '{json.dumps(hparams)}'" if hparams else "")
