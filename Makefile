@@ -29,7 +29,7 @@ browser:
 	bash .ci/install-browser.sh
 
 test: setup browser
-	$(BIN)/python -m pytest tests -q -m "not browser"
+	$(BIN)/python -m pytest tests -q -m "not browser" --durations=15
 	# Real-browser tests are opt-in (-m browser) in the suite; CI always runs them.
 	WORKBENCH_REQUIRE_BROWSER=1 $(BIN)/python -m pytest tests/browser -q -m browser
 
