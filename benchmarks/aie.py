@@ -36,7 +36,7 @@ def main(argv=None) -> int:
     import numpy as np
 
     import workbench as wb
-    from workbench.tracing import average_indirect_effect
+    from workbench.locate import average_indirect_effect
 
     model = wb.load_model(args.model)
     t0 = time.perf_counter()

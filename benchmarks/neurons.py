@@ -20,7 +20,7 @@ import sys
 import time
 
 import workbench as wb
-from workbench.neurons import knowledge_neurons, measure_effect
+from workbench.locate.neurons import knowledge_neurons, measure_effect
 
 
 def main(argv: list[str] | None = None) -> int:

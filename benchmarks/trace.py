@@ -46,7 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     import workbench as wb
-    from workbench.tracing import KINDS, embedding_std, subject_span, trace, trace_reference
+    from workbench.locate.cells import KINDS
+    from workbench.locate.noise import embedding_std
+    from workbench.locate.reference import trace_reference
+    from workbench.locate.spans import subject_span
+    from workbench.locate.tracing import trace
 
     fact = wb.Fact("Eiffel Tower", "The {} is located in the city of", "Paris")
     model = wb.load_model(args.model)

@@ -35,6 +35,18 @@ def tiny_llama():
 
 
 @pytest.fixture(scope="session")
+def tiny_olmo():
+    """A family with no entry in architecture.FAMILIES: it runs on the default roles."""
+    return _model("tiny-olmo")
+
+
+@pytest.fixture(scope="session")
+def tiny_phi3():
+    """Another family on the default roles (its FFN fuses the gate and up projections)."""
+    return _model("tiny-phi3")
+
+
+@pytest.fixture(scope="session")
 def gemma():
     return _model("gemma-3-270m")
 

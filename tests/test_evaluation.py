@@ -12,9 +12,15 @@ import torch
 import workbench as wb
 from workbench.editing import active_edits, edit
 from workbench.evaluation import (
-    SUMMARY_KEYS, compare, evaluate, harmonic_mean, ngram_entropy, perplexity, score_fact,
+    SUMMARY_KEYS,
+    compare,
+    evaluate,
+    harmonic_mean,
+    ngram_entropy,
+    perplexity,
+    score_fact,
 )
-from workbench.progress import CancelToken, Cancelled
+from workbench.progress import Cancelled, CancelToken
 
 os.environ.setdefault("WORKBENCH_PROGRESS", "0")
 FAST = dict(every=2, perplexity_texts=2, perplexity_tokens=24, fluency_tokens=6, fluency_prompts=2)
@@ -439,10 +445,9 @@ def test_conflicting_new_objects(model):
 
 def test_methods_that_check_known_facts_are_not_asked_twice(model):
     """evaluate filters known facts itself, then tells methods that check again not to."""
-    from workbench.editing import CHECKS_KNOWN, METHODS, _load_methods, register_method
+    from workbench.editing import CHECKS_KNOWN, METHODS, register_method
     from workbench.editing.incontext import in_context
 
-    _load_methods()
     seen: dict[str, list] = {"checking": [], "plain": []}
     for name, checks in (("checking", True), ("plain", False)):
         if f"test-{name}" not in METHODS:

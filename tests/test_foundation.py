@@ -100,7 +100,7 @@ def test_unknown_model_is_a_clear_error(monkeypatch):
         wb.load_model("/tmp")
 
 
-@pytest.mark.parametrize("fixture", ["tiny_gemma", "tiny_llama"])
+@pytest.mark.parametrize("fixture", ["tiny_gemma", "tiny_llama", "tiny_olmo", "tiny_phi3"])
 def test_tiny_models_and_roles(fixture, request):
     model = request.getfixturevalue(fixture)
     assert model.n_layers == 4

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from workbench.errors import WorkbenchError
-from workbench.lens import lens
+from workbench.locate.lens import lens
 from workbench.probing import probe
 
 PROMPT = "The Eiffel Tower is located in the city of"

@@ -8,9 +8,11 @@ import pytest
 import torch
 
 import workbench as wb
+from workbench.bfloat16 import bf16_copies
 from workbench.editing import lowp
 from workbench.editing.lowp import LowPrecisionBlocks
-from workbench.editing.optimize import SearchParams, context_prefixes, optimize_deltas
+from workbench.editing.optimize import context_prefixes, optimize_deltas
+from workbench.editing.search import SearchParams
 
 os.environ.setdefault("WORKBENCH_PROGRESS", "0")
 FACT = wb.Fact("Eiffel Tower", "The {} is located in the city of", "Paris", "Rome")
@@ -60,13 +62,13 @@ def test_blocks_run_in_bfloat16_and_the_weights_come_back_bitwise(tiny):
 
 def test_bfloat16_copies_are_reused_until_the_weight_changes(tiny):
     p = tiny.hf_model.base_model.layers[1].mlp.down_proj.weight
-    first = lowp.bf16_copies(tiny, [p])[0]
-    assert lowp.bf16_copies(tiny, [p])[0] is first
+    first = bf16_copies(tiny, [p])[0]
+    assert bf16_copies(tiny, [p])[0] is first
     saved = p.detach().clone()
     try:
         with torch.no_grad():
             p[0, 0] += 1.0
-        again = lowp.bf16_copies(tiny, [p])[0]
+        again = bf16_copies(tiny, [p])[0]
         assert again is not first and torch.equal(again, p.detach().to(torch.bfloat16))
     finally:
         with torch.no_grad():

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from workbench.errors import WorkbenchError
-from workbench.interventions import intervene, suppress
-from workbench.keycontexts import key_profile, top_contexts
-from workbench.lens import residuals
-from workbench.memories import find_keys, memories, sub_updates, value_logits
+from workbench.locate.interventions import intervene, suppress
+from workbench.locate.keycontexts import key_profile, top_contexts
+from workbench.locate.lens import residuals
+from workbench.locate.memories import find_keys, memories, sub_updates, value_logits
 
 PROMPT = "The Eiffel Tower is located in the city of"
 
@@ -27,7 +27,7 @@ def _check_sum(model, layer, position):
     assert (total - ffn).abs().max() < 1e-5
 
 
-@pytest.mark.parametrize("name", ["tiny_gemma", "tiny_llama"])
+@pytest.mark.parametrize("name", ["tiny_gemma", "tiny_llama", "tiny_olmo", "tiny_phi3"])
 def test_sub_updates_sum_to_ffn_output(name, request):
     model = request.getfixturevalue(name)
     for layer, position in [(0, -1), (model.n_layers - 1, 2)]:
@@ -112,7 +112,7 @@ def test_key_profile_and_cache(tiny_gemma, tmp_path, monkeypatch):
     assert acts == sorted(acts, reverse=True)
     # The stored activation is what the key really does at that corpus position.
     from workbench.corpus import wiki_texts
-    from workbench.memories import key_coefficients
+    from workbench.locate.memories import key_coefficients
 
     c = p.contexts[0]
     ids = tiny_gemma.encode(wiki_texts("stats", limit=6)[c.text_index])[:24]

@@ -7,7 +7,7 @@ import random
 import pytest
 
 from workbench.errors import WorkbenchError
-from workbench.neurons import integrated_gradients, knowledge_neurons, measure_effect
+from workbench.locate.neurons import integrated_gradients, knowledge_neurons, measure_effect
 
 PROMPT = "The Eiffel Tower is located in the city of"
 

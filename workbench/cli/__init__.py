@@ -1,22 +1,26 @@
 """The ``workbench`` command line: the library's calls, JSON or a table out.
 
 Each subcommand lives in its own module with ``register(subparsers)``; add a
-module to :data:`COMMANDS` to add a command. Bad input prints one sentence to
-stderr and exits with status 2 (no traceback).
+module to :data:`COMMANDS` to add a command (the options they share are in
+:mod:`~workbench.cli.arguments`). Bad input prints one sentence to stderr and
+exits with status 2 (no traceback).
+
+What it may import: any library layer (each subcommand imports what it calls
+when it runs, so that ``workbench --help`` starts quickly) — never ``workbench.ui``,
+which ``workbench app`` serves as a notebook instead of importing.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import json
 import os
 import sys
 
+from workbench.cli import app, edit, evaluate, lens, memories, neurons, probe, trace
 from workbench.errors import WorkbenchError
 
 #: Modules in this package that add a subcommand, in help order.
-COMMANDS = ["probe", "evaluate", "app", "memories", "neurons", "lens", "edit", "trace"]
+COMMANDS = (probe, evaluate, app, memories, neurons, lens, edit, trace)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,20 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="workbench", description="Locate and edit factual knowledge in language models."
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMANDS:
-        importlib.import_module(f"workbench.cli.{name}").register(sub)
+    for command in COMMANDS:
+        command.register(sub)
     return parser
-
-
-def add_model_argument(parser: argparse.ArgumentParser) -> None:
-    from workbench.loading import DEFAULT_MODEL
-
-    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"model name or path (default {DEFAULT_MODEL})")
-
-
-def emit_json(obj) -> None:
-    """Print exactly one JSON object on stdout."""
-    sys.stdout.write(json.dumps(obj) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:

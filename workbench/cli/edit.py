@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from workbench.cli import add_model_argument, emit_json
+from workbench.cli.arguments import add_model_argument, emit_json
 
 
 def register(sub) -> None:

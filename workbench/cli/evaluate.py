@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from workbench.cli import add_model_argument, emit_json
+from workbench.cli.arguments import add_model_argument, emit_json
 
 
 def register(sub) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from workbench.cli import add_model_argument, emit_json
+from workbench.cli.arguments import add_model_argument, emit_json
 
 
 def register(sub) -> None:
@@ -19,7 +19,7 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from workbench.errors import WorkbenchError
-    from workbench.lens import lens
+    from workbench.locate.lens import lens
     from workbench.model import load_model
 
     if args.top_k < 1:

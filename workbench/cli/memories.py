@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from workbench.cli import add_model_argument, emit_json
+from workbench.cli.arguments import add_model_argument, emit_json
 
 
 def register(sub) -> None:
@@ -23,7 +23,7 @@ def _tokens(scores, n: int = 5) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from workbench.memories import memories
+    from workbench.locate.memories import memories
     from workbench.model import load_model
 
     model = load_model(args.model)

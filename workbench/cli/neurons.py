@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from workbench.cli import add_model_argument, emit_json
+from workbench.cli.arguments import add_model_argument, emit_json
 
 
 def register(sub) -> None:
@@ -22,8 +22,8 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from workbench.locate.neurons import knowledge_neurons
     from workbench.model import load_model
-    from workbench.neurons import knowledge_neurons
 
     model = load_model(args.model)
     r = knowledge_neurons(model, [args.prompt, *args.paraphrase], args.target, steps=args.steps,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from workbench.cli import add_model_argument, emit_json
+from workbench.cli.arguments import add_model_argument, emit_json
 
 
 def register(sub) -> None:

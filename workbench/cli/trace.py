@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from workbench.cli import add_model_argument, emit_json
+from workbench.cli.arguments import add_model_argument, emit_json
 
 #: The CLI's JSON contract (the library result holds more).
 JSON_KEYS = ("tokens", "subject_range", "answer", "clean_prob", "corrupted_prob", "scores", "seconds")
@@ -26,8 +26,9 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from workbench.errors import WorkbenchError
+    from workbench.locate.cells import KINDS
+    from workbench.locate.tracing import trace
     from workbench.model import load_model
-    from workbench.tracing import KINDS, trace
 
     if args.samples < 1:
         raise WorkbenchError("--samples must be >= 1")

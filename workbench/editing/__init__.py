@@ -1,58 +1,39 @@
 """Editors: methods that change what a model says about a fact, reversibly.
 
-:func:`edit` dispatches to a registered method. A method is a function
-``(model, facts, *, layers, **hparams) -> EditHandle`` that computes its
-update and hands it to :func:`~workbench.editing.handle.commit_weights`
-(or ``commit_prompt_edit`` for the no-weight baselines), which applies it
-atomically and records how to undo it.
+:func:`edit` dispatches to a registered method (:mod:`~workbench.editing.registry`).
+A method is a function ``(model, facts, *, layers, **hparams) -> EditHandle``
+that computes its update and hands it to
+:func:`~workbench.editing.handle.commit_weights` (or ``commit_prompt_edit`` for
+the no-weight baselines), which applies it atomically and records how to undo it.
+
+What it holds::
+
+    registry     METHODS by name, register_method
+    handle       EditHandle: apply atomically, revert bitwise, save, load, stack
+    search       SearchParams: the target-search settings and each method's defaults
+    optimize     prefixes, batches, activation capture and the v* search itself
+    stats        FFN key second moments C (cached) and their ridge solves
+    defaults     default layers per method and model
+    lowp         the v* search's bfloat16 blocks
+    rome, memit, pmet, kn, ft          weight edits
+    incontext, retrieval               baselines that change no weights
+
+What it may import: the model layer (``workbench.model``, ``facts``,
+``probing``, ``unembed``, ``corpus``, ``cache``, ``progress``, ``results``,
+``errors``), the locator (``workbench.locate``) and itself — never
+``evaluation``, ``figures``, ``ui`` or ``cli``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
+# The built-in methods register themselves on import (a few milliseconds in all).
+from workbench.editing import ft, incontext, kn, memit, pmet, retrieval, rome  # noqa: F401
 from workbench.editing.handle import EditHandle, active_edits, load_edit, revert_all
+from workbench.editing.registry import CHECKS_KNOWN, METHODS, register_method
 from workbench.errors import WorkbenchError
 from workbench.facts import Fact
-
-#: method name -> function(model, facts, *, layers, **hparams) -> EditHandle
-METHODS: dict[str, Callable[..., EditHandle]] = {}
-#: methods that take ``check_known=False`` to skip their own "does the model know this?" probe
-CHECKS_KNOWN: set[str] = set()
-
-
-def register_method(name: str, *, checks_known: bool = False):
-    """Decorator adding an editing method to :data:`METHODS`.
-
-    ``checks_known``: the method warns about facts the model does not know and
-    takes ``check_known=False`` to skip that probe (``evaluate`` passes it after
-    filtering the facts itself).
-
-    Example:
-        >>> @register_method("my-method")                              # doctest: +SKIP
-        ... def my_method(model, facts, *, layers=None): ...
-    """
-
-    def wrap(fn):
-        METHODS[name] = fn
-        if checks_known:
-            CHECKS_KNOWN.add(name)
-        return fn
-
-    return wrap
-
-
-def _load_methods() -> None:
-    # Imported lazily so that `import workbench` stays quick and a method's
-    # optional dependency (e.g. the retrieval encoder) is only needed when used.
-    import importlib
-
-    for module in ("rome", "memit", "pmet", "kn", "ft", "incontext", "retrieval"):
-        try:
-            importlib.import_module(f"workbench.editing.{module}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"workbench.editing.{module}":
-                raise
 
 
 def check_facts(facts: Fact | Sequence[Fact]) -> list[Fact]:
@@ -95,7 +76,6 @@ def edit(model, facts: Fact | Sequence[Fact], *, method: str = "rome", layers: S
         ' Rome'
         >>> h.revert()                                                    # doctest: +SKIP
     """
-    _load_methods()
     if method not in METHODS:
         raise WorkbenchError(f"unknown editing method {method!r}; choose one of {', '.join(sorted(METHODS))}")
     facts = check_facts(facts)

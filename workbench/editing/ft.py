@@ -17,10 +17,10 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from workbench.editing import register_method
 from workbench.editing.defaults import single_layer
 from workbench.editing.handle import EditHandle, commit_weights
 from workbench.editing.optimize import as_matrix, build_batch, context_prefixes, to_stored, value_param, warn_if_unknown
+from workbench.editing.registry import register_method
 from workbench.errors import WorkbenchError
 from workbench.facts import Fact
 

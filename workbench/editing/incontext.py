@@ -23,8 +23,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from workbench.editing import register_method
 from workbench.editing.handle import EditHandle, commit_prompt_edit
+from workbench.editing.registry import register_method
 from workbench.errors import WorkbenchError
 from workbench.facts import Fact
 

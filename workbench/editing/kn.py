@@ -2,7 +2,7 @@
 
 Locate the FFN keys ("knowledge neurons") whose integrated-gradient attribution
 for the true object is high on the edit prompt and its paraphrases (via
-:func:`workbench.neurons.knowledge_neurons`), then move each neuron's value
+:func:`workbench.locate.neurons.knowledge_neurons`), then move each neuron's value
 vector v_i away from the old object's output embedding and towards the new
 one's: v_i ← v_i + s · ‖v_i‖ · (ê_new − ê_old), ê = unit output-embedding
 direction of the object's first token. For a family with a post-FFN norm (Gemma)
@@ -23,11 +23,12 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from workbench.editing import register_method
 from workbench.editing.handle import EditHandle, commit_weights
 from workbench.editing.optimize import param_name, warn_if_unknown
+from workbench.editing.registry import register_method
 from workbench.errors import WorkbenchError
 from workbench.facts import Fact
+from workbench.locate.neurons import knowledge_neurons
 from workbench.probing import target_ids
 
 
@@ -60,8 +61,6 @@ def kn(
         threshold, share, steps: passed to ``knowledge_neurons``.
         max_neurons: at most this many neurons per fact (the highest attributions).
     """
-    from workbench.neurons import knowledge_neurons
-
     if layers is None:
         layers = list(range(model.n_layers // 2, model.n_layers))
     layers = [model.layer_index(int(l)) for l in layers]

@@ -22,26 +22,10 @@ Example:
 
 from __future__ import annotations
 
-import functools
-from pathlib import Path
-
 import torch
 from torch import Tensor
 
-_CACHE_ATTR = "_workbench_bf16_copies"
-
-
-@functools.cache
-def native_bf16() -> bool:
-    """Whether this machine's CPU advertises native bfloat16 arithmetic (Linux cpuinfo flags).
-
-    False where it cannot tell (other systems): emulated bfloat16 would be slower than float32.
-    """
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+from workbench.bfloat16 import bf16_copies, native_bf16
 
 
 def usable(model) -> bool:
@@ -87,27 +71,3 @@ class LowPrecisionBlocks:
         for p, s in zip(self.params, self._saved):
             p.data = s
         self._saved = []
-
-
-def bf16_copies(model, params: list[Tensor]) -> list[Tensor]:
-    """bfloat16 copies of ``params``, kept on the model while each weight is unchanged.
-
-    Shared by :class:`LowPrecisionBlocks` and the mixed-precision unembedding.
-
-    Example:
-        >>> w = model.hf_model.lm_head.weight                          # doctest: +SKIP
-        >>> bf16_copies(model, [w])[0] is bf16_copies(model, [w])[0]  # doctest: +SKIP
-        True
-    """
-    held: dict[int, tuple[tuple, Tensor]] = getattr(model, _CACHE_ATTR, None) or {}
-    out = []
-    for p in params:
-        # An edit writes weights in place (bumping _version) or replaces them (new data_ptr).
-        key = (p.data_ptr(), p._version, p.device, tuple(p.shape))
-        got = held.get(id(p))
-        if got is None or got[0] != key:
-            got = (key, p.detach().to(torch.bfloat16))
-            held[id(p)] = got
-        out.append(got[1])
-    setattr(model, _CACHE_ATTR, held)
-    return out

@@ -42,11 +42,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from workbench.editing import register_method
 from workbench.editing.defaults import default_layers
 from workbench.editing.handle import EditHandle, commit_weights
 from workbench.editing.optimize import (
-    SearchParams,
     _add_at,
     as_matrix,
     build_batch,
@@ -58,6 +56,8 @@ from workbench.editing.optimize import (
     virtual_update_hooks,
     warn_if_unknown,
 )
+from workbench.editing.registry import register_method
+from workbench.editing.search import SearchParams
 from workbench.editing.stats import DEFAULT_SAMPLES, second_moments
 from workbench.errors import WorkbenchError
 from workbench.facts import Fact
@@ -123,7 +123,6 @@ def spread_edit(
     keep_sites: Sequence[str],
     divide: str = "linear",
     samples: int = DEFAULT_SAMPLES,
-    n_prefixes: int = 10,
     mom2_weight: float | None = None,
     passes: int = 1,
     targets: str = "last",
@@ -150,8 +149,8 @@ def spread_edit(
             and norms between them, and each layer is then asked for its own δ
             (less what its update so far already gives), so nothing assumes that an
             early change reaches the last layer as written.
-        **search: the per-fact target search (``steps``, ``lr``, ...; see
-            :class:`~workbench.editing.optimize.SearchParams`).
+        **search: the per-fact target search (``steps``, ``lr``, ``n_prefixes``, ...; see
+            :class:`~workbench.editing.search.SearchParams`, each method's defaults there too).
     """
     params = SearchParams.from_kwargs(search, method=method)
     layers = sorted(model.layer_index(int(l)) for l in layers)
@@ -183,7 +182,7 @@ def spread_edit(
         t0 = time.perf_counter()
         Cs = second_moments(model, layers, samples=samples)
         info["stats_seconds"] = time.perf_counter() - t0
-        prefixes = context_prefixes(model, n_prefixes)
+        prefixes = context_prefixes(model, params.n_prefixes)
         deltas = {n: torch.zeros(len(facts), 1, dtype=torch.float64) for n in keep_sites}
         t0 = time.perf_counter()
         for i, fact in enumerate(progress(facts, desc=f"{method} targets")):

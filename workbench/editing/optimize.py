@@ -25,7 +25,7 @@ import json
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 import torch
 from jaxtyping import Float
@@ -34,11 +34,12 @@ from torch import Tensor
 from workbench.cache import cache_dir, write_file_atomically
 from workbench.editing.lowp import LowPrecisionBlocks
 from workbench.editing.lowp import usable as lowp_usable
-from workbench.editing.unembed import MixedUnembed
+from workbench.editing.search import SearchParams
 from workbench.errors import WorkbenchError
 from workbench.facts import Fact
 from workbench.model import StopForward
 from workbench.probing import target_ids
+from workbench.unembed import MixedUnembed
 
 _STARTERS = ("The", "Therefore", "Because", "I", "You", "It", "In", "However", "When", "She")
 
@@ -256,72 +257,6 @@ class DeltaResult:
     nll: float
     prob: float
     steps: int
-
-
-@dataclass(frozen=True)
-class SearchParams:
-    """Hyperparameters of the v* search (:func:`optimize_deltas`), shared by ROME, MEMIT and PMET.
-
-    Methods take them as plain keyword arguments (``wb.edit(model, fact, steps=10)``)
-    and build this with :meth:`from_kwargs`, so the defaults live here only.
-
-    Example:
-        >>> SearchParams.from_kwargs({"steps": 10}, method="rome").steps
-        10
-    """
-
-    steps: int = 25
-    # lr 0.1, not ROME's 0.5 (tuned for GPT-2 XL): Adam moves every coordinate by about
-    # lr per step, and on gemma-3-270m the FFN-output δs that work have norm ≈ 5 (640
-    # coordinates). Measured on 6 facts at layer 4: lr 0.5 made the loss oscillate and
-    # 5 of 6 ran all 25 steps; lr 0.1 met the NLL target in 6-14 steps for 5 of 6.
-    lr: float = 0.1
-    # Adam's first-moment decay (its momentum); see METHOD_DEFAULTS for ROME's.
-    beta1: float = 0.9
-    kl_weight: float = 0.0625
-    weight_decay: float = 0.5
-    clamp: float = 4.0
-    stop_nll: float = 0.05
-    # Unembed in bfloat16 with the target and top tokens exact (see unembed.py): the
-    # unembedding's forward + backward of one fact's 12 rows took 0.15 s instead of
-    # 0.26 s (1 CPU thread). False runs the plain float32 unembedding.
-    mixed_unembed: bool = True
-    # Run the blocks from the edited layer up in bfloat16 during the steps, where the CPU does
-    # bfloat16 natively (lowp.py); stopping is decided in float32. ROME on 200 known facts
-    # (2 CPU cores): 2.98 s per edit instead of 3.57, ES / PS / NS 98.0 / 89.3 / 84.7 % instead
-    # of 97.0 / 90.0 / 84.2. False (or a GPU, or a CPU without bfloat16) runs float32 throughout.
-    low_precision: bool = True
-
-    @classmethod
-    def from_kwargs(cls, kwargs: dict, *, method: str) -> SearchParams:
-        """Build from a method's remaining keyword arguments; unknown names are an error.
-
-        A method's own defaults (:data:`METHOD_DEFAULTS`) apply where the caller gives none.
-        """
-        known = [f.name for f in fields(cls)]
-        unknown = sorted(set(kwargs) - set(known))
-        if unknown:
-            raise WorkbenchError(
-                f"unknown hyperparameter(s) for {method}: {', '.join(unknown)} "
-                f"(the target search takes {', '.join(known)}; see help(wb.edit) for the method's own)"
-            )
-        return cls(**{**METHOD_DEFAULTS.get(method, {}), **kwargs})
-
-    def __post_init__(self) -> None:
-        if self.steps < 1:
-            raise WorkbenchError(f"steps must be at least 1 (the first step measures the unedited model), got {self.steps}")
-        if not self.lr > 0:
-            raise WorkbenchError(f"lr must be positive, got {self.lr}")
-        if not 0 <= self.beta1 < 1:
-            raise WorkbenchError(f"beta1 (Adam's momentum) must be in [0, 1), got {self.beta1}")
-
-
-#: Search defaults that differ per method, each from a measurement.
-#: ROME, beta1 0.5 instead of Adam's 0.9: on 60 known facts (benchmarks/edit.py --n 60,
-#: 2 CPU threads) 4.67 instead of 6.82 s per edit, paraphrase 91.7 instead of 80.0 %,
-#: neighbourhood 78.3 instead of 76.7 % — with less momentum the search overshoots
-#: less and meets stop_nll sooner. MEMIT and PMET keep 0.9 until measured the same way.
-METHOD_DEFAULTS: dict[str, dict] = {"rome": {"beta1": 0.5}}
 
 
 def _add_at(rows: Tensor, cols: Tensor, vec: Tensor):

@@ -21,10 +21,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from workbench.editing import register_method
 from workbench.editing.defaults import default_layers
 from workbench.editing.handle import EditHandle
 from workbench.editing.memit import spread_edit
+from workbench.editing.registry import register_method
 from workbench.facts import Fact
 
 

@@ -46,9 +46,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from workbench.editing import register_method
 from workbench.editing.handle import EditHandle, commit_prompt_edit
 from workbench.editing.incontext import statement
+from workbench.editing.registry import register_method
 from workbench.errors import WorkbenchError
 from workbench.facts import Fact
 

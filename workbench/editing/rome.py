@@ -38,11 +38,9 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from workbench.editing import register_method
 from workbench.editing.defaults import single_layer
 from workbench.editing.handle import EditHandle, commit_weights
 from workbench.editing.optimize import (
-    SearchParams,
     as_matrix,
     build_batch,
     capture,
@@ -53,6 +51,8 @@ from workbench.editing.optimize import (
     virtual_update_hooks,
     warn_if_unknown,
 )
+from workbench.editing.registry import register_method
+from workbench.editing.search import SearchParams
 from workbench.editing.stats import DEFAULT_SAMPLES, ridge_solver, with_ridge
 from workbench.errors import WorkbenchError
 from workbench.facts import Fact
@@ -96,7 +96,6 @@ def rome(
     *,
     layers: Sequence[int] | None = None,
     samples: int = DEFAULT_SAMPLES,
-    n_prefixes: int = 5,
     n_key_prefixes: int = 20,
     reg: float = 1e-4,
     check_known: bool = True,
@@ -109,16 +108,12 @@ def rome(
         facts: facts with ``target_new``.
         layers: one layer (default: the best layer of this model's sweep).
         samples: corpus tokens behind C (cached per value).
-        n_prefixes: generated context prefixes for the v* search (each one is a row of
-            every optimisation step, so they cost time). 5, as MEMIT uses: on 200 known
-            facts ES / PS / NS were 97.0 / 90.0 / 84.2 % with 5 and 97.5 / 91.6 / 84.0 %
-            with 10; 3.57 s per edit with 5 (2 CPU cores), 4.99 with 10 on the code before
-            the search skipped the blocks below the edited layer.
         n_key_prefixes: prefixes k* is averaged over (one forward pass in all; ROME uses ~20).
         reg: ridge on C (relative to its mean diagonal).
         check_known: warn about facts the model does not know.
         **search: the v* search (``steps``, ``lr``, ``kl_weight``, ``weight_decay``,
-            ``clamp``, ``stop_nll``; see :class:`~workbench.editing.optimize.SearchParams`).
+            ``clamp``, ``stop_nll``, ``n_prefixes``, ...; see
+            :class:`~workbench.editing.search.SearchParams`, ROME's defaults there too).
 
     Returns:
         An EditHandle; ``info["facts"]`` holds per-fact NLL, steps, ‖δ‖ and ‖W k*‖.
@@ -133,7 +128,7 @@ def rome(
         t0 = time.perf_counter()
         solve = ridge_solver(model, layer, samples=samples, reg=reg)
         info["stats_seconds"] = time.perf_counter() - t0
-        prefixes = context_prefixes(model, n_prefixes)
+        prefixes = context_prefixes(model, params.n_prefixes)
         key_prefixes = context_prefixes(model, n_key_prefixes)
         name, param = value_param(model, layer)
         keys_hook = model.roles.hook("ffn_keys", layer)

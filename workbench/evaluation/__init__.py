@@ -7,6 +7,9 @@
 - :func:`compare` -- several methods on the same facts;
 - :func:`perplexity`, :func:`fluency` -- what the edit did to the language model.
 
+What it may import: the model layer, the locator and the editors (it applies
+edits through :func:`workbench.editing.edit`) — never ``figures``, ``ui`` or ``cli``.
+
 Example:
     >>> report = wb.evaluate(model, wb.bundled_facts(), method="in-context", limit=10)
     >>> report.summary["paraphrase_score"]   # doctest: +SKIP

@@ -31,7 +31,7 @@ from workbench.evaluation.fluency import fluency, generation_prompts
 from workbench.evaluation.perplexity import perplexity
 from workbench.evaluation.scores import FactScores, harmonic_mean, score_fact, score_facts
 from workbench.facts import Fact
-from workbench.progress import CancelToken, Cancelled, progress
+from workbench.progress import Cancelled, CancelToken, progress
 from workbench.results import Result
 
 log = logging.getLogger("workbench")
@@ -317,7 +317,7 @@ def evaluate(
         WorkbenchError: unknown mode or method, no facts left to evaluate, or a
             ``resume`` report that does not fit this call (the reason named).
     """
-    from workbench.editing import CHECKS_KNOWN, METHODS, _load_methods, active_edits, check_facts, edit
+    from workbench.editing import CHECKS_KNOWN, METHODS, active_edits, check_facts, edit
 
     called = time.perf_counter()  # time_limit counts from here: selecting known facts is part of the run
     if mode not in MODES:
@@ -328,7 +328,6 @@ def evaluate(
         raise WorkbenchError(f"limit must be a positive integer, got {limit!r}")
     if time_limit is not None and not time_limit > 0:
         raise WorkbenchError(f"time_limit must be a positive number of seconds, got {time_limit!r}")
-    _load_methods()
     if method not in METHODS:
         raise WorkbenchError(f"unknown editing method {method!r}; choose one of {', '.join(sorted(METHODS))}")
     facts = [check_facts(f)[0] for f in facts]

@@ -1,1 +1,9 @@
-"""Figures: pure functions from result objects to plotly figures (no computation, no widgets)."""
+"""Figures: pure functions from result objects to plotly figures (no computation, no widgets).
+
+    tracing      trace heatmaps, average-indirect-effect curves
+    memories     sub-update bars, logit-lens heatmap, knowledge-neuron attributions
+    evaluation   method scores side by side
+
+What it may import: plotly, and the result classes of the layers below (model
+layer, ``locate``, ``editing``, ``evaluation``) — never ``ui`` or ``cli``.
+"""

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
-from workbench.lens import LensResult
-from workbench.memories import MemoryReport
-from workbench.neurons import NeuronReport
+from workbench.locate.lens import LensResult
+from workbench.locate.memories import MemoryReport
+from workbench.locate.neurons import NeuronReport
 
 
 def _label(tokens, n: int = 3) -> str:

@@ -1,7 +1,7 @@
 """Figures of causal traces: ROME-style heatmaps and average-indirect-effect curves.
 
-Pure functions of :class:`~workbench.tracing.TraceResult` /
-:class:`~workbench.tracing.AIEResult`: nothing is computed here.
+Pure functions of :class:`~workbench.locate.TraceResult` /
+:class:`~workbench.locate.AIEResult`: nothing is computed here.
 
 Example:
     >>> fig = trace_figure(wb.trace(model, fact))
@@ -46,7 +46,7 @@ def trace_figure(result, *, kinds: Sequence[str] | None = None, height_per_token
     brings nothing back" and full colour the best restoration.
 
     Args:
-        result: a :class:`~workbench.tracing.TraceResult` (trace or patch).
+        result: a :class:`~workbench.locate.TraceResult` (trace or patch).
         kinds: panels to draw (default: all kinds in the result).
         height_per_token: pixels per row.
     """
@@ -84,7 +84,7 @@ def aie_figure(result, *, kinds: Sequence[str] | None = None, groups: Sequence[s
     """Average indirect effect per layer, one line per token group with its 95% band.
 
     Args:
-        result: an :class:`~workbench.tracing.AIEResult`.
+        result: an :class:`~workbench.locate.AIEResult`.
         kinds: panels to draw (default: all in the result).
         groups: token groups to draw (default: all six of ROME's).
     """

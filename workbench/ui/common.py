@@ -1,5 +1,5 @@
 """Shared pieces of the panels: inline errors, long tasks with progress and Cancel,
-HTML tables, and access to library functions that may not exist in this install.
+and HTML tables.
 
 The UI never computes: every panel calls a library function and shows its result.
 Long calls run in a background thread so the notebook stays responsive; the
@@ -11,18 +11,17 @@ the Cancel button stop the work and lets the panel count the steps for its bar.
 from __future__ import annotations
 
 import html
-import importlib
 import threading
 import time
 import traceback
-from contextlib import contextmanager
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import ipywidgets as widgets
 
 from workbench.errors import WorkbenchError
-from workbench.progress import CancelToken, Cancelled
+from workbench.progress import Cancelled, CancelToken
 
 
 def sentence(exc: BaseException) -> str:
@@ -215,34 +214,6 @@ def guarded(error: ErrorLine, fn: Callable[..., Any]) -> Callable[..., Any]:
             return None
 
     return call
-
-
-class Missing(WorkbenchError):
-    """A library function this panel needs is not in this install (yet)."""
-
-
-def library(module: str, name: str) -> Callable[..., Any]:
-    """``workbench.<module>.<name>``, or raise :class:`Missing` with a sentence that says so."""
-    try:
-        mod = importlib.import_module(f"workbench.{module}")
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.startswith("workbench"):
-            raise Missing(f"workbench.{module} is not available in this install, so this panel cannot run") from None
-        raise
-    fn = getattr(mod, name, None)
-    if fn is None:
-        raise Missing(f"workbench.{module}.{name} is not available in this install, so this panel cannot run")
-    return fn
-
-
-def has_library(module: str, name: str) -> bool:
-    try:
-        library(module, name)
-        return True
-    except Missing:
-        return False
-    except Exception:  # noqa: BLE001 - a module that fails to import is also "not available"
-        return False
 
 
 def table(rows: Sequence[dict], columns: Sequence[str], *, css: str = "wb-table",

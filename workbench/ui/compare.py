@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import html
-
 import ipywidgets as widgets
 
 from workbench.errors import WorkbenchError
-from workbench.ui.common import ErrorLine, State, Task, library, table
+from workbench.evaluation import compare
+from workbench.ui.common import ErrorLine, State, Task, table
 from workbench.ui.edit import methods
 from workbench.ui.figures import compare_figure
 
@@ -47,7 +46,6 @@ class ComparePanel(widgets.VBox):
 
     def run(self) -> None:
         try:
-            compare = library("evaluation", "compare")
             chosen = list(self.methods.value)
             if not chosen:
                 raise WorkbenchError("choose at least one method")

@@ -8,7 +8,8 @@ import inspect
 import ipywidgets as widgets
 import numpy as np
 
-from workbench.editing import METHODS, _load_methods, active_edits, edit, revert_all
+from workbench.editing import METHODS, active_edits, edit, revert_all
+from workbench.editing.search import METHOD_DEFAULTS, SearchParams
 from workbench.errors import WorkbenchError
 from workbench.ui.common import ErrorLine, State, Task, guarded, parse_hparams, parse_ints, table
 
@@ -17,7 +18,6 @@ ORDER = ("rome", "memit", "pmet", "kn", "ft", "in-context", "retrieval")
 
 
 def methods() -> list[str]:
-    _load_methods()
     known = [m for m in ORDER if m in METHODS]
     return known + sorted(m for m in METHODS if m not in known)
 
@@ -28,9 +28,12 @@ def method_defaults(method: str) -> dict:
     if fn is None:
         return {}
     skip = {"model", "facts", "layers", "cancel"}
-    return {name: p.default for name, p in inspect.signature(fn).parameters.items()
-            if p.kind is inspect.Parameter.KEYWORD_ONLY and name not in skip
-            and p.default is not inspect.Parameter.empty}
+    own = {name: p.default for name, p in inspect.signature(fn).parameters.items()
+           if p.kind is inspect.Parameter.KEYWORD_ONLY and name not in skip
+           and p.default is not inspect.Parameter.empty}
+    # The target-search settings come in through **search; their defaults live in one place.
+    search = SearchParams.for_method(method).to_dict() if method in METHOD_DEFAULTS else {}
+    return {**own, **search}
 
 
 def default_layers_for(model, method: str) -> list[int] | None:

@@ -13,8 +13,9 @@ import html
 import ipywidgets as widgets
 
 from workbench.errors import WorkbenchError
+from workbench.locate import intervene, key_profile, knowledge_neurons, memories
 from workbench.probing import probe
-from workbench.ui.common import ErrorLine, State, Task, guarded, library, parse_ints, table
+from workbench.ui.common import ErrorLine, State, Task, guarded, parse_ints, table
 from workbench.ui.figures import neuron_figure, sub_update_figure
 
 AMPLIFY = 2.0
@@ -115,7 +116,6 @@ class MemoriesPanel(widgets.VBox):
         fact = self.state.fact
         if fact is None:
             raise WorkbenchError("choose a fact in the Fact tab first")
-        memories = library("memories", "memories")
         with self.state.using() as model:
             report = memories(model, fact.text, layer=int(self.layer.value),
                               position=int(self.position.value), top_k=int(self.top_k.value))
@@ -184,10 +184,6 @@ class MemoriesPanel(widgets.VBox):
 
     def _reprobe(self, model, fact, report, targets) -> None:
         base = probe(model, fact.text, targets=targets or None, top_k=3)[0]
-        try:
-            intervene = library("interventions", "intervene")
-        except WorkbenchError:
-            intervene = library("memories", "intervene")
         plan = {report.layer: {k: ("scale", 0.0 if w == "suppress" else AMPLIFY) for k, w in self.changes.items()}}
         with intervene(model, plan, position=report.position):
             changed = probe(model, fact.text, targets=targets or None, top_k=3)[0]
@@ -205,16 +201,6 @@ class MemoriesPanel(widgets.VBox):
 
     def show_profile(self, key: int) -> None:
         report = self.report
-        try:
-            key_profile = library("memories", "key_profile")
-        except WorkbenchError as exc:
-            # Still show what the report itself knows about the key.
-            u = next(u for u in report.sub_updates if u.key == key)
-            self.profile.value = (
-                f"<b>Key {key}</b> at layer {report.layer}: promotes {html.escape(_tokens(u.promotes, 8))}; "
-                f"demotes {html.escape(_tokens(u.demotes, 8))}.<br><i>{html.escape(str(exc))}; "
-                "the contexts that activate it most are not shown.</i>")
-            return
         model, fact = self.state.model, self.state.fact
         prompt = fact.text if fact is not None else None
 
@@ -258,7 +244,6 @@ class MemoriesPanel(widgets.VBox):
             self.kn_error.show("Choose a fact in the Fact tab first.")
             return
         try:
-            knowledge_neurons = library("neurons", "knowledge_neurons")
             layers = parse_ints(self.kn_layers.value)
         except WorkbenchError as exc:
             self.kn_error.show(exc)

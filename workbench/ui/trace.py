@@ -9,8 +9,8 @@ import html
 
 import ipywidgets as widgets
 
-from workbench.errors import WorkbenchError
-from workbench.ui.common import ErrorLine, State, Task, guarded, library
+from workbench.locate import trace
+from workbench.ui.common import ErrorLine, State, Task, guarded
 from workbench.ui.figures import trace_figure
 
 KINDS = ("mlp", "attn", "resid")
@@ -57,11 +57,6 @@ class TracePanel(widgets.VBox):
         if fact is None:
             self.error.show("Choose a fact in the Fact tab first.")
             return
-        try:
-            trace = library("tracing", "trace")
-        except WorkbenchError as exc:
-            self.error.show(exc)
-            return
         kinds = list(self.kinds.value) or ["mlp"]
         samples, window, noise = int(self.samples.value), int(self.window.value), float(self.noise.value)
         model = self.state.model
@@ -70,7 +65,7 @@ class TracePanel(widgets.VBox):
                       self.show, busy="tracing…")
 
     def show(self, result) -> None:
-        """Display a :class:`~workbench.tracing.TraceResult` (also used by tests)."""
+        """Display a :class:`~workbench.locate.TraceResult` (also used by tests)."""
         self.state.trace = result
         self.state.emit("trace")
         warn = "".join(f"<li>{html.escape(w)}</li>" for w in getattr(result, "warnings", []) or [])

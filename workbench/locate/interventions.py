@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from workbench.errors import WorkbenchError
+from workbench.locate.ffn import key_index
 from workbench.model import Model
 
 Change = float | int | tuple[str, float]
@@ -31,8 +32,6 @@ _OPS = ("scale", "add", "set")
 
 def _normalise(model: Model, changes: Mapping[int, Mapping[int, Change]]) -> dict[int, dict[str, tuple[Tensor, Tensor]]]:
     """Validate and group changes per layer and operation into (keys, amounts) tensors."""
-    from workbench.memories import key_index
-
     if not isinstance(changes, Mapping):
         raise WorkbenchError("changes must be a mapping {layer: {key: value or ('scale', s)}}")
     plan: dict[int, dict[str, tuple[list[int], list[float]]]] = {}

@@ -44,9 +44,10 @@ from jaxtyping import Float
 from torch import Tensor
 
 from workbench.errors import WorkbenchError
-from workbench.interventions import amplify, suppress
-from workbench.lens import check_prompt, first_token_id
-from workbench.memories import key_coefficients
+from workbench.facts import Fact
+from workbench.locate.ffn import key_coefficients
+from workbench.locate.interventions import amplify, suppress
+from workbench.locate.lens import check_prompt, first_token_id
 from workbench.model import Model
 from workbench.progress import CancelToken, progress
 from workbench.results import Result
@@ -154,7 +155,6 @@ class PromptNeurons(Result):
 @dataclass
 class Effect(Result):
     """Mean ``p(target first token)`` over the prompts, before and with the neurons changed."""
-
     before: float
     suppressed: float
     amplified: float
@@ -187,7 +187,7 @@ class NeuronReport(Result):
     effect: Effect | None
 
     def pairs(self) -> list[tuple[int, int]]:
-        """The neurons as ``(layer, key)`` pairs (what :func:`~workbench.interventions.suppress` takes)."""
+        """The neurons as ``(layer, key)`` pairs (what :func:`~workbench.locate.interventions.suppress` takes)."""
         return [(n.layer, n.key) for n in self.neurons]
 
     def to_pandas(self):
@@ -197,8 +197,6 @@ class NeuronReport(Result):
 
 
 def _prompts(fact_or_prompts, target: str | None) -> tuple[list[str], str]:
-    from workbench.facts import Fact
-
     if isinstance(fact_or_prompts, Fact):
         prompts = [fact_or_prompts.text, *fact_or_prompts.paraphrase_prompts]
         target = target if target is not None else fact_or_prompts.target_true

@@ -1,6 +1,6 @@
 """Log-probabilities over the whole vocabulary for a handful of hidden states, cheaply.
 
-The v* search of ROME, MEMIT and PMET unembeds a few dozen hidden states every
+The v* search of ROME, MEMIT and PMET (and sampling in :func:`~workbench.probing.generate`) unembeds a few dozen hidden states every
 step, forward and backward. With Gemma's 262k-token vocabulary that product is
 about half of a step on a CPU, and its cost is compute, not Python. So
 :class:`MixedUnembed` computes it in two parts:
@@ -29,7 +29,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from workbench.editing.lowp import bf16_copies
+from workbench.bfloat16 import bf16_copies
 
 
 class MixedUnembed:

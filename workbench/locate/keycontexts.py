@@ -32,8 +32,8 @@ from torch import Tensor
 from workbench.cache import cache_dir, write_file_atomically
 from workbench.corpus import CORPUS_NAME, wiki_texts
 from workbench.errors import WorkbenchError
-from workbench.lens import TokenScore, check_prompt, top_tokens
-from workbench.memories import key_coefficients, key_index, value_logits
+from workbench.locate.ffn import key_coefficients, key_index, value_logits
+from workbench.locate.lens import TokenScore, check_prompt, top_tokens
 from workbench.model import Model, StopForward
 from workbench.progress import CancelToken, progress
 from workbench.results import Result
@@ -199,7 +199,7 @@ class KeyProfile(Result):
 
     Attributes:
         promotes / demotes: tokens the value vector ``v_i`` pushes up / down
-            (read as in :mod:`workbench.memories`).
+            (read as in :mod:`workbench.locate.memories`).
         prompt_tokens / prompt_activations: the key's coefficient at every token
             of ``prompt`` (empty without a prompt).
         contexts / negative_contexts: top (most positive / most negative)

@@ -33,7 +33,8 @@ from jaxtyping import Float
 from torch import Tensor
 
 from workbench.errors import WorkbenchError
-from workbench.lens import TokenScore, check_prompt, position_index, residuals, top_tokens
+from workbench.locate.ffn import key_coefficients, value_directions, value_logits
+from workbench.locate.lens import TokenScore, check_prompt, first_token_id, position_index, residuals, top_tokens
 from workbench.model import Model
 from workbench.results import Result
 
@@ -97,37 +98,6 @@ class MemoryReport(Result):
              "promotes": [t.token for t in u.promotes], "demotes": [t.token for t in u.demotes]}
             for u in self.sub_updates
         ])
-
-
-def key_index(model: Model, key: int) -> int:
-    """Validate an FFN key index; return it."""
-    if not isinstance(key, int) or isinstance(key, bool):
-        raise WorkbenchError(f"key must be an integer, got {key!r}")
-    if not 0 <= key < model.d_mlp:
-        raise WorkbenchError(f"key {key} is out of range: {model.name} has FFN keys 0..{model.d_mlp - 1}")
-    return key
-
-
-def value_directions(model: Model, layer: int, keys: Tensor | list[int] | None = None) -> Float[Tensor, "keys d_model"]:
-    """Value vectors as they enter the residual stream: ``gain ⊙ v_i`` (``v_i`` without a post-norm)."""
-    values = model.roles.value_vectors(model.bridge, layer).detach()
-    if keys is not None:
-        values = values[torch.as_tensor(keys, dtype=torch.long, device=values.device)]
-    gain = model.roles.value_direction_gain(model.bridge, layer)
-    return values if gain is None else values * gain
-
-
-def value_logits(model: Model, layer: int, keys: Tensor | list[int]) -> Float[Tensor, "keys d_vocab"]:
-    """Each chosen value vector read through the final norm and unembedding (see module doc)."""
-    with torch.no_grad():
-        return model.unembed(value_directions(model, layer, keys))
-
-
-def key_coefficients(model: Model, tokens: Tensor, layers: list[int]) -> dict[int, Float[Tensor, "pos d_mlp"]]:
-    """FFN key coefficients ``m`` of one prompt at the given layers."""
-    names = {layer: model.roles.hook("ffn_keys", layer) for layer in layers}
-    acts = residuals(model, tokens, list(names.values()))
-    return {layer: acts[name] for layer, name in names.items()}
 
 
 def sub_updates(
@@ -253,8 +223,6 @@ def find_keys(model: Model, token: str, *, layers: list[int] | None = None, top_
     Example:
         >>> [(k.layer, k.key) for k in find_keys(model, "Paris", top_k=3).keys]   # doctest: +SKIP
     """
-    from workbench.lens import first_token_id
-
     token_id = first_token_id(model, "x", token)
     layers = list(range(model.n_layers)) if layers is None else [model.layer_index(l) for l in layers]
     if not layers:
@@ -276,12 +244,3 @@ def find_keys(model: Model, token: str, *, layers: list[int] | None = None, top_
                                 rank=int((logits > logits[token_id]).sum()),
                                 promotes=top_tokens(model, logits, tokens_per_key)))
     return KeySearch(model=model.name, token=model.tokenizer.decode([token_id]), token_id=token_id, keys=matches)
-
-
-def key_profile(model: Model, layer: int, key: int, **kwargs):
-    """Same as :func:`workbench.keycontexts.key_profile` (a key's value tokens and
-    top-activating contexts), reachable from here because it belongs with memories."""
-    # Imported late: keycontexts builds on this module.
-    from workbench.keycontexts import key_profile as _key_profile
-
-    return _key_profile(model, layer, key, **kwargs)

@@ -22,13 +22,13 @@ from torch import Tensor
 
 from workbench.errors import WorkbenchError
 from workbench.model import Model
+from workbench.probing import target_ids
 from workbench.results import Result
 
 
 @dataclass
 class TokenScore(Result):
     """A vocabulary token and a score (a logit, a probability or a projection)."""
-
     token: str
     id: int
     score: float
@@ -61,8 +61,6 @@ def position_index(n_tokens: int, position: int) -> int:
 
 def first_token_id(model: Model, prompt: str, token: str) -> int:
     """The id of the first token of ``token`` read as a continuation of ``prompt``."""
-    from workbench.probing import target_ids
-
     if not isinstance(token, str) or not token.strip():
         raise WorkbenchError(f"target {token!r} is empty; give a word such as 'Paris'")
     return target_ids(model, prompt, token)[0]

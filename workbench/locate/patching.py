@@ -4,7 +4,7 @@ Where causal tracing corrupts the subject with noise, patching swaps it for a
 real alternative: run the *corrupt* prompt (say, another subject of the same
 length in tokens) and, at each (token, layer), put back the *clean* prompt's
 state. The score is p(clean answer); the same batched machinery as
-:mod:`workbench.tracing` makes it cheap (cells before the first differing token
+:mod:`workbench.locate.tracing` makes it cheap (cells before the first differing token
 cannot change and get the corrupt probability without a run).
 
 Example:
@@ -23,9 +23,12 @@ import numpy as np
 import torch
 
 from workbench.errors import WorkbenchError
+from workbench.locate.blocks import BlockRunner, answer_probs
+from workbench.locate.cells import KINDS, check_kinds, check_window, window_layers
+from workbench.locate.sweep import sweep
+from workbench.locate.trace_result import TraceResult
 from workbench.model import Model
 from workbench.progress import CancelToken, progress
-from workbench.tracing import KINDS, BlockRunner, TraceResult, _check_kinds, answer_probs, sweep, window_layers
 
 
 def _pair(model: Model, clean_prompt: str, corrupt_prompt: str):
@@ -65,7 +68,7 @@ def patch(
         cancel: stop early (raises ``Cancelled``).
 
     Returns:
-        A :class:`~workbench.tracing.TraceResult` with ``method="patch"``;
+        A :class:`~workbench.locate.trace_result.TraceResult` with ``method="patch"``;
         ``corrupted_prob`` is p(clean answer) on the corrupt prompt and
         ``subject_range`` spans the tokens that differ.
 
@@ -74,9 +77,8 @@ def patch(
             ``window`` below 1, unknown kind.
     """
     started = time.perf_counter()
-    kinds = _check_kinds(kinds)
-    if not isinstance(window, int) or window < 1:
-        raise WorkbenchError(f"window must be a whole number of layers >= 1, got {window!r}")
+    kinds = check_kinds(kinds)
+    check_window(window)
     clean, corrupt, differ = _pair(model, clean_prompt, corrupt_prompt)
     runner = BlockRunner(model, clean)
     corrupt_runner = BlockRunner(model, corrupt)
@@ -106,7 +108,7 @@ def patch_reference(
 ) -> dict[str, np.ndarray]:
     """Patching the straightforward way (one full forward of [clean, corrupt] per cell),
     for checking :func:`patch`."""
-    kinds = _check_kinds(kinds)
+    kinds = check_kinds(kinds)
     clean, corrupt, _ = _pair(model, clean_prompt, corrupt_prompt)
     batch = torch.cat([clean, corrupt])
     with torch.no_grad():

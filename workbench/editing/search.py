@@ -1,0 +1,123 @@
+"""The target-search settings of the locate-then-edit methods, and each method's defaults.
+
+ROME, MEMIT and PMET (and the editors built on them) all search for vectors that,
+added at a site of the model, make it say the new object
+(:func:`~workbench.editing.optimize.optimize_deltas`). :class:`SearchParams` holds
+that search's settings; :data:`METHOD_DEFAULTS` is the one place where a method's
+defaults differ from the shared ones. A method takes the settings as plain
+keywords (``wb.edit(model, fact, method="rome", steps=10)``) and builds them with
+:meth:`SearchParams.from_kwargs`, which rejects a name it does not know.
+
+Example:
+    >>> SearchParams.from_kwargs({"steps": 10}, method="rome").steps
+    10
+    >>> SearchParams.for_method("rome").n_prefixes, SearchParams.for_method("memit").n_prefixes
+    (5, 10)
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from workbench.errors import WorkbenchError
+
+
+@dataclass(frozen=True)
+class SearchParams:
+    """Settings of the target (v*) search, shared by ROME, MEMIT and PMET.
+
+    Attributes:
+        steps: Adam steps at most (the first measures the unedited model).
+        lr, beta1: Adam's learning rate and first-moment decay.
+        kl_weight: weight of KL(edited ‖ unedited) after "{subject} is a".
+        weight_decay: weight of ‖δ‖²/‖init‖².
+        clamp: ‖δ‖ is kept below ``clamp`` · ‖init‖.
+        stop_nll: stop once the new object's NLL is below this.
+        n_prefixes: generated context prefixes put before the edit prompt (each is a
+            row of every step, so they cost time); MEMIT and PMET read their keys
+            over the same prefixes.
+        mixed_unembed, low_precision: the two bfloat16 speed-ups (see below).
+    """
+
+    steps: int = 25
+    # lr 0.1, not ROME's 0.5 (tuned for GPT-2 XL): Adam moves every coordinate by about
+    # lr per step, and on gemma-3-270m the FFN-output δs that work have norm ≈ 5 (640
+    # coordinates). Measured on 6 facts at layer 4: lr 0.5 made the loss oscillate and
+    # 5 of 6 ran all 25 steps; lr 0.1 met the NLL target in 6-14 steps for 5 of 6.
+    lr: float = 0.1
+    # Adam's first-moment decay (its momentum); see METHOD_DEFAULTS for ROME's.
+    beta1: float = 0.9
+    kl_weight: float = 0.0625
+    weight_decay: float = 0.5
+    clamp: float = 4.0
+    stop_nll: float = 0.05
+    # MEMIT's and PMET's; see METHOD_DEFAULTS for ROME's.
+    n_prefixes: int = 10
+    # Unembed in bfloat16 with the target and top tokens exact (see workbench/unembed.py):
+    # the unembedding's forward + backward of one fact's 12 rows took 0.15 s instead of
+    # 0.26 s (1 CPU thread). False runs the plain float32 unembedding.
+    mixed_unembed: bool = True
+    # Run the blocks from the edited layer up in bfloat16 during the steps, where the CPU does
+    # bfloat16 natively (lowp.py); stopping is decided in float32. ROME on 200 known facts
+    # (2 CPU cores): 2.98 s per edit instead of 3.57, ES / PS / NS 98.0 / 89.3 / 84.7 % instead
+    # of 97.0 / 90.0 / 84.2. False (or a GPU, or a CPU without bfloat16) runs float32 throughout.
+    low_precision: bool = True
+
+    @classmethod
+    def names(cls) -> list[str]:
+        """The settings' keyword names."""
+        return [f.name for f in fields(cls)]
+
+    @classmethod
+    def for_method(cls, method: str) -> SearchParams:
+        """The defaults ``method`` searches with (the shared ones where it sets none)."""
+        return cls(**METHOD_DEFAULTS.get(method, {}))
+
+    @classmethod
+    def from_kwargs(cls, kwargs: dict, *, method: str) -> SearchParams:
+        """Build from a method's remaining keyword arguments; unknown names are an error.
+
+        A method's own defaults (:data:`METHOD_DEFAULTS`) apply where the caller gives none.
+
+        Raises:
+            WorkbenchError: a name that is not a search setting (the message lists them).
+        """
+        known = cls.names()
+        unknown = sorted(set(kwargs) - set(known))
+        if unknown:
+            raise WorkbenchError(
+                f"unknown hyperparameter(s) for {method}: {', '.join(unknown)} "
+                f"(the target search takes {', '.join(known)}; see help(wb.edit) for the method's own)"
+            )
+        return cls(**{**METHOD_DEFAULTS.get(method, {}), **kwargs})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise WorkbenchError(f"steps must be at least 1 (the first step measures the unedited model), got {self.steps}")
+        if not self.lr > 0:
+            raise WorkbenchError(f"lr must be positive, got {self.lr}")
+        if not 0 <= self.beta1 < 1:
+            raise WorkbenchError(f"beta1 (Adam's momentum) must be in [0, 1), got {self.beta1}")
+        if not isinstance(self.n_prefixes, int) or isinstance(self.n_prefixes, bool) or self.n_prefixes < 0:
+            raise WorkbenchError(f"n_prefixes must be a whole number >= 0, got {self.n_prefixes!r}")
+
+
+#: The methods that run the target search, with the settings where each differs from
+#: :class:`SearchParams`' shared defaults — every one from a measurement:
+#:
+#: * ROME, beta1 0.5 instead of Adam's 0.9: on 60 known facts (benchmarks/edit.py --n 60,
+#:   2 CPU threads) 4.67 instead of 6.82 s per edit, paraphrase 91.7 instead of 80.0 %,
+#:   neighbourhood 78.3 instead of 76.7 % — with less momentum the search overshoots less
+#:   and meets stop_nll sooner. MEMIT and PMET keep 0.9 until measured the same way.
+#: * ROME, 5 prefixes instead of 10: on 200 known facts ES / PS / NS
+#:   were 97.0 / 90.0 / 84.2 % with 5 and 97.5 / 91.6 / 84.0 % with 10; 3.57 s per edit with
+#:   5 (2 CPU cores), 4.99 with 10, on the code before the search skipped the blocks below
+#:   the edited layer.
+METHOD_DEFAULTS: dict[str, dict] = {
+    "rome": {"beta1": 0.5, "n_prefixes": 5},
+    "memit": {},
+    "pmet": {},
+}

@@ -1,0 +1,47 @@
+"""The locator: where a model recalls a fact, read-only.
+
+What it holds, one concept per module::
+
+    tracing        causal tracing of one fact (trace)
+      spans          where the subject is in the prompt's tokens
+      cells          kinds of state, ROME's restore window, settings checks
+      noise          the noise scale and the fixed-seed draw
+      blocks         running the blocks from any layer; p(answer) from hidden states
+      sweep          the batched sweep over (kind, token, layer) cells
+      trace_result   TraceResult
+      reference      the slow, obvious trace the tests compare with
+    aie            average indirect effect over many facts, by token group
+    patching       activation patching between two prompts
+    ffn            FFN keys and values read off the model (shared primitives)
+    memories       sub-updates of one FFN layer at one token; keys that promote a token
+    keycontexts    a key's top-activating contexts in natural text
+    neurons        knowledge neurons by integrated gradients
+    lens           the logit lens, and reading residual vectors as tokens
+    interventions  set, scale or suppress chosen keys inside a ``with`` block
+
+What it may import: the model layer below it (``workbench.model``,
+``workbench.facts``, ``workbench.probing``, ``workbench.corpus``,
+``workbench.cache``, ``workbench.progress``, ``workbench.results``,
+``workbench.errors``) and itself — never ``editing``, ``evaluation``,
+``figures``, ``ui`` or ``cli``. Nothing here writes a weight.
+
+Example:
+    >>> from workbench.locate import trace
+    >>> r = trace(model, ("The {} is located in the city of", "Eiffel Tower"), kinds="mlp")  # doctest: +SKIP
+"""
+
+from workbench.locate.aie import AIEResult, average_indirect_effect
+from workbench.locate.interventions import amplify, intervene, suppress
+from workbench.locate.keycontexts import KeyProfile, key_profile, top_contexts
+from workbench.locate.lens import LensResult, lens
+from workbench.locate.memories import MemoryReport, find_keys, memories
+from workbench.locate.neurons import NeuronReport, integrated_gradients, knowledge_neurons
+from workbench.locate.patching import patch
+from workbench.locate.trace_result import TraceResult
+from workbench.locate.tracing import trace
+
+__all__ = [
+    "AIEResult", "KeyProfile", "LensResult", "MemoryReport", "NeuronReport", "TraceResult",
+    "amplify", "average_indirect_effect", "find_keys", "integrated_gradients", "intervene",
+    "key_profile", "knowledge_neurons", "lens", "memories", "patch", "suppress", "top_contexts", "trace",
+]

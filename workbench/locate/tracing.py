@@ -1,0 +1,149 @@
+"""Causal tracing (Meng et al. 2022): where does the model recall a fact?
+
+Run the prompt once clean and ``samples`` times with Gaussian noise on the
+subject's token embeddings; then, for every (token, layer), put back the clean
+state there and see how much of the clean answer's probability comes back.
+
+* ``"resid"``: restore the block output (residual stream) at (token, layer).
+* ``"mlp"`` / ``"attn"``: restore what the FFN / attention adds to the residual
+  at that token, for a window of ``window`` layers centred on the layer (clipped
+  to the model, as ROME does: layers ``[l - window//2, l + ceil(window/2))``).
+
+The score of a cell is the mean over the corrupted copies of p(clean answer's
+first token); its *indirect effect* is score minus the corrupted probability.
+
+How it is made fast (the straightforward way runs one full forward pass of
+``1 + samples`` sequences, with logits at every position, per kind, token and
+layer; :func:`trace_reference` does exactly that and the tests compare):
+
+1. Restoring at (t, l) cannot change layers below ``l`` (below the window's
+   first layer for mlp/attn), so each restored run starts from the corrupted
+   run's residual stream entering that layer and only runs the blocks above it
+   (:class:`BlockRunner` calls the bridge's blocks with the keyword arguments
+   the model itself passed them — masks, rotary tables — captured once).
+2. Tokens before the subject see no noise (attention is causal), so restoring
+   there is a no-op: those cells equal the corrupted probability, no run needed.
+3. Many (token, layer) cells share one batched forward.
+4. Only the last position is unembedded (vocabularies run to 262k entries).
+
+Example:
+    >>> import workbench as wb
+    >>> model = wb.load_model()
+    >>> r = wb.trace(model, wb.Fact("Eiffel Tower", "The {} is located in the city of", "Paris"))
+    >>> r.answer, round(r.clean_prob, 2)
+    (' Paris', 0.76)
+    >>> r.to_pandas().sort_values("score").tail(1)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import torch
+
+from workbench.facts import Fact
+from workbench.locate.blocks import BlockRunner, answer_probs
+from workbench.locate.cells import KINDS, check_settings
+from workbench.locate.noise import embedding_std, make_noise
+from workbench.locate.spans import prompt_and_subject, subject_span
+from workbench.locate.sweep import sweep
+from workbench.locate.trace_result import TraceResult
+from workbench.model import Model
+from workbench.progress import CancelToken
+
+#: Below this clean probability a trace mostly measures noise.
+LOW_CLEAN_PROB = 0.1
+
+
+def _warnings(answer: str, target_true: str | None, clean_prob: float, corrupted_prob: float) -> list[str]:
+    out = []
+    if clean_prob < LOW_CLEAN_PROB:
+        out.append(
+            f"the clean answer {answer!r} has p={clean_prob:.3f} < {LOW_CLEAN_PROB}: the model is unsure, "
+            "so restored scores are mostly noise"
+        )
+    if target_true is not None and not target_true.strip().startswith(answer.strip()) and answer.strip():
+        out.append(f"the model's top-1 {answer!r} does not begin the fact's object {target_true!r}: tracing the model's answer")
+    if clean_prob >= LOW_CLEAN_PROB and corrupted_prob > 0.5 * clean_prob:
+        out.append(
+            f"corrupting the subject keeps p={corrupted_prob:.3f} of clean {clean_prob:.3f}: the answer barely "
+            "depends on the subject here (try more noise)"
+        )
+    return out
+
+
+def trace(
+    model: Model,
+    fact: Fact | tuple[str, str] | str,
+    *,
+    subject: str | None = None,
+    kinds: str | Sequence[str] = KINDS,
+    samples: int = 10,
+    noise: float = 3.0,
+    noise_std: float | None = None,
+    window: int = 10,
+    seed: int = 0,
+    cancel: CancelToken | None = None,
+    max_tokens: int = 8192,
+) -> TraceResult:
+    """Causal tracing of one fact: which hidden states carry it to the answer.
+
+    Args:
+        model: a loaded model.
+        fact: a :class:`~workbench.facts.Fact`, a ``(prompt, subject)`` pair (the prompt
+            may hold ``{}`` where the subject goes), or a prompt with ``subject=``.
+        subject: the words to corrupt, when ``fact`` is a bare prompt.
+        kinds: any of ``"resid"``, ``"mlp"``, ``"attn"``, or ``"all"``.
+        samples: corrupted copies N (the noise differs per copy).
+        noise: noise scale in units of the subject-embedding std.
+        noise_std: that std; by default :func:`embedding_std` (fixed subject set).
+        window: layers restored around each layer for mlp/attn.
+        seed: noise seed.
+        cancel: a token the UI can trip to stop early (raises ``Cancelled``).
+        max_tokens: sequence-positions per batched forward (memory bound).
+
+    Returns:
+        A :class:`TraceResult`.
+
+    Raises:
+        WorkbenchError: subject not in the prompt, prompt longer than the context,
+            ``samples`` or ``window`` below 1, unknown kind.
+
+    Example:
+        >>> r = trace(model, ("The {} is located in the city of", "Eiffel Tower"), kinds="mlp", samples=5)
+        >>> r.scores["mlp"].shape  # (tokens, layers)
+        (10, 18)
+    """
+    started = time.perf_counter()
+    kinds = check_settings(samples, window, noise, kinds)
+    prompt, subject, target_true = prompt_and_subject(fact, subject)
+    tokens = model.tokens(prompt)
+    ids = tokens[0].tolist()
+    begin, end = subject_span(model, ids, prompt, subject)
+    std = embedding_std(model) if noise_std is None else float(noise_std)
+
+    runner = BlockRunner(model, tokens)
+    clean_hidden = model.bridge.ln_final(runner.resid[model.n_layers][:, -1])
+    with torch.no_grad():
+        clean_logp = model.logits_from_hidden(clean_hidden).float().log_softmax(-1)[0]
+    answer_id = int(clean_logp.argmax())
+    clean_prob = float(clean_logp[answer_id].exp())
+
+    eps = make_noise(samples, end - begin, model.d_model, noise * std, seed)
+    x0 = runner.resid[0].repeat(samples, 1, 1)
+    x0[:, begin:end] += eps.to(x0.device, x0.dtype)
+    corrupted_hidden, corrupted = runner.run(0, x0, keep=True)
+    corrupted_prob = float(answer_probs(model, corrupted_hidden, answer_id).mean())
+
+    scores = sweep(runner, corrupted, kinds, window, answer_id, begin, corrupted_prob,
+                   cancel=cancel, max_tokens=max_tokens, desc=f"tracing {subject}")
+    answer = model.tokenizer.decode([answer_id])
+    return TraceResult(
+        model=model.name, prompt=prompt, subject=subject, tokens=model.str_tokens(ids),
+        subject_range=[begin, end], answer=answer, answer_id=answer_id, clean_prob=clean_prob,
+        corrupted_prob=corrupted_prob, scores=scores, method="trace", samples=samples,
+        noise=float(noise), noise_std=std, window=window, seed=seed,
+        seconds=time.perf_counter() - started,
+        warnings=_warnings(answer, target_true, clean_prob, corrupted_prob),
+    )
