@@ -138,6 +138,29 @@ def test_bad_input(tiny):
     assert wb.active_edits(tiny) == []
 
 
+def test_search_settings_live_in_one_place():
+    """No method or search function repeats a target-search setting in its signature:
+    they take them as **search and SearchParams (with METHOD_DEFAULTS) holds the defaults."""
+    import inspect
+
+    from workbench.editing.memit import memit, spread_edit
+    from workbench.editing.optimize import optimize_deltas
+    from workbench.editing.pmet import pmet
+    from workbench.editing.rome import rome
+    from workbench.editing.search import METHOD_DEFAULTS, SearchParams
+
+    names = set(SearchParams.names())
+    for fn in (rome, memit, pmet, spread_edit, optimize_deltas):
+        repeated = names & set(inspect.signature(fn).parameters)
+        assert not repeated, f"{fn.__name__} repeats {sorted(repeated)}"
+    assert set(METHOD_DEFAULTS) == {"rome", "memit", "pmet"}
+    assert SearchParams.for_method("rome").beta1 == 0.5 and SearchParams.for_method("rome").n_prefixes == 5
+    assert SearchParams.for_method("memit") == SearchParams() == SearchParams.for_method("a-new-editor")
+    assert SearchParams.from_kwargs({"n_prefixes": 2}, method="rome").beta1 == 0.5
+    with pytest.raises(wb.WorkbenchError, match="n_prefixes must be a whole number"):
+        SearchParams(n_prefixes=-1)
+
+
 def test_unknown_fact_warns(tiny):
     # A random tiny model knows nothing: either object may win, so ask for the one it prefers less.
     p = wb.probe(tiny, FACTS[0].text, targets=["Paris", "Rome"])[0]
