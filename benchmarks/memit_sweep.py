@@ -80,7 +80,7 @@ def main(argv=None) -> int:
         for targets, weight, passes in settings:
             start = time.perf_counter()
             h = wb.edit(model, facts, method="memit", layers=layers, mom2_weight=weight, passes=passes,
-                        targets=targets, samples=args.samples, check_known=False)
+                        targets=targets, samples=args.samples, check_known=False, min_prob=0)
             seconds = time.perf_counter() - start
             try:
                 row = {"layers": layers, "targets": targets, "mom2_weight": weight, "passes": passes,

@@ -26,7 +26,7 @@ def snapshot(model):
 @pytest.mark.parametrize("method", ["in-context", "retrieval"])
 def test_weights_untouched_and_revert_removes(model, method):
     before = snapshot(model)
-    h = edit(model, FACT, method=method)
+    h = edit(model, FACT, method=method, min_prob=0)
     assert h.prompt_edit in model.prompt_edits and not h.changes_weights
     assert "Rome" in model.contextualize(FACT.text)
     wb.probe(model, FACT.text, targets=["Rome"])
@@ -38,29 +38,29 @@ def test_weights_untouched_and_revert_removes(model, method):
 
 
 def test_in_context_text_and_demonstrations(model):
-    with edit(model, FACT, method="in-context") as h:
+    with edit(model, FACT, method="in-context", min_prob=0) as h:
         assert model.contextualize("Q") == "New fact: The Eiffel Tower is located in the city of Rome.\nQ"
         d = h.prompt_edit.to_dict()
     from workbench.editing.incontext import InContextEdit
 
     assert InContextEdit.from_dict(d).rewrite("Q") == "New fact: The Eiffel Tower is located in the city of Rome.\nQ"
-    with edit(model, FACT, method="in-context", demonstrations=3):
+    with edit(model, FACT, method="in-context", min_prob=0, demonstrations=3):
         text = model.contextualize("Q")
         assert text.count("New fact:") == 4 and text.endswith("Rome.\nQ")
     with pytest.raises(wb.WorkbenchError):
-        edit(model, FACT, method="in-context", demonstrations=9)
+        edit(model, FACT, method="in-context", min_prob=0, demonstrations=9)
 
 
 def test_retrieval_recalls_paraphrase_not_neighbour(model):
-    with edit(model, FACT, method="retrieval"):
+    with edit(model, FACT, method="retrieval", min_prob=0):
         assert model.contextualize(FACT.paraphrase_prompts[0]).startswith("New fact: The Eiffel Tower")
         assert model.contextualize(FACT.neighborhood_prompts[0]) == FACT.neighborhood_prompts[0]
         assert model.contextualize("My favourite colour is") == "My favourite colour is"
 
 
 def test_retrieval_edits_share_one_memory(model):
-    h1 = edit(model, FACT, method="retrieval")
-    h2 = edit(model, OTHER, method="retrieval")
+    h1 = edit(model, FACT, method="retrieval", min_prob=0)
+    h2 = edit(model, OTHER, method="retrieval", min_prob=0)
     try:
         # One lookup over both facts: each prompt gets exactly its own fact, once.
         a = model.contextualize("The Danube river flows into the")
@@ -77,8 +77,8 @@ def test_retrieval_edits_share_one_memory(model):
 
 def test_retrieval_threshold_bounds(model):
     with pytest.raises(wb.WorkbenchError, match="threshold"):
-        edit(model, FACT, method="retrieval", threshold=1.5)
-    with edit(model, FACT, method="retrieval", threshold=-1.0):  # recall everything
+        edit(model, FACT, method="retrieval", min_prob=0, threshold=1.5)
+    with edit(model, FACT, method="retrieval", min_prob=0, threshold=-1.0):  # recall everything
         assert model.contextualize("Completely unrelated text").startswith("New fact:")
 
 

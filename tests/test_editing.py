@@ -19,12 +19,14 @@ FACTS = [
     wb.Fact("Steve Jobs", "{} was the founder of", "Apple", "Microsoft"),
 ]
 # Small settings so each method runs in about a second on a tiny model.
+# min_prob=0: a random tiny model never reaches a new object in three steps, and these
+# tests check the mechanics (revert, save, failure), not that the edit took.
 FAST = {
-    "rome": dict(samples=1500, n_prefixes=2, steps=3, check_known=False),
-    "memit": dict(samples=1500, n_prefixes=2, steps=3, check_known=False),
-    "pmet": dict(samples=1500, n_prefixes=2, steps=3, check_known=False),
-    "ft": dict(steps=3, check_known=False),
-    "kn": dict(steps=4, check_known=False, layers=[2, 3]),
+    "rome": dict(samples=1500, n_prefixes=2, steps=3, check_known=False, min_prob=0),
+    "memit": dict(samples=1500, n_prefixes=2, steps=3, check_known=False, min_prob=0),
+    "pmet": dict(samples=1500, n_prefixes=2, steps=3, check_known=False, min_prob=0),
+    "ft": dict(steps=3, check_known=False, min_prob=0),
+    "kn": dict(steps=4, check_known=False, layers=[2, 3], min_prob=0),
 }
 LAYERS = {"rome": [1], "memit": [1, 2], "pmet": [1, 2], "ft": [2], "kn": None}
 
@@ -197,9 +199,14 @@ def test_cli_edit_json(capsys, tmp_path):
 
     from workbench.cli import main
 
-    rc = main(["edit", "--model", "tiny-gemma3", "--method", "rome", "--subject", "Eiffel Tower",
-               "--prompt", "The {} is located in the city of", "--target-new", "Rome", "--target-true", "Paris",
-               "--layers", "1", "--probe", "The Eiffel Tower is in", "--save", str(tmp_path / "e"), "--json"])
+    args = ["edit", "--model", "tiny-gemma3", "--method", "rome", "--subject", "Eiffel Tower",
+            "--prompt", "The {} is located in the city of", "--target-new", "Rome", "--target-true", "Paris",
+            "--layers", "1", "--probe", "The Eiffel Tower is in", "--save", str(tmp_path / "e"), "--json"]
+    # The random tiny model does not reach "Rome": refused and reverted, nothing saved, one line.
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "below min_prob=0.05: it was reverted" in err and not (tmp_path / "e.safetensors").exists()
+    rc = main(args + ["--min-prob", "0"])
     assert rc == 0
     out = json.loads(capsys.readouterr().out)
     assert out["method"] == "rome" and out["layers"] == [1] and len(out["probes"]) == 2
@@ -244,6 +251,6 @@ def test_memit_second_pass_starts_from_what_the_first_left(tiny):
     assert [len(norms[layer]) for layer in (1, 2)] == [2, 2]
     assert norms[1][0] == pytest.approx(one.info["residual_norms"][1][0], rel=1e-6)
     assert norms[1][1] == pytest.approx(one.info["final_residual_norm"], rel=1e-6)
-    with pytest.raises(wb.WorkbenchError, match="passes must be a positive integer"):
+    with pytest.raises(wb.WorkbenchError, match="passes must be a whole number"):
         wb.edit(tiny, FACTS, method="memit", layers=[1, 2], passes=0, **FAST["memit"])
     assert _same(tiny, snap)

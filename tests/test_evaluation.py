@@ -119,7 +119,7 @@ def test_in_context_edit_flips_scores_and_locality_needs_reference(model):
     # A mechanical check: a prompt edit that forces the new object is seen by the scorer.
     fact = known_facts(model, 1)[0]
     before = score_fact(model, fact)
-    with edit(model, fact, method="in-context"):
+    with edit(model, fact, method="in-context", min_prob=0):
         after = score_fact(model, fact, reference=before)
         assert model.contextualize(fact.text).startswith("New fact: ")
     assert after.easyedit_locality_acc is not None and 0.0 <= after.easyedit_locality_acc <= 1.0
@@ -140,7 +140,7 @@ def test_perplexity_is_finite_and_sees_prompt_edits(model):
     base = perplexity(model, texts, max_tokens=16)
     assert math.isfinite(base) and base > 1
     fact = known_facts(model, 1)[0]
-    with edit(model, fact, method="in-context"):
+    with edit(model, fact, method="in-context", min_prob=0):
         assert perplexity(model, texts, max_tokens=16) != base
 
 

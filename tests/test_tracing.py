@@ -186,7 +186,8 @@ def test_cli_trace_json(capsys):
                  "The {} is located in the city of", "--kind", "mlp", "--samples", "2", "--json"])
     assert code == 0
     out = json.loads(capsys.readouterr().out)
-    assert set(out) == {"tokens", "subject_range", "answer", "clean_prob", "corrupted_prob", "scores", "seconds"}
+    assert set(out) == {"tokens", "subject_range", "answer", "clean_prob", "corrupted_prob", "scores", "seconds",
+                        "warnings"}
     assert list(out["scores"]) == ["mlp"]
     assert len(out["scores"]["mlp"]) == len(out["tokens"])
 

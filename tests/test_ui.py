@@ -153,6 +153,7 @@ def test_edit_in_context_updates_probes_and_revert_restores(app, model):
     assert "as intended" not in before_table  # no colours before an edit
     app.edit.method.value = "in-context"
     assert app.edit.layers.disabled
+    app.edit.hparams.value = "min_prob=0"  # the random tiny model does not reach the new object
     app.edit.task.button.click()
     assert app.edit.error.value == "", app.edit.error.text
     assert len(wb.active_edits(model)) == 1
@@ -172,7 +173,7 @@ def test_rome_edit_on_tiny_model(app, model):
     weights = {k: v.clone() for k, v in model.state_dict().items()}
     app.edit.method.value = "rome"
     assert app.edit.layers.value  # pre-filled with the method default
-    app.edit.hparams.value = "samples=2000\nsteps=3\ncheck_known=false"
+    app.edit.hparams.value = "samples=2000\nsteps=3\ncheck_known=false\nmin_prob=0"
     app.edit.task.button.click()
     if app.edit.error.value and "corpus" in app.edit.error.text.lower():
         pytest.skip(app.edit.error.text)
@@ -181,6 +182,18 @@ def test_rome_edit_on_tiny_model(app, model):
     app.edit.revert_all_button.click()
     after = model.state_dict()
     assert all((after[k] == v).all() for k, v in weights.items())
+
+
+def test_an_edit_that_misses_is_refused_inline(app, model):
+    """On the random tiny model ROME cannot reach the new object: the panel says so in one
+    line, and nothing is left applied."""
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    app.edit.method.value = "rome"
+    app.edit.hparams.value = "samples=2000\nsteps=2\ncheck_known=false"
+    app.edit.task.button.click()
+    assert "below min_prob" in app.edit.error.text and "Traceback" not in app.edit.error.value
+    assert wb.active_edits(model) == []
+    assert all((model.state_dict()[k] == v).all() for k, v in weights.items())
 
 
 def test_bad_inputs_are_sentences(app):

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from workbench import checks
 from workbench.errors import DatasetError, WorkbenchError
 from workbench.results import Result
 
@@ -62,10 +63,7 @@ class Fact(Result):
     def __post_init__(self) -> None:
         if not isinstance(self.subject, str) or not self.subject.strip():
             raise WorkbenchError("the subject is empty")
-        if not isinstance(self.prompt, str) or self.prompt.count("{}") != 1:
-            raise WorkbenchError(
-                f"the prompt template must contain '{{}}' exactly once where the subject goes, got {self.prompt!r}"
-            )
+        check_template(self.prompt)
         for name in ("target_true", "target_new"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value.strip()):
@@ -97,6 +95,24 @@ class Fact(Result):
     def to_dict(self) -> dict[str, Any]:
         d = super().to_dict()
         return {k: v for k, v in d.items() if v not in (None, [], ())}
+
+
+def check_template(prompt) -> None:
+    """A relation template holds exactly one ``{}`` (where the subject goes) and no other field.
+
+    Other braces must be doubled (``{{``), as in :meth:`str.format`, which fills the template.
+
+    Raises:
+        WorkbenchError: no ``{}``, two of them, or a named or numbered field (``{x}``, ``{0}``).
+
+    Example:
+        >>> check_template("The {} is located in the city of")
+        >>> check_template("The {x} is in")
+        Traceback (most recent call last):
+        ...
+        workbench.errors.WorkbenchError: the prompt template has a field {x}: use '{}' exactly once where the subject goes (double other braces: '{{'), got 'The {x} is in'
+    """
+    checks.template(prompt, what="the prompt template", slot="the subject")
 
 
 def _text(record: dict, index: int, key: str, *, required: bool = True) -> str | None:
@@ -241,9 +257,14 @@ def read_facts(source: str | Path | Sequence[dict]) -> list[Fact]:
     if isinstance(source, (str, Path)):
         path = Path(source)
         try:
-            text = path.read_text()
+            text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise DatasetError(f"cannot read dataset {str(path)!r}: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            raise DatasetError(
+                f"dataset {str(path)!r} is not UTF-8 text (byte {exc.start} is {exc.object[exc.start:exc.start + 1]!r}); "
+                "datasets are JSON or JSON lines in UTF-8"
+            ) from None
         try:
             records = json.loads(text)
         except json.JSONDecodeError:

@@ -19,12 +19,15 @@ import importlib.util
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
 
 import torch
 
 from workbench.cache import build_atomically, cache_dir
 from workbench.errors import UnknownModelError
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "gemma-3-270m"
 
@@ -115,10 +118,25 @@ def load_hf(name: str, *, dtype: torch.dtype, device_map=None):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if name in _GGUF_MODELS:
-        path = converted_dir(name)
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, device_map=device_map)
-        return model.eval(), tokenizer, str(path)
+        for attempt in (1, 2):
+            path = converted_dir(name)
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(path)
+                model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, device_map=device_map)
+                bad = non_finite_parameter(model)
+                if bad is None:
+                    return model.eval(), tokenizer, str(path)
+                reason = f"NaN or infinite weights in {bad}"
+            except Exception as exc:  # noqa: BLE001 - a truncated, missing or corrupt file: convert again
+                reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else 'unreadable'}"
+            if attempt == 2:
+                raise UnknownModelError(
+                    f"the converted {name} in {str(path)!r} is corrupt ({reason}) even after converting it again; "
+                    "reinstall the package that ships it (make setup)"
+                )
+            # The cache is ours and can be made again from the package's GGUF: do so, once.
+            log.warning("the converted model in %s is corrupt (%s); converting it again (about a minute)", path, reason)
+            shutil.rmtree(path, ignore_errors=True)
     if name in _TINY_MODELS:
         from workbench.architecture import tiny_config
 
@@ -132,8 +150,8 @@ def load_hf(name: str, *, dtype: torch.dtype, device_map=None):
         return model.eval(), tokenizer, name
     local = Path(name).expanduser()
     looks_local = local.exists() or name.startswith((".", "/", "~"))
-    if looks_local and not (local / "config.json").exists():
-        raise UnknownModelError(f"model folder {name!r} has no config.json")
+    if looks_local:
+        return _load_folder(name, local, dtype=dtype, device_map=device_map)
     hub_log = logging.getLogger("huggingface_hub")
     level = hub_log.level
     # The Hub client logs every retry on stderr; the error below says it in one line.
@@ -154,4 +172,43 @@ def load_hf(name: str, *, dtype: torch.dtype, device_map=None):
         ) from None
     finally:
         hub_log.setLevel(level)
+    _refuse_non_finite(model, name)
     return model.eval(), tokenizer, name
+
+
+def _load_folder(name: str, folder: Path, *, dtype: torch.dtype, device_map=None):
+    """A model saved with ``save_pretrained`` in a local folder (never the Hub)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if not (folder / "config.json").exists():
+        raise UnknownModelError(f"model folder {name!r} has no config.json")
+    try:
+        json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UnknownModelError(f"model folder {name!r}: config.json is not valid JSON ({exc})") from None
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, device_map=device_map, local_files_only=True)
+    except Exception as exc:  # noqa: BLE001 - transformers raises many kinds; say which and where
+        first = str(exc).splitlines()[0][:200] if str(exc) else ""
+        raise UnknownModelError(
+            f"cannot load the model folder {name!r} (its weights or tokenizer files are missing or unreadable): "
+            f"{type(exc).__name__}: {first}"
+        ) from None
+    _refuse_non_finite(model, name)
+    return model.eval(), tokenizer, name
+
+
+def non_finite_parameter(model) -> str | None:
+    """The name of the first parameter holding NaN or infinity, or None if all are finite."""
+    with torch.no_grad():
+        for pname, p in model.named_parameters():
+            if p.is_floating_point() and not torch.isfinite(p).all():
+                return pname
+    return None
+
+
+def _refuse_non_finite(model, name: str) -> None:
+    bad = non_finite_parameter(model)
+    if bad is not None:
+        raise UnknownModelError(f"model {name!r} has NaN or infinite weights in {bad}: its files are corrupt")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import numbers
 import time
 from dataclasses import dataclass, field
 
@@ -136,8 +137,9 @@ class Model:
 
     def layer_index(self, layer: int) -> int:
         """Validate ``layer`` (negative counts from the end); return it non-negative."""
-        if not isinstance(layer, int) or isinstance(layer, bool):
-            raise WorkbenchError(f"layer must be an integer, got {layer!r}")
+        if not isinstance(layer, numbers.Integral) or isinstance(layer, bool):
+            raise WorkbenchError(f"layer must be a whole number, got {layer!r}")
+        layer = int(layer)
         if not -self.n_layers <= layer < self.n_layers:
             raise WorkbenchError(
                 f"layer {layer} is out of range: {self.name} has layers 0..{self.n_layers - 1}"

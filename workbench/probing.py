@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from workbench import checks
 from workbench.errors import WorkbenchError
 from workbench.model import Model
 from workbench.results import Result
@@ -171,6 +172,7 @@ def probe(
     prompts = list(prompts)
     if not prompts:
         raise WorkbenchError("no prompts to probe")
+    top_k = checks.top_k(top_k, low=0)
     for p in prompts:
         if not isinstance(p, str) or not p.strip():
             raise WorkbenchError("empty prompt")

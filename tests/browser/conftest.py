@@ -148,8 +148,14 @@ def voila_server(tmp_path_factory):
     env = _server_env(tmp)
     port = free_port()
     log = tmp / "voila.log"
-    cmd = [sys.executable, "-m", "voila", str(NOTEBOOK), "--no-browser", f"--port={port}", "--Voila.ip=127.0.0.1",
-           "--VoilaConfiguration.show_tracebacks=True"]
+    # The server `workbench app` starts (host check on, one kernel, a token), with tracebacks shown.
+    from argparse import Namespace
+
+    from workbench.cli.app import command
+
+    cmd = command(Namespace(port=port, lab=False), TOKEN)
+    cmd = [c for c in cmd if not c.startswith("--VoilaConfiguration.show_tracebacks")]
+    cmd += ["--VoilaConfiguration.show_tracebacks=True"]
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT)
     try:

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from flow import SLOW, Timer, edit_and_revert, no_inline_errors, pick_fact, trace_and_click, wait_app
+import urllib.error
+import urllib.request
+
+from flow import SLOW, TOKEN, Timer, edit_and_revert, no_inline_errors, pick_fact, trace_and_click, wait_app
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(900)]
 
 
 def test_voila_app_full_flow(voila_server, page, screenshots):
     timer = Timer()
-    page.goto(voila_server + "/", timeout=SLOW)
+    page.goto(f"{voila_server}/?token={TOKEN}", timeout=SLOW)
     wait_app(page, timer)
     page.screenshot(path=str(screenshots / "voila-fact.png"), full_page=True)
     pick_fact(page, timer)
@@ -19,3 +22,25 @@ def test_voila_app_full_flow(voila_server, page, screenshots):
     edit_and_revert(page, screenshots, "voila", timer)
     no_inline_errors(page)
     print("voila timings (s):", timer.marks)
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None  # report the 302 itself (a redirect to the login page)
+
+
+def _status(url: str, headers: dict | None = None) -> int:
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.build_opener(_NoRedirect).open(request, timeout=30) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_voila_answers_only_loopback_hosts_with_the_token(voila_server):
+    """No DNS rebinding: a request naming a foreign host is refused, even with the token;
+    without the token no page (and no kernel) is served. (Static files answer anyway.)"""
+    port = voila_server.rsplit(":", 1)[1]
+    assert _status(f"{voila_server}/?token={TOKEN}", {"Host": f"evil.example:{port}"}) == 403
+    assert _status(f"{voila_server}/", {"Host": f"127.0.0.1:{port}"}) in (302, 401, 403)

@@ -1,12 +1,19 @@
 """``workbench app``: serve the workbench notebook as an app (Voila) or open it in JupyterLab.
 
-Binds to 127.0.0.1 only: the app runs code (edits weights) for whoever reaches it.
+The app runs code (it edits weights) for whoever reaches it, so: it binds to
+127.0.0.1 only, asks for a random token (printed in the URL), answers only requests
+for a loopback host (no DNS rebinding), keeps one kernel at a time
+(:mod:`workbench.cli.voila_server`), prints the port it really listens on (a busy
+port is an error, not a silent move), and stops its server when it is stopped.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import secrets
+import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -40,20 +47,35 @@ def register(sub) -> None:
     p = sub.add_parser("app", help="serve the workbench app (Voila) or open it in JupyterLab")
     p.add_argument("--port", type=int, default=8866, help="port on 127.0.0.1 (default 8866)")
     p.add_argument("--lab", action="store_true", help="open the notebook in JupyterLab instead of Voila")
+    p.add_argument("--token", default=None, help="the access token (default: a new random one, shown in the URL)")
     p.add_argument("--dry-run", action="store_true", help="print the server command and exit")
     p.set_defaults(handler=run)
 
 
-def command(args: argparse.Namespace) -> list[str]:
+def command(args: argparse.Namespace, token: str) -> list[str]:
+    """The server's command line, on 127.0.0.1:``args.port`` with ``token``."""
     if not 0 < args.port < 65536:
         raise WorkbenchError(f"--port must be between 1 and 65535, got {args.port}")
+    if not token or not token.isascii() or not all(c.isalnum() or c in "-_" for c in token):
+        raise WorkbenchError("--token must be letters, digits, '-' or '_'")
     path = notebook_path()
     if args.lab:
+        # JupyterLab's host check is on by default; only the token is ours to set.
         return [sys.executable, "-m", "jupyterlab", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={args.port}",
                 "--ServerApp.port_retries=0", f"--ServerApp.root_dir={path.parent}", "--no-browser",
-                f"--LabApp.default_url=/lab/tree/{path.name}"]
-    return [sys.executable, "-m", "voila", str(path), "--no-browser", f"--port={args.port}", "--Voila.ip=127.0.0.1",
+                f"--IdentityProvider.token={token}", f"--LabApp.default_url=/lab/tree/{path.name}"]
+    return [sys.executable, "-m", "workbench.cli.voila_server", str(path), "--no-browser", f"--port={args.port}",
+            "--Voila.ip=127.0.0.1", "--Voila.port_retries=0", f"--token={token}",
+            "--VoilaConfiguration.multi_kernel_manager_class=workbench.cli.voila_server.NewestKernelOnly",
             "--VoilaConfiguration.show_tracebacks=False"]
+
+
+def _check_port_free(port: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            raise WorkbenchError(f"port {port} on 127.0.0.1 is in use; choose another with --port") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -62,11 +84,14 @@ def run(args: argparse.Namespace) -> int:
     needed = "jupyterlab" if args.lab else "voila"
     if importlib.util.find_spec(needed) is None or importlib.util.find_spec("ipywidgets") is None:
         raise WorkbenchError(f"the app needs {needed} and ipywidgets: pip install 'workbench[ui]'")
-    cmd = command(args)
+    token = args.token or secrets.token_urlsafe(24)
+    cmd = command(args, token)
     if args.dry_run:
         print(" ".join(cmd))
         return 0
-    url = f"http://127.0.0.1:{args.port}/"
+    _check_port_free(args.port)
+    path = "lab" if args.lab else ""
+    url = f"http://127.0.0.1:{args.port}/{path}?token={token}"
     what = "JupyterLab" if args.lab else "the workbench app (Voila)"
     print(f"workbench app: serving {what} on {url} (Ctrl-C stops)", file=sys.stderr)
     if os.geteuid() == 0 and args.lab:
@@ -75,7 +100,27 @@ def run(args: argparse.Namespace) -> int:
     # The panels draw their own progress bars; the library's tqdm bars would appear
     # below the app when drawn from the panels' worker threads.
     env.setdefault("WORKBENCH_PROGRESS", "0")
+    return serve(cmd, env)
+
+
+def serve(cmd: list[str], env: dict) -> int:
+    """Run the server until it ends, or until this process gets SIGINT or SIGTERM —
+    then stop the server too (it would otherwise live on, holding its kernels)."""
+    proc = subprocess.Popen(cmd, env=env)
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_term)
     try:
-        return subprocess.call(cmd, env=env)
+        return proc.wait()
     except KeyboardInterrupt:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
-from workbench.cli.arguments import add_model_argument, emit_json
+from workbench.cli.arguments import add_model_argument, check_output_path, emit_json
 
 
 def register(sub) -> None:
@@ -18,6 +19,8 @@ def register(sub) -> None:
     p.add_argument("--layers", default=None, help="comma-separated layers, e.g. 5,6 (default: the method's default)")
     p.add_argument("--probe", action="append", default=[], metavar="PROMPT", help="extra prompt to probe (repeatable)")
     p.add_argument("--save", default=None, metavar="PATH", help="save the edit (safetensors + JSON)")
+    p.add_argument("--min-prob", type=float, default=None, metavar="P",
+                   help="refuse an edit that leaves p(new) below P (default 0.05; 0 keeps any edit)")
     add_model_argument(p)
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.set_defaults(handler=run)
@@ -34,8 +37,9 @@ def _summary(model, prompts: list[str], new: str, true: str) -> list[dict]:
 
 def run(args: argparse.Namespace) -> int:
     from workbench.editing import edit
+    from workbench.editing.handle import edit_path
     from workbench.errors import WorkbenchError
-    from workbench.facts import Fact
+    from workbench.facts import Fact, check_template
     from workbench.model import load_model
     from workbench.probing import probe
 
@@ -45,8 +49,17 @@ def run(args: argparse.Namespace) -> int:
             layers = [int(x) for x in args.layers.split(",") if x.strip()]
         except ValueError:
             raise WorkbenchError(f"--layers must be comma-separated integers, got {args.layers!r}") from None
-    if "{}" not in args.prompt:
-        raise WorkbenchError("--prompt must contain {} where the subject goes")
+    # Everything that can be checked without the model is checked before it loads.
+    if not args.subject.strip():
+        raise WorkbenchError("--subject is empty")
+    if not args.target_new.strip():
+        raise WorkbenchError("--target-new is empty")
+    check_template(args.prompt)
+    if args.save:
+        check_output_path(args.save, "--save")
+        taken = [str(p) for p in (edit_path(args.save), Path(str(edit_path(args.save)) + ".json")) if p.exists()]
+        if taken:
+            raise WorkbenchError(f"--save: {taken[0]!r} already exists (nothing was run)")
     model = load_model(args.model)
     text = args.prompt.format(args.subject)
     true = args.target_true
@@ -60,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
     prompts = [text, *args.probe]
     before = _summary(model, prompts, fact.target_new, true)
     start = time.perf_counter()
-    handle = edit(model, fact, method=args.method, layers=layers)
+    handle = edit(model, fact, method=args.method, layers=layers,
+                  **({} if args.min_prob is None else {"min_prob": args.min_prob}))
     seconds = time.perf_counter() - start
     after = _summary(model, prompts, fact.target_new, true)
     if args.save:

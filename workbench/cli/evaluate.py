@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 from pathlib import Path
 
-from workbench.cli.arguments import add_model_argument, emit_json
+from workbench.cli.arguments import add_model_argument, check_output_path, emit_json, json_text
 
 
 def register(sub) -> None:
@@ -33,29 +33,47 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from workbench.errors import WorkbenchError
-    from workbench.evaluation import evaluate, read_report
+    from workbench.evaluation import EvaluationInterrupted, evaluate, read_report
     from workbench.facts import read_facts
     from workbench.model import load_model
 
     if args.limit is not None and args.limit < 1:
         raise WorkbenchError("--limit must be >= 1")
-    # Read (and validate) the data before the model load: bad input fails in a second.
+    # Read (and validate) the data and the output paths before the model load: bad input
+    # fails in a second, not after the run.
+    check_output_path(args.report, "--report")
+    check_output_path(args.json, "--json")
     facts = read_facts(args.dataset)
     earlier = read_report(args.resume) if args.resume else None
     model = load_model(args.model)
     kwargs = {"layers": args.layers} if args.layers else {}
-    report = evaluate(
-        model, facts, method=args.method, mode=args.mode, limit=args.limit, every=args.every,
-        revert=not args.keep, perplexity_texts=args.perplexity_texts, fluency_tokens=args.fluency_tokens,
-        time_limit=args.time_limit, resume=earlier, **kwargs,
-    )
+    try:
+        report = evaluate(
+            model, facts, method=args.method, mode=args.mode, limit=args.limit, every=args.every,
+            revert=not args.keep, perplexity_texts=args.perplexity_texts, fluency_tokens=args.fluency_tokens,
+            time_limit=args.time_limit, resume=earlier, **kwargs,
+        )
+    except EvaluationInterrupted as stop:
+        # Ctrl-C: write what was finished, so that nothing done is lost and --resume can go on.
+        n = stop.report.summary["n"]
+        if args.report:
+            stop.report.to_json(args.report, indent=1)
+            resume = f"; go on with --resume {args.report}" if args.mode == "independent" else ""
+            print(f"workbench evaluate: interrupted after {n} facts; the partial report is in {args.report}{resume}",
+                  file=sys.stderr)
+        else:
+            print(f"workbench evaluate: interrupted after {n} facts (give --report PATH to keep them)", file=sys.stderr)
+        return 130
     if args.report:
         report.to_json(args.report, indent=1)
     summary = report.to_dict()["summary"]
+    failed = [r for r in report.rows if r.error is not None]
+    if report.rows and len(failed) == len(report.rows):
+        raise WorkbenchError(f"every one of the {len(failed)} edits failed; the first: {failed[0].error}")
     if args.json == "-":
         emit_json(summary)
     elif args.json:
-        Path(args.json).write_text(json.dumps(summary, indent=1) + "\n")
+        Path(args.json).write_text(json_text(summary, indent=1) + "\n")
     if args.json != "-":
         for key, value in summary.items():
             print(f"{key:<28} {value:.4g}" if isinstance(value, float) else f"{key:<28} {value}")

@@ -18,12 +18,11 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from workbench.errors import WorkbenchError
+    from workbench.checks import top_k
     from workbench.locate.lens import lens
     from workbench.model import load_model
 
-    if args.top_k < 1:
-        raise WorkbenchError("--top-k must be >= 1")
+    top_k(args.top_k, name="--top-k")  # before the model loads
     model = load_model(args.model)
     r = lens(model, args.prompt, watch=args.watch, top_k=args.top_k)
     if args.json:

@@ -21,10 +21,9 @@ def run(args: argparse.Namespace) -> int:
     from workbench.model import load_model
     from workbench.probing import probe
 
-    if args.top_k < 0:
-        from workbench.errors import WorkbenchError
+    from workbench.checks import top_k
 
-        raise WorkbenchError("--top-k must be >= 0")
+    top_k(args.top_k, name="--top-k", low=0)  # before the model loads
     model = load_model(args.model)
     result = probe(model, args.prompts, targets=args.target or None, top_k=args.top_k)
     if args.json:

@@ -7,7 +7,8 @@ import argparse
 from workbench.cli.arguments import add_model_argument, emit_json
 
 #: The CLI's JSON contract (the library result holds more).
-JSON_KEYS = ("tokens", "subject_range", "answer", "clean_prob", "corrupted_prob", "scores", "seconds")
+# "warnings" too: a JSON reader must learn what a person reading the table is told.
+JSON_KEYS = ("tokens", "subject_range", "answer", "clean_prob", "corrupted_prob", "scores", "seconds", "warnings")
 
 
 def register(sub) -> None:

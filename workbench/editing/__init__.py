@@ -26,14 +26,17 @@ What it may import: the model layer (``workbench.model``, ``facts``,
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 # The built-in methods register themselves on import (a few milliseconds in all).
 from workbench.editing import ft, incontext, kn, memit, pmet, retrieval, rome  # noqa: F401
 from workbench.editing.handle import EditHandle, active_edits, load_edit, revert_all
-from workbench.editing.registry import CHECKS_KNOWN, METHODS, register_method
+from workbench.editing.registry import CHECKS_KNOWN, METHODS, check_hparams, register_method
+from workbench import checks
 from workbench.errors import WorkbenchError
 from workbench.facts import Fact
+from workbench.probing import probe
 
 
 def check_facts(facts: Fact | Sequence[Fact]) -> list[Fact]:
@@ -43,22 +46,49 @@ def check_facts(facts: Fact | Sequence[Fact]) -> list[Fact]:
     facts = list(facts)
     if not facts:
         raise WorkbenchError("no facts to edit")
-    seen: dict[tuple[str, str], str] = {}
+    seen: dict[tuple[str, str], Fact] = {}
+    same_true: dict[tuple[str, str], Fact] = {}
     for f in facts:
         if not isinstance(f, Fact):
             raise WorkbenchError(f"expected a Fact, got {type(f).__name__}")
         if f.target_new is None:
             raise WorkbenchError(f"fact about {f.subject!r} has no target_new to edit towards")
-        key = (f.subject, f.prompt)
-        if key in seen and seen[key] != f.target_new:
+        subject = " ".join(f.subject.split()).casefold()
+        # The same prompt up to spacing and case asks for two new objects for one fact.
+        key = (subject, " ".join(f.prompt.split()).casefold())
+        other = seen.setdefault(key, f)
+        if other.target_new.strip() != f.target_new.strip():
             raise WorkbenchError(
-                f"the batch asks for two different new objects for {f.text!r}: {seen[key]!r} and {f.target_new!r}"
+                f"the batch asks for two different new objects for {f.text!r}: {other.target_new!r} and {f.target_new!r}"
             )
-        seen[key] = f.target_new
+        # The same true object under another wording may be the same fact said twice, or
+        # another relation with the same answer: worth a word, not a refusal.
+        if f.target_true is not None:
+            other = same_true.setdefault((subject, f.target_true.strip().casefold()), f)
+            if other.target_new.strip() != f.target_new.strip():
+                warnings.warn(
+                    f"{other.text!r} -> {other.target_new!r} and {f.text!r} -> {f.target_new!r} replace the same "
+                    f"true object {f.target_true!r}: if they are one fact worded twice, the batch contradicts itself",
+                    stacklevel=3,
+                )
     return facts
 
 
-def edit(model, facts: Fact | Sequence[Fact], *, method: str = "rome", layers: Sequence[int] | None = None, **hparams) -> EditHandle:
+#: An edit after which the new object's probability on the edit prompt is below this,
+#: for most of its facts, is refused and reverted: it wrote weights without making the
+#: model say the new object (lr=1e9 ended at p ≈ 0.006 and was kept before this check).
+MIN_PROB = 0.05
+
+
+def edit(
+    model,
+    facts: Fact | Sequence[Fact],
+    *,
+    method: str = "rome",
+    layers: Sequence[int] | None = None,
+    min_prob: float = MIN_PROB,
+    **hparams,
+) -> EditHandle:
     """Edit ``facts`` into ``model`` with ``method``; returns a handle that can revert.
 
     Args:
@@ -67,6 +97,9 @@ def edit(model, facts: Fact | Sequence[Fact], *, method: str = "rome", layers: S
         method: one of :data:`METHODS` (``rome``, ``memit``, ``pmet``, ``kn``,
             ``ft``, ``in-context``, ``retrieval``).
         layers: layers to edit (default: the method's default for this model).
+        min_prob: refuse (and revert) the edit unless the new object's probability
+            on the edit prompt reaches this for more than half of the facts; 0 keeps
+            every edit (what :func:`~workbench.evaluation.evaluate` does, to score them all).
         **hparams: method hyperparameters.
 
     Example:
@@ -78,10 +111,43 @@ def edit(model, facts: Fact | Sequence[Fact], *, method: str = "rome", layers: S
     """
     if method not in METHODS:
         raise WorkbenchError(f"unknown editing method {method!r}; choose one of {', '.join(sorted(METHODS))}")
+    check_hparams(method, hparams)
     facts = check_facts(facts)
+    for fact in facts:
+        checks.prompt_length(len(model.encode(fact.text)), "editing")
     if layers is not None:
-        layers = [model.layer_index(int(l)) for l in layers]
-    return METHODS[method](model, facts, layers=layers, **hparams)
+        if isinstance(layers, (str, bytes)) or not hasattr(layers, "__iter__"):
+            raise WorkbenchError(f"layers must be a list of layer numbers, got {layers!r}")
+        layers = [model.layer_index(l) for l in layers]
+        if not layers:
+            raise WorkbenchError("layers is empty: give at least one layer, or None for the method's default")
+    min_prob = checks.number("min_prob", min_prob, low=0, high=1)
+    handle = METHODS[method](model, facts, layers=layers, **hparams)
+    if min_prob:
+        _refuse_if_weak(model, handle, facts, min_prob)
+    return handle
+
+
+def _refuse_if_weak(model, handle: EditHandle, facts: list[Fact], min_prob: float) -> None:
+    """Revert ``handle`` and raise unless most facts reach p(new) >= ``min_prob``."""
+    try:
+        result = probe(model, [f.text for f in facts], targets=[[f.target_new] for f in facts], top_k=0)
+        probs = [p.targets[0].prob for p in result.prompts]
+    except BaseException:
+        handle.revert()  # the check itself failed (Ctrl-C, say): no half-judged edit stays
+        raise
+    reached = sum(p >= min_prob for p in probs)
+    if 2 * reached > len(facts):
+        return
+    handle.revert()
+    if len(facts) == 1:
+        what = f"p({facts[0].target_new.strip()}) = {probs[0]:.3g} after {facts[0].text!r}"
+    else:
+        what = f"p(new) >= {min_prob:g} for only {reached} of {len(facts)} facts (mean {sum(probs) / len(probs):.3g})"
+    raise WorkbenchError(
+        f"the {handle.method} edit reached {what}, below min_prob={min_prob:g}: it was reverted and the "
+        "weights are as they were (pass min_prob=0 to keep such an edit)"
+    )
 
 
 __all__ = ["CHECKS_KNOWN", "EditHandle", "METHODS", "active_edits", "check_facts", "edit", "load_edit", "register_method", "revert_all"]

@@ -20,12 +20,16 @@ from torch import Tensor
 from workbench.editing.defaults import single_layer
 from workbench.editing.handle import EditHandle, commit_weights
 from workbench.editing.optimize import as_matrix, build_batch, context_prefixes, to_stored, value_param, warn_if_unknown
+from workbench.checks import Number, Whole
 from workbench.editing.registry import register_method
 from workbench.errors import WorkbenchError
 from workbench.facts import Fact
 
 
-@register_method("ft", checks_known=True)
+@register_method("ft", checks_known=True, limits={
+    "steps": Whole(1, 10_000), "lr": Number(0, strict=True), "linf": Number(0, strict=True),
+    "max_norm": Number(0, strict=True), "n_prefixes": Whole(0, 100), "stop_nll": Number(0),
+})
 def ft(
     model,
     facts: Sequence[Fact],

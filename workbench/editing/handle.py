@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from workbench.cache import write_file_atomically
 from workbench.errors import WorkbenchError
 from workbench.results import Result
 
@@ -42,7 +43,9 @@ def tensor_hash(t: Tensor) -> str:
     return hashlib.sha256(t.detach().contiguous().cpu().numpy().tobytes()).hexdigest()[:16]
 
 
-@dataclass
+# eq=False: two handles are the same edit only if they are the same object. Two edits
+# loaded from one file hold equal fields, and reverting one must not remove the other.
+@dataclass(eq=False)
 class EditHandle(Result):
     """One applied edit.
 
@@ -106,8 +109,10 @@ class EditHandle(Result):
         with torch.no_grad():
             for name, value in self.before.items():
                 params[name].copy_(value)
-        if self.prompt_edit is not None and self.prompt_edit in self.model.prompt_edits:
-            self.model.prompt_edits.remove(self.prompt_edit)
+        if self.prompt_edit is not None:
+            # By identity: two in-context edits of the same fact compare equal.
+            kept = [e for e in self.model.prompt_edits if e is not self.prompt_edit]
+            self.model.prompt_edits[:] = kept
         if self in stack:
             stack.remove(self)
         self.active = False
@@ -119,16 +124,33 @@ class EditHandle(Result):
         self.revert()
 
     # -- persistence ----------------------------------------------------------------
-    def save(self, path: str | Path) -> Path:
+    def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
         """Save as ``path`` (safetensors of the edited weights) + ``path.json`` (metadata).
 
-        Only weight edits and prompt edits whose object has ``to_dict`` can be saved.
-        """
-        from safetensors.torch import save_file
+        ``.safetensors`` is appended to a path that does not end in it (``notes.txt``
+        becomes ``notes.txt.safetensors``: no other file is touched). Both files are
+        written to temporary names and renamed into place, the weights last, so a
+        failure leaves no half-written or orphaned file.
 
-        path = Path(path)
-        if path.suffix != ".safetensors":
-            path = path.with_suffix(".safetensors")
+        Raises:
+            WorkbenchError: the edit is reverted, a file is already there (and
+                ``overwrite`` is False), or its prompt edit cannot be saved.
+
+        Example:
+            >>> h.save("eiffel-rome")                 # doctest: +SKIP
+            PosixPath('eiffel-rome.safetensors')
+        """
+        from safetensors.torch import save
+
+        if not self.active:
+            raise WorkbenchError("this edit was reverted; a saved copy would re-apply it when loaded")
+        path = edit_path(path)
+        meta_path = Path(str(path) + ".json")
+        existing = [str(p) for p in (path, meta_path) if p.exists()]
+        if existing and not overwrite:
+            raise WorkbenchError(f"{existing[0]!r} already exists; choose another path or pass overwrite=True")
+        if self.prompt_edit is not None and not hasattr(self.prompt_edit, "to_dict"):
+            raise WorkbenchError(f"{self.method} edits cannot be saved")
         meta = {
             "format": "workbench-edit/1",
             "model": self.model.name,
@@ -141,9 +163,22 @@ class EditHandle(Result):
             "before_hashes": {k: tensor_hash(v) for k, v in self.before.items()},
             "prompt_edit": self.prompt_edit.to_dict() if self.prompt_edit is not None else None,
         }
-        save_file({k: v.contiguous() for k, v in self.after.items()}, str(path))
-        Path(str(path) + ".json").write_text(json.dumps(meta, indent=1))
+        weights = save({k: v.contiguous().cpu() for k, v in self.after.items()})
+        # Metadata first: a crash between the two renames leaves a .json without weights,
+        # which load_edit refuses, never weights that look loadable without their checks.
+        write_file_atomically(meta_path, json.dumps(meta, indent=1).encode())
+        try:
+            write_file_atomically(path, weights)
+        except BaseException:
+            meta_path.unlink(missing_ok=True)
+            raise
         return path
+
+
+def edit_path(path: str | Path) -> Path:
+    """Where an edit is saved: ``path`` with ``.safetensors`` appended unless it ends in it."""
+    path = Path(path)
+    return path if path.suffix == ".safetensors" else path.with_name(path.name + ".safetensors")
 
 
 def commit_weights(
@@ -226,15 +261,13 @@ def load_edit(model, path: str | Path, *, prompt_edit_loader: Callable[[dict], A
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    path = Path(path)
-    if path.suffix != ".safetensors":
-        path = path.with_suffix(".safetensors")
+    path = edit_path(path)
     meta_path = Path(str(path) + ".json")
     try:
         meta = json.loads(meta_path.read_text())
     except OSError:
         raise WorkbenchError(f"cannot read edit metadata {str(meta_path)!r}") from None
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, UnicodeDecodeError):
         raise WorkbenchError(f"edit metadata {str(meta_path)!r} is corrupt (not JSON)") from None
     if not isinstance(meta, dict) or meta.get("format") != "workbench-edit/1":
         raise WorkbenchError(f"{str(meta_path)!r} is not a workbench edit file")
@@ -248,9 +281,25 @@ def load_edit(model, path: str | Path, *, prompt_edit_loader: Callable[[dict], A
     except (OSError, SafetensorError) as exc:
         raise WorkbenchError(f"edit weights {str(path)!r} are unreadable or corrupt ({exc})") from None
     params = _params(model)
-    for name, want in meta.get("before_hashes", {}).items():
-        if name not in params or name not in after:
-            raise WorkbenchError(f"edit file {str(path)!r} is corrupt: no weights for {name}")
+    hashes = meta.get("before_hashes")
+    if not isinstance(hashes, dict) or set(hashes) != set(after):
+        # Every weight applied must be one the metadata vouches for, with the hash of what it replaces.
+        listed = set(hashes) if isinstance(hashes, dict) else set()
+        odd = sorted(set(after) ^ listed)
+        raise WorkbenchError(
+            f"edit file {str(path)!r} is corrupt: its weights and its metadata's before_hashes disagree"
+            + (f" ({odd[0]})" if odd else " (no before_hashes)")
+        )
+    if meta.get("prompt_edit") is None and not after:
+        raise WorkbenchError(f"edit file {str(path)!r} is corrupt: it holds no weights and no prompt edit")
+    for name, want in hashes.items():
+        if name not in params:
+            raise WorkbenchError(f"edit file {str(path)!r} changes {name}, which the loaded model does not have")
+        if after[name].shape != params[name].shape:
+            raise WorkbenchError(
+                f"edit file {str(path)!r} is corrupt: {name} has shape {tuple(after[name].shape)}, "
+                f"the model's {tuple(params[name].shape)}"
+            )
         if tensor_hash(params[name]) != want:
             raise WorkbenchError(
                 f"the model's {name} is not what it was when this edit was made "

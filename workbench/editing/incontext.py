@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass, field
 
 from workbench.editing.handle import EditHandle, commit_prompt_edit
+from workbench.checks import Whole, template
 from workbench.editing.registry import register_method
 from workbench.errors import WorkbenchError
 from workbench.facts import Fact
@@ -34,6 +35,11 @@ DEMONSTRATIONS = (
     ("Marta Quellin plays the instrument cello.", "The instrument Marta Quellin is known for playing is the", "cello"),
     ("The Orlen Prize is awarded in the field of chemistry.", "The Nobel Prize in Literature is awarded in the field of", "literature"),
 )
+
+
+def template_check(name: str, value) -> str:
+    """A template for stated facts holds ``{}`` exactly once, where the new fact goes."""
+    return template(value, what=f"the {name}", slot="the new fact")
 
 
 def statement(fact: Fact) -> str:
@@ -61,8 +67,7 @@ class InContextEdit:
     def __post_init__(self) -> None:
         if not 0 <= self.demonstrations <= len(DEMONSTRATIONS):
             raise WorkbenchError(f"demonstrations must be 0..{len(DEMONSTRATIONS)}, got {self.demonstrations}")
-        if "{}" not in self.template:
-            raise WorkbenchError("the in-context template needs '{}' where the new fact goes")
+        template_check("in-context template", self.template)
         demos = "".join(
             self.template.format(new) + f"{prompt} {answer}\n\n" for new, prompt, answer in DEMONSTRATIONS[: self.demonstrations]
         )
@@ -81,7 +86,8 @@ class InContextEdit:
         return cls(list(d["statements"]), int(d.get("demonstrations", 0)), d.get("template", "New fact: {}\n"))
 
 
-@register_method("in-context")
+@register_method("in-context", limits={"demonstrations": Whole(0, len(DEMONSTRATIONS)),
+                                       "template": template_check})
 def in_context(model, facts: list[Fact], *, layers=None, demonstrations: int = 0,
                template: str = "New fact: {}\n") -> EditHandle:
     """Edit by stating the new facts in the context of every prompt.

@@ -25,6 +25,7 @@ from torch import Tensor
 
 from workbench.editing.handle import EditHandle, commit_weights
 from workbench.editing.optimize import param_name, warn_if_unknown
+from workbench.checks import Number, Whole
 from workbench.editing.registry import register_method
 from workbench.errors import WorkbenchError
 from workbench.facts import Fact
@@ -40,7 +41,10 @@ def _direction(model, layer: int, token: int) -> Tensor:
     return emb / emb.norm()
 
 
-@register_method("kn", checks_known=True)
+@register_method("kn", checks_known=True, limits={
+    "strength": Number(0, strict=True), "threshold": Number(0, 1, strict=True), "share": Number(0, 1, strict=True),
+    "max_neurons": Whole(1, 10_000), "steps": Whole(1, 1000),
+})
 def kn(
     model,
     facts: Sequence[Fact],

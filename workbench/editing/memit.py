@@ -56,6 +56,7 @@ from workbench.editing.optimize import (
     virtual_update_hooks,
     warn_if_unknown,
 )
+from workbench.checks import Number, Whole
 from workbench.editing.registry import register_method
 from workbench.editing.search import SearchParams
 from workbench.editing.stats import DEFAULT_SAMPLES, second_moments
@@ -63,6 +64,10 @@ from workbench.errors import WorkbenchError
 from workbench.facts import Fact
 from workbench.model import StopForward
 from workbench.progress import progress
+
+
+#: The declared ranges of the settings spread_edit adds to the target search (MEMIT, PMET).
+SPREAD_LIMITS = {"samples": Whole(1), "mom2_weight": Number(0, strict=True), "passes": Whole(1, 10)}
 
 
 def residual_targets(model, facts: Sequence[Fact], prefixes: Sequence[str], last: int, deltas: dict[str, Tensor]) -> Tensor:
@@ -163,8 +168,6 @@ def spread_edit(
         # 97 / 69.1 %, 6·d_mlp 89 / 73.3 %; λ trades the one for the other, and 5·d_mlp sits
         # between the issue's 90 and 70 (assets/sweeps/README.md has the sweep).
         mom2_weight = float(model.d_mlp) * (5 if targets == "each" else 1)
-    if not isinstance(passes, int) or passes < 1:
-        raise WorkbenchError(f"passes must be a positive integer, got {passes!r}")
     if targets not in ("last", "each"):
         raise WorkbenchError(f"targets must be 'last' (MEMIT) or 'each' (a δ per layer), got {targets!r}")
     if targets == "each" and list(keep_sites) != list(target_sites):
@@ -266,7 +269,7 @@ def _mean_rms(model, batch, out_hook: str, updates: dict[int, Tensor]) -> Tensor
     return sums / counts
 
 
-@register_method("memit", checks_known=True)
+@register_method("memit", checks_known=True, limits=SPREAD_LIMITS)
 def memit(model, facts: Sequence[Fact], *, layers: Sequence[int] | None = None, **hparams) -> EditHandle:
     """Edit many facts in one update over a window of layers.
 

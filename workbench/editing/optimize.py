@@ -36,7 +36,7 @@ from workbench.editing.lowp import LowPrecisionBlocks
 from workbench.editing.lowp import usable as lowp_usable
 from workbench.editing.search import SearchParams
 from workbench.errors import WorkbenchError
-from workbench.facts import Fact
+from workbench.facts import Fact, knows
 from workbench.model import StopForward
 from workbench.probing import target_ids
 from workbench.unembed import MixedUnembed
@@ -86,11 +86,11 @@ def context_prefixes(model, n: int = 10, *, min_tokens: int = 5, max_tokens: int
     path = cache_dir("prefixes") / f"{model.fingerprint}_{n}_{min_tokens}-{max_tokens}_s{seed}.json"
     if path.exists():
         try:
-            data = json.loads(path.read_text())
-            if isinstance(data, list) and len(data) == n:
-                return [str(x) for x in data]
-        except json.JSONDecodeError:
-            pass
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if isinstance(data, list) and len(data) == n and all(isinstance(x, str) for x in data):
+                return data
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            pass  # a corrupt cache entry is generated again (and overwritten below)
     out = []
     for i in range(n):
         start = _STARTERS[i % len(_STARTERS)]
@@ -580,11 +580,18 @@ def warn_if_unknown(model, facts: Sequence[Fact]) -> list[Fact]:
     if not checked:
         return []
     res = probe(model, [f.text for f in checked], targets=[[f.target_true, f.target_new] for f in checked], top_k=1)
-    unknown = [f for f, p in zip(checked, res.prompts) if p.targets[0].logprob <= p.targets[1].logprob]
-    for f in unknown:
+    # The criterion of filter_known (greedy decoding begins the true object), and the new
+    # object must not be preferred already: a made-up subject fails the first.
+    known = knows(model, checked)
+    unknown = []
+    for f, p, ok in zip(checked, res.prompts, known):
+        if ok and p.targets[0].logprob > p.targets[1].logprob:
+            continue
+        unknown.append(f)
+        why = (f"it already prefers {f.target_new!r}" if p.targets[0].logprob <= p.targets[1].logprob
+               else f"its answer is {p.top[0].token!r}")
         warnings.warn(
-            f"the model does not know the fact {f.text!r} -> {f.target_true!r} (it already prefers "
-            f"{f.target_new!r} or neither); the edit may mean little",
+            f"the model does not know the fact {f.text!r} -> {f.target_true!r} ({why}); the edit may mean little",
             stacklevel=4,  # warn_if_unknown <- method <- edit <- the caller
         )
     return unknown

@@ -23,12 +23,12 @@ from collections.abc import Sequence
 
 from workbench.editing.defaults import default_layers
 from workbench.editing.handle import EditHandle
-from workbench.editing.memit import spread_edit
+from workbench.editing.memit import SPREAD_LIMITS, spread_edit
 from workbench.editing.registry import register_method
 from workbench.facts import Fact
 
 
-@register_method("pmet", checks_known=True)
+@register_method("pmet", checks_known=True, limits=SPREAD_LIMITS)
 def pmet(model, facts: Sequence[Fact], *, layers: Sequence[int] | None = None, **hparams) -> EditHandle:
     """Edit many facts at once with PMET (FFN weights of a window of layers).
 

@@ -47,7 +47,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from workbench.editing.handle import EditHandle, commit_prompt_edit
-from workbench.editing.incontext import statement
+from workbench.editing.incontext import statement, template_check
+from workbench.checks import Number
 from workbench.editing.registry import register_method
 from workbench.errors import WorkbenchError
 from workbench.facts import Fact
@@ -136,7 +137,7 @@ class RetrievalEdit:
                    active_list=model.prompt_edits if model is not None else None)
 
 
-@register_method("retrieval")
+@register_method("retrieval", limits={"threshold": Number(-1, 1), "template": template_check})
 def retrieval(model, facts: list[Fact], *, layers=None, threshold: float = DEFAULT_THRESHOLD,
               template: str = _TEMPLATE) -> EditHandle:
     """Edit by adding the facts to the model's retrieval memory.

@@ -51,6 +51,7 @@ from workbench.editing.optimize import (
     virtual_update_hooks,
     warn_if_unknown,
 )
+from workbench.checks import Number, Whole
 from workbench.editing.registry import register_method
 from workbench.editing.search import SearchParams
 from workbench.editing.stats import DEFAULT_SAMPLES, ridge_solver, with_ridge
@@ -89,7 +90,9 @@ def rank_one_update(
     return torch.outer(delta.double(), u) / denom
 
 
-@register_method("rome", checks_known=True)
+@register_method("rome", checks_known=True, limits={
+    "samples": Whole(1), "n_key_prefixes": Whole(0, 100), "reg": Number(0, strict=True),
+})
 def rome(
     model,
     facts: Sequence[Fact],

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
+from workbench.checks import number, whole
 from workbench.errors import WorkbenchError
 
 
@@ -95,14 +96,22 @@ class SearchParams:
         return asdict(self)
 
     def __post_init__(self) -> None:
+        # Every setting checked here, once, for every method that searches.
+        whole("steps", self.steps)
         if self.steps < 1:
             raise WorkbenchError(f"steps must be at least 1 (the first step measures the unedited model), got {self.steps}")
-        if not self.lr > 0:
-            raise WorkbenchError(f"lr must be positive, got {self.lr}")
+        number("lr", self.lr, low=0, strict=True)
+        number("beta1", self.beta1)
         if not 0 <= self.beta1 < 1:
             raise WorkbenchError(f"beta1 (Adam's momentum) must be in [0, 1), got {self.beta1}")
-        if not isinstance(self.n_prefixes, int) or isinstance(self.n_prefixes, bool) or self.n_prefixes < 0:
-            raise WorkbenchError(f"n_prefixes must be a whole number >= 0, got {self.n_prefixes!r}")
+        number("kl_weight", self.kl_weight, low=0)
+        number("weight_decay", self.weight_decay, low=0)
+        number("clamp", self.clamp, low=0, strict=True)
+        number("stop_nll", self.stop_nll, low=0)
+        whole("n_prefixes", self.n_prefixes, low=0, high=100)
+        for name in ("mixed_unembed", "low_precision"):
+            if not isinstance(getattr(self, name), bool):
+                raise WorkbenchError(f"{name} must be True or False, got {getattr(self, name)!r}")
 
 
 #: The methods that run the target search, with the settings where each differs from

@@ -20,7 +20,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from workbench.cache import cache_dir, write_file_atomically
+from workbench.cache import cache_dir, load_checked, write_file_atomically
 from workbench.errors import WorkbenchError
 from workbench.model import StopForward
 from workbench.progress import CancelToken, progress
@@ -34,13 +34,15 @@ def _path(model, layer: int, corpus: str, samples: int):
     return cache_dir("stats") / f"{model.fingerprint}_{corpus}_{samples}tok_L{layer}.pt"
 
 
-def _load(path) -> Tensor | None:
-    if not path.exists():
-        return None
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # a corrupt file is recomputed, not trusted
-        return None
+def _load(path, d_mlp: int) -> Tensor | None:
+    """A cached C, if it is a finite float32 ``[d_mlp, d_mlp]`` matrix (else it is recomputed)."""
+
+    def check(C) -> str | None:
+        if not isinstance(C, Tensor) or C.dtype != torch.float32 or tuple(C.shape) != (d_mlp, d_mlp):
+            return f"expected a float32 tensor of shape ({d_mlp}, {d_mlp})"
+        return None if torch.isfinite(C).all() else "it holds NaN or infinity"
+
+    return load_checked(path, check)
 
 
 def second_moments(
@@ -83,7 +85,7 @@ def second_moments(
     out: dict[int, Tensor] = {}
     todo = []
     for l in layers:
-        cached = _load(_path(model, l, corpus, samples))
+        cached = _load(_path(model, l, corpus, samples), model.d_mlp)
         if cached is not None:
             out[l] = cached.double()
         else:

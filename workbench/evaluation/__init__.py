@@ -16,7 +16,16 @@ Example:
 """
 
 from workbench.evaluation.compare import CompareReport, compare
-from workbench.evaluation.evaluate import MODES, SUMMARY_KEYS, CurvePoint, EvalReport, FactRow, evaluate, read_report
+from workbench.evaluation.evaluate import (
+    MODES,
+    SUMMARY_KEYS,
+    CurvePoint,
+    EvalReport,
+    EvaluationInterrupted,
+    FactRow,
+    evaluate,
+    read_report,
+)
 from workbench.evaluation.fluency import fluency, ngram_entropy
 from workbench.evaluation.perplexity import perplexity
 from workbench.evaluation.scores import FactScores, PromptScore, harmonic_mean, score_fact, score_facts

@@ -330,6 +330,9 @@ def evaluate(
         raise WorkbenchError(f"time_limit must be a positive number of seconds, got {time_limit!r}")
     if method not in METHODS:
         raise WorkbenchError(f"unknown editing method {method!r}; choose one of {', '.join(sorted(METHODS))}")
+    if edit_kwargs.get("layers") is not None:
+        # Checked once here: a bad layer would otherwise fail every fact, one by one.
+        [model.layer_index(layer) for layer in edit_kwargs["layers"]]
     facts = [check_facts(f)[0] for f in facts]
     n_dropped_conflicts = 0
     if mode != "independent":
@@ -371,11 +374,14 @@ def evaluate(
     edit_seconds: list[float] = []
     start = time.perf_counter()
     stopped_early = False
+    interrupted = False
 
     def out_of_time() -> bool:
         return time_limit is not None and time.perf_counter() - called > time_limit
 
     call_kwargs = dict(edit_kwargs)
+    # Evaluation scores every edit as it is made, the ones that miss their target too.
+    call_kwargs.setdefault("min_prob", 0.0)
     if known_only and "check_known" not in call_kwargs and method in CHECKS_KNOWN:
         # Every fact was just checked to be known; the method's own check would probe it again.
         call_kwargs["check_known"] = False
@@ -398,32 +404,39 @@ def evaluate(
         befores = [None] * len(kept) + _score_all(model, facts[len(kept):], desc="scores before", cancel=cancel)
         if mode == "independent":
             rows.extend(kept)
-            for i in progress(range(len(kept), n), desc=f"evaluate {method}", cancel=cancel):
-                if out_of_time():
-                    stopped_early = True
-                    break
-                fact = facts[i]
-                before = befores[i]
-                row = new_row(i, fact, before)
-                rows.append(row)
-                sample = i % every == 0
-                prompts = generation_prompts(fact, limit=1)
-                if sample:
-                    row.fluency_before = flu(prompts)
-                try:
-                    handle, row.seconds = do_edit([fact])
-                except Cancelled:
-                    raise
-                except WorkbenchError as exc:
-                    row.error = str(exc)
-                    continue
-                try:
-                    row.after = score_fact(model, fact, reference=before).metrics()
+            try:
+                for i in progress(range(len(kept), n), desc=f"evaluate {method}", cancel=cancel):
+                    if out_of_time():
+                        stopped_early = True
+                        break
+                    fact = facts[i]
+                    before = befores[i]
+                    row = new_row(i, fact, before)
+                    rows.append(row)
+                    sample = i % every == 0
+                    prompts = generation_prompts(fact, limit=1)
                     if sample:
-                        row.fluency_after = flu(prompts)
-                        row.perplexity_after = ppl()
-                finally:
-                    handle.revert()
+                        row.fluency_before = flu(prompts)
+                    try:
+                        handle, row.seconds = do_edit([fact])
+                    except Cancelled:
+                        raise
+                    except WorkbenchError as exc:
+                        row.error = str(exc)
+                        continue
+                    try:
+                        row.after = score_fact(model, fact, reference=before).metrics()
+                        if sample:
+                            row.fluency_after = flu(prompts)
+                            row.perplexity_after = ppl()
+                    finally:
+                        handle.revert()
+            except KeyboardInterrupt:
+                # Keep every fact finished so far; the one in hand is dropped (its edit was
+                # never committed, or the finally above reverted it).
+                interrupted = True
+                if len(rows) > len(kept) and rows[-1].after is None and rows[-1].error is None:
+                    rows.pop()
             # From the rows, so that a resumed run's summary covers the kept rows too.
             sampled = [r for r in rows if r.after is not None and r.perplexity_after is not None]
             extra = dict(fluency_before=_mean(r.fluency_before for r in sampled),
@@ -436,27 +449,32 @@ def evaluate(
             if mode == "sequential":
                 curve.append(CurvePoint(0, **_rates([r.before for r in rows]), perplexity=perplexity_before, fluency=fluency_before))
                 done: list[int] = []
-                for i in progress(range(n), desc=f"sequential {method}", cancel=cancel):
-                    try:
-                        handle, rows[i].seconds = do_edit([facts[i]])
-                    except Cancelled:
-                        raise
-                    except WorkbenchError as exc:
-                        rows[i].error = str(exc)
-                    else:
-                        done.append(i)
-                        rows[i].immediate = score_fact(model, facts[i], reference=befores[i]).metrics()
-                    if (i + 1) % every == 0 or i == n - 1:
-                        now = _score_all(model, [facts[j] for j in done], [befores[j] for j in done])
-                        scores = {j: s.metrics() for j, s in zip(done, now)}
-                        for j, s in scores.items():
-                            rows[j].after = s
-                        curve.append(CurvePoint(i + 1, **_rates(list(scores.values())),
-                                                perplexity=ppl(), fluency=flu(fixed_prompts)))
-                        if i < n - 1 and out_of_time():
-                            stopped_early = True
-                            rows = rows[: i + 1]
-                            break
+                try:
+                    for i in progress(range(n), desc=f"sequential {method}", cancel=cancel):
+                        try:
+                            handle, rows[i].seconds = do_edit([facts[i]])
+                        except Cancelled:
+                            raise
+                        except WorkbenchError as exc:
+                            rows[i].error = str(exc)
+                        else:
+                            done.append(i)
+                            rows[i].immediate = score_fact(model, facts[i], reference=befores[i]).metrics()
+                        if (i + 1) % every == 0 or i == n - 1:
+                            now = _score_all(model, [facts[j] for j in done], [befores[j] for j in done])
+                            scores = {j: s.metrics() for j, s in zip(done, now)}
+                            for j, s in scores.items():
+                                rows[j].after = s
+                            curve.append(CurvePoint(i + 1, **_rates(list(scores.values())),
+                                                    perplexity=ppl(), fluency=flu(fixed_prompts)))
+                            if i < n - 1 and out_of_time():
+                                stopped_early = True
+                                rows = rows[: i + 1]
+                                break
+                except KeyboardInterrupt:
+                    # Keep what the last curve point measured; the edits after it are reverted below.
+                    interrupted = True
+                    rows = rows[: curve[-1].n_edits]
                 extra = dict(fluency_before=fluency_before, fluency=curve[-1].fluency,
                              perplexity_after=curve[-1].perplexity)
             else:  # batch
@@ -466,6 +484,8 @@ def evaluate(
                 for i, s in enumerate(_score_all(model, facts, befores, desc="scores after", cancel=cancel)):
                     rows[i].after = s.metrics()
                 extra = dict(fluency_before=fluency_before, fluency=flu(fixed_prompts), perplexity_after=ppl())
+        if interrupted and not rows:
+            raise KeyboardInterrupt  # nothing finished: nothing to hand up
         total = time.perf_counter() - start
         n = len(rows)
         summary = _summarise(
@@ -480,8 +500,31 @@ def evaluate(
                 if h.active:
                     h.revert()
     summary.update(method=method, mode=mode, model=model.name, n=n, n_skipped=n_skipped,
-                   n_conflicting=n_dropped_conflicts, stopped_early=stopped_early)
-    return EvalReport(summary=summary, rows=rows, curve=curve, settings=settings)
+                   n_conflicting=n_dropped_conflicts, stopped_early=stopped_early or interrupted)
+    report = EvalReport(summary=summary, rows=rows, curve=curve, settings=settings)
+    if interrupted:
+        summary["interrupted"] = True
+        raise EvaluationInterrupted(report)
+    return report
+
+
+class EvaluationInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`evaluate`: a ``KeyboardInterrupt`` that carries what was done.
+
+    ``report`` holds every fact finished before the interrupt (independent mode: in
+    order, so ``evaluate(..., resume=report)`` goes on from there; sequential mode: up
+    to the last curve point). Every edit is reverted before it is raised.
+
+    Example:
+        >>> try:                                                   # doctest: +SKIP
+        ...     report = wb.evaluate(model, facts, method="rome")
+        ... except EvaluationInterrupted as stop:
+        ...     report = stop.report
+    """
+
+    def __init__(self, report: EvalReport) -> None:
+        super().__init__(f"interrupted after {report.summary['n']} facts")
+        self.report = report
 
 
 #: Keys every summary carries (the CLI's JSON contract).

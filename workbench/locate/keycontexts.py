@@ -29,7 +29,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from workbench.cache import cache_dir, write_file_atomically
+from workbench.cache import cache_dir, load_checked, write_file_atomically
 from workbench.corpus import CORPUS_NAME, wiki_texts
 from workbench.errors import WorkbenchError
 from workbench.locate.ffn import key_coefficients, key_index, value_logits
@@ -78,6 +78,20 @@ def _merge(best_v: Tensor, best_w: Tensor, vals: Tensor, where: Tensor, top_n: i
     return keep_v, torch.gather(w, 0, idx)
 
 
+def _check_record(record, d_mlp: int, top_n: int) -> str | None:
+    """None if a cached layer record has the fields and shapes :class:`LayerContexts` needs, else why not."""
+    names = {f for f in LayerContexts.__dataclass_fields__}
+    if not isinstance(record, dict) or set(record) != names:
+        return "not a key-contexts record"
+    for name in ("top_values", "top_where", "bottom_values", "bottom_where"):
+        value = record[name]
+        if not isinstance(value, Tensor) or value.dim() != 2 or value.shape[0] != d_mlp or value.shape[1] > top_n:
+            return f"{name} is not a [{d_mlp}, <= {top_n}] tensor"
+    if torch.isnan(record["top_values"]).any() or torch.isnan(record["bottom_values"]).any():
+        return "it holds NaN"
+    return None
+
+
 def _encode(model: Model, texts: list[str], max_tokens: int) -> list[list[int]]:
     return [model.encode(t)[:max_tokens] for t in texts]
 
@@ -119,8 +133,9 @@ def top_contexts(
     missing = []
     for layer in layers:
         path = _cache_path(model, layer, n_texts, max_tokens, top_n)
-        if path.exists():
-            out[layer] = LayerContexts(**torch.load(path, weights_only=True))
+        record = load_checked(path, lambda r: _check_record(r, model.d_mlp, top_n))
+        if record is not None:
+            out[layer] = LayerContexts(**record)
         else:
             missing.append(layer)
     if not missing:

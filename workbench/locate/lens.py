@@ -20,6 +20,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from workbench import checks
 from workbench.errors import WorkbenchError
 from workbench.model import Model
 from workbench.probing import target_ids
@@ -45,7 +46,9 @@ def check_prompt(model: Model, prompt: str) -> Tensor:
     """Tokenise a prompt, refusing empty ones with a clear message."""
     if not isinstance(prompt, str) or not prompt.strip():
         raise WorkbenchError("empty prompt")
-    return model.tokens(prompt)
+    tokens = model.tokens(prompt)
+    checks.prompt_length(tokens.shape[1], "the locator")
+    return tokens
 
 
 def position_index(n_tokens: int, position: int) -> int:
@@ -143,6 +146,7 @@ def lens(model: Model, prompt: str, *, watch: str | None = None, top_k: int = 5)
         >>> r.top[-1][-1][0].token
         ' Paris'
     """
+    top_k = checks.top_k(top_k)
     tokens = check_prompt(model, prompt)
     watch_id = first_token_id(model, prompt, watch) if watch is not None else None
     names = [model.roles.hook("resid", layer) for layer in range(model.n_layers)]

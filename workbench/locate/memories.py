@@ -32,6 +32,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from workbench import checks
 from workbench.errors import WorkbenchError
 from workbench.locate.ffn import key_coefficients, value_directions, value_logits
 from workbench.locate.lens import TokenScore, check_prompt, first_token_id, position_index, residuals, top_tokens
@@ -140,8 +141,8 @@ def memories(model: Model, prompt: str, *, layer: int, position: int = -1, top_k
         ' Paris'
     """
     layer = model.layer_index(layer)
-    if not isinstance(top_k, int) or top_k < 1:
-        raise WorkbenchError(f"top_k must be a positive integer, got {top_k!r}")
+    top_k = checks.top_k(top_k)
+    checks.whole("tokens_per_key", tokens_per_key, low=0, high=checks.MAX_TOP_K)
     tokens = check_prompt(model, prompt)
     position = position_index(tokens.shape[1], position)
     roles = model.roles

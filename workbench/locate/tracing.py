@@ -42,6 +42,7 @@ from collections.abc import Sequence
 
 import torch
 
+from workbench import checks
 from workbench.facts import Fact
 from workbench.locate.blocks import BlockRunner, answer_probs
 from workbench.locate.cells import KINDS, check_settings
@@ -119,6 +120,7 @@ def trace(
     kinds = check_settings(samples, window, noise, kinds)
     prompt, subject, target_true = prompt_and_subject(fact, subject)
     tokens = model.tokens(prompt)
+    checks.prompt_length(tokens.shape[1], "tracing")
     ids = tokens[0].tolist()
     begin, end = subject_span(model, ids, prompt, subject)
     std = embedding_std(model) if noise_std is None else float(noise_std)
