@@ -7,6 +7,8 @@ rename it into place, so a reader never sees a half-written entry.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import logging
 import os
 import shutil
@@ -55,14 +57,32 @@ def build_atomically(target: Path, build: Callable[[Path], None]) -> Path:
     return target
 
 
-def load_checked(path: Path, check: Callable[[Any], str | None]) -> Any | None:
-    """What ``torch.save`` wrote at ``path``, if it passes ``check``; else None (rebuild it).
+def _digest_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
 
-    Read with ``weights_only=True``, so a file can hold tensors and plain containers but
-    never code to run. ``check(value)`` returns None when the value is what the caller
-    expects (shape, dtype, finiteness) or a reason when it is not. A file that cannot be
-    read or fails the check is removed, with a warning naming it and the reason, and the
-    caller computes the entry again.
+
+def save_checked(path: Path, value: Any) -> None:
+    """``torch.save`` ``value`` to ``path`` atomically, with the SHA-256 of its bytes beside
+    it (``path.sha256``), which :func:`load_checked` verifies."""
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(value, buf)
+    data = buf.getvalue()
+    write_file_atomically(path, data)
+    write_file_atomically(_digest_path(path), hashlib.sha256(data).hexdigest().encode())
+
+
+def load_checked(path: Path, check: Callable[[Any], str | None]) -> Any | None:
+    """What :func:`save_checked` wrote at ``path``, if it is intact and passes ``check``;
+    else None (the caller computes it again).
+
+    Intact: the bytes match the SHA-256 saved beside them (a file from before digests
+    were kept, with none beside it, is judged by ``check`` alone). Read with
+    ``weights_only=True``, so a file can hold tensors and plain containers but never
+    code to run. ``check(value)`` returns None when the value is what the caller expects
+    (shape, dtype, finiteness) or a reason when it is not. A file that fails is removed,
+    with a warning naming it and the reason.
 
     Example:
         >>> C = load_checked(path, lambda t: None if t.shape == (4, 4) else "wrong shape")  # doctest: +SKIP
@@ -71,15 +91,21 @@ def load_checked(path: Path, check: Callable[[Any], str | None]) -> Any | None:
 
     if not path.exists():
         return None
+    digest = _digest_path(path)
     try:
-        value = torch.load(path, map_location="cpu", weights_only=True)
-        reason = check(value)
+        data = path.read_bytes()
+        want = digest.read_text().strip() if digest.exists() else None
+        if want is not None and hashlib.sha256(data).hexdigest() != want:
+            reason = "its bytes do not match the SHA-256 saved with it"
+        else:
+            reason = check(torch.load(io.BytesIO(data), map_location="cpu", weights_only=True))
     except Exception as exc:  # noqa: BLE001 - any unreadable file is rebuilt, never trusted
         reason = f"unreadable ({type(exc).__name__})"
     if reason is None:
-        return value
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     log.warning("cache file %s is corrupt (%s); computing it again", path, reason)
     path.unlink(missing_ok=True)
+    digest.unlink(missing_ok=True)
     return None
 
 

@@ -13,14 +13,13 @@ Example:
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable, Sequence
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from workbench.cache import cache_dir, load_checked, write_file_atomically
+from workbench.cache import cache_dir, load_checked, save_checked
 from workbench.errors import WorkbenchError
 from workbench.model import StopForward
 from workbench.progress import CancelToken, progress
@@ -145,9 +144,7 @@ def second_moments(
         raise WorkbenchError(f"the {corpus!r} corpus has only {count} tokens at {max_tokens} per text; ask for fewer samples")
     for l in todo:
         C = (sums[l] / count).cpu()
-        buf = io.BytesIO()
-        torch.save(C.float(), buf)  # float32 on disk: half the size, ample precision for C
-        write_file_atomically(_path(model, l, corpus, samples), buf.getvalue())
+        save_checked(_path(model, l, corpus, samples), C.float())  # float32 on disk: half the size, ample precision
         out[l] = C.float().double()  # same values whether fresh or from the cache
     return out
 

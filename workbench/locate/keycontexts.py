@@ -21,7 +21,6 @@ Example:
 
 from __future__ import annotations
 
-import io
 import re
 from dataclasses import dataclass, field
 
@@ -29,7 +28,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from workbench.cache import cache_dir, load_checked, write_file_atomically
+from workbench.cache import cache_dir, load_checked, save_checked
 from workbench.corpus import CORPUS_NAME, wiki_texts
 from workbench.errors import WorkbenchError
 from workbench.locate.ffn import key_coefficients, key_index, value_logits
@@ -189,9 +188,7 @@ def top_contexts(
         record = dict(layer=l, n_texts=len(texts), max_tokens=max_tokens,
                       top_values=top_v.T.contiguous(), top_where=top_w.T.contiguous(),
                       bottom_values=bot_v.T.contiguous(), bottom_where=bot_w.T.contiguous())
-        buf = io.BytesIO()
-        torch.save(record, buf)
-        write_file_atomically(_cache_path(model, l, n_texts, max_tokens, top_n), buf.getvalue())
+        save_checked(_cache_path(model, l, n_texts, max_tokens, top_n), record)
         out[l] = LayerContexts(**record)
     return out
 
