@@ -221,22 +221,28 @@ def _known(model, n):
 EVAL_FAST = dict(every=2, perplexity_texts=2, perplexity_tokens=24, fluency_tokens=4, fluency_prompts=2)
 
 
-def test_ctrl_c_in_evaluate_hands_up_what_was_done(tiny_llama, monkeypatch, tmp_path):
+def _ctrl_c_at_scoring(monkeypatch, call: int):
+    """Make evaluate's ``call``-th score_fact raise KeyboardInterrupt (Ctrl-C mid-run); returns the module."""
     import sys
-
-    from workbench.evaluation import EvaluationInterrupted
 
     ev = sys.modules["workbench.evaluation.evaluate"]
     real, calls = ev.score_fact, {"n": 0}
 
     def interrupting(*a, **k):
         calls["n"] += 1
-        if calls["n"] == 3:
+        if calls["n"] == call:
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    facts = _known(tiny_llama, 5)
     monkeypatch.setattr(ev, "score_fact", interrupting)
+    return ev, real
+
+
+def test_ctrl_c_in_evaluate_hands_up_what_was_done(tiny_llama, monkeypatch, tmp_path):
+    from workbench.evaluation import EvaluationInterrupted
+
+    facts = _known(tiny_llama, 5)
+    ev, real = _ctrl_c_at_scoring(monkeypatch, 3)
     with pytest.raises(EvaluationInterrupted) as stop:
         wb.evaluate(tiny_llama, facts, method="in-context", **EVAL_FAST)
     part = stop.value.report
@@ -249,21 +255,10 @@ def test_ctrl_c_in_evaluate_hands_up_what_was_done(tiny_llama, monkeypatch, tmp_
 
 
 def test_cli_evaluate_writes_the_partial_report_on_ctrl_c(tiny_llama, monkeypatch, tmp_path, capsys):
-    import sys
-
-    ev = sys.modules["workbench.evaluation.evaluate"]
-    real, calls = ev.score_fact, {"n": 0}
-
-    def interrupting(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
     data = tmp_path / "facts.json"
     wb.write_facts(_known(tiny_llama, 3), data)
     report = tmp_path / "r.json"
-    monkeypatch.setattr(ev, "score_fact", interrupting)
+    _ctrl_c_at_scoring(monkeypatch, 2)
     rc = main(["evaluate", "--method", "in-context", "--dataset", str(data), "--model", "tiny-llama",
                "--report", str(report), "--every", "2", "--perplexity-texts", "2", "--fluency-tokens", "4"])
     assert rc == 130
