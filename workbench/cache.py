@@ -98,11 +98,12 @@ def load_checked(path: Path, check: Callable[[Any], str | None]) -> Any | None:
         if want is not None and hashlib.sha256(data).hexdigest() != want:
             reason = "its bytes do not match the SHA-256 saved with it"
         else:
-            reason = check(torch.load(io.BytesIO(data), map_location="cpu", weights_only=True))
+            value = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+            reason = check(value)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is rebuilt, never trusted
         reason = f"unreadable ({type(exc).__name__})"
     if reason is None:
-        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        return value
     log.warning("cache file %s is corrupt (%s); computing it again", path, reason)
     path.unlink(missing_ok=True)
     digest.unlink(missing_ok=True)

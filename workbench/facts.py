@@ -327,17 +327,20 @@ def knows(model, facts: Sequence[Fact], *, batch_size: int = 32) -> list[bool]:
 
     The criterion of ROME's ``known_1000``: greedy decoding begins the true object.
     """
-    from workbench.probing import probe, target_ids
+    from workbench.probing import probe
 
     missing = [i for i, f in enumerate(facts) if f.target_true is None]
     if missing:
         raise WorkbenchError(f"fact {missing[0]} has no target_true to check")
     result = probe(model, [f.text for f in facts], top_k=1, batch_size=batch_size)
-    out = []
-    for fact, row in zip(facts, result.prompts):
-        first = target_ids(model, fact.text, fact.target_true)[0]
-        out.append(model.tokenizer.decode([first]) == row.top[0].token)
-    return out
+    return [top_begins_true_object(model, fact, row.top[0].token) for fact, row in zip(facts, result.prompts)]
+
+
+def top_begins_true_object(model, fact: Fact, top_token: str) -> bool:
+    """Whether ``top_token`` (the model's top-1 after the prompt) is the first token of the true object."""
+    from workbench.probing import target_ids
+
+    return model.tokenizer.decode([target_ids(model, fact.text, fact.target_true)[0]]) == top_token
 
 
 def filter_known(model, facts: Sequence[Fact], *, batch_size: int = 32) -> FilteredFacts:

@@ -36,7 +36,7 @@ from workbench.editing.lowp import LowPrecisionBlocks
 from workbench.editing.lowp import usable as lowp_usable
 from workbench.editing.search import SearchParams
 from workbench.errors import WorkbenchError
-from workbench.facts import Fact, knows
+from workbench.facts import Fact, top_begins_true_object
 from workbench.model import StopForward
 from workbench.probing import target_ids
 from workbench.unembed import MixedUnembed
@@ -580,12 +580,11 @@ def warn_if_unknown(model, facts: Sequence[Fact]) -> list[Fact]:
     if not checked:
         return []
     res = probe(model, [f.text for f in checked], targets=[[f.target_true, f.target_new] for f in checked], top_k=1)
-    # The criterion of filter_known (greedy decoding begins the true object), and the new
-    # object must not be preferred already: a made-up subject fails the first.
-    known = knows(model, checked)
     unknown = []
-    for f, p, ok in zip(checked, res.prompts, known):
-        if ok and p.targets[0].logprob > p.targets[1].logprob:
+    for f, p in zip(checked, res.prompts):
+        # filter_known's criterion (greedy decoding begins the true object), read off the same
+        # probe, and the new object must not be preferred already: a made-up subject fails the first.
+        if top_begins_true_object(model, f, p.top[0].token) and p.targets[0].logprob > p.targets[1].logprob:
             continue
         unknown.append(f)
         why = (f"it already prefers {f.target_new!r}" if p.targets[0].logprob <= p.targets[1].logprob

@@ -332,7 +332,8 @@ def evaluate(
         raise WorkbenchError(f"unknown editing method {method!r}; choose one of {', '.join(sorted(METHODS))}")
     if edit_kwargs.get("layers") is not None:
         # Checked once here: a bad layer would otherwise fail every fact, one by one.
-        [model.layer_index(layer) for layer in edit_kwargs["layers"]]
+        for layer in edit_kwargs["layers"]:
+            model.layer_index(layer)
     facts = [check_facts(f)[0] for f in facts]
     n_dropped_conflicts = 0
     if mode != "independent":
