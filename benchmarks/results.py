@@ -273,6 +273,8 @@ def main(argv=None) -> int:
                    help="go on from the JSON a stopped run left (in --out, else assets/results/): independent mode only")
     p.add_argument("--tag", default=None,
                    help="name the file <method>_<mode>_<tag>.json, e.g. for a run with --hparams beside the default one")
+    p.add_argument("--metrics", default="teacher,generation,question,plus",
+                   help="measures to take (see workbench evaluate --help); default all but letter")
     p.add_argument("--out", default=None,
                    help="write the JSON files here instead of assets/results/ (docs and README untouched)")
     args = p.parse_args(argv)
@@ -301,7 +303,7 @@ def main(argv=None) -> int:
             path = out / (f"{method}_{mode}" + (f"_{args.tag}" if args.tag else "") + ".json")
             earlier = read_report(path) if args.resume and path.exists() else None
             report = evaluate(model, facts, method=method, mode=mode, limit=args.limit, every=args.every,
-                              time_limit=args.time_limit, resume=earlier, **hparams)
+                              time_limit=args.time_limit, resume=earlier, metrics=args.metrics, **hparams)
             data = report.to_dict()
             data["settings"]["dataset"] = os.path.relpath(args.dataset, ROOT)
             data["settings"]["wall_seconds"] = time.perf_counter() - t0
@@ -322,6 +324,7 @@ def main(argv=None) -> int:
                 + (f" --time-limit {args.time_limit:g}" if args.time_limit else "")
                 + (f" --hparams '{json.dumps(hparams)}'" if hparams else "")
                 + (f" --tag {args.tag}" if args.tag else "")
+                + (f" --metrics {args.metrics}" if args.metrics != "teacher,generation,question,plus" else "")
                 + (" --resume" if earlier is not None else "")
             )
             path.write_text(json.dumps(data, indent=1) + "\n")

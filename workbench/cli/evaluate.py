@@ -21,6 +21,10 @@ def register(sub) -> None:
     p.add_argument("--fluency-tokens", type=int, default=40)
     p.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
                    help="start no new edit after this many seconds; the report covers the facts done")
+    p.add_argument("--metrics", default="teacher,generation,question,plus", metavar="LIST",
+                   help="comma-separated measures: teacher (always on), generation (greedy answers judged), "
+                        "question (the fact as a question), plus (CounterFact+: edit statement before neighbours, "
+                        "NKL), letter (sampled free text; slow). Default: all but letter")
     p.add_argument("--keep", action="store_true", help="sequential/batch: do not revert at the end (no effect on the CLI's process)")
     add_model_argument(p)
     p.add_argument("--json", nargs="?", const="-", default=None, metavar="OUT",
@@ -34,6 +38,7 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from workbench.errors import WorkbenchError
     from workbench.evaluation import EvaluationInterrupted, evaluate, read_report
+    from workbench.evaluation.generated import check_metrics
     from workbench.facts import read_facts
     from workbench.model import load_model
 
@@ -43,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
     # fails in a second, not after the run.
     check_output_path(args.report, "--report")
     check_output_path(args.json, "--json")
+    metrics = check_metrics(args.metrics)
     facts = read_facts(args.dataset)
     earlier = read_report(args.resume) if args.resume else None
     model = load_model(args.model)
@@ -51,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         report = evaluate(
             model, facts, method=args.method, mode=args.mode, limit=args.limit, every=args.every,
             revert=not args.keep, perplexity_texts=args.perplexity_texts, fluency_tokens=args.fluency_tokens,
-            time_limit=args.time_limit, resume=earlier, **kwargs,
+            time_limit=args.time_limit, resume=earlier, metrics=metrics, **kwargs,
         )
     except EvaluationInterrupted as stop:
         # Ctrl-C: write what was finished, so that nothing done is lost and --resume can go on.
@@ -76,5 +82,7 @@ def run(args: argparse.Namespace) -> int:
         Path(args.json).write_text(json_text(summary, indent=1) + "\n")
     if args.json != "-":
         for key, value in summary.items():
+            if key == "intervals":
+                continue  # in --json; the table prints the rates themselves
             print(f"{key:<28} {value:.4g}" if isinstance(value, float) else f"{key:<28} {value}")
     return 0

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from workbench.errors import WorkbenchError
+from workbench.evaluation import intervals
 from workbench.evaluation.evaluate import EvalReport, _select_known, _without_conflicts, evaluate
 from workbench.facts import Fact
 from workbench.results import Result
@@ -39,7 +40,43 @@ class CompareReport(Result):
         """One row per method: its summary (CounterFact rates, EasyEdit accuracies, drift, cost)."""
         import pandas as pd
 
-        return pd.DataFrame([r.summary for r in self.reports])
+        return pd.DataFrame([{k: v for k, v in r.summary.items() if k != "intervals"} for r in self.reports])
+
+    def differences(self, metric: str = "efficacy_score", *, baseline: str | None = None):
+        """Paired differences ``method - baseline`` of a rate on the same facts, with 95 % intervals.
+
+        Facts are matched by row (every report holds the same facts in the same
+        order); a fact counts when both methods have a value for it. An interval
+        that excludes 0 is a difference the facts support.
+
+        Args:
+            metric: a summary rate (``efficacy_score``, ``gen_efficacy``, ``nkl``, ...).
+            baseline: the method every other one is compared with (default: the first).
+
+        Returns:
+            A DataFrame: method, baseline, metric, difference, lo, hi, n.
+
+        Example:
+            >>> table.differences("gen_efficacy", baseline="in-context")   # doctest: +SKIP
+        """
+        import pandas as pd
+
+        if not self.reports:
+            raise WorkbenchError("the comparison holds no reports")
+        base = self[baseline] if baseline is not None else self.reports[0]
+        base_rows = [(r.subject, r.target_new) for r in base.rows]
+        rows = []
+        for report in self.reports:
+            if report is base:
+                continue
+            if [(r.subject, r.target_new) for r in report.rows] != base_rows:
+                raise WorkbenchError(f"{report.summary['method']} and {base.summary['method']} were not run on "
+                                     "the same facts: no paired difference")
+            iv = intervals.paired_difference(report.values(metric), base.values(metric))
+            rows.append(dict(method=report.summary["method"], baseline=base.summary["method"], metric=metric,
+                             difference=iv.mean if iv else None, lo=iv.lo if iv else None,
+                             hi=iv.hi if iv else None, n=iv.n if iv else 0))
+        return pd.DataFrame(rows, columns=["method", "baseline", "metric", "difference", "lo", "hi", "n"])
 
 
 def compare(

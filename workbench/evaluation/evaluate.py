@@ -9,6 +9,10 @@ Three modes:
   Gupta et al. (2024). The per-fact "after" scores are those at the end.
 - ``batch``: one edit call with all facts (MEMIT, PMET; others stack them).
 
+Every summary rate comes with a 95 % bootstrap interval over facts
+(``summary["intervals"][name] = [lo, hi]``); the generated measures
+(:mod:`~workbench.evaluation.generated`) sit beside the teacher-forced ones.
+
 The expensive drift measures are sampled: in independent mode, fluency and
 perplexity after the edit are measured on every ``every``-th fact.
 
@@ -27,6 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from workbench.errors import WorkbenchError
+from workbench.evaluation import generated, intervals
 from workbench.evaluation.fluency import fluency, generation_prompts
 from workbench.evaluation.perplexity import perplexity
 from workbench.evaluation.scores import FactScores, harmonic_mean, score_fact, score_facts
@@ -43,6 +48,15 @@ _RATES = {"efficacy": "efficacy_score", "paraphrase": "paraphrase_score",
           "neighborhood": "neighborhood_score", "implication": "implication_score"}
 _MAGNITUDES = ("efficacy_magnitude", "paraphrase_magnitude", "neighborhood_magnitude", "implication_prob")
 _EASYEDIT = ("easyedit_rewrite_acc", "easyedit_rephrase_acc", "easyedit_locality_acc")
+#: The critics' measures: per-fact keys, also their summary names (``None`` when not measured).
+CRITICS = ("gen_efficacy", "gen_efficacy_neither", "gen_paraphrase", "gen_paraphrase_neither",
+           "gen_neighborhood", "gen_neighborhood_neither", "gen_question", "gen_question_neither",
+           "neighborhood_plus", "gen_neighborhood_plus", "gen_neighborhood_plus_neither", "nkl",
+           "letter_new", "letter_true", "letter_both", "letter_neither")
+#: Summary name -> per-fact key, for the names that differ.
+_PER_FACT = {name: key for key, name in _RATES.items()}
+#: The curve's generated rates (sequential mode).
+_CURVE_GEN = ("gen_efficacy", "gen_paraphrase", "gen_neighborhood")
 
 
 @dataclass
@@ -76,6 +90,9 @@ class CurvePoint(Result):
     implication_score: float | None
     perplexity: float | None
     fluency: float | None
+    gen_efficacy: float | None = None
+    gen_paraphrase: float | None = None
+    gen_neighborhood: float | None = None
 
 
 @dataclass
@@ -112,6 +129,29 @@ class EvalReport(Result):
                     rec[f"{stage}_{k}"] = v
             records.append(rec)
         return pd.DataFrame(records)
+
+    def values(self, name: str) -> list[float | None]:
+        """Per fact (in row order), the value a summary rate averages: ``efficacy_score``,
+        ``gen_efficacy``, ``paraphrase_score_before``, ... (None where not measured).
+
+        Example:
+            >>> report.values("efficacy_score")[:3]      # doctest: +SKIP
+            [1.0, 1.0, 0.0]
+        """
+        stage, key = ("before", name[: -len("_before")]) if name.endswith("_before") else ("after", name)
+        key = _PER_FACT.get(key, key)
+        if key not in _PER_FACT.values() and key not in (*_MAGNITUDES, *_EASYEDIT, *CRITICS):
+            raise WorkbenchError(f"{name!r} is not a per-fact rate of a summary")
+        return [(getattr(r, stage) or {}).get(key) if r.after is not None else None for r in self.rows]
+
+    def interval(self, name: str) -> intervals.Interval | None:
+        """A summary rate with its 95 % bootstrap interval over facts (None: not measured).
+
+        Example:
+            >>> print(report.interval("gen_efficacy"))      # doctest: +SKIP
+            0.610 [0.540, 0.675]
+        """
+        return intervals.bootstrap(self.values(name))
 
     def curve_frame(self):
         """The degradation curve as a DataFrame (empty outside sequential mode)."""
@@ -172,20 +212,33 @@ def _rates(scores: Sequence[dict]) -> dict[str, float | None]:
     return {name: _mean(s[key] for s in scores) for key, name in _RATES.items()}
 
 
+def _curve_rates(scores: Sequence[dict]) -> dict[str, float | None]:
+    return {**_rates(scores), **{k: _mean(s.get(k) for s in scores) for k in _CURVE_GEN}}
+
+
 def _summarise(rows: list[FactRow], **extra) -> dict:
     done = [r for r in rows if r.after is not None]
     befores = [r.before for r in done]
     afters = [r.after for r in done]
-    summary: dict = {}
-    summary.update(_rates(afters))
+    # Per summary name, the per-fact values it averages (an interval is drawn from them).
+    columns: dict[str, list] = {}
+    for key, name in _RATES.items():
+        columns[name] = [a[key] for a in afters]
+        columns[f"{name}_before"] = [b[key] for b in befores]
+    for key in (*_MAGNITUDES, *_EASYEDIT):
+        columns[key] = [a[key] for a in afters]
+    columns["implication_prob_before"] = [b["implication_prob"] for b in befores]
+    for key in CRITICS:
+        # .get: rows of reports saved before these measures existed lack them.
+        columns[key] = [a.get(key) for a in afters]
+        columns[f"{key}_before"] = [b.get(key) for b in befores]
+    summary: dict = {name: _mean(values) for name, values in columns.items()}
     summary["score"] = harmonic_mean([summary["efficacy_score"], summary["paraphrase_score"], summary["neighborhood_score"]])
-    for key in _MAGNITUDES:
-        summary[key] = _mean(a[key] for a in afters)
-    for key, value in _rates(befores).items():
-        summary[f"{key}_before"] = value
-    summary["implication_prob_before"] = _mean(b["implication_prob"] for b in befores)
-    for key in _EASYEDIT:
-        summary[key] = _mean(a[key] for a in afters)
+    summary["intervals"] = {}
+    for name, values in columns.items():
+        iv = intervals.bootstrap(values)
+        if iv is not None:
+            summary["intervals"][name] = [iv.lo, iv.hi]
     summary.update(extra)
     summary["n_failed"] = sum(r.error is not None for r in rows)
     return summary
@@ -207,13 +260,13 @@ def _without_conflicts(facts: list[Fact]) -> tuple[list[Fact], int]:
 
 
 def _score_all(model, facts: Sequence[Fact], references=None, *, desc: str | None = None, cancel=None,
-               chunk: int = 16) -> list[FactScores]:
+               chunk: int = 16, metrics: Sequence[str] = generated.DEFAULT_METRICS) -> list[FactScores]:
     """:func:`score_facts` over ``facts`` in chunks (a progress bar when ``desc`` is given)."""
     out: list[FactScores] = []
     starts = range(0, len(facts), chunk)
     for start in (progress(starts, desc=desc, cancel=cancel) if desc else starts):
         refs = references[start : start + chunk] if references is not None else None
-        out.extend(score_facts(model, facts[start : start + chunk], references=refs))
+        out.extend(score_facts(model, facts[start : start + chunk], references=refs, metrics=metrics))
     return out
 
 
@@ -247,9 +300,12 @@ def _resumable_rows(resume: EvalReport, facts: list[Fact], *, method: str, mode:
         if s.get(key) != want:
             raise WorkbenchError(f"cannot resume: the report's {key} is {s.get(key)!r}, this run's is {want!r}")
     # Arguments that change a row's numbers must be the same (device, time limit and limit may differ).
-    for key in ("every", "known_only", "perplexity_texts", "perplexity_tokens", "fluency_tokens", "edit_kwargs"):
-        if key in resume.settings and resume.settings[key] != settings[key]:
-            raise WorkbenchError(f"cannot resume: the report was made with {key}={resume.settings[key]!r}, "
+    # A report from before the critics' measures took the teacher-forced ones only.
+    earlier = {"metrics": ["teacher"], **resume.settings}
+    for key in ("every", "known_only", "perplexity_texts", "perplexity_tokens", "fluency_tokens", "edit_kwargs",
+                "metrics"):
+        if key in earlier and earlier[key] != settings[key]:
+            raise WorkbenchError(f"cannot resume: the report was made with {key}={earlier[key]!r}, "
                                  f"this run has {key}={settings[key]!r}")
     rows = list(resume.rows)
     if len(rows) > len(facts):
@@ -279,6 +335,7 @@ def evaluate(
     fluency_prompts: int = 5,
     time_limit: float | None = None,
     resume: EvalReport | None = None,
+    metrics: Sequence[str] | str = generated.DEFAULT_METRICS,
     **edit_kwargs,
 ) -> EvalReport:
     """Edit each fact with ``method`` and score it before and after.
@@ -307,6 +364,9 @@ def evaluate(
             it was saved). Its rows are kept and the run goes on from the first
             fact it did not reach; the rows must be the first facts of this
             selection, in order, and method, model and edit arguments must match.
+        metrics: the measures to take, from
+            :data:`~workbench.evaluation.generated.METRICS` (a list or ``"a,b"``);
+            the default is all but the slow ``letter``. ``teacher`` is always taken.
         **edit_kwargs: passed to :func:`workbench.editing.edit` (``layers``, hyperparameters).
 
     Returns:
@@ -330,6 +390,7 @@ def evaluate(
         raise WorkbenchError(f"time_limit must be a positive number of seconds, got {time_limit!r}")
     if method not in METHODS:
         raise WorkbenchError(f"unknown editing method {method!r}; choose one of {', '.join(sorted(METHODS))}")
+    metrics = generated.check_metrics(metrics)
     if edit_kwargs.get("layers") is not None:
         # Checked once here: a bad layer would otherwise fail every fact, one by one.
         for layer in edit_kwargs["layers"]:
@@ -353,7 +414,9 @@ def evaluate(
                     perplexity_texts=perplexity_texts, perplexity_tokens=perplexity_tokens,
                     fluency_tokens=fluency_tokens, fluency_prompts=fluency_prompts,
                     time_limit=time_limit, device=str(model.device),
-                    edit_kwargs={k: v for k, v in edit_kwargs.items()})
+                    edit_kwargs={k: v for k, v in edit_kwargs.items()}, metrics=list(metrics),
+                    intervals=dict(method="percentile bootstrap over facts", samples=intervals.SAMPLES,
+                                   seed=intervals.SEED, level=intervals.LEVEL))
     kept = _resumable_rows(resume, facts, method=method, mode=mode, model=model, settings=settings) if resume is not None else []
     if resume is not None:
         settings["resumed"] = list(resume.settings.get("resumed") or []) + [
@@ -402,7 +465,8 @@ def evaluate(
         perplexity_before = resume.summary["perplexity_before"] if kept else ppl()
         extra: dict = {}
         # Every fact's unedited scores in a few batched passes (one fact at a time costs twice as much).
-        befores = [None] * len(kept) + _score_all(model, facts[len(kept):], desc="scores before", cancel=cancel)
+        befores = [None] * len(kept) + _score_all(model, facts[len(kept):], desc="scores before", cancel=cancel,
+                                                  metrics=metrics)
         if mode == "independent":
             rows.extend(kept)
             try:
@@ -426,7 +490,7 @@ def evaluate(
                         row.error = str(exc)
                         continue
                     try:
-                        row.after = score_fact(model, fact, reference=before).metrics()
+                        row.after = score_fact(model, fact, reference=before, metrics=metrics).metrics()
                         if sample:
                             row.fluency_after = flu(prompts)
                             row.perplexity_after = ppl()
@@ -448,7 +512,8 @@ def evaluate(
             rows = [new_row(i, f, b) for i, (f, b) in enumerate(zip(facts, befores))]
             fluency_before = flu(fixed_prompts)
             if mode == "sequential":
-                curve.append(CurvePoint(0, **_rates([r.before for r in rows]), perplexity=perplexity_before, fluency=fluency_before))
+                curve.append(CurvePoint(0, **_curve_rates([r.before for r in rows]), perplexity=perplexity_before,
+                                        fluency=fluency_before))
                 done: list[int] = []
                 try:
                     for i in progress(range(n), desc=f"sequential {method}", cancel=cancel):
@@ -460,13 +525,15 @@ def evaluate(
                             rows[i].error = str(exc)
                         else:
                             done.append(i)
-                            rows[i].immediate = score_fact(model, facts[i], reference=befores[i]).metrics()
+                            rows[i].immediate = score_fact(model, facts[i], reference=befores[i],
+                                                           metrics=metrics).metrics()
                         if (i + 1) % every == 0 or i == n - 1:
-                            now = _score_all(model, [facts[j] for j in done], [befores[j] for j in done])
+                            now = _score_all(model, [facts[j] for j in done], [befores[j] for j in done],
+                                             metrics=metrics)
                             scores = {j: s.metrics() for j, s in zip(done, now)}
                             for j, s in scores.items():
                                 rows[j].after = s
-                            curve.append(CurvePoint(i + 1, **_rates(list(scores.values())),
+                            curve.append(CurvePoint(i + 1, **_curve_rates(list(scores.values())),
                                                     perplexity=ppl(), fluency=flu(fixed_prompts)))
                             if i < n - 1 and out_of_time():
                                 stopped_early = True
@@ -482,7 +549,8 @@ def evaluate(
                 if cancel is not None:
                     cancel.check()
                 do_edit(list(facts))
-                for i, s in enumerate(_score_all(model, facts, befores, desc="scores after", cancel=cancel)):
+                for i, s in enumerate(_score_all(model, facts, befores, desc="scores after", cancel=cancel,
+                                                 metrics=metrics)):
                     rows[i].after = s.metrics()
                 extra = dict(fluency_before=fluency_before, fluency=flu(fixed_prompts), perplexity_after=ppl())
         if interrupted and not rows:
@@ -535,4 +603,5 @@ SUMMARY_KEYS = (
     "efficacy_magnitude", "paraphrase_magnitude", "neighborhood_magnitude", "implication_prob",
     "easyedit_rewrite_acc", "easyedit_rephrase_acc", "easyedit_locality_acc",
     "fluency_before", "fluency", "perplexity_before", "perplexity_after", "seconds_per_edit",
+    *CRITICS, "intervals",
 )

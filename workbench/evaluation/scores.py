@@ -26,6 +26,13 @@ prompt and the earlier target tokens (``rewrite`` on the edit prompt,
 prompts' argmax tokens (teacher-forced on the true object) that the edit left
 unchanged, so it needs the unedited model's scores as ``reference``.
 
+*The critics' measures* (fields with a ``gen_`` prefix, ``neighborhood_plus``,
+``nkl``, ``letter_``; chosen with ``metrics``, see :mod:`~workbench.evaluation.generated`):
+greedy generated answers judged new / true / neither (Yang et al. 2025), the
+fact asked as a question, the neighbour prompts with the edit statement before
+them (CounterFact+, Hoelscher-Obermaier et al. 2023) and the letter test of
+sampled free text.
+
 Example:
     >>> before = score_fact(model, fact)
     >>> h = wb.edit(model, fact, method="in-context")
@@ -36,15 +43,22 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+import dataclasses
 from dataclasses import dataclass, field
 
 import torch
 
 from workbench.errors import WorkbenchError
+from workbench.evaluation import generated
 from workbench.facts import Fact
 from workbench.probing import run_sequences, target_ids
 from workbench.results import Result
+
+#: Tokens of each neighbour prompt's unedited next-token distribution kept for NKL
+#: (the rest is one bucket; see :func:`bucket_kl`).
+NKL_TOP = 8192
 
 
 @dataclass
@@ -52,7 +66,8 @@ class PromptScore(Result):
     """One prompt of a fact, scored.
 
     Attributes:
-        kind: ``"rewrite"``, ``"paraphrase"``, ``"neighborhood"`` or ``"implication"``.
+        kind: ``"rewrite"``, ``"paraphrase"``, ``"neighborhood"``, ``"neighborhood_plus"``
+            (a neighbour prompt after the edit statement) or ``"implication"``.
         prompt: the prompt as written in the dataset (before any in-context rewrite).
         p_new: probability of the new object (implication: of its own target).
         p_true: probability of the true object (None for implications).
@@ -91,17 +106,51 @@ class FactScores(Result):
     #: argmax token ids on each neighbour prompt, teacher-forced on the true object
     #: (what EasyEdit's locality compares before and after).
     neighbor_argmax: list[list[int]] = field(default_factory=list, repr=False)
+    #: CounterFact+ (metric ``plus``): neighbour prompts after the edit statement keep
+    #: the true object (teacher-forced), and the mean KL(unedited || edited) of the
+    #: next-token distribution after each plain neighbour prompt (needs ``reference``).
+    neighborhood_plus: float | None = None
+    nkl: float | None = None
+    #: Generated answers (metrics ``generation``, ``question``, ``plus``): the share of
+    #: prompts whose greedy answer names the object the test wants (new object;
+    #: true object for neighbours), and the share naming neither object.
+    gen_efficacy: float | None = None
+    gen_efficacy_neither: float | None = None
+    gen_paraphrase: float | None = None
+    gen_paraphrase_neither: float | None = None
+    gen_neighborhood: float | None = None
+    gen_neighborhood_neither: float | None = None
+    gen_question: float | None = None
+    gen_question_neither: float | None = None
+    gen_neighborhood_plus: float | None = None
+    gen_neighborhood_plus_neither: float | None = None
+    #: The letter test (metric ``letter``): shares of sampled continuations of indirect
+    #: prompts that mention the new object only, the true object only, both, neither.
+    letter_new: float | None = None
+    letter_true: float | None = None
+    letter_both: float | None = None
+    letter_neither: float | None = None
+    #: What was generated, to read: ``{kind, prompt, text, verdict}`` per prompt.
+    generations: list[dict] = field(default_factory=list, repr=False)
+    letters: list[dict] = field(default_factory=list, repr=False)
+    #: The unedited model's top tokens after each neighbour prompt (ids, log-probs), for NKL.
+    neighbor_next: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list, repr=False)
 
     def metrics(self) -> dict[str, float | None]:
-        """The headline numbers only (no per-prompt detail)."""
-        return {k: v for k, v in self.to_dict().items() if k not in ("prompts", "neighbor_argmax")}
+        """The headline numbers and the generations (no per-prompt probabilities)."""
+        from workbench.results import jsonable
+
+        hidden = ("prompts", "neighbor_argmax", "neighbor_next")
+        return {f.name: jsonable(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name not in hidden}
 
 
 def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def score_fact(model, fact: Fact, *, reference: FactScores | None = None, batch_size: int = 16) -> FactScores:
+def score_fact(model, fact: Fact, *, reference: FactScores | None = None, batch_size: int = 16,
+               metrics: Sequence[str] = generated.DEFAULT_METRICS, max_new_tokens: int = generated.ANSWER_TOKENS,
+               ) -> FactScores:
     """Score ``fact`` on ``model`` as it is now (with any edits applied).
 
     All of the fact's (prompt, target) pairs go through one batched pass of
@@ -113,8 +162,11 @@ def score_fact(model, fact: Fact, *, reference: FactScores | None = None, batch_
         model: a loaded :class:`~workbench.model.Model`.
         fact: a fact with both ``target_true`` and ``target_new``.
         reference: the same fact's scores on the unedited model; needed for
-            EasyEdit locality (None otherwise).
+            EasyEdit locality and NKL (None otherwise).
         batch_size: sequences per forward pass.
+        metrics: which measures (:data:`~workbench.evaluation.generated.METRICS`);
+            ``teacher`` is always measured.
+        max_new_tokens: tokens generated per answer (the judge reads the first sentence).
 
     Returns:
         :class:`FactScores`.
@@ -124,11 +176,13 @@ def score_fact(model, fact: Fact, *, reference: FactScores | None = None, batch_
         >>> s.efficacy   # the unedited model prefers Paris  # doctest: +SKIP
         0.0
     """
-    return score_facts(model, [fact], references=[reference], batch_size=batch_size)[0]
+    return score_facts(model, [fact], references=[reference], batch_size=batch_size, metrics=metrics,
+                       max_new_tokens=max_new_tokens)[0]
 
 
 def score_facts(
     model, facts: Sequence[Fact], *, references: Sequence[FactScores | None] | None = None, batch_size: int = 32,
+    metrics: Sequence[str] = generated.DEFAULT_METRICS, max_new_tokens: int = generated.ANSWER_TOKENS,
 ) -> list[FactScores]:
     """:func:`score_fact` for many facts, their sequences batched together.
 
@@ -140,19 +194,25 @@ def score_facts(
     Example:
         >>> befores = score_facts(model, facts[:8])      # doctest: +SKIP
     """
+    metrics = generated.check_metrics(metrics)
     facts = list(facts)
     references = list(references) if references is not None else [None] * len(facts)
     if len(references) != len(facts):
         raise WorkbenchError(f"{len(references)} reference scores for {len(facts)} facts")
-    plans = [_plan(model, f) for f in facts]
+    plus = "plus" in metrics
+    plans = [_plan(model, f, plus=plus) for f in facts]
     sequences = [seq for plan in plans for seq in plan.sequences]
     positions = [pos for plan in plans for pos in plan.positions]
     logps = run_sequences(model, sequences, positions, batch_size=batch_size)
     out, at = [], 0
     for fact, plan, reference in zip(facts, plans, references):
         n = len(plan.sequences)
-        out.append(_assemble(fact, plan, logps[at : at + n], reference))
+        out.append(_assemble(fact, plan, logps[at : at + n], reference, plus=plus))
         at += n
+    # The generated measures: every fact's prompts in shared batches, then judged.
+    for scores, fields in zip(out, generated.measure(model, facts, metrics, max_new_tokens=max_new_tokens)):
+        for name, value in fields.items():
+            setattr(scores, name, value)
     return out
 
 
@@ -167,12 +227,14 @@ class _Plan:
     targets: list[list[int]]
 
 
-def _plan(model, fact: Fact) -> _Plan:
+def _plan(model, fact: Fact, *, plus: bool = False) -> _Plan:
     if fact.target_true is None or fact.target_new is None:
         raise WorkbenchError(f"fact about {fact.subject!r} needs both target_true and target_new to be scored")
     items: list[tuple[str, int, str, str]] = []
     groups = [("rewrite", [fact.text]), ("paraphrase", list(fact.paraphrase_prompts)),
               ("neighborhood", list(fact.neighborhood_prompts))]
+    if plus:
+        groups.append(("neighborhood_plus", generated.plus_prompts(fact)))
     for kind, prompts in groups:
         for j, p in enumerate(prompts):
             items.append((kind, j, p, "new"))
@@ -196,22 +258,27 @@ def _plan(model, fact: Fact) -> _Plan:
     return _Plan(groups, items, sequences, positions, tids_all)
 
 
-def _assemble(fact: Fact, plan: _Plan, logps: list[torch.Tensor], reference: FactScores | None) -> FactScores:
+def _assemble(fact: Fact, plan: _Plan, logps: list[torch.Tensor], reference: FactScores | None, *,
+              plus: bool = False) -> FactScores:
     """The fact's scores from the log-probs of its planned sequences."""
     groups = plan.groups
     # Per sequence: mean log-prob (CounterFact), argmax tokens (EasyEdit, implication top-1).
     scored: dict[tuple[str, int, str], tuple[float, list[int], list[int]]] = {}
+    next_after: dict[int, torch.Tensor] = {}  # neighbour j -> next-token log-probs after its prompt
     for (kind, j, _, which), tids, logp in zip(plan.items, plan.targets, logps):
         token_logps = logp[torch.arange(len(tids)), torch.tensor(tids)]
         prob = float(token_logps.mean().exp())
         scored[(kind, j, which)] = (prob, logp.argmax(-1).tolist(), tids)
+        if kind == "neighborhood" and which == "true":
+            next_after[j] = logp[0]
 
     def acc(key) -> float:
         _, argmax, tids = scored[key]
         return sum(int(a == t) for a, t in zip(argmax, tids)) / len(tids)
 
     prompt_scores: list[PromptScore] = []
-    per_kind: dict[str, list[PromptScore]] = {"rewrite": [], "paraphrase": [], "neighborhood": [], "implication": []}
+    per_kind: dict[str, list[PromptScore]] = {"rewrite": [], "paraphrase": [], "neighborhood": [],
+                                              "neighborhood_plus": [], "implication": []}
     neighbor_argmax: list[list[int]] = []
     for kind, prompts in groups:
         for j, p in enumerate(prompts):
@@ -219,6 +286,8 @@ def _assemble(fact: Fact, plan: _Plan, logps: list[torch.Tensor], reference: Fac
             if kind == "neighborhood":
                 success, token_acc = p_true > p_new, acc((kind, j, "true"))
                 neighbor_argmax.append(scored[(kind, j, "true")][1])
+            elif kind == "neighborhood_plus":
+                success, token_acc = p_true > p_new, acc((kind, j, "true"))
             else:
                 success, token_acc = p_new > p_true, acc((kind, j, "new"))
             ps = PromptScore(kind, p, p_new, p_true, bool(success), token_acc)
@@ -241,6 +310,15 @@ def _assemble(fact: Fact, plan: _Plan, logps: list[torch.Tensor], reference: Fac
             sum(int(a == b) for a, b in zip(before, after)) / len(after)
             for before, after in zip(reference.neighbor_argmax, neighbor_argmax)
         ])
+    neighbor_next = []
+    for j in range(len(neigh) if plus else 0):
+        top = next_after[j].topk(min(NKL_TOP, next_after[j].numel()))
+        neighbor_next.append((top.indices.to(torch.int32), top.values.float()))
+    nkl = None
+    if plus and reference is not None and reference.neighbor_next and neigh:
+        if len(reference.neighbor_next) != len(neigh):
+            raise WorkbenchError("the reference scores are of another fact (neighbour prompts differ)")
+        nkl = _mean([bucket_kl(ref, next_after[j]) for j, ref in enumerate(reference.neighbor_next)])
     return FactScores(
         efficacy=float(rw.success),
         efficacy_magnitude=rw.p_new - rw.p_true,
@@ -255,7 +333,41 @@ def _assemble(fact: Fact, plan: _Plan, logps: list[torch.Tensor], reference: Fac
         easyedit_locality_acc=locality,
         prompts=prompt_scores,
         neighbor_argmax=neighbor_argmax,
+        neighborhood_plus=_mean([float(s.success) for s in per_kind["neighborhood_plus"]]) if plus else None,
+        nkl=nkl,
+        neighbor_next=neighbor_next,
     )
+
+
+def bucket_kl(reference: tuple, logp: torch.Tensor) -> float:
+    """KL(P || Q) over P's kept top tokens plus one bucket for all the others.
+
+    ``reference`` is the unedited distribution P as (token ids, log-probs) of its
+    :data:`NKL_TOP` most likely tokens; ``logp`` the edited model's full log-softmax Q.
+    Merging tokens into a bucket can only lower a KL divergence, so this is a lower
+    bound on the full KL, and 0 exactly when the two distributions are equal. A test
+    measures the gap on the default model after a ROME edit.
+
+    Example:
+        >>> logp = torch.tensor([0.5, 0.3, 0.2]).log()
+        >>> bucket_kl(([0, 1], logp[:2].tolist()), logp)
+        0.0
+    """
+    ids = torch.as_tensor(reference[0]).long()
+    p_log = torch.as_tensor(reference[1]).double()
+    q_all = logp.double()
+    q_log = q_all[ids]
+    p = p_log.exp()
+    kl = float((p * (p_log - q_log)).sum())
+    # The bucket: P's rest is what its kept tokens leave; Q's is summed directly (not 1 - sum,
+    # which is rounding noise when nearly all mass is kept).
+    p_rest = 1.0 - float(p.sum())
+    rest = torch.ones_like(q_all, dtype=torch.bool)
+    rest[ids] = False
+    if p_rest > 1e-6 and bool(rest.any()):
+        q_rest = float(q_all[rest].logsumexp(0).exp())
+        kl += p_rest * math.log(p_rest / max(q_rest, 1e-300))
+    return max(kl, 0.0)
 
 
 def harmonic_mean(values: list[float | None]) -> float | None:
