@@ -38,13 +38,24 @@ COLUMNS = [  # (summary key, header, percent?)
 ]
 EASYEDIT = [("easyedit_rewrite_acc", "rewrite acc", True), ("easyedit_rephrase_acc", "rephrase acc", True),
             ("easyedit_locality_acc", "locality acc", True)]
+#: The critics' measures: what the model says (greedy answers judged) and CounterFact+.
+CRITICS = [("n", "n", False), ("gen_efficacy", "ES said", True), ("gen_efficacy_neither", "ES neither", True),
+           ("gen_paraphrase", "PS said", True), ("gen_question", "question said", True),
+           ("gen_neighborhood", "NS said", True), ("neighborhood_plus", "NS+", True),
+           ("gen_neighborhood_plus", "NS+ said", True), ("nkl", "NKL", False),
+           ("gen_efficacy_before", "ES said before", True), ("gen_question_before", "question said before", True)]
 
 
-def _fmt(value, percent: bool) -> str:
+def _fmt(value, percent: bool, interval=None) -> str:
+    """A cell; a rate with an interval prints ``value ± half-width`` (both in %)."""
     if value is None:
         return "–"
     if percent:
+        if interval:
+            return f"{100 * value:.1f} ± {100 * (interval[1] - interval[0]) / 2:.1f}"
         return f"{100 * value:.1f}"
+    if interval and isinstance(value, float):
+        return f"{value:.3g} ± {(interval[1] - interval[0]) / 2:.2g}"
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
@@ -69,13 +80,34 @@ def _label(run: dict) -> str:
 def _cells(run: dict, columns) -> str:
     """A summary's cells; ``n`` carries a mark when the run stopped at its time limit."""
     s = run["summary"]
+    ivs = s.get("intervals") or {}
     out = []
     for key, _, pct in columns:
-        cell = _fmt(s.get(key), pct)
+        cell = _fmt(s.get(key), pct, ivs.get(key))
         if key == "n" and s.get("stopped_early"):
             cell += " (time limit)"
         out.append(cell)
     return " | ".join(out)
+
+
+def _with_intervals(data: dict) -> dict:
+    """A run saved before summaries carried intervals gets them from its own per-fact rows."""
+    if data["summary"].get("intervals") is None and data.get("rows"):
+        from workbench.evaluation import EvalReport
+
+        report = EvalReport.from_dict(data)
+        ivs = {}
+        for key, _, pct in COLUMNS + EASYEDIT + CRITICS:
+            if not pct:
+                continue
+            try:
+                iv = report.interval(key)
+            except Exception:  # noqa: BLE001 - not a per-fact rate (n, s/edit): no interval
+                continue
+            if iv is not None:
+                ivs[key] = [iv.lo, iv.hi]
+        data["summary"]["intervals"] = ivs
+    return data
 
 
 def write_docs() -> str:
@@ -83,7 +115,7 @@ def write_docs() -> str:
     for path in sorted(RESULTS.glob("*.json")):
         data = json.loads(path.read_text())
         if "summary" in data:
-            runs.append(data)
+            runs.append(_with_intervals(data))
     lines = [
         "# Evaluation results",
         "",
@@ -91,7 +123,8 @@ def write_docs() -> str:
         "knows. CounterFact scores in % (ES efficacy, PS paraphrase, NS neighbourhood, S harmonic mean of",
         "the three, IS implication: top-1 is the implied target). Fluency: ROME's weighted bi/tri-gram",
         "entropy of sampled generations; ppl: held-out Wikipedia perplexity. Drift measures in independent",
-        "mode are sampled on every `every`-th fact (see the JSON `settings`). s/edit depends on the",
+        "mode are sampled on every `every`-th fact (see the JSON `settings`). ± after a rate: half-width of",
+        "its 95 % bootstrap interval over facts (runs saved before intervals existed print none). s/edit depends on the",
         "hardware column: rows run on a GPU are not comparable with the 2-core CPU rows on speed.",
         "\"(time limit)\" after n: the run stopped starting new edits at its `--time-limit`; its scores",
         "cover the first n facts only. A run resumed with `--resume` went on from such a stop; its JSON",
@@ -105,6 +138,29 @@ def write_docs() -> str:
     for r in runs:
         s = r["summary"]
         lines.append(f"| {_label(r)} | {s['mode']} | {s['model']} | {_where(r)} | {_cells(r, COLUMNS)} |")
+    critics = [r for r in runs if (r["summary"].get("gen_efficacy") is not None
+                                   or r["summary"].get("neighborhood_plus") is not None)]
+    if critics:
+        lines += [
+            "",
+            "## What the model says: generated answers and CounterFact+",
+            "",
+            "The same runs scored the way the methods' critics score them (`--metrics` of `workbench evaluate`).",
+            "*said*: the model's greedy answer (10 tokens, first sentence) names the object the test wants —",
+            "the new object after the edit and paraphrase prompts and the question form, the true object",
+            "after neighbour prompts — judged by normalised matching (`workbench/evaluation/judge.py`);",
+            "*ES neither*: edit-prompt answers that name neither object. *NS+*: neighbour prompts read",
+            "right after the edit statement (\"<edit prompt> <new object>.\"), teacher-forced and said",
+            "(CounterFact+); NKL: KL(unedited ‖ edited) of the next token after the plain neighbour prompts.",
+            "*before*: the unedited model on the same prompts. ± is the half-width of a 95 % bootstrap",
+            "interval over the facts (2,000 resamples, seed 0).",
+            "",
+            "| method | mode | " + " | ".join(h for _, h, _ in CRITICS) + " |",
+            "|" + "---|" * (2 + len(CRITICS)),
+        ]
+        for r in critics:
+            s = r["summary"]
+            lines.append(f"| {_label(r)} | {s['mode']} | {_cells(r, CRITICS)} |")
     lines += [
         "",
         "EasyEdit's teacher-forced token accuracy is a different metric (fraction of target tokens that",
@@ -116,7 +172,7 @@ def write_docs() -> str:
     ]
     for r in runs:
         s = r["summary"]
-        lines.append(f"| {_label(r)} | {s['mode']} | " + " | ".join(_fmt(s.get(k), p) for k, _, p in EASYEDIT) + " |")
+        lines.append(f"| {_label(r)} | {s['mode']} | {_cells(r, EASYEDIT)} |")
     for r in runs:
         if r.get("curve"):
             s = r["summary"]
@@ -221,8 +277,10 @@ def _write_readme_table(runs: list[dict]) -> None:
     readme = README.read_text()
     if _MARK_START not in readme or _MARK_END not in readme:
         return
-    short = [("n", "n", False), ("efficacy_score", "ES", True), ("paraphrase_score", "PS", True),
-             ("neighborhood_score", "NS", True), ("implication_score", "IS", True), ("seconds_per_edit", "s/edit", False)]
+    short = [("n", "n", False), ("efficacy_score", "ES", True), ("gen_efficacy", "ES said", True),
+             ("paraphrase_score", "PS", True), ("gen_paraphrase", "PS said", True),
+             ("neighborhood_score", "NS", True), ("neighborhood_plus", "NS+", True),
+             ("implication_score", "IS", True), ("seconds_per_edit", "s/edit", False)]
     rows = ["| method | mode | hardware | " + " | ".join(h for _, h, _ in short) + " |", "|" + "---|" * (3 + len(short))]
     for r in runs:
         s = r["summary"]

@@ -12,8 +12,16 @@ import torch
 
 import workbench as wb
 from workbench.errors import DatasetError, WorkbenchError
-from workbench.evaluation import EvalReport, evaluate, read_report, score_fact
-from workbench.evaluation import generated, intervals, judge, relations
+from workbench.evaluation import (
+    EvalReport,
+    evaluate,
+    generated,
+    intervals,
+    judge,
+    read_report,
+    relations,
+    score_fact,
+)
 from workbench.evaluation.scores import NKL_TOP, bucket_kl
 from workbench.facts import ASSETS, read_facts
 from workbench.probing import generate, generate_many

@@ -298,3 +298,40 @@ def test_one_computation_at_a_time(app):
         t.join()
     app.probes.refresh_button.click()
     assert app.probes.error.value == ""
+
+
+def test_probes_show_greedy_answers_beside_probabilities(app, model):
+    """The critics' view in the panel: each row's own answer before and now, and which object it names."""
+    assert app.probes.answers_on.value
+    kinds = [r["kind"] for r in app.probes.rows]
+    assert "neighbour+" in kinds  # the neighbour prompts after the edit statement
+    assert "says" in app.probes.table.value and app.probes.answers_now  # filled after the probe
+    assert set(app.probes.answers_before) == {r["prompt"] for r in app.probes.rows}
+    app.edit.method.value = "in-context"
+    app.edit.hparams.value = "min_prob=0"
+    app.edit.task.button.click()
+    assert app.edit.error.value == "", app.edit.error.text
+    # The answers now were generated with the edit in place: the in-context text is before every prompt.
+    from workbench.probing import generate_many
+
+    prompt = app.probes.rows[0]["prompt"]
+    assert app.probes.answers_now[prompt] == generate_many(model, [prompt], max_new_tokens=10)[0]
+    verdicts = {e["says"] for e in app.probes.table_rows}
+    assert verdicts <= {"new", "true", "neither", ""} and verdicts - {""}
+    app.edit.revert_button.click()
+
+
+def test_compare_panel_shows_intervals_and_its_facts(app, model):
+    from tests.test_evaluation import known_facts
+
+    facts = wb.filter_known(model, known_facts(model, n=6))
+    assert len(facts) >= 2, "the tiny model should 'know' two of the six made-up facts"
+    app.compare.facts = facts[:2]
+    app.compare.methods.value = ("in-context",)
+    app.compare.limit.value = 2
+    app.compare.task.button.click()
+    assert app.compare.error.value == "", app.compare.error.text
+    assert "±" in app.compare.table.value and "edit prompt (said)" in app.compare.table.value
+    assert "Facts:" in app.compare.facts_line.value and "Mars Station" in app.compare.facts_line.value
+    fig = app.compare.chart.children[0]
+    assert any(bar.error_y.visible for bar in fig.data)

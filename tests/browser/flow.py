@@ -83,18 +83,34 @@ def trace_and_click(page, shots: Path, prefix: str, timer: Timer) -> None:
     page.screenshot(path=str(shots / f"{prefix}-memories.png"), full_page=True)
 
 
-def probe_rows(page) -> list[list[str]]:
+def probe_rows(page) -> list[dict[str, str]]:
+    """The Probes table as a person reads it: one {column header: cell} per row."""
+    heads = [h.strip() for h in page.locator(".wb-probe-table thead th").all_inner_texts()]
     rows = page.locator(".wb-probe-table tbody tr")
-    return [[c.strip() for c in rows.nth(i).locator("td").all_inner_texts()] for i in range(rows.count())]
+    return [dict(zip(heads, (c.strip() for c in rows.nth(i).locator("td").all_inner_texts())))
+            for i in range(rows.count())]
+
+
+def wait_for_answers(page) -> None:
+    """The greedy answers arrive a moment after the probabilities: wait until the edit row has one."""
+    page.wait_for_function(
+        """() => { const t = document.querySelector('.wb-probe-table'); if (!t) return false;
+                   const heads = [...t.querySelectorAll('thead th')].map(h => h.innerText.trim());
+                   const row = t.querySelector('tbody tr'); if (!row) return false;
+                   const cell = row.querySelectorAll('td')[heads.indexOf('answer now')];
+                   return cell && cell.innerText.trim() !== ''; }""", timeout=SLOW)
 
 
 def edit_and_revert(page, shots: Path, prefix: str, timer: Timer) -> None:
     open_tab(page, "Probes")
     page.locator(".wb-probe-table tbody tr").first.wait_for()
+    wait_for_answers(page)
     before = probe_rows(page)
-    assert before[0][0] == "edit"
+    assert before[0]["kind"] == "edit"
+    assert any(r["kind"] == "neighbour+" for r in before)  # neighbours after the edit statement
     if REAL:
-        assert "Paris" in before[0][-2]  # top-1 now
+        assert "Paris" in before[0]["top-1 now"]
+        assert "Paris" in before[0]["answer now"] and before[0]["says"] == "true"  # what the model says
     open_tab(page, "Edit")
     method = page.locator(".wb-edit-method select")
     assert method.input_value() == "rome"
@@ -110,12 +126,15 @@ def edit_and_revert(page, shots: Path, prefix: str, timer: Timer) -> None:
     page.screenshot(path=str(shots / f"{prefix}-edit.png"), full_page=True)
     open_tab(page, "Probes")
     page.locator(".wb-probe-table", has_text="intended").first.wait_for(timeout=SLOW)
+    wait_for_answers(page)
     after = probe_rows(page)
     assert after != before
     edit_row = after[0]
     if REAL:
-        assert "Rome" in edit_row[-2], f"edit prompt's top-1 after ROME: {edit_row}"
-        assert edit_row[-1] == "as intended"
+        assert "Rome" in edit_row["top-1 now"], f"edit prompt's top-1 after ROME: {edit_row}"
+        assert edit_row["outcome"] == "as intended"
+        assert "Rome" in edit_row["answer now"] and edit_row["says"] == "new", edit_row
+        assert "Paris" in edit_row["answer before"]
     page.screenshot(path=str(shots / f"{prefix}-probes-after-edit.png"), full_page=True)
     timer.mark("probes changed")
     open_tab(page, "Edit")
@@ -124,7 +143,8 @@ def edit_and_revert(page, shots: Path, prefix: str, timer: Timer) -> None:
     open_tab(page, "Probes")
     page.wait_for_function(
         "() => !document.querySelector('.wb-probe-table').innerText.includes('intended')", timeout=SLOW)
-    assert probe_rows(page) == before  # the same numbers as before the edit
+    wait_for_answers(page)
+    assert probe_rows(page) == before  # the same numbers and answers as before the edit
     page.screenshot(path=str(shots / f"{prefix}-probes-after-revert.png"), full_page=True)
     timer.mark("reverted")
     no_inline_errors(page)

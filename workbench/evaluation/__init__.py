@@ -5,7 +5,10 @@
   (:func:`score_facts`: many facts, batched);
 - :func:`evaluate` -- a method over a dataset: independent, sequential or batch;
 - :func:`compare` -- several methods on the same facts;
-- :func:`perplexity`, :func:`fluency` -- what the edit did to the language model.
+- :func:`perplexity`, :func:`fluency` -- what the edit did to the language model;
+- the critics' measures beside the teacher-forced ones (``metrics=``, :data:`METRICS`):
+  generated answers judged by :func:`judge`, question forms, CounterFact+ and NKL, the
+  letter test; every summary rate with a 95 % bootstrap interval (:func:`bootstrap`).
 
 What it may import: the model layer, the locator and the editors (it applies
 edits through :func:`workbench.editing.edit`) — never ``figures``, ``ui`` or ``cli``.
@@ -27,11 +30,14 @@ from workbench.evaluation.evaluate import (
     read_report,
 )
 from workbench.evaluation.fluency import fluency, ngram_entropy
+from workbench.evaluation.generated import DEFAULT_METRICS, METRICS
+from workbench.evaluation.intervals import Interval, bootstrap, paired_difference
+from workbench.evaluation.judge import judge
 from workbench.evaluation.perplexity import perplexity
 from workbench.evaluation.scores import FactScores, PromptScore, harmonic_mean, score_fact, score_facts
 
 __all__ = [
-    "CompareReport", "CurvePoint", "EvalReport", "FactRow", "FactScores", "MODES", "PromptScore",
-    "SUMMARY_KEYS", "compare", "evaluate", "fluency", "harmonic_mean", "ngram_entropy", "perplexity", "read_report",
-    "score_fact", "score_facts",
+    "CompareReport", "CurvePoint", "DEFAULT_METRICS", "EvalReport", "FactRow", "FactScores", "Interval", "METRICS",
+    "MODES", "PromptScore", "SUMMARY_KEYS", "bootstrap", "compare", "evaluate", "fluency", "harmonic_mean", "judge",
+    "ngram_entropy", "paired_difference", "perplexity", "read_report", "score_fact", "score_facts",
 ]

@@ -19,6 +19,15 @@ COUNTERFACT = {"efficacy_score": "Efficacy", "paraphrase_score": "Paraphrase",
                "neighborhood_score": "Neighbourhood", "implication_score": "Implication", "score": "Score (H-mean)"}
 EASYEDIT = {"easyedit_rewrite_acc": "Rewrite acc.", "easyedit_rephrase_acc": "Rephrase acc.",
             "easyedit_locality_acc": "Locality acc."}
+#: The critics' measures: each teacher-forced rate beside the one read off generated answers.
+CRITICS = {"efficacy_score": "Efficacy (p)", "gen_efficacy": "Efficacy (said)",
+           "paraphrase_score": "Paraphrase (p)", "gen_paraphrase": "Paraphrase (said)",
+           "gen_question": "Question (said)",
+           "neighborhood_score": "Neighbourhood (p)", "gen_neighborhood": "Neighbourhood (said)",
+           "neighborhood_plus": "Neighbourhood+ (p)", "gen_neighborhood_plus": "Neighbourhood+ (said)"}
+_SETS = {"counterfact": (COUNTERFACT, "CounterFact scores"),
+         "easyedit": (EASYEDIT, "EasyEdit teacher-forced token accuracy"),
+         "critics": (CRITICS, "Teacher-forced (p) and generated (said) scores")}
 
 
 def _reports(reports) -> list:
@@ -26,25 +35,34 @@ def _reports(reports) -> list:
 
 
 def scores_figure(reports, *, metrics: str = "counterfact") -> go.Figure:
-    """Grouped bars: one group per score, one bar per method (in %).
+    """Grouped bars: one group per score, one bar per method (in %), with 95 % intervals.
+
+    The whiskers are the summary's bootstrap intervals over facts (reports saved
+    before intervals existed draw none).
 
     Args:
         reports: a CompareReport, one EvalReport, or a list of them.
-        metrics: ``"counterfact"`` (default) or ``"easyedit"`` -- never both in one chart.
+        metrics: ``"counterfact"`` (default), ``"critics"`` (teacher-forced beside
+            generated) or ``"easyedit"`` -- EasyEdit's accuracy is never mixed with the others.
     """
-    names = COUNTERFACT if metrics == "counterfact" else EASYEDIT
+    if metrics not in _SETS:
+        raise ValueError(f"metrics must be one of {', '.join(_SETS)}, got {metrics!r}")
+    names, title = _SETS[metrics]
     fig = go.Figure()
     for r in _reports(reports):
         s = r.summary
         keys = [k for k in names if s.get(k) is not None]
+        ivs = s.get("intervals") or {}
+        plus = [100 * (ivs[k][1] - s[k]) if k in ivs else 0 for k in keys]
+        minus = [100 * (s[k] - ivs[k][0]) if k in ivs else 0 for k in keys]
         fig.add_bar(
             name=f"{s['method']} ({s['mode']})", x=[names[k] for k in keys], y=[100 * s[k] for k in keys],
             text=[f"{100 * s[k]:.0f}" for k in keys], textposition="outside",
+            error_y=dict(type="data", symmetric=False, array=plus, arrayminus=minus, visible=bool(ivs)),
         )
     n = ", ".join(f"{r.summary['method']}: n={r.summary['n']}" for r in _reports(reports))
-    title = "CounterFact scores" if metrics == "counterfact" else "EasyEdit teacher-forced token accuracy"
-    fig.update_layout(barmode="group", title=f"{title} after editing ({n})", yaxis_title="%",
-                      yaxis_range=[0, 110], legend_title="method")
+    fig.update_layout(barmode="group", title=f"{title} after editing ({n}); whiskers: 95 % intervals",
+                      yaxis_title="%", yaxis_range=[0, 115], legend_title="method")
     return fig
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+
 import ipywidgets as widgets
 
 from workbench.errors import WorkbenchError
@@ -10,10 +12,20 @@ from workbench.ui.common import ErrorLine, State, Task, table
 from workbench.ui.edit import methods
 from workbench.ui.figures import compare_figure
 
-#: Summary columns shown, in order (CounterFact rates; EasyEdit accuracies are a different metric).
-COLUMNS = ("method", "efficacy_score", "paraphrase_score", "neighborhood_score", "implication_score", "score",
-           "n_facts", "n_skipped", "n_failed", "seconds")
-BARS = ("efficacy_score", "paraphrase_score", "neighborhood_score", "implication_score")
+#: Summary rates shown, in order, with their headers: each teacher-forced rate ("p") beside the
+#: one read off the generated answers ("said"). EasyEdit accuracies are a different metric, not shown.
+RATES = {
+    "efficacy_score": "edit prompt (p)", "gen_efficacy": "edit prompt (said)",
+    "paraphrase_score": "paraphrases (p)", "gen_paraphrase": "paraphrases (said)",
+    "gen_question": "question (said)",
+    "neighborhood_score": "neighbours kept (p)", "gen_neighborhood": "neighbours kept (said)",
+    "neighborhood_plus": "neighbours after the edit statement (p)",
+    "gen_neighborhood_plus": "neighbours after the edit statement (said)",
+    "implication_score": "implications (top-1)",
+}
+COLUMNS = ("method", *RATES, "nkl", "n", "n_skipped", "n_failed", "seconds_per_edit")
+HEADERS = {**RATES, "nkl": "neighbour KL", "n": "facts", "n_skipped": "skipped (not known)",
+           "n_failed": "failed edits", "seconds_per_edit": "s / edit"}
 
 
 class ComparePanel(widgets.VBox):
@@ -36,11 +48,17 @@ class ComparePanel(widgets.VBox):
         self.table.add_class("wb-compare-table")
         self.chart = widgets.VBox()
         self.chart.add_class("wb-compare-chart")
+        self.facts_line = widgets.HTML()
+        self.facts_line.add_class("wb-compare-facts")
         super().__init__([
-            widgets.HTML("<b>Compare methods</b> on the first known facts of the bundled set (CounterFact rates: "
-                         "share of prompts where the edit behaves as intended). Edits are reverted after scoring."),
+            widgets.HTML("<b>Compare methods</b> on the first known facts of the bundled set. Each rate is the "
+                         "share of prompts (%) where the edit behaves as intended: <i>p</i> compares the two "
+                         "objects' probabilities after the prompt (teacher-forced, as the methods' papers do); "
+                         "<i>said</i> reads the model's own greedy answer (as their critics do). "
+                         "± is a 95 % bootstrap interval over the facts; with a handful of facts it is wide. "
+                         "Edits are reverted after scoring."),
             widgets.HBox([self.methods, widgets.VBox([self.limit, self.mode])]),
-            self.task, self.error, self.table, self.chart,
+            self.task, self.error, self.table, self.facts_line, self.chart,
         ])
         self.add_class("wb-compare-panel")
 
@@ -62,10 +80,33 @@ class ComparePanel(widgets.VBox):
                       self.show, busy="evaluating…")
 
     def show(self, report) -> None:
-        df = report.to_pandas()
-        cols = [c for c in COLUMNS if c in df.columns]
-        rows = df[cols].to_dict("records")
-        fmt = {c: ".2f" for c in cols if c.endswith("score")} | {"seconds": ".1f"}
-        self.table.value = table(rows, cols, css="wb-compare-rows", formats=fmt)
+        rows = []
+        for r in report.reports:
+            s, ivs = r.summary, r.summary.get("intervals") or {}
+            row = {"method": s["method"]}
+            for key in COLUMNS[1:]:
+                row[key] = rate_cell(s.get(key), ivs.get(key)) if key in RATES else s.get(key)
+            row["nkl"] = None if s.get("nkl") is None else f"{s['nkl']:.3f}"
+            rows.append(row)
+        cols = [c for c in COLUMNS if any(row.get(c) not in (None, "") for row in rows)]
+        self.table.value = table(rows, cols, css="wb-compare-rows", formats={"seconds_per_edit": ".1f"},
+                                 headers=HEADERS)
+        first = report.reports[0].rows if report.reports else []
+        self.facts_line.value = ("<span style='color:#555'>Facts: " + "; ".join(
+            html.escape(f"{r.subject}: {r.target_true} → {r.target_new}") for r in first) + "</span>")
         self.chart.children = (compare_figure(report),)
         self.state.emit("weights")  # the comparison reverted its edits; redraw what depends on weights
+
+
+def rate_cell(value: float | None, interval: list[float] | None) -> str:
+    """A rate in % with its interval's half-width: ``"67 ± 24"`` (empty when not measured).
+
+    Example:
+        >>> rate_cell(0.667, [0.333, 1.0])
+        '67 ± 33'
+    """
+    if value is None:
+        return ""
+    if not interval:
+        return f"{100 * value:.0f}"
+    return f"{100 * value:.0f} ± {100 * (interval[1] - interval[0]) / 2:.0f}"

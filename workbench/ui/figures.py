@@ -40,6 +40,6 @@ def neuron_figure(report) -> go.FigureWidget:
     return _widget(neuron_attributions(report))
 
 
-def compare_figure(result) -> go.FigureWidget:
-    """Bar chart of a method comparison."""
-    return _widget(scores_figure(result))
+def compare_figure(result, metrics: str = "critics") -> go.FigureWidget:
+    """Bar chart of a method comparison (teacher-forced beside generated, with intervals)."""
+    return _widget(scores_figure(result, metrics=metrics))

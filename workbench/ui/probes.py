@@ -3,9 +3,15 @@ before and after the edits, refreshed right after every edit or revert.
 
 "Before" is probed when the fact is chosen (with whatever edits were applied then,
 normally none); "now" after every change to the model. Row colours say whether the
-row behaves as the edit intends: edit and paraphrase prompts should now prefer the
-new object, neighbours should keep the true one, implications should now start
-their own target.
+row behaves as the edit intends: edit and paraphrase prompts (and the fact asked as
+a question) should now prefer the new object, neighbours should keep the true one
+-- also right after the edit statement is read ("neighbour+", CounterFact+),
+implications should now start their own target.
+
+Beside the teacher-forced probabilities sit the model's own greedy answers, before
+and now, and which object each answer names (the judge of
+:mod:`workbench.evaluation.judge`): an edit can win on p(new) > p(true) and still
+not be what the model says.
 """
 
 from __future__ import annotations
@@ -17,7 +23,10 @@ import ipywidgets as widgets
 
 from workbench.editing import active_edits
 from workbench.errors import WorkbenchError
-from workbench.probing import generate, probe
+from workbench.evaluation.generated import ANSWER_TOKENS, plus_prompts
+from workbench.evaluation.judge import first_sentence, judge
+from workbench.evaluation.relations import question_prompt
+from workbench.probing import generate, generate_many, probe
 from workbench.ui.common import ErrorLine, State, Task, guarded, table
 
 GOOD, BAD = "background:#e3f4e1", "background:#fbe3e3"
@@ -28,7 +37,12 @@ def probe_rows(fact, free: list[str]) -> list[dict]:
     pair = [t for t in (fact.target_true, fact.target_new) if t]
     rows = [{"kind": "edit", "prompt": fact.text, "targets": pair}]
     rows += [{"kind": "paraphrase", "prompt": p, "targets": pair} for p in fact.paraphrase_prompts]
+    question = question_prompt(fact)
+    if question is not None:
+        rows.append({"kind": "question", "prompt": question, "targets": pair})
     rows += [{"kind": "neighbour", "prompt": p, "targets": pair} for p in fact.neighborhood_prompts]
+    if fact.target_new:
+        rows += [{"kind": "neighbour+", "prompt": p, "targets": pair} for p in plus_prompts(fact)]
     rows += [{"kind": "implication", "prompt": i.prompt, "targets": [i.target]} for i in fact.implication_prompts]
     rows += [{"kind": "free", "prompt": p, "targets": pair} for p in free]
     return rows
@@ -44,7 +58,22 @@ def _outcome(row: dict, after, fact) -> bool | None:
     if fact.target_true is None or fact.target_new is None:
         return None
     new, true = probs.get(fact.target_new, 0.0), probs.get(fact.target_true, 0.0)
-    return true > new if row["kind"] == "neighbour" else new > true
+    return true > new if row["kind"] in ("neighbour", "neighbour+") else new > true
+
+
+def said(row: dict, answer: str | None, fact) -> str:
+    """Which object a greedy answer names: "new", "true", "neither" ("" when there is nothing to judge).
+
+    An implication's answer is judged against its own target (as "new").
+    """
+    if answer is None or fact.target_true is None:
+        return ""
+    new = row["targets"][0] if row["kind"] == "implication" else fact.target_new
+    if new is None:
+        return ""
+    if row["kind"] == "implication" and new.strip().lower() == fact.target_true.strip().lower():
+        return ""
+    return judge(answer, new=new, true=fact.target_true)
 
 
 class ProbesPanel(widgets.VBox):
@@ -71,12 +100,22 @@ class ProbesPanel(widgets.VBox):
         self.rows: list[dict] = []
         self.last: list = []
         self.gen_before: dict[str, str] = {}  # prompt -> generation with no edits applied
+        self.answers_on = widgets.Checkbox(value=True, description="Greedy answers after each probe", indent=False)
+        self.answers_on.add_class("wb-answers-on")
+        self.answer_task = Task("Answer", css="wb-answers-run", error=self.error, background=background, state=state)
+        self.answer_task.button.on_click(lambda _: self.run_answers())
+        self.answers_before: dict[str, str] = {}  # prompt -> greedy answer with no edit applied
+        self.answers_now: dict[str, str] = {}
         state.on("fact", guarded(self.error, self._fact_changed))
         state.on("weights", guarded(self.error, self.refresh))
         super().__init__([
-            widgets.HTML("<b>Probes</b>: does the edit reach paraphrases and implications, and leave "
-                         "neighbours alone? Refreshed after every edit and revert."),
-            self.free, self.refresh_button, self.error, self.table, self.timing,
+            widgets.HTML("<b>Probes</b>: does the edit reach paraphrases, the question and implications, and "
+                         "leave neighbours alone (also right after the edit statement: <i>neighbour+</i>)? "
+                         "<i>p</i> columns are teacher-forced probabilities; <i>answer</i> columns are what the "
+                         "model itself says (greedy, first sentence), and <i>says</i> which object it names. "
+                         "Refreshed after every edit and revert."),
+            self.free, widgets.HBox([self.refresh_button, self.answers_on]), self.answer_task, self.error,
+            self.table, self.timing,
             widgets.HTML("<b>Generations</b> (greedy), before the edits and now"),
             widgets.HBox([self.gen_tokens]), self.gen_task, self.generations,
         ])
@@ -85,6 +124,7 @@ class ProbesPanel(widgets.VBox):
     def _fact_changed(self) -> None:
         self.before = {}
         self.gen_before = {}
+        self.answers_before, self.answers_now = {}, {}
         self.generations.value = ""
         self.refresh(baseline=True)
 
@@ -113,11 +153,38 @@ class ProbesPanel(widgets.VBox):
                 if p.prompt not in self.before and n_edits == self.before_edits:
                     self.before[p.prompt] = p
         self.rows, self.last = rows, list(result.prompts)
+        self.answers_now = {}  # stale after a change to the model; refilled below
         self.timing.value = (f"<span style='color:#555'>{len(rows)} prompts probed in {seconds:.2f} s; "
                              f"{n_edits} edit{'s' if n_edits != 1 else ''} applied now"
                              + (f", {self.before_edits} when 'before' was probed" if self.before_edits else "")
                              + "</span>")
         self._draw(fact, n_edits)
+        if self.answers_on.value and not self.answer_task.running:
+            self.run_answers()
+
+    # -- greedy answers ----------------------------------------------------------------
+    def run_answers(self) -> None:
+        """Generate every row's greedy answer (one batched call) and add them to the table."""
+        fact = self.state.fact
+        if fact is None or not self.rows:
+            self.error.show("Choose a fact in the Fact tab first.")
+            return
+        model, prompts = self.state.model, [r["prompt"] for r in self.rows]
+
+        def work(token):
+            token.check()
+            return generate_many(model, prompts, max_new_tokens=ANSWER_TOKENS), len(active_edits(model))
+
+        self.answer_task.run(work, self._show_answers, busy="generating answers…")
+
+    def _show_answers(self, payload) -> None:
+        texts, n_edits = payload
+        answers = dict(zip([r["prompt"] for r in self.rows], texts))
+        if n_edits == 0:
+            self.answers_before.update(answers)
+        self.answers_now = answers
+        if self.state.fact is not None:
+            self._draw(self.state.fact, n_edits)
 
     def _draw(self, fact, n_edits: int) -> None:
         out, styles = [], []
@@ -146,10 +213,14 @@ class ProbesPanel(widgets.VBox):
                 entry["kind"] = f"implication ({row['targets'][0]})"
             ok = _outcome(row, now, fact) if n_edits else None
             entry["outcome"] = "" if ok is None else ("as intended" if ok else "not as intended")
+            answer = self.answers_now.get(row["prompt"])
+            entry["answer before"] = first_sentence(self.answers_before.get(row["prompt"], ""))
+            entry["answer now"] = first_sentence(answer) if answer is not None else ""
+            entry["says"] = said(row, answer, fact)
             out.append(entry)
             styles.append("" if ok is None else (GOOD if ok else BAD))
         columns = ["kind", "prompt", "p(true) before", "p(true) now", "p(new) before", "p(new) now",
-                   "top-1 before", "top-1 now", "outcome"]
+                   "top-1 before", "top-1 now", "outcome", "answer before", "answer now", "says"]
         fmt = {c: ".3f" for c in columns if c.startswith("p(")}
         self.table.value = table(out, columns, css="wb-probe-rows", row_styles=styles, formats=fmt,
                                  headers={"p(new) before": "p(new/target) before", "p(new) now": "p(new/target) now"})
