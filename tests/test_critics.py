@@ -254,3 +254,21 @@ def test_rome_edit_is_said_and_nkl_measures_it(gemma):
     full = float((p.exp() * (p - q)).sum())
     top = p.topk(NKL_TOP)
     assert bucket_kl((top.indices.tolist(), top.values.tolist()), q) == pytest.approx(full, rel=0.01)
+
+
+def test_cli_evaluate_metrics(tmp_path, capsys):
+    from tests.test_evaluation import known_facts
+    from workbench.cli import main
+
+    data, out = tmp_path / "facts.json", tmp_path / "out.json"
+    wb.write_facts(known_facts(wb.load_model("tiny-llama"), 2), data)
+    common = ["evaluate", "--method", "in-context", "--dataset", str(data), "--model", "tiny-llama",
+              "--every", "2", "--perplexity-texts", "2", "--fluency-tokens", "4", "--json", str(out)]
+    assert main(common + ["--metrics", "teacher,plus"]) == 0
+    summary = json.loads(out.read_text())
+    assert summary["neighborhood_plus"] is not None and summary["gen_efficacy"] is None
+    lo, hi = summary["intervals"]["neighborhood_plus"]
+    assert lo <= summary["neighborhood_plus"] <= hi
+    # A misspelt metric fails before the model loads, and names the choices.
+    assert main(common + ["--metrics", "teacher,letters"]) == 2
+    assert "unknown metric 'letters'" in capsys.readouterr().err

@@ -42,6 +42,9 @@ class ComparePanel(widgets.VBox):
         self.limit.add_class("wb-compare-limit")
         self.mode = widgets.Dropdown(options=["independent", "sequential", "batch"], value="independent",
                                      description="Mode")
+        self.said = widgets.Checkbox(value=True, indent=False,
+                                     description="Also score the generated answers (about twice the time)")
+        self.said.add_class("wb-compare-said")
         self.task = Task("Compare", css="wb-compare-run", error=self.error, background=background, state=state)
         self.task.button.on_click(lambda _: self.run())
         self.table = widgets.HTML()
@@ -57,7 +60,7 @@ class ComparePanel(widgets.VBox):
                          "<i>said</i> reads the model's own greedy answer (as their critics do). "
                          "± is a 95 % bootstrap interval over the facts; with a handful of facts it is wide. "
                          "Edits are reverted after scoring."),
-            widgets.HBox([self.methods, widgets.VBox([self.limit, self.mode])]),
+            widgets.HBox([self.methods, widgets.VBox([self.limit, self.mode, self.said])]),
             self.task, self.error, self.table, self.facts_line, self.chart,
         ])
         self.add_class("wb-compare-panel")
@@ -76,7 +79,9 @@ class ComparePanel(widgets.VBox):
             self.error.show(exc)
             return
         model, limit, mode = self.state.model, int(self.limit.value), self.mode.value
-        self.task.run(lambda token: compare(model, facts, methods=chosen, mode=mode, limit=limit, cancel=token),
+        metrics = "teacher,generation,question,plus" if self.said.value else "teacher"
+        self.task.run(lambda token: compare(model, facts, methods=chosen, mode=mode, limit=limit, cancel=token,
+                                            metrics=metrics),
                       self.show, busy="evaluating…")
 
     def show(self, report) -> None:

@@ -201,8 +201,11 @@ class ProbesPanel(widgets.VBox):
                     return None
 
             other = row["targets"][0] if row["kind"] == "implication" else t_new
+            # The question's one-example prefix is the same on every fact: show the question only.
+            shown = "Q:" + row["prompt"].rsplit("Q:", 1)[-1].replace("\n", " ") if row["kind"] == "question" \
+                else row["prompt"]
             entry = {
-                "kind": row["kind"], "prompt": row["prompt"],
+                "kind": row["kind"], "prompt": shown,
                 "p(true) before": p(before, t_true) if row["kind"] != "implication" else None,
                 "p(true) now": p(now, t_true) if row["kind"] != "implication" else None,
                 "p(new) before": p(before, other), "p(new) now": p(now, other),
