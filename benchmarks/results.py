@@ -178,12 +178,16 @@ def write_docs() -> str:
             s = r["summary"]
             lines += ["", f"## Sequential curve: {s['method']} ({s['model']}, {_where(r)})", "",
                       "Scores of all edits made so far (%), held-out perplexity and fluency after each block of edits:", "",
-                      "| edits | ES | PS | NS | IS | ppl | fluency |", "|---|---|---|---|---|---|---|"]
+                      ]
+            cols = [("efficacy_score", "ES", True), ("paraphrase_score", "PS", True), ("neighborhood_score", "NS", True),
+                    ("implication_score", "IS", True), ("perplexity", "ppl", False), ("fluency", "fluency", False)]
+            # Curves measured with the generated answers get their said columns too.
+            cols += [(k, h, True) for k, h in (("gen_efficacy", "ES said"), ("gen_paraphrase", "PS said"),
+                                               ("gen_neighborhood", "NS said"))
+                     if any(p.get(k) is not None for p in r["curve"])]
+            lines += ["| edits | " + " | ".join(h for _, h, _ in cols) + " |", "|---" * (1 + len(cols)) + "|"]
             for p in r["curve"]:
-                lines.append(f"| {p['n_edits']} | " + " | ".join(
-                    _fmt(p.get(k), pct) for k, pct in (("efficacy_score", True), ("paraphrase_score", True),
-                                                       ("neighborhood_score", True), ("implication_score", True),
-                                                       ("perplexity", False), ("fluency", False))) + " |")
+                lines.append(f"| {p['n_edits']} | " + " | ".join(_fmt(p.get(k), pct) for k, _, pct in cols) + " |")
     sweep_path = RESULTS / "retrieval_threshold.json"
     if sweep_path.exists():
         sweep = json.loads(sweep_path.read_text())
