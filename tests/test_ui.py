@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -335,3 +336,40 @@ def test_compare_panel_shows_intervals_and_its_facts(app, model):
     assert "Facts:" in app.compare.facts_line.value and "Mars Station" in app.compare.facts_line.value
     fig = app.compare.chart.children[0]
     assert any(bar.error_y.visible for bar in fig.data)
+
+
+def test_quick_calls_preempt_the_answers_task(model):
+    """A quick call (a probe after a click) stops a running preemptible task instead of failing 'busy'."""
+    import threading
+
+    from workbench.ui.common import ErrorLine, State, Task
+
+    state = State(model)
+    started, steps = threading.Event(), []
+    task = Task("Answer", css="wb-x", error=ErrorLine(), state=state, preemptible=True)
+
+    def work(token):
+        started.set()
+        while True:  # a long job that checks its token between steps
+            token.check()
+            steps.append(1)
+            time.sleep(0.02)
+
+    task.run(work)
+    assert started.wait(10)
+    with state.using() as m:       # preempts: no "busy" error
+        assert m is model
+    task.join(10)
+    assert not task.running and task.status.value == "stopped for a newer request"
+    assert task.error.value == ""  # a newer request taking over is not an error
+    assert state.preemptible is None
+    # A task that is not preemptible still makes a quick call refuse at once.
+    other = Task("Trace", css="wb-y", error=ErrorLine(), state=state)
+    release = threading.Event()
+    other.run(lambda token: release.wait(10))
+    time.sleep(0.2)
+    with pytest.raises(wb.WorkbenchError, match="busy"):
+        with state.using():
+            pass
+    release.set()
+    other.join(10)

@@ -144,7 +144,9 @@ def edit_and_revert(page, shots: Path, prefix: str, timer: Timer) -> None:
     page.wait_for_function(
         "() => !document.querySelector('.wb-probe-table').innerText.includes('intended')", timeout=SLOW)
     wait_for_answers(page)
-    assert probe_rows(page) == before  # the same numbers and answers as before the edit
+    now = probe_rows(page)
+    changed = [(i, k, b.get(k), r.get(k)) for i, (b, r) in enumerate(zip(before, now)) for k in b if b.get(k) != r.get(k)]
+    assert len(now) == len(before) and not changed, changed  # the same numbers and answers as before the edit
     page.screenshot(path=str(shots / f"{prefix}-probes-after-revert.png"), full_page=True)
     timer.mark("reverted")
     no_inline_errors(page)

@@ -10,6 +10,7 @@ the Cancel button stop the work and lets the panel count the steps for its bar.
 
 from __future__ import annotations
 
+import asyncio
 import html
 import threading
 import time
@@ -103,7 +104,8 @@ class Task(widgets.HBox):
     """
 
     def __init__(self, label: str, *, css: str, error: ErrorLine, background: bool = True,
-                 total: Callable[[], int | None] | None = None, state: State | None = None) -> None:
+                 total: Callable[[], int | None] | None = None, state: State | None = None,
+                 preemptible: bool = False) -> None:
         self.button = widgets.Button(description=label, button_style="primary")
         self.button.add_class(css)
         self.cancel_button = widgets.Button(description="Cancel", disabled=True)
@@ -123,15 +125,24 @@ class Task(widgets.HBox):
         self.cancel_button.on_click(lambda _: self.cancel())
         self.result: Any = None
         self.seconds: float | None = None
+        self.preemptible = preemptible
+        self._quiet = False
+        #: The last run was stopped by a quick call (see :meth:`State.using`), not by the user.
+        self.preempted = False
 
     @property
     def running(self) -> bool:
-        return self.thread is not None and self.thread.is_alive()
+        """Whether a run is in progress (seen from its own thread, the run is ending: False)."""
+        return (self.thread is not None and self.thread.is_alive()
+                and self.thread is not threading.current_thread())
 
-    def cancel(self) -> None:
+    def cancel(self, *, quietly: bool = False) -> None:
+        """Stop at the next step; ``quietly``: a newer request took over, which is not an error."""
         if self.token is not None:
+            self._quiet = quietly
+            self.preempted = self.preempted or quietly
             self.token.cancel()
-            self.status.value = "cancelling…"
+            self.status.value = "" if quietly else "cancelling…"
 
     def join(self, timeout: float | None = None) -> None:
         """Wait for the running task (tests, scripts)."""
@@ -146,11 +157,15 @@ class Task(widgets.HBox):
         self.status.value = f"step {steps} of ~{self.bar.max} · {time.perf_counter() - self._start:.1f} s"
 
     def run(self, fn: Callable[[StepToken], Any], on_done: Callable[[Any], None] | None = None,
-            *, busy: str = "running…") -> None:
+            *, busy: str = "running…", after: Callable[[], None] | None = None) -> None:
+        """Run ``fn(token)``, then ``on_done(result)`` if it finished; ``after()`` in any case,
+        once the model is released (to start what should follow, also after a cancel)."""
         if self.running:
             self.error.show("Already running; press Cancel first.")
             return
         self.error.clear()
+        self._quiet = False
+        self.preempted = False
         self.token = StepToken(self._step)
         total = None
         try:
@@ -176,6 +191,8 @@ class Task(widgets.HBox):
                         self.token.check()
                     held = True
                     self.state.busy_with = self.button.description
+                    if self.preemptible:
+                        self.state.preemptible = self
                     self.status.value = busy
                 result = fn(self.token)
                 self.result = result
@@ -184,15 +201,25 @@ class Task(widgets.HBox):
                     on_done(result)
                 self.status.value = f"done in {self.seconds:.1f} s"
             except BaseException as exc:  # noqa: BLE001 - shown inline, never raised into the kernel
-                self.error.show(exc)
-                self.status.value = "cancelled" if isinstance(exc, Cancelled) else "failed"
+                if isinstance(exc, Cancelled) and self._quiet:
+                    self.status.value = "stopped for a newer request"
+                else:
+                    self.error.show(exc)
+                    self.status.value = "cancelled" if isinstance(exc, Cancelled) else "failed"
             finally:
+                if self.state is not None and self.state.preemptible is self:
+                    self.state.preemptible = None
                 if held:
                     self.state.busy_with = None
                     self.state.lock.release()
                 self.button.disabled = False
                 self.cancel_button.disabled = True
                 self.bar.layout.visibility = "hidden"
+                if after is not None:
+                    try:
+                        after()
+                    except Exception as exc:  # noqa: BLE001 - shown inline, never raised into the kernel
+                        self.error.show(exc)
 
         if self.background:
             self.thread = threading.Thread(target=work, daemon=True, name=f"workbench-{self.button.description}")
@@ -294,6 +321,10 @@ def section(title: str) -> widgets.HTML:
     return widgets.HTML(f"<b>{html.escape(title)}</b>")
 
 
+#: Seconds a quick call waits for a preemptible task to stop at its next step.
+PREEMPT_WAIT = 30.0
+
+
 class State:
     """What the panels share: the model, the current fact, the last trace, the
     selected (position, layer) and the edit history. Panels subscribe to events:
@@ -314,17 +345,52 @@ class State:
         self.select_tab: Callable[[str], None] | None = None
         self.lock = threading.RLock()
         self.busy_with: str | None = None
+        #: The running task that quick calls may stop (see :meth:`using`).
+        self.preemptible: Task | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the kernel's, once seen (see :meth:`soon`)
 
     @contextmanager
     def using(self):
-        """Hold the model for a quick call, or refuse at once (never block the kernel)."""
-        if not self.lock.acquire(blocking=False):
+        """Hold the model for a quick call, or refuse at once (never block the kernel).
+
+        A task started as ``preemptible`` (the Probes panel's greedy answers, refilled
+        after every change) gives way: it is cancelled and the call waits for it to stop
+        at its next step, at most :data:`PREEMPT_WAIT` seconds.
+        """
+        acquired = self.lock.acquire(blocking=False)
+        holder = self.preemptible
+        if not acquired and holder is not None and holder.running:
+            holder.cancel(quietly=True)
+            acquired = self.lock.acquire(timeout=PREEMPT_WAIT)
+        if not acquired:
             raise WorkbenchError(f"the model is busy ({self.busy_with or 'a running task'}); "
                                  "wait for it to finish or press its Cancel button")
         try:
             yield self.model
         finally:
             self.lock.release()
+
+    def soon(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` once the widget callback now running has returned, or now when there is none.
+
+        For background work that a change sets off but that must not take the model
+        before the quick calls of the same click do (choosing a fact emits ``"fact"``,
+        then the Fact panel probes its top tokens): in a kernel the callback is queued
+        on the kernel's event loop; off it (a task's thread, a test) it runs at once,
+        after the listeners before it.
+        """
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is not None:
+            self._loop = loop
+            loop.call_soon(fn)
+        elif self._loop is not None and self._loop.is_running():
+            # From a task's thread: onto the kernel's loop, after what the kernel is doing now.
+            self._loop.call_soon_threadsafe(fn)
+        else:
+            fn()
 
     def on(self, event: str, fn: Callable[[], None]) -> None:
         self._listeners.setdefault(event, []).append(fn)

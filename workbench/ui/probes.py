@@ -30,6 +30,8 @@ from workbench.probing import generate, generate_many, probe
 from workbench.ui.common import ErrorLine, State, Task, guarded, table
 
 GOOD, BAD = "background:#e3f4e1", "background:#fbe3e3"
+#: Prompts generated per step of the answers task (it stops between steps when preempted).
+ANSWER_STEP = 4
 
 
 def probe_rows(fact, free: list[str]) -> list[dict]:
@@ -102,10 +104,13 @@ class ProbesPanel(widgets.VBox):
         self.gen_before: dict[str, str] = {}  # prompt -> generation with no edits applied
         self.answers_on = widgets.Checkbox(value=True, description="Greedy answers after each probe", indent=False)
         self.answers_on.add_class("wb-answers-on")
-        self.answer_task = Task("Answer", css="wb-answers-run", error=self.error, background=background, state=state)
+        self.answer_task = Task("Answer", css="wb-answers-run", error=self.error, background=background, state=state,
+                                preemptible=True)
         self.answer_task.button.on_click(lambda _: self.run_answers())
         self.answers_before: dict[str, str] = {}  # prompt -> greedy answer with no edit applied
         self.answers_now: dict[str, str] = {}
+        self._version = 0  # bumped by every probe: answers generated for an older one are dropped
+        self._answers_wanted = False
         state.on("fact", guarded(self.error, self._fact_changed))
         state.on("weights", guarded(self.error, self.refresh))
         super().__init__([
@@ -154,13 +159,16 @@ class ProbesPanel(widgets.VBox):
                     self.before[p.prompt] = p
         self.rows, self.last = rows, list(result.prompts)
         self.answers_now = {}  # stale after a change to the model; refilled below
+        self._version += 1
         self.timing.value = (f"<span style='color:#555'>{len(rows)} prompts probed in {seconds:.2f} s; "
                              f"{n_edits} edit{'s' if n_edits != 1 else ''} applied now"
                              + (f", {self.before_edits} when 'before' was probed" if self.before_edits else "")
                              + "</span>")
         self._draw(fact, n_edits)
-        if self.answers_on.value and not self.answer_task.running:
-            self.run_answers()
+        if self.answers_on.value:
+            # After the rest of this click: the answers hold the model for seconds, and the
+            # Fact panel's top tokens (probed right after a fact is chosen) must not find it busy.
+            self.state.soon(guarded(self.error, self.run_answers))
 
     # -- greedy answers ----------------------------------------------------------------
     def run_answers(self) -> None:
@@ -169,17 +177,37 @@ class ProbesPanel(widgets.VBox):
         if fact is None or not self.rows:
             self.error.show("Choose a fact in the Fact tab first.")
             return
+        if self.answer_task.running:
+            # One run at a time; the running one ends by starting another for the rows then current.
+            self._answers_wanted = True
+            return
+        self._answers_wanted = False
         model, prompts = self.state.model, [r["prompt"] for r in self.rows]
 
         def work(token):
-            token.check()
-            return generate_many(model, prompts, max_new_tokens=ANSWER_TOKENS), len(active_edits(model))
+            # A few prompts per step, so that a quick call that preempts this waits a moment only.
+            texts = []
+            for start in range(0, len(prompts), ANSWER_STEP):
+                token.check()
+                texts += generate_many(model, prompts[start : start + ANSWER_STEP], max_new_tokens=ANSWER_TOKENS)
+            return texts, len(active_edits(model))
 
-        self.answer_task.run(work, self._show_answers, busy="generating answers…")
+        version = self._version
+        self.answer_task.run(lambda token: (version, prompts, *work(token)), self._show_answers,
+                             busy="generating answers…", after=self._answers_ended)
+
+    def _answers_ended(self) -> None:
+        """A run ended: start the next if one was asked for meanwhile or a quick call stopped this one."""
+        if self._answers_wanted or (self.answer_task.preempted and self.answers_on.value):
+            self._answers_wanted = False
+            self.state.soon(guarded(self.error, self.run_answers))
 
     def _show_answers(self, payload) -> None:
-        texts, n_edits = payload
-        answers = dict(zip([r["prompt"] for r in self.rows], texts))
+        version, prompts, texts, n_edits = payload
+        if version != self._version:
+            self._answers_wanted = True  # the model or the rows changed while generating: not these
+            return
+        answers = dict(zip(prompts, texts))
         if n_edits == 0:
             self.answers_before.update(answers)
         self.answers_now = answers
