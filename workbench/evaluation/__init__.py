@@ -7,7 +7,8 @@
 - :func:`compare` -- several methods on the same facts;
 - :func:`perplexity`, :func:`fluency` -- what the edit did to the language model;
 - the critics' measures beside the teacher-forced ones (``metrics=``, :data:`METRICS`):
-  generated answers judged by :func:`judge`, question forms, CounterFact+ and NKL, the
+  generated answers judged by :func:`workbench.evaluation.judge.judge`, question forms,
+  CounterFact+ and NKL, the
   letter test; every summary rate with a 95 % bootstrap interval (:func:`bootstrap`).
 
 What it may import: the model layer, the locator and the editors (it applies
@@ -32,12 +33,11 @@ from workbench.evaluation.evaluate import (
 from workbench.evaluation.fluency import fluency, ngram_entropy
 from workbench.evaluation.generated import DEFAULT_METRICS, METRICS
 from workbench.evaluation.intervals import Interval, bootstrap, paired_difference
-from workbench.evaluation.judge import judge
 from workbench.evaluation.perplexity import perplexity
 from workbench.evaluation.scores import FactScores, PromptScore, harmonic_mean, score_fact, score_facts
 
 __all__ = [
     "CompareReport", "CurvePoint", "DEFAULT_METRICS", "EvalReport", "FactRow", "FactScores", "Interval", "METRICS",
-    "MODES", "PromptScore", "SUMMARY_KEYS", "bootstrap", "compare", "evaluate", "fluency", "harmonic_mean", "judge",
+    "MODES", "PromptScore", "SUMMARY_KEYS", "bootstrap", "compare", "evaluate", "fluency", "harmonic_mean",
     "ngram_entropy", "paired_difference", "perplexity", "read_report", "score_fact", "score_facts",
 ]

@@ -53,6 +53,8 @@ CRITICS = ("gen_efficacy", "gen_efficacy_neither", "gen_paraphrase", "gen_paraph
            "gen_neighborhood", "gen_neighborhood_neither", "gen_question", "gen_question_neither",
            "neighborhood_plus", "gen_neighborhood_plus", "gen_neighborhood_plus_neither", "nkl",
            "letter_new", "letter_true", "letter_both", "letter_neither")
+#: Independent mode: facts whose unedited scores are taken in one batched pass.
+_BEFORE_CHUNK = 16
 #: Summary name -> per-fact key, for the names that differ.
 _PER_FACT = {name: key for key, name in _RATES.items()}
 #: The curve's generated rates (sequential mode).
@@ -465,8 +467,19 @@ def evaluate(
         perplexity_before = resume.summary["perplexity_before"] if kept else ppl()
         extra: dict = {}
         # Every fact's unedited scores in a few batched passes (one fact at a time costs twice as much).
-        befores = [None] * len(kept) + _score_all(model, facts[len(kept):], desc="scores before", cancel=cancel,
-                                                  metrics=metrics)
+        befores: list[FactScores | None] = [None] * n
+        if mode != "independent":
+            befores = _score_all(model, facts, desc="scores before", cancel=cancel, metrics=metrics)
+
+        def before_of(i: int) -> FactScores:
+            # Independent mode scores the unedited model a chunk of facts at a time, as the run
+            # reaches them: a run that stops at its time limit has not spent it on facts it never edits.
+            if befores[i] is None:
+                chunk = range(i, min(n, i + _BEFORE_CHUNK))
+                for j, scores in zip(chunk, score_facts(model, [facts[j] for j in chunk], metrics=metrics)):
+                    befores[j] = scores
+            return befores[i]
+
         if mode == "independent":
             rows.extend(kept)
             try:
@@ -475,7 +488,7 @@ def evaluate(
                         stopped_early = True
                         break
                     fact = facts[i]
-                    before = befores[i]
+                    before = before_of(i)
                     row = new_row(i, fact, before)
                     rows.append(row)
                     sample = i % every == 0
