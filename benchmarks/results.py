@@ -74,7 +74,9 @@ def _where(run: dict) -> str:
 def _label(run: dict) -> str:
     """The method, with any hyperparameters the run set (rows at the defaults show the name alone)."""
     s, kwargs = run["summary"], run.get("settings", {}).get("edit_kwargs") or {}
-    return s["method"] + (" (" + ", ".join(f"{k} {v}" for k, v in kwargs.items()) + ")" if kwargs else "")
+    label = s["method"] + (" (" + ", ".join(f"{k} {v}" for k, v in kwargs.items()) + ")" if kwargs else "")
+    # The tag says which variant; "critics" files are already told apart by their columns' values.
+    return label + (f" [{run['_tag']}]" if run.get("_tag") and run["_tag"] not in label.replace(" ", "-") else "")
 
 
 def _cells(run: dict, columns) -> str:
@@ -115,6 +117,9 @@ def write_docs() -> str:
     for path in sorted(RESULTS.glob("*.json")):
         data = json.loads(path.read_text())
         if "summary" in data:
+            s = data["summary"]
+            # A file written with --tag T (<method>_<mode>_T.json) is named by its tag in the tables.
+            data["_tag"] = path.stem[len(f"{s['method']}_{s['mode']}"):].lstrip("_")
             runs.append(_with_intervals(data))
     lines = [
         "# Evaluation results",
