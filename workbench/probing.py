@@ -111,6 +111,22 @@ def _pad_id(model: Model) -> int:
     return int(pad if pad is not None else (model.tokenizer.eos_token_id or 0))
 
 
+def _pad_batch(seqs: list[list[int]], pad: int, *, left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token lists as one ``[batch, longest]`` tensor and its attention mask.
+
+    Right padding for scoring (causal attention never sees it), left padding for
+    generation (every row's next token is then at the last position).
+    """
+    width = max(len(seq) for seq in seqs)
+    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for row, seq in enumerate(seqs):
+        cols = slice(width - len(seq), width) if left else slice(0, len(seq))
+        ids[row, cols] = torch.tensor(seq)
+        mask[row, cols] = 1
+    return ids, mask
+
+
 def run_sequences(
     model: Model, sequences: list[list[int]], positions: list[list[int]], *, batch_size: int = 16
 ) -> list[torch.Tensor]:
@@ -126,12 +142,7 @@ def run_sequences(
     pad = _pad_id(model)
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
-        width = max(len(sequences[i]) for i in chunk)
-        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for row, i in enumerate(chunk):
-            ids[row, : len(sequences[i])] = torch.tensor(sequences[i])
-            mask[row, : len(sequences[i])] = 1
+        ids, mask = _pad_batch([sequences[i] for i in chunk], pad)
         with torch.no_grad():
             hidden = model.hidden(ids.to(model.device), mask.to(model.device))
             rows = torch.cat([torch.full((len(positions[i]),), r) for r, i in enumerate(chunk)])
@@ -336,12 +347,8 @@ def generate_many(
         torch.manual_seed(seed)
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
-            width = max(len(encoded[i]) for i in chunk)
-            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for row, i in enumerate(chunk):
-                ids[row, width - len(encoded[i]):] = torch.tensor(encoded[i])
-                mask[row, width - len(encoded[i]):] = 1
+            ids, mask = _pad_batch([encoded[i] for i in chunk], pad, left=True)
+            width = ids.shape[1]
             new = model.hf_model.generate(ids.to(model.device), attention_mask=mask.to(model.device),
                                           use_cache=True, **kwargs)[:, width:]
             stops = _stop_ids(model)
