@@ -1,13 +1,16 @@
-"""Benchmark: fast causal tracing vs the straightforward way (ROME's reference loop).
+"""Benchmark: the workbench's causal trace against ROME's way of doing it, same process.
 
-Both use the same model, prompt, noise (seed) and noise scale, in one process.
-The straightforward way runs, per (kind, token, layer), one forward pass of the
-clean prompt plus N corrupted copies through the whole model with full logits;
-every cell costs the same, so by default it is timed on a spread of cells and
-scaled to the whole grid (``--full-naive`` runs all of it, ~10 min on 2 cores).
+Both trace the same model, prompt, noise (seed) and noise scale. The baseline
+(``benchmarks/rome_style_trace.py``) is ROME's procedure done as plainly and as
+fast as ROME does it: per (kind, token, layer) one batched forward of the clean
+prompt plus N noisy copies through an unwrapped Hugging Face model with plain
+forward hooks and full logits. Every baseline cell costs the same, so by default
+it is timed on a spread of cells and scaled to the whole grid (``--full-baseline``
+runs all of it); the scores of those cells are compared with the fast path's.
 
-Usage:
-    WORKBENCH_CACHE=/tmp/wbcache .venv/bin/python benchmarks/trace.py --json
+Usage (alone on the machine; threads as the workbench sets them):
+    .venv/bin/python benchmarks/trace.py                # table
+    .venv/bin/python benchmarks/trace.py --json         # one JSON line
 """
 
 from __future__ import annotations
@@ -17,19 +20,21 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
 os.environ.setdefault("WORKBENCH_PROGRESS", "0")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
-def spread_cells(n_tokens: int, n_layers: int, count: int, first: int) -> list[tuple[int, int]]:
-    """``count`` cells spread over tokens from ``first`` on and over all layers
-    (cells before ``first`` are trivial for the fast path, so they are not sampled:
+def spread_cells(kinds, n_tokens: int, n_layers: int, count: int, first: int) -> list[tuple[str, int, int]]:
+    """``count`` cells per kind spread over tokens from ``first`` on and over all layers
+    (cells before ``first`` are free for the fast path, so they are not sampled:
     that would flatter neither side)."""
     cells = []
-    for i in range(count):
-        t = first + (i * 7) % (n_tokens - first)
-        layer = (i * 5 + 1) % n_layers
-        cells.append((t, layer))
+    for kind in kinds:
+        for i in range(count):
+            cells.append((kind, first + (i * 7) % (n_tokens - first), (i * 5 + 1) % n_layers))
     return list(dict.fromkeys(cells))
 
 
@@ -37,8 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="gemma-3-270m")
     parser.add_argument("--samples", type=int, default=10)
-    parser.add_argument("--naive-cells", type=int, default=6, help="cells per kind timed the straightforward way")
-    parser.add_argument("--full-naive", action="store_true", help="run the straightforward way on every cell")
+    parser.add_argument("--baseline-cells", type=int, default=12, help="cells per kind timed the ROME way")
+    parser.add_argument("--full-baseline", action="store_true", help="run the ROME-style loop on every cell")
+    parser.add_argument("--app-samples", type=int, default=3, help="samples of the app's default trace (mlp only)")
     parser.add_argument("--json", action="store_true", help="one JSON line on stdout")
     args = parser.parse_args(argv)
 
@@ -46,36 +52,41 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     import workbench as wb
+    from rome_style_trace import load_plain, trace_cells
     from workbench.locate.cells import KINDS
-    from workbench.locate.noise import embedding_std
-    from workbench.locate.reference import trace_reference
+    from workbench.locate.noise import embedding_std, make_noise
     from workbench.locate.spans import subject_span
-    from workbench.locate.tracing import trace
 
     fact = wb.Fact("Eiffel Tower", "The {} is located in the city of", "Paris")
     model = wb.load_model(args.model)
-    t0 = time.perf_counter()
     std = embedding_std(model)  # once per model (cached); not part of either timing
-    std_s = time.perf_counter() - t0
     ids = model.encode(fact.text)
-    begin, _ = subject_span(model, ids, fact.text, fact.subject)
+    begin, end = subject_span(model, ids, fact.text, fact.subject)
     n_tokens, n_layers = len(ids), model.n_layers
+    wb.trace(model, fact, kinds="mlp", samples=1, noise_std=std)  # warm-up (first-call allocations)
 
     t0, c0 = time.perf_counter(), time.process_time()
-    fast = trace(model, fact, kinds=KINDS, samples=args.samples, noise_std=std)
+    fast = wb.trace(model, fact, kinds=KINDS, samples=args.samples, noise_std=std)
     fast_s, fast_cpu_s = time.perf_counter() - t0, time.process_time() - c0
+    t0 = time.perf_counter()
+    app = wb.trace(model, fact, kinds="mlp", samples=args.app_samples, noise_std=std)
+    app_s = time.perf_counter() - t0
 
-    if args.full_naive:
-        cells = [(t, layer) for t in range(n_tokens) for layer in range(n_layers)]
+    plain = load_plain(args.model)
+    if args.full_baseline:
+        cells = [(k, t, layer) for k in KINDS for t in range(n_tokens) for layer in range(n_layers)]
     else:
-        cells = spread_cells(n_tokens, n_layers, args.naive_cells, begin)
+        cells = spread_cells(KINDS, n_tokens, n_layers, args.baseline_cells, begin)
+    noise = make_noise(args.samples, end - begin, model.d_model, 3.0 * std, 0)
+    input_ids = torch.tensor([ids])
+    trace_cells(plain, input_ids, begin, end, noise, fast.answer_id, cells[:1])  # warm-up
     t0, c0 = time.perf_counter(), time.process_time()
-    ref = trace_reference(model, fact, kinds=KINDS, samples=args.samples, noise_std=std, cells=cells)
-    naive_measured_s, naive_cpu_measured_s = time.perf_counter() - t0, time.process_time() - c0
-    naive_cpu_s = naive_cpu_measured_s / (len(KINDS) * len(cells)) * len(KINDS) * n_tokens * n_layers
-    per_cell = naive_measured_s / (len(KINDS) * len(cells))
-    naive_s = per_cell * len(KINDS) * n_tokens * n_layers
-    diff = max(abs(ref[k][c] - fast.scores[k][c]) for k in KINDS for c in cells)
+    base = trace_cells(plain, input_ids, begin, end, noise, fast.answer_id, cells)
+    base_measured_s, base_cpu_measured_s = time.perf_counter() - t0, time.process_time() - c0
+    total_cells = len(KINDS) * n_tokens * n_layers
+    base_per_cell = base_measured_s / len(cells)
+    base_s = base_per_cell * total_cells
+    diff = max(abs(base[c] - fast.scores[c[0]][c[1], c[2]]) for c in cells)
 
     out = {
         "model": args.model,
@@ -84,32 +95,33 @@ def main(argv: list[str] | None = None) -> int:
         "n_layers": n_layers,
         "samples": args.samples,
         "threads": torch.get_num_threads(),
-        "naive_s": round(naive_s, 2),
-        "naive_measured_s": round(naive_measured_s, 2),
-        "naive_cells_measured": len(KINDS) * len(cells),
-        "naive_cells_total": len(KINDS) * n_tokens * n_layers,
-        "naive_extrapolated": not args.full_naive,
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(unset)"),
+        "precision": fast.precision,
+        "rome_style_per_cell_s": round(base_per_cell, 3),
+        "rome_style_s": round(base_s, 1),
+        "rome_style_cells_measured": len(cells),
+        "rome_style_extrapolated": not args.full_baseline,
+        "fast_per_cell_s": round(fast_s / total_cells, 4),
         "fast_s": round(fast_s, 2),
-        "speedup": round(naive_s / fast_s, 1),
+        "speedup": round(base_s / fast_s, 1),
         "max_abs_diff": float(diff),
         # CPU seconds of this process: less sensitive than wall time to other load on the machine
-        "naive_cpu_s": round(naive_cpu_s, 1),
+        "rome_style_cpu_s": round(base_cpu_measured_s / len(cells) * total_cells, 1),
         "fast_cpu_s": round(fast_cpu_s, 1),
-        "speedup_cpu": round(naive_cpu_s / fast_cpu_s, 1),
+        "app_default_trace_s": round(app_s, 2),
+        "app_default": f"mlp, {args.app_samples} samples",
         "load_avg_1min": round(os.getloadavg()[0], 1),
-        "full_trace_10tok_s": round(fast_s, 2),
-        "noise_std": std,
-        "noise_std_s": round(std_s, 2),
         "answer": fast.answer,
         "clean_prob": round(fast.clean_prob, 4),
         "corrupted_prob": round(fast.corrupted_prob, 4),
         "peak_token_layer": {k: [int(i) for i in np.unravel_index(int(np.argmax(v)), v.shape)] for k, v in fast.scores.items()},
+        "app_peak_token_layer": [int(i) for i in np.unravel_index(int(np.argmax(app.scores["mlp"])), app.scores["mlp"].shape)],
     }
     if args.json:
         sys.stdout.write(json.dumps(out) + "\n")
     else:
         for k, v in out.items():
-            print(f"{k:>22}: {v}")
+            print(f"{k:>26}: {v}")
     return 0
 
 

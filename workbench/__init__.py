@@ -8,6 +8,11 @@ The public API, in the order a user meets it::
     wb.probe(model, fact.text, targets=["Paris", "Rome"])
 """
 
+# Before anything imports torch: the OpenMP runtime reads its settings once (workbench/threads.py).
+from workbench import threads as _threads
+
+_threads.apply()
+
 from workbench.errors import DatasetError, UnknownModelError, WorkbenchError
 from workbench.facts import (
     Fact,
@@ -20,6 +25,9 @@ from workbench.facts import (
 )
 from workbench.loading import BUILTIN_MODELS, DEFAULT_MODEL
 from workbench.model import Model, load_model
+from workbench.threads import policy as thread_policy
+
+_threads.settle()
 from workbench.probing import ProbeResult, generate, probe
 from workbench.progress import CancelToken, Cancelled
 

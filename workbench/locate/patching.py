@@ -87,7 +87,7 @@ def patch(
     answer_id = int(clean_logp.argmax())
     clean_prob = float(clean_logp[answer_id].exp())
     corrupted_prob = float(answer_probs(model, model.bridge.ln_final(corrupt_runner.resid[-1][:, -1]), answer_id)[0])
-    scores = sweep(runner, corrupt_runner.resid, kinds, window, answer_id, differ[0], corrupted_prob,
+    scores = sweep(runner, corrupt_runner.clean, kinds, window, answer_id, differ[0], corrupted_prob,
                    cancel=cancel, max_tokens=max_tokens, desc="patching")
     answer = model.tokenizer.decode([answer_id])
     warnings = []

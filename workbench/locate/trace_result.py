@@ -28,6 +28,7 @@ class TraceResult(Result):
         method: ``"trace"`` or ``"patch"``.
         samples, noise, noise_std, window, seed: the settings used.
         seconds: wall time.
+        precision: ``"float32"`` or ``"bfloat16"`` (the restored runs' arithmetic).
         warnings: things that make the result less trustworthy.
     """
 
@@ -48,6 +49,7 @@ class TraceResult(Result):
     window: int = 0
     seed: int = 0
     seconds: float = 0.0
+    precision: str = "float32"
     warnings: list[str] = field(default_factory=list)
 
     @property

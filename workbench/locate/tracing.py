@@ -43,6 +43,7 @@ from collections.abc import Sequence
 import torch
 
 from workbench import checks
+from workbench.errors import WorkbenchError
 from workbench.facts import Fact
 from workbench.locate.blocks import BlockRunner, answer_probs
 from workbench.locate.cells import KINDS, check_settings
@@ -74,6 +75,20 @@ def _warnings(answer: str, target_true: str | None, clean_prob: float, corrupted
     return out
 
 
+PRECISIONS = ("auto", "float32", "bfloat16")
+
+
+def resolve_precision(model: Model, precision: str) -> str:
+    """``"float32"`` or ``"bfloat16"`` for a trace's restored runs (see :func:`trace`)."""
+    if precision not in PRECISIONS:
+        raise WorkbenchError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        from workbench.editing.lowp import usable
+
+        return "bfloat16" if usable(model) else "float32"
+    return precision
+
+
 def trace(
     model: Model,
     fact: Fact | tuple[str, str] | str,
@@ -87,6 +102,7 @@ def trace(
     seed: int = 0,
     cancel: CancelToken | None = None,
     max_tokens: int = 8192,
+    precision: str = "auto",
 ) -> TraceResult:
     """Causal tracing of one fact: which hidden states carry it to the answer.
 
@@ -103,6 +119,9 @@ def trace(
         seed: noise seed.
         cancel: a token the UI can trip to stop early (raises ``Cancelled``).
         max_tokens: sequence-positions per batched forward (memory bound).
+        precision: ``"float32"``; ``"bfloat16"`` for the restored runs (scores within
+            about 1e-3 of float32); ``"auto"`` (default) picks bfloat16 only where the CPU
+            does it natively (:func:`~workbench.editing.lowp.usable`), else float32.
 
     Returns:
         A :class:`TraceResult`.
@@ -118,6 +137,7 @@ def trace(
     """
     started = time.perf_counter()
     kinds = check_settings(samples, window, noise, kinds)
+    precision = resolve_precision(model, precision)
     prompt, subject, target_true = prompt_and_subject(fact, subject)
     tokens = model.tokens(prompt)
     checks.prompt_length(tokens.shape[1], "tracing")
@@ -135,17 +155,17 @@ def trace(
     eps = make_noise(samples, end - begin, model.d_model, noise * std, seed)
     x0 = runner.resid[0].repeat(samples, 1, 1)
     x0[:, begin:end] += eps.to(x0.device, x0.dtype)
-    corrupted_hidden, corrupted = runner.run(0, x0, keep=True)
-    corrupted_prob = float(answer_probs(model, corrupted_hidden, answer_id).mean())
+    corrupted = runner.run(0, x0, keep=True)
+    corrupted_prob = float(answer_probs(model, corrupted.hidden, answer_id).mean())
 
     scores = sweep(runner, corrupted, kinds, window, answer_id, begin, corrupted_prob,
-                   cancel=cancel, max_tokens=max_tokens, desc=f"tracing {subject}")
+                   cancel=cancel, max_tokens=max_tokens, desc=f"tracing {subject}", precision=precision)
     answer = model.tokenizer.decode([answer_id])
     return TraceResult(
         model=model.name, prompt=prompt, subject=subject, tokens=model.str_tokens(ids),
         subject_range=[begin, end], answer=answer, answer_id=answer_id, clean_prob=clean_prob,
         corrupted_prob=corrupted_prob, scores=scores, method="trace", samples=samples,
-        noise=float(noise), noise_std=std, window=window, seed=seed,
+        noise=float(noise), noise_std=std, window=window, seed=seed, precision=precision,
         seconds=time.perf_counter() - started,
         warnings=_warnings(answer, target_true, clean_prob, corrupted_prob),
     )
