@@ -50,9 +50,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import numpy as np
     import torch
+    from rome_style_trace import load_plain, trace_cells
 
     import workbench as wb
-    from rome_style_trace import load_plain, trace_cells
     from workbench.locate.cells import KINDS
     from workbench.locate.noise import embedding_std, make_noise
     from workbench.locate.spans import subject_span

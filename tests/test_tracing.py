@@ -187,7 +187,8 @@ def test_cli_trace_json(capsys):
     assert code == 0
     out = json.loads(capsys.readouterr().out)
     assert set(out) == {"tokens", "subject_range", "answer", "clean_prob", "corrupted_prob", "scores", "seconds",
-                        "warnings"}
+                        "warnings", "method"}
+    assert out["method"] == "trace"
     assert list(out["scores"]) == ["mlp"]
     assert len(out["scores"]["mlp"]) == len(out["tokens"])
 
@@ -212,3 +213,91 @@ def test_gemma_eiffel_tower_trace():
         for c in cells:
             assert abs(ref[kind][c] - r.scores[kind][c]) < 1e-4
     assert not _hooks_left(model)
+
+
+# -- attribution preview, a chosen answer, bfloat16 --------------------------------------------
+
+
+def test_attribution_equals_finite_differences():
+    """Each per-layer estimate is the derivative of the score along (clean - corrupted) at that state."""
+    from workbench.locate.attribution import layer_attributions
+    from workbench.locate.tracing import prepare
+
+    model = wb.load_model("tiny-gemma3", dtype=torch.float64)
+    setup = prepare(model, FACT, subject=None, samples=2, noise=3.0, noise_std=None, seed=0, answer=None)
+    grads = layer_attributions(model, setup.runner, setup.x0, setup.answer_id)
+    roles, runner = model.roles, setup.runner
+    clean = {"resid": runner.resid[1:], "mlp": runner.acts["mlp"], "attn": runner.acts["attn"]}
+    corrupted = {"resid": setup.corrupted.resid[1:]}
+    got = {}
+
+    def grab(kind, layer):
+        def fn(x, hook):
+            got[(kind, layer)] = x.detach().clone()
+            return x
+        return fn
+
+    with torch.no_grad(), model.bridge.hooks(fwd_hooks=[(roles.hook(k, l), grab(k, l)) for k in ("mlp", "attn")
+                                                        for l in range(model.n_layers)]):
+        runner.run(0, setup.x0)
+    corrupted.update({k: [got[(k, l)] for l in range(model.n_layers)] for k in ("mlp", "attn")})
+
+    def score(kind, t, layer, alpha):
+        delta = clean[kind][layer][0, t] - corrupted[kind][layer][:, t]
+
+        def shift(x, hook):
+            x = x.clone()
+            x[:, t] += alpha * delta
+            return x
+        hidden = runner.run(0, setup.x0, [(roles.hook(kind, layer), shift)])
+        return float(torch.softmax(model.logits_from_hidden(hidden), -1)[:, setup.answer_id].mean())
+
+    end = setup.end
+    for kind, t, layer in [("resid", end - 1, 0), ("mlp", end - 1, 1), ("attn", len(setup.ids) - 1, 1), ("mlp", end, 0)]:
+        # A central difference with a step big enough to rise above the model's rounding
+        # (its attention softmax runs in float32 even in a float64 model; the random tiny
+        # model's answer depends on the subject only weakly); a wrong position, sign or
+        # copy would be off by far more than 0.2 %.
+        h = 1e-3
+        fd = (score(kind, t, layer, h) - score(kind, t, layer, -h)) / (2 * h)
+        print(kind, t, layer, grads[kind][t, layer], fd)
+        assert abs(fd) > 1e-12
+        assert grads[kind][t, layer] == pytest.approx(fd, rel=2e-3), (kind, t, layer)
+
+
+def test_attribution_preview_is_a_trace_result(tiny):
+    fast = trace(tiny, FACT, samples=2, window=3, method="attribution")
+    assert fast.method == "attribution" and set(fast.scores) == {"resid", "mlp", "attn"}
+    start = fast.subject_range[0]
+    for grid in fast.scores.values():
+        assert grid.shape == (len(fast.tokens), tiny.n_layers)
+        assert np.all(grid[:start] == fast.corrupted_prob)  # nothing before the subject can change
+    assert not _hooks_left(tiny)
+    assert all(p.grad is None for p in tiny.hf_model.parameters())  # no gradients left on the model
+    with pytest.raises(WorkbenchError, match="unknown trace method 'fast'"):
+        trace(tiny, FACT, method="fast")
+
+
+def test_trace_of_a_chosen_answer(tiny):
+    r = trace(tiny, FACT, kinds="mlp", samples=2, window=2, answer="Rome")
+    assert r.answer_id == tiny.encode(" Rome", prompt=False)[0]
+    ref = trace_reference(tiny, FACT, kinds="mlp", samples=2, window=2, answer="Rome")
+    np.testing.assert_allclose(r.scores["mlp"], ref["mlp"], atol=1e-5)
+    with pytest.raises(WorkbenchError, match="answer must be a non-empty word"):
+        trace(tiny, FACT, answer="  ")
+
+
+def test_bfloat16_trace_follows_float32(tiny, monkeypatch):
+    from workbench.editing import lowp
+
+    monkeypatch.setattr(lowp, "native_bf16", lambda: True)
+    before = {n: p.detach().clone() for n, p in tiny.hf_model.named_parameters()}
+    low = trace(tiny, FACT, samples=2, window=2)
+    assert low.precision == "bfloat16"
+    full = trace(tiny, FACT, samples=2, window=2, precision="float32")
+    assert full.precision == "float32"
+    for kind in low.scores:
+        assert np.abs(low.scores[kind] - full.scores[kind]).max() <= 1e-3
+    assert all(torch.equal(p, before[n]) and p.dtype == torch.float32 for n, p in tiny.hf_model.named_parameters())
+    with pytest.raises(WorkbenchError, match="unknown precision"):
+        trace(tiny, FACT, precision="half")

@@ -373,3 +373,42 @@ def test_quick_calls_preempt_the_answers_task(model):
             pass
     release.set()
     other.join(10)
+
+
+def test_trace_preview_then_exact_then_retrace_after_an_edit(app, model):
+    """Run trace draws the attribution preview, then the exact trace; after a ROME edit,
+    Re-trace traces the new object beside the trace from before."""
+    shown = []
+    original = app.trace.show
+
+    def spy(result):
+        shown.append(result.method)
+        original(result)
+
+    app.trace.show = spy
+    app.trace.kinds.value = ("mlp",)
+    app.trace.samples.value = 2
+    app.trace.window.value = 2
+    app.trace.retrace_task.button.click()
+    assert "No weight edit is applied" in app.trace.error.text
+    app.trace.task.button.click()
+    assert app.trace.error.value == "", app.trace.error.text
+    assert shown == ["attribution", "trace"] and app.state.trace.method == "trace"
+    assert app.trace.note.value == ""  # the preview's note goes with it
+    assert app.trace.before_edit is app.state.trace
+
+    app.edit.method.value = "rome"
+    app.edit.hparams.value = "samples=2000\nsteps=3\ncheck_known=false\nmin_prob=0"
+    app.edit.task.button.click()
+    assert app.edit.error.value == "", app.edit.error.text
+    app.trace.retrace_task.button.click()
+    assert app.trace.error.value == "", app.trace.error.text
+    after = app.state.trace
+    assert after.answer_id == model.encode(" Rome", prompt=False)[0]
+    assert "After the edit" in app.trace.note.value and "Before the edit" in app.trace.summary.value
+    box = app.trace.figures.children[0]
+    assert len(box.children) == 2  # before | after, side by side
+
+    app.edit.touched_task.button.click()
+    assert app.edit.error.value == "", app.edit.error.text
+    assert "wb-edit-touched-rows" in app.edit.touched.value and "random tokens" in app.edit.touched.value

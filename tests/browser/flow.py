@@ -66,9 +66,13 @@ def trace_and_click(page, shots: Path, prefix: str, timer: Timer) -> None:
     samples.fill(TRACE_SAMPLES)
     samples.press("Tab")
     page.locator("button.wb-trace-run").click()
+    # The attribution preview is drawn first, then the exact trace replaces it.
+    page.locator(".wb-trace-heatmap-mlp .main-svg").first.wait_for(timeout=SLOW)
+    timer.mark("trace preview shown")
+    page.locator(".wb-trace-panel .wb-status", has_text="done in").first.wait_for(timeout=SLOW)
+    assert page.locator(".wb-trace-note").inner_text().strip() == ""  # the preview's note is gone
     heat = page.locator(".wb-trace-heatmap-mlp .nsewdrag").first
     heat.wait_for(state="visible", timeout=SLOW)
-    page.locator(".wb-trace-heatmap-mlp .main-svg").first.wait_for()
     timer.mark("trace shown")
     page.screenshot(path=str(shots / f"{prefix}-trace.png"), full_page=True)
     box = heat.bounding_box()

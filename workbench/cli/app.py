@@ -96,6 +96,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"workbench app: serving {what} on {url} (Ctrl-C stops)", file=sys.stderr)
     if os.geteuid() == 0 and args.lab:
         cmd.append("--allow-root")
+    # `import workbench` has set the thread policy (OMP_WAIT_POLICY) in this environment:
+    # the kernel inherits it before it imports torch (workbench/threads.py).
     env = dict(os.environ)
     # The panels draw their own progress bars; the library's tqdm bars would appear
     # below the app when drawn from the panels' worker threads.

@@ -8,7 +8,8 @@ from workbench.cli.arguments import add_model_argument, emit_json
 
 #: The CLI's JSON contract (the library result holds more).
 # "warnings" too: a JSON reader must learn what a person reading the table is told.
-JSON_KEYS = ("tokens", "subject_range", "answer", "clean_prob", "corrupted_prob", "scores", "seconds", "warnings")
+JSON_KEYS = ("tokens", "subject_range", "answer", "clean_prob", "corrupted_prob", "scores", "seconds", "warnings",
+             "method")
 
 
 def register(sub) -> None:
@@ -20,6 +21,9 @@ def register(sub) -> None:
     p.add_argument("--noise", type=float, default=3.0, help="noise in units of the subject-embedding std (default 3)")
     p.add_argument("--window", type=int, default=10, help="layers restored around each layer for mlp/attn (default 10)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--method", default="exact", choices=["exact", "attribution"],
+                   help="exact (restore and rerun, default) or attribution (first-order preview, one backward pass)")
+    p.add_argument("--answer", default=None, help="trace this word's first token (default: the model's top-1 answer)")
     add_model_argument(p)
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.set_defaults(handler=run)
@@ -40,11 +44,13 @@ def run(args: argparse.Namespace) -> int:
     kinds = KINDS if args.kind == "all" else (args.kind,)
     model = load_model(args.model)
     result = trace(model, (args.prompt, args.subject), kinds=kinds, samples=args.samples,
-                   noise=args.noise, window=args.window, seed=args.seed)
+                   noise=args.noise, window=args.window, seed=args.seed, method=args.method, answer=args.answer)
     d = result.to_dict()
     if args.json:
         emit_json({k: d[k] for k in JSON_KEYS})
         return 0
+    if result.method == "attribution":
+        print("attribution patching: a first-order estimate of the trace (one forward and one backward pass)")
     print(f"{result.prompt!r} -> {result.answer!r}  clean p={result.clean_prob:.4g}  "
           f"corrupted p={result.corrupted_prob:.4g}  ({result.seconds:.1f} s)")
     start, end = result.subject_range

@@ -91,6 +91,19 @@ class EditHandle(Result):
             "active": self.active,
         }
 
+    def touched(self, top_k: int = 10, **kwargs):
+        """The corpus texts this edit changes most, and its KL there against random texts.
+
+        See :func:`workbench.editing.touched.touched` (the ranking uses the weights as they
+        were before the edit and the update alone; the KL compares before with after).
+
+        Example:
+            >>> wb.edit(model, fact, method="rome").touched(top_k=5).top[0]["snippet"]  # doctest: +SKIP
+        """
+        from workbench.editing.touched import touched
+
+        return touched(self, top_k=top_k, **kwargs)
+
     # -- undo -----------------------------------------------------------------------
     def revert(self) -> None:
         """Undo this edit exactly, or raise if a later edit makes that impossible."""

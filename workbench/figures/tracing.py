@@ -57,6 +57,7 @@ def trace_figure(result, *, kinds: Sequence[str] | None = None, height_per_token
     for i, kind in enumerate(kinds):
         grid = np.asarray(result.scores[kind], dtype=float)
         top = max(float(np.nanmax(grid)), result.corrupted_prob + 1e-6)
+        # A first-order estimate can fall below the corrupted baseline; the scale still starts there.
         fig.add_trace(
             go.Heatmap(
                 z=grid, x=list(range(grid.shape[1])), y=labels, colorscale=COLORSCALES.get(kind, "Blues"),
@@ -70,7 +71,8 @@ def trace_figure(result, *, kinds: Sequence[str] | None = None, height_per_token
         fig.update_xaxes(title_text="layer" if kind == "resid" else f"centre of {result.window} restored layers",
                          row=1, col=i + 1)
     fig.update_yaxes(autorange="reversed", type="category")
-    how = "noise on the subject" if result.method == "trace" else "patched from the corrupt prompt"
+    how = {"trace": "noise on the subject", "attribution": "noise on the subject; first-order preview",
+           "patch": "patched from the corrupt prompt"}.get(result.method, result.method)
     fig.update_layout(
         title=(f"{result.prompt} → {result.answer!r}: clean p={result.clean_prob:.3f}, "
                f"corrupted p={result.corrupted_prob:.3f} ({how})"),

@@ -28,6 +28,7 @@ def trace_reference(
     seed: int = 0,
     cells: Sequence[tuple[int, int]] | None = None,
     cancel: CancelToken | None = None,
+    answer: str | None = None,
 ) -> dict[str, np.ndarray]:
     """Causal tracing the slow, obvious way, for checking :func:`trace`.
 
@@ -38,6 +39,7 @@ def trace_reference(
 
     Args:
         cells: only these ``(token, layer)`` cells (others are NaN); all by default.
+        answer: score this word's first token instead of the model's top-1.
 
     Returns:
         ``{kind: [tokens, layers]}`` scores.
@@ -48,8 +50,13 @@ def trace_reference(
     begin, end = subject_span(model, tokens[0].tolist(), prompt, subject)
     std = embedding_std(model) if noise_std is None else float(noise_std)
     eps = make_noise(samples, end - begin, model.d_model, noise * std, seed).to(model.device)
-    with torch.no_grad():
-        answer_id = int(model.bridge(tokens)[0, -1].argmax())
+    if answer is not None:
+        from workbench.locate.tracing import answer_token
+
+        answer_id = answer_token(model, answer)
+    else:
+        with torch.no_grad():
+            answer_id = int(model.bridge(tokens)[0, -1].argmax())
     batch = tokens.repeat(samples + 1, 1)
 
     def add_noise(x, hook):

@@ -13,6 +13,9 @@ from workbench.editing.search import METHOD_DEFAULTS, SearchParams
 from workbench.errors import WorkbenchError
 from workbench.ui.common import ErrorLine, State, Task, guarded, parse_hparams, parse_ints, table
 
+#: Corpus tokens the Edit panel ranks for "What did it touch?" (the library's default is 20,000).
+TOUCHED_SAMPLES = 5_000
+
 #: Order of the dropdown; methods this install lacks are left out.
 ORDER = ("rome", "memit", "pmet", "kn", "ft", "in-context", "retrieval")
 
@@ -82,6 +85,14 @@ class EditPanel(widgets.VBox):
         self.revert_all_button.on_click(guarded(self.error, lambda _: self.revert_everything()))
         self.history = widgets.HTML()
         self.history.add_class("wb-edit-history")
+        self.touched_task = Task("What did it touch?", css="wb-edit-touched", error=self.error,
+                                 background=background, state=state)
+        self.touched_task.button.tooltip = ("The corpus texts whose FFN output the last weight edit changes most "
+                                            "(‖ΔW k‖), and how much their next-token predictions moved (KL) "
+                                            "against random texts")
+        self.touched_task.button.on_click(lambda _: self.show_touched())
+        self.touched = widgets.HTML()
+        self.touched.add_class("wb-edit-touched-table")
         self.method.observe(guarded(self.error, lambda _: self._method_changed()), "value")
         state.on("fact", self._fact_changed)
         state.on("trace", self._update_note)
@@ -92,6 +103,7 @@ class EditPanel(widgets.VBox):
             self.target, self.method, widgets.HBox([self.layers, self.layer_note]), self.hparams,
             self.task, widgets.HBox([self.revert_button, self.revert_all_button]), self.error,
             widgets.HTML("<b>History</b>"), self.history,
+            self.touched_task, self.touched,
         ])
         self.add_class("wb-edit-panel")
         self._method_changed()
@@ -170,7 +182,31 @@ class EditPanel(widgets.VBox):
 
     def _applied(self, handle) -> None:
         self.state.history.append(handle)
+        self.touched.value = ""
         self.state.emit("weights")
+
+    def show_touched(self, samples: int = TOUCHED_SAMPLES, top_k: int = 8) -> None:
+        """Rank the corpus by how much the last weight edit changes its FFN outputs; show KL there."""
+        weights = [h for h in active_edits(self.state.model) if h.changes_weights]
+        if not weights:
+            self.error.show("No weight edit is applied: apply rome, memit, pmet, kn or ft first.")
+            return
+        handle = weights[-1]
+        self.touched_task.run(lambda token: handle.touched(top_k=top_k, samples=samples, cancel=token),
+                              self._show_touched, busy="ranking corpus texts…")
+
+    def _show_touched(self, result) -> None:
+        rows = [{"#": i, "text (token in ⟦ ⟧)": r["snippet"], "‖ΔW k‖": f"{r['change']:.3g}",
+                 "÷‖W k‖": f"{r['relative']:.2f}", "KL at token": f"{r['kl_token']:.3g}",
+                 "KL over text": f"{r['kl_text']:.3g}"} for i, r in enumerate(result.top, 1)]
+        ratio = result.kl_top_mean / result.kl_random_mean if result.kl_random_mean > 0 else float("inf")
+        self.touched.value = (
+            f"<p>The {len(result.top)} texts (of {result.texts_scanned} scanned, {result.tokens_scanned} tokens) "
+            f"whose layer-{', '.join(map(str, result.layers))} FFN output the {html.escape(result.method)} update "
+            f"moves most. Mean KL(before ‖ after) of the next token there: <b>{result.kl_top_mean:.3g}</b>, "
+            f"against <b>{result.kl_random_mean:.3g}</b> at random tokens of {len(result.random)} random texts "
+            f"(×{ratio:.3g}).</p>"
+            + table(rows, list(rows[0]) if rows else [], css="wb-edit-touched-rows"))
 
     def revert(self) -> None:
         edits = active_edits(self.state.model)

@@ -1,5 +1,9 @@
 """Trace panel: causal tracing of the current fact, as clickable heatmaps.
 
+A run first draws the attribution preview (one forward and one backward pass,
+an approximation, labelled as one) and replaces it with the exact trace when
+that arrives. After a weight edit, "Re-trace the edit" traces the edited
+model towards the new object and shows it beside the trace from before the edit.
 Clicking a cell selects that (token, layer) and opens the memory panel there.
 """
 
@@ -14,6 +18,10 @@ from workbench.ui.common import ErrorLine, State, Task, guarded
 from workbench.ui.figures import trace_figure
 
 KINDS = ("mlp", "attn", "resid")
+DEFAULT_SAMPLES = 3
+PREVIEW_NOTE = ("Preview: attribution patching, a first-order estimate from one forward and one backward pass. "
+                "It finds where the trace peaks more often than it gets the sizes right; the exact trace "
+                "replaces it when it is done.")
 
 
 class TracePanel(widgets.VBox):
@@ -22,7 +30,8 @@ class TracePanel(widgets.VBox):
         self.error = ErrorLine()
         self.kinds = widgets.SelectMultiple(options=list(KINDS), value=("mlp",), rows=3, description="Kinds")
         self.kinds.add_class("wb-trace-kinds")
-        self.samples = widgets.BoundedIntText(value=10, min=1, max=100, description="Samples")
+        # Few noisy copies by default: the trace answers in seconds; raise it for smoother grids.
+        self.samples = widgets.BoundedIntText(value=DEFAULT_SAMPLES, min=1, max=100, description="Samples")
         self.samples.add_class("wb-trace-samples")
         self.window = widgets.BoundedIntText(value=10, min=1, max=1000, description="Window")
         self.window.add_class("wb-trace-window")
@@ -30,6 +39,16 @@ class TracePanel(widgets.VBox):
         self.task = Task("Run trace", css="wb-trace-run", error=self.error, background=background, state=state,
                          total=lambda: len(self.kinds.value) * self.state.model.n_layers)
         self.task.button.on_click(lambda _: self.run())
+        self.retrace_task = Task("Re-trace the edit", css="wb-trace-retrace", error=self.error,
+                                 background=background, state=state,
+                                 total=lambda: len(self.kinds.value) * self.state.model.n_layers)
+        self.retrace_task.button.on_click(lambda _: self.retrace())
+        self.retrace_task.button.tooltip = ("Trace the edited model towards the new object, beside the trace "
+                                            "from before the edit: does the new fact live where it was written?")
+        self.note = widgets.HTML()
+        self.note.add_class("wb-trace-note")
+        #: The last exact trace on unedited weights (what a re-trace is shown beside).
+        self.before_edit = None
         self.summary = widgets.HTML()
         self.summary.add_class("wb-trace-summary")
         self.figures = widgets.VBox()
@@ -42,7 +61,8 @@ class TracePanel(widgets.VBox):
             widgets.HTML("<b>Causal tracing</b>: noise on the subject, then restore one hidden state at a time. "
                          "Click a cell to open the FFN memories at that token and layer."),
             widgets.HBox([self.kinds, widgets.VBox([self.samples, self.window, self.noise])]),
-            self.task, self.error, self.summary, self.figures, self.selection,
+            widgets.HBox([self.task, self.retrace_task]), self.error, self.note, self.summary, self.figures,
+            self.selection,
         ])
         self.add_class("wb-trace-panel")
 
@@ -51,6 +71,13 @@ class TracePanel(widgets.VBox):
         self.figure_widgets = {}
         self.summary.value = ""
         self.selection.value = ""
+        self.note.value = ""
+        self.before_edit = None
+
+    def _edited_layers(self) -> list[int]:
+        from workbench.editing import active_edits
+
+        return sorted({layer for h in active_edits(self.state.model) for layer in h.layers})
 
     def run(self) -> None:
         fact = self.state.fact
@@ -60,13 +87,47 @@ class TracePanel(widgets.VBox):
         kinds = list(self.kinds.value) or ["mlp"]
         samples, window, noise = int(self.samples.value), int(self.window.value), float(self.noise.value)
         model = self.state.model
-        self.task.run(lambda token: trace(model, fact, kinds=kinds, samples=samples, window=window,
-                                          noise=noise, cancel=token),
-                      self.show, busy="tracing…")
+        settings = dict(kinds=kinds, samples=samples, window=window, noise=noise)
+
+        def work(token):
+            preview = trace(model, fact, method="attribution", **settings)
+            self.show(preview)
+            self.task.status.value = f"preview in {preview.seconds:.1f} s; exact trace…"
+            return trace(model, fact, cancel=token, **settings)
+
+        self.task.run(work, self.show, busy="tracing…")
+
+    def retrace(self) -> None:
+        """Trace the edited model towards the fact's new object, beside the trace before the edit."""
+        fact = self.state.fact
+        if fact is None:
+            self.error.show("Choose a fact in the Fact tab first.")
+            return
+        if not self._edited_layers():
+            self.error.show("No weight edit is applied: apply one in the Edit tab, then re-trace it here.")
+            return
+        if not fact.target_new:
+            self.error.show("This fact has no new object to trace towards.")
+            return
+        kinds = list(self.kinds.value) or ["mlp"]
+        samples, window, noise = int(self.samples.value), int(self.window.value), float(self.noise.value)
+        model, before = self.state.model, self.before_edit
+        target = fact.target_new
+
+        def work(token):
+            after = trace(model, fact, kinds=kinds, samples=samples, window=window, noise=noise,
+                          answer=target, cancel=token)
+            return before, after
+
+        self.retrace_task.run(work, lambda got: self.show_retrace(*got), busy="re-tracing the edit…")
 
     def show(self, result) -> None:
         """Display a :class:`~workbench.locate.TraceResult` (also used by tests)."""
         self.state.trace = result
+        preview = getattr(result, "method", "trace") == "attribution"
+        self.note.value = f"<i>{html.escape(PREVIEW_NOTE)}</i>" if preview else ""
+        if not preview and not self._edited_layers():
+            self.before_edit = result
         self.state.emit("trace")
         warn = "".join(f"<li>{html.escape(w)}</li>" for w in getattr(result, "warnings", []) or [])
         self.summary.value = (
@@ -74,6 +135,26 @@ class TracePanel(widgets.VBox):
             f"corrupted p={result.corrupted_prob:.3f}; {getattr(result, 'seconds', 0):.1f} s"
             + (f"<ul style='color:#8a5a00'>{warn}</ul>" if warn else "")
         )
+        self._draw(result)
+
+    def show_retrace(self, before, after) -> None:
+        """The re-trace after an edit, beside the trace from before it (when there is one)."""
+        layers = self._edited_layers()
+        self.state.trace = after
+        where = ", ".join(str(l) for l in layers) or "?"
+        peak = {k: int(after.scores[k].max(axis=0).argmax()) for k in after.scores}
+        peaks = "; ".join(f"{k} peaks at layer {v}" for k, v in peak.items())
+        self.note.value = (
+            f"<b>After the edit</b> (written at layer {where}): tracing p({html.escape(after.answer)}), "
+            f"clean p={after.clean_prob:.3f}, corrupted p={after.corrupted_prob:.3f}; {peaks}."
+            + ("" if before is not None else " <i>Run a trace before editing to see the two side by side.</i>"))
+        self.summary.value = (
+            "" if before is None else
+            f"<b>Before the edit</b>: p({html.escape(before.answer)}) clean {before.clean_prob:.3f}, "
+            f"corrupted {before.corrupted_prob:.3f}")
+        self._draw(after, before=before)
+
+    def _draw(self, result, before=None) -> None:
         figs = {}
         for kind in result.scores:
             fig = trace_figure(result, kind)
@@ -83,7 +164,11 @@ class TracePanel(widgets.VBox):
         self.figure_widgets = figs
         boxes = []
         for kind, fig in figs.items():
-            box = widgets.VBox([fig])
+            beside = [trace_figure(before, kind)] if before is not None and kind in before.scores else []
+            if beside:
+                beside[0].update_layout(title=f"{kind}: before the edit, p({before.answer.strip()})", width=560)
+                fig.update_layout(title=f"{kind}: after the edit, p({result.answer.strip()})", width=560)
+            box = widgets.HBox(beside + [fig]) if beside else widgets.VBox([fig])
             box.add_class("wb-trace-heatmap")
             box.add_class(f"wb-trace-heatmap-{kind}")
             boxes.append(box)
