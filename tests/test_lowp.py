@@ -1,4 +1,4 @@
-"""The v* search's bfloat16 blocks (workbench/editing/lowp.py): weights come back bitwise, numbers follow float32."""
+"""The v* search's bfloat16 blocks (workbench/lowp.py): weights come back bitwise, numbers follow float32."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import torch
 
 import workbench as wb
 from workbench.bfloat16 import bf16_copies
-from workbench.editing import lowp
-from workbench.editing.lowp import LowPrecisionBlocks
+from workbench import lowp
+from workbench.lowp import LowPrecisionBlocks
 from workbench.editing.optimize import context_prefixes, optimize_deltas
 from workbench.editing.search import SearchParams
 

@@ -49,7 +49,8 @@ def test_fast_trace_equals_reference(tiny):
     ref = trace_reference(tiny, FACT, samples=3, window=3)
     for kind in ("resid", "mlp", "attn"):
         assert fast.scores[kind].shape == (len(fast.tokens), tiny.n_layers)
-        assert _rel_diff(fast.scores[kind], ref[kind]) < 1e-4, kind
+        # Measured 1.0-1.1e-6 on all four families (float32 rounding of differently shaped products).
+        assert _rel_diff(fast.scores[kind], ref[kind]) < 1e-5, kind
     assert not _hooks_left(tiny)
 
 
@@ -221,7 +222,7 @@ def test_gemma_eiffel_tower_trace():
 def test_attribution_equals_finite_differences():
     """Each per-layer estimate is the derivative of the score along (clean - corrupted) at that state."""
     from workbench.locate.attribution import layer_attributions
-    from workbench.locate.tracing import prepare
+    from workbench.locate.prepare import prepare
 
     model = wb.load_model("tiny-gemma3", dtype=torch.float64)
     setup = prepare(model, FACT, subject=None, samples=2, noise=3.0, noise_std=None, seed=0, answer=None)
@@ -288,7 +289,7 @@ def test_trace_of_a_chosen_answer(tiny):
 
 
 def test_bfloat16_trace_follows_float32(tiny, monkeypatch):
-    from workbench.editing import lowp
+    from workbench import lowp
 
     monkeypatch.setattr(lowp, "native_bf16", lambda: True)
     before = {n: p.detach().clone() for n, p in tiny.hf_model.named_parameters()}

@@ -1,7 +1,7 @@
 """bfloat16 on the CPU: whether it is native here, and bfloat16 copies of weights kept while unchanged.
 
 Two speed-ups share these: the v* search's bfloat16 blocks
-(:mod:`workbench.editing.lowp`) and the mixed-precision unembedding
+(:mod:`workbench.lowp`) and the mixed-precision unembedding
 (:mod:`workbench.unembed`), which sampling in :func:`workbench.probing.generate` uses too.
 """
 
@@ -32,7 +32,7 @@ def native_bf16() -> bool:
 def bf16_copies(model, params: list[Tensor]) -> list[Tensor]:
     """bfloat16 copies of ``params``, kept on the model while each weight is unchanged.
 
-    Shared by :class:`~workbench.editing.lowp.LowPrecisionBlocks` and :class:`~workbench.unembed.MixedUnembed`.
+    Shared by :class:`~workbench.lowp.LowPrecisionBlocks` and :class:`~workbench.unembed.MixedUnembed`.
 
     Example:
         >>> w = model.hf_model.lm_head.weight                          # doctest: +SKIP

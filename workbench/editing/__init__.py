@@ -14,12 +14,11 @@ What it holds::
     optimize     prefixes, batches, activation capture and the v* search itself
     stats        FFN key second moments C (cached) and their ridge solves
     defaults     default layers per method and model
-    lowp         the v* search's bfloat16 blocks
     rome, memit, pmet, kn, ft          weight edits
     incontext, retrieval               baselines that change no weights
 
 What it may import: the model layer (``workbench.model``, ``facts``,
-``probing``, ``unembed``, ``corpus``, ``cache``, ``progress``, ``results``,
+``probing``, ``unembed``, ``lowp``, ``corpus``, ``cache``, ``progress``, ``results``,
 ``errors``), the locator (``workbench.locate``) and itself — never
 ``evaluation``, ``figures``, ``ui`` or ``cli``.
 """

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from contextlib import contextmanager
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,12 +111,11 @@ class EditHandle(Result):
         if not self.active:
             return
         stack = _stack(self.model)
-        later = stack[stack.index(self) + 1 :] if self in stack else []
-        clash = [h for h in later if set(h.after) & set(self.after)]
-        if clash:
-            names = sorted(set(clash[0].after) & set(self.after))
+        clash = self.later_clash()
+        if clash is not None:
+            names = sorted(set(clash.after) & set(self.after))
             raise WorkbenchError(
-                f"cannot revert this {self.method} edit exactly: a later {clash[0].method} edit "
+                f"cannot revert this {self.method} edit exactly: a later {clash.method} edit "
                 f"changed the same weights ({names[0]}); revert the later edit first or use revert_all"
             )
         params = _params(self.model)
@@ -129,6 +129,29 @@ class EditHandle(Result):
         if self in stack:
             stack.remove(self)
         self.active = False
+
+    def later_clash(self) -> EditHandle | None:
+        """The first later active edit that changed some of the same weights, if any."""
+        stack = _stack(self.model)
+        later = stack[stack.index(self) + 1 :] if self in stack else []
+        return next((h for h in later if set(h.after) & set(self.after)), None)
+
+    @contextmanager
+    def weights_before(self):
+        """Inside, the changed weights are as they were before this edit; after, as edited (bitwise).
+
+        For reading the unedited model without reverting (``touched`` compares the two).
+        """
+        params = _params(self.model)
+        try:
+            with torch.no_grad():
+                for name, value in self.before.items():
+                    params[name].copy_(value)
+            yield
+        finally:
+            with torch.no_grad():
+                for name, value in self.after.items():
+                    params[name].copy_(value)
 
     def __enter__(self) -> EditHandle:
         return self

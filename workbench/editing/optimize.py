@@ -32,8 +32,8 @@ from jaxtyping import Float
 from torch import Tensor
 
 from workbench.cache import cache_dir, write_file_atomically
-from workbench.editing.lowp import LowPrecisionBlocks
-from workbench.editing.lowp import usable as lowp_usable
+from workbench.lowp import LowPrecisionBlocks
+from workbench.lowp import usable as lowp_usable
 from workbench.editing.search import SearchParams
 from workbench.errors import WorkbenchError
 from workbench.facts import Fact, top_begins_true_object

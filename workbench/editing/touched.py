@@ -20,7 +20,6 @@ from __future__ import annotations
 import math
 import random
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -83,23 +82,6 @@ def _ffn_deltas(model, handle) -> dict[int, Tensor]:
             for n in handle.after}
 
 
-@contextmanager
-def _weights_before(model, handle):
-    """The weights as they were before ``handle``'s edit, put back bitwise on exit."""
-    from workbench.editing.handle import _params
-
-    params = _params(model)
-    try:
-        with torch.no_grad():
-            for name, value in handle.before.items():
-                params[name].copy_(value)
-        yield
-    finally:
-        with torch.no_grad():
-            for name, value in handle.after.items():
-                params[name].copy_(value)
-
-
 def touched(
     handle,
     *,
@@ -135,11 +117,7 @@ def touched(
     if not handle.changes_weights:
         raise WorkbenchError(f"a {handle.method} edit changes no weights: it touches no text "
                              "(it rewrites the prompt instead; see its prompt_edit)")
-    from workbench.editing.handle import _stack
-
-    stack = _stack(model)
-    later = stack[stack.index(handle) + 1:] if handle in stack else []
-    if any(set(h.after) & set(handle.after) for h in later):
+    if handle.later_clash() is not None:
         raise WorkbenchError("a later edit changed the same weights: revert it first to see what this one touches")
     if top_k < 1:
         raise WorkbenchError(f"top_k must be at least 1, got {top_k}")
@@ -152,7 +130,7 @@ def touched(
     encoded = _encode(model, texts, samples, max_tokens)
     if not encoded:
         raise WorkbenchError("no text to rank")
-    with _weights_before(model, handle):
+    with handle.weights_before():
         change, base = _key_changes(model, deltas, encoded, batch_size, cancel)
     # A text's score: its most changed token (BOS and padding never count).
     best = [(float(c.max()), int(c.argmax()), i) for i, c in enumerate(change) if len(c)]
@@ -256,7 +234,7 @@ def _kl(model, handle, encoded, positions: list[int], batch_size: int) -> tuple[
         return out
 
     after = logps()
-    with _weights_before(model, handle):
+    with handle.weights_before():
         before = logps()
     at, mean = [], []
     for b, a, p in zip(before, after, positions):

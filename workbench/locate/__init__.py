@@ -3,6 +3,7 @@
 What it holds, one concept per module::
 
     tracing        causal tracing of one fact (trace)
+      prepare        the checked input, clean and corrupted runs every trace starts from
       spans          where the subject is in the prompt's tokens
       cells          kinds of state, ROME's restore window, settings checks
       noise          the noise scale and the fixed-seed draw
@@ -10,6 +11,7 @@ What it holds, one concept per module::
       sweep          the batched sweep over (kind, token, layer) cells
       trace_result   TraceResult
       reference      the slow, obvious trace the tests compare with
+    attribution    the first-order preview of a trace (attribution patching)
     aie            average indirect effect over many facts, by token group
     patching       activation patching between two prompts
     ffn            FFN keys and values read off the model (shared primitives)

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from workbench.locate.cells import KINDS, check_settings, window_layers
+from workbench.locate.prepare import prepare
 from workbench.locate.trace_result import TraceResult
 from workbench.model import Model
 
@@ -51,8 +52,6 @@ def attribute(
     Same arguments and the same noise as the exact trace; ``scores`` are the
     corrupted probability plus the estimated effect of restoring each cell.
     """
-    from workbench.locate.tracing import prepare
-
     started = time.perf_counter()
     kinds = check_settings(samples, window, noise, kinds)
     setup = prepare(model, fact, subject=subject, samples=samples, noise=noise, noise_std=noise_std,

@@ -128,7 +128,7 @@ class BlockRunner:
         key = (layer, first)
         if key not in self._cut:
             n_pos = self.tokens.shape[1]
-            cut = lambda v: _cut_positions(v, first, n_pos)  # noqa: E731
+            cut = lambda v: _cut_positions(v, first, n_pos)
             self._cut[key] = (tuple(cut(a) for a in self.block_args[layer]),
                               {k: cut(v) for k, v in self.block_kwargs[layer].items()})
         return self._cut[key]

@@ -51,7 +51,7 @@ def trace_reference(
     std = embedding_std(model) if noise_std is None else float(noise_std)
     eps = make_noise(samples, end - begin, model.d_model, noise * std, seed).to(model.device)
     if answer is not None:
-        from workbench.locate.tracing import answer_token
+        from workbench.locate.prepare import answer_token
 
         answer_id = answer_token(model, answer)
     else:

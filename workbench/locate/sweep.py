@@ -75,7 +75,7 @@ def sweep(
             runs; earlier cells are no-ops and get ``corrupted_prob`` without a run.
         max_tokens: rows x positions per forward pass (bounds memory).
         precision: ``"float32"``, or ``"bfloat16"``: the restored runs' blocks in bfloat16
-            (:class:`~workbench.editing.lowp.LowPrecisionBlocks`) and p(answer) from
+            (:class:`~workbench.lowp.LowPrecisionBlocks`) and p(answer) from
             bfloat16 logits with the answer's logit and each row's top ones in float32
             (:class:`~workbench.unembed.MixedUnembed`) — for CPUs that do bfloat16 natively.
     """
@@ -147,7 +147,7 @@ def _batches(groups: dict[tuple[int, int], list[Cell]], copies: int, n_pos: int,
 def _blocks_in(model, precision: str, start: int):
     if precision != "bfloat16":
         return contextlib.nullcontext()
-    from workbench.editing.lowp import LowPrecisionBlocks
+    from workbench.lowp import LowPrecisionBlocks
 
     return LowPrecisionBlocks(model, start_block=start)
 

@@ -1,4 +1,4 @@
-"""Running the upper blocks of the v* search in bfloat16, on CPUs that do it natively.
+"""Running decoder blocks in bfloat16, on CPUs that do it natively (the v* search, the trace).
 
 Most of a v* search step (ROME, MEMIT, PMET) is the forward and backward pass
 through the blocks above the edited layer. On a CPU with native bfloat16
@@ -10,6 +10,7 @@ CPU autocast, so the products run in bfloat16 without casting the weights on
 every call. On exit every weight gets its own float32 storage back — the same
 tensors, so the model is bitwise what it was (``tests/test_editing.py``).
 
+The causal trace uses it for its restored runs (``trace(..., precision="auto")``).
 The search uses it only for its steps; where the stopping rule is met it
 re-measures the loss in float32, so the reported NLL and the decision to stop
 are float32 numbers (see ``optimize_deltas``).
