@@ -9,10 +9,14 @@ costs about three forward passes where the exact trace reruns the model once
 per cell. An mlp/attn cell restores its kind over a window of layers; its
 estimate is the sum of the per-layer estimates over that window.
 
-It is an approximation: p(answer) is far from linear in a state that
-restoring moves a long way (the softmax saturates), so the preview tends to
-find where the exact trace peaks better than it gets the sizes right.
-``benchmarks/attribution.py`` measures the agreement on known facts.
+It is an approximation, and on the default model a rough one: p(answer) is
+far from linear in a state that restoring moves a long way (from p≈0.005 to
+p≈0.7 for the Eiffel Tower), so the first-order estimate misjudges the big
+cells. Over 50 known facts (``benchmarks/attribution.py``, 3 samples) its grid
+ranks the cells like the exact one only moderately (Spearman 0.63–0.67 by
+kind) and it named the exact trace's mlp peak layer at the last subject token
+for 6 of 50 facts (within one layer for 17). Read it as a first
+sketch of which tokens matter, not as the layer to edit.
 
 Example:
     >>> r = attribute(model, ("The {} is located in the city of", "Eiffel Tower"))   # doctest: +SKIP

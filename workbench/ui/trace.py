@@ -20,8 +20,8 @@ from workbench.ui.figures import trace_figure
 KINDS = ("mlp", "attn", "resid")
 DEFAULT_SAMPLES = 3
 PREVIEW_NOTE = ("Preview: attribution patching, a first-order estimate from one forward and one backward pass. "
-                "It finds where the trace peaks more often than it gets the sizes right; the exact trace "
-                "replaces it when it is done.")
+                "A rough sketch: on 50 known facts it named the exact trace's peak layer for 6. "
+                "The exact trace replaces it when it is done.")
 
 
 class TracePanel(widgets.VBox):
