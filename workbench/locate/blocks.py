@@ -9,6 +9,7 @@ values of the positions before them taken from a stored run.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -71,7 +72,7 @@ class BlockRunner:
         resid: ``resid[s]`` is the clean residual ``[1, pos, d_model]`` entering block
             ``s``; ``resid[n_layers]`` is the last block's output.
         acts: ``{"mlp": [...], "attn": [...]}`` clean per-layer outputs ``[1, pos, d_model]``.
-        clean: the clean run's :class:`States` (keys and values included).
+        clean: the clean run's :class:`States` (keys and values included; computed on first use).
 
     Example:
         >>> runner = BlockRunner(model, model.tokens("The Eiffel Tower is in"))
@@ -118,10 +119,13 @@ class BlockRunner:
         if any(r is None for r in self.resid):
             raise WorkbenchError(f"could not follow {model.name}'s blocks: tracing needs a standard block stack")
         self._cache_name = _cache_keyword(bridge.blocks[0])
-        # The clean keys and values: one more pass of the blocks, through our own cache.
-        self.clean = self.run(0, self.resid[0], keep=True)
-        if len(self.clean.kv) != n:
-            raise WorkbenchError(f"could not follow {model.name}'s attention: its blocks do not hand keys and values to a cache")
+
+    @functools.cached_property
+    def clean(self) -> States:
+        """The clean run's :class:`States`, keys and values included: one more pass of the
+        blocks through our own cache, made only when asked for (patching reads the corrupt
+        prompt's; a trace records its own corrupted run's)."""
+        return self.run(0, self.resid[0], keep=True)
 
     def _arguments(self, layer: int, first: int) -> tuple[tuple, dict]:
         """Block ``layer``'s captured arguments cut to the positions from ``first`` on."""
@@ -173,6 +177,9 @@ class BlockRunner:
                 out = self.model.bridge.blocks[layer](x, *args, **kwargs, **{self._cache_name: cache})
                 x = out[0] if isinstance(out, tuple) else out
                 if keep:
+                    if len(cache.kv) != 1:
+                        raise WorkbenchError(f"could not follow {self.model.name}'s attention: block {layer} "
+                                             "does not hand its keys and values to a cache")
                     kept.append(x)
                     kv.extend(cache.kv.values())
             hidden = self.model.bridge.ln_final(x[:, -1])
