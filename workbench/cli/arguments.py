@@ -45,3 +45,16 @@ def check_output_path(path: str | None, what: str) -> None:
         folder = Path(path).expanduser().resolve().parent
         if not folder.is_dir():
             raise WorkbenchError(f"{what} {path!r}: the folder {str(folder)!r} does not exist (nothing was run)")
+
+
+def parse_workers(text: str) -> int | str:
+    """``--workers``: a positive integer or ``auto``, checked (Ray installed) before the model loads."""
+    from workbench.cluster import check_workers
+    from workbench.errors import WorkbenchError
+
+    text = str(text).strip().lower()
+    if text == "auto":
+        return check_workers("auto")
+    if not text.isdigit() or int(text) < 1:
+        raise WorkbenchError(f"--workers must be a positive integer or 'auto', got {text!r}")
+    return check_workers(int(text))

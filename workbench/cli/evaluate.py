@@ -6,7 +6,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from workbench.cli.arguments import add_model_argument, check_output_path, emit_json, json_text
+from workbench.cli.arguments import (
+    add_model_argument,
+    check_output_path,
+    emit_json,
+    json_text,
+    parse_workers,
+)
 
 
 def register(sub) -> None:
@@ -25,6 +31,12 @@ def register(sub) -> None:
                    help="comma-separated measures: teacher (always on), generation (greedy answers judged), "
                         "question (the fact as a question), plus (CounterFact+: edit statement before neighbours, "
                         "NKL), letter (sampled free text; slow). Default: all but letter")
+    p.add_argument("--workers", default="1", metavar="N",
+                   help="independent mode: run the facts on N Ray workers, each with its own model "
+                        "('auto': one per CPU); needs the cluster extra (pip install -e '.[cluster]')")
+    p.add_argument("--address", default=None, metavar="ADDR",
+                   help="with --workers: a running Ray cluster ('auto' or ray://host:port); "
+                        "default: a local Ray started for the run")
     p.add_argument("--keep", action="store_true", help="sequential/batch: do not revert at the end (no effect on the CLI's process)")
     add_model_argument(p)
     p.add_argument("--json", nargs="?", const="-", default=None, metavar="OUT",
@@ -49,6 +61,9 @@ def run(args: argparse.Namespace) -> int:
     check_output_path(args.report, "--report")
     check_output_path(args.json, "--json")
     metrics = check_metrics(args.metrics)
+    workers = parse_workers(args.workers)
+    if args.address is not None and workers == 1:
+        raise WorkbenchError("--address needs --workers N (N > 1, or auto): one worker runs here, not on a cluster")
     facts = read_facts(args.dataset)
     earlier = read_report(args.resume) if args.resume else None
     model = load_model(args.model)
@@ -57,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
         report = evaluate(
             model, facts, method=args.method, mode=args.mode, limit=args.limit, every=args.every,
             revert=not args.keep, perplexity_texts=args.perplexity_texts, fluency_tokens=args.fluency_tokens,
-            time_limit=args.time_limit, resume=earlier, metrics=metrics, **kwargs,
+            time_limit=args.time_limit, resume=earlier, metrics=metrics, workers=workers, address=args.address,
+            **kwargs,
         )
     except EvaluationInterrupted as stop:
         # Ctrl-C: write what was finished, so that nothing done is lost and --resume can go on.

@@ -269,7 +269,7 @@ def _mean_rms(model, batch, out_hook: str, updates: dict[int, Tensor]) -> Tensor
     return sums / counts
 
 
-@register_method("memit", checks_known=True, limits=SPREAD_LIMITS)
+@register_method("memit", checks_known=True, key_statistics=True, limits=SPREAD_LIMITS)
 def memit(model, facts: Sequence[Fact], *, layers: Sequence[int] | None = None, **hparams) -> EditHandle:
     """Edit many facts in one update over a window of layers.
 

@@ -28,7 +28,7 @@ from workbench.editing.registry import register_method
 from workbench.facts import Fact
 
 
-@register_method("pmet", checks_known=True, limits=SPREAD_LIMITS)
+@register_method("pmet", checks_known=True, key_statistics=True, limits=SPREAD_LIMITS)
 def pmet(model, facts: Sequence[Fact], *, layers: Sequence[int] | None = None, **hparams) -> EditHandle:
     """Edit many facts at once with PMET (FFN weights of a window of layers).
 

@@ -19,18 +19,22 @@ from workbench.errors import WorkbenchError
 METHODS: dict[str, Callable] = {}
 #: methods that take ``check_known=False`` to skip their own "does the model know this?" probe
 CHECKS_KNOWN: set[str] = set()
+#: methods whose updates read the FFN keys' second moments (workbench.editing.stats)
+KEY_STATISTICS: set[str] = set()
 #: method name -> {setting: check(name, value)} (see workbench.checks.Whole, Number, ...)
 LIMITS: dict[str, dict[str, Callable[[str, Any], Any]]] = {}
 
 
-def register_method(name: str, *, checks_known: bool = False,
+def register_method(name: str, *, checks_known: bool = False, key_statistics: bool = False,
                     limits: Mapping[str, Callable[[str, Any], Any]] | None = None):
     """Decorator adding an editing method to :data:`METHODS`.
 
     ``checks_known``: the method warns about facts the model does not know and
     takes ``check_known=False`` to skip that probe (``evaluate`` passes it after
-    filtering the facts itself). ``limits``: each setting's check, applied to the
-    values a caller gives.
+    filtering the facts itself). ``key_statistics``: the method reads C of the
+    layers it edits (``samples`` corpus tokens), so a parallel run computes them
+    once before its workers start. ``limits``: each setting's check, applied to
+    the values a caller gives.
 
     Example:
         >>> from workbench.checks import Number
@@ -42,6 +46,8 @@ def register_method(name: str, *, checks_known: bool = False,
         METHODS[name] = fn
         if checks_known:
             CHECKS_KNOWN.add(name)
+        if key_statistics:
+            KEY_STATISTICS.add(name)
         LIMITS[name] = dict(limits or {})
         return fn
 

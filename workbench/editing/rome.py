@@ -90,7 +90,7 @@ def rank_one_update(
     return torch.outer(delta.double(), u) / denom
 
 
-@register_method("rome", checks_known=True, limits={
+@register_method("rome", checks_known=True, key_statistics=True, limits={
     "samples": Whole(1), "n_key_prefixes": Whole(0, 100), "reg": Number(0, strict=True),
 })
 def rome(

@@ -186,3 +186,24 @@ def ridge_solver(model, layer: int, *, samples: int = DEFAULT_SAMPLES, reg: floa
         held[key] = factor
     factor = held[key]
     return lambda x: torch.cholesky_solve(x.double().reshape(len(x), -1), factor).reshape(x.shape)
+
+
+def statistics_files(model, method: str, *, layers: Sequence[int] | None = None,
+                     samples: int = DEFAULT_SAMPLES) -> list:
+    """The cache files of C that ``method`` reads on ``layers`` (its default if None), computed now if missing.
+
+    A parallel run calls this once in the driver and ships the files to its workers,
+    so that C is computed once, not once per worker. Empty for methods that read no C.
+
+    Example:
+        >>> [p.name for p in statistics_files(model, "rome")]      # doctest: +SKIP
+        ['3f2a..._stats_20000tok_L4.pt']
+    """
+    from workbench.editing.defaults import default_layers
+    from workbench.editing.registry import KEY_STATISTICS
+
+    if method not in KEY_STATISTICS:
+        return []
+    layers = [model.layer_index(int(l)) for l in layers] if layers is not None else default_layers(model, method)
+    second_moments(model, layers, samples=samples)
+    return [_path(model, l, "stats", samples) for l in layers]

@@ -309,15 +309,113 @@ def _resumable_rows(resume: EvalReport, facts: list[Fact], *, method: str, mode:
         if key in earlier and earlier[key] != settings[key]:
             raise WorkbenchError(f"cannot resume: the report was made with {key}={earlier[key]!r}, "
                                  f"this run has {key}={settings[key]!r}")
-    rows = list(resume.rows)
-    if len(rows) > len(facts):
-        raise WorkbenchError(f"cannot resume: the report has {len(rows)} rows, this run selects only {len(facts)} facts")
-    for i, (row, fact) in enumerate(zip(rows, facts)):
-        if row.index != i or (row.subject, row.prompt, row.target_true, row.target_new) != (
+    rows = sorted(resume.rows, key=lambda r: r.index)
+    # A parallel run stopped by Ctrl-C may have finished facts after one it had not: rows name their index.
+    seen: set[int] = set()
+    for row in rows:
+        i = row.index
+        if not isinstance(i, int) or i in seen or not 0 <= i < len(facts):
+            raise WorkbenchError(f"cannot resume: the report's row for {row.subject!r} has index {i!r}, "
+                                 f"which is not one of this run's {len(facts)} facts (or is repeated)")
+        seen.add(i)
+        fact = facts[i]
+        if (row.subject, row.prompt, row.target_true, row.target_new) != (
                 fact.subject, fact.prompt, fact.target_true, fact.target_new):
             raise WorkbenchError(f"cannot resume: the report's row {i} ({row.subject!r} -> {row.target_new!r}) is not "
                                  f"this run's fact {i} ({fact.subject!r} -> {fact.target_new!r})")
     return rows
+
+
+@dataclass(frozen=True)
+class _Independent:
+    """What one independent-mode fact needs besides the model; picklable, so workers get it too."""
+
+    method: str
+    call_kwargs: dict
+    every: int
+    metrics: tuple
+    perplexity_texts: int
+    perplexity_tokens: int
+    fluency_tokens: int
+
+    def run(self, model, i: int, fact: Fact, before: FactScores) -> FactRow:
+        """Edit ``fact``, score it, revert: row ``i`` of the report (an edit that fails is a row's error)."""
+        from workbench.editing import edit
+
+        row = FactRow(i, fact.subject, fact.prompt, fact.target_true, fact.target_new, before.metrics())
+        # Fluency and perplexity are sampled on every `every`-th fact of the selection.
+        sample = i % self.every == 0
+        prompts = generation_prompts(fact, limit=1)
+        if sample:
+            row.fluency_before = fluency(model, prompts, max_new_tokens=self.fluency_tokens)[0]
+        t0 = time.perf_counter()
+        try:
+            handle = edit(model, fact, method=self.method, **self.call_kwargs)
+        except Cancelled:
+            raise
+        except WorkbenchError as exc:
+            row.error = str(exc)
+            return row
+        row.seconds = time.perf_counter() - t0
+        try:
+            row.after = score_fact(model, fact, reference=before, metrics=self.metrics).metrics()
+            if sample:
+                row.fluency_after = fluency(model, prompts, max_new_tokens=self.fluency_tokens)[0]
+                row.perplexity_after = perplexity(model, n_texts=self.perplexity_texts,
+                                                  max_tokens=self.perplexity_tokens)
+        finally:
+            handle.revert()
+        return row
+
+
+def _score_chunk(model, facts: list[Fact], metrics: tuple) -> list[FactScores]:
+    """A worker's share of the unedited scores: one chunk of facts, batched as a serial run batches it."""
+    return score_facts(model, facts, metrics=metrics)
+
+
+def _run_fact(model, item, befores: list[FactScores]) -> FactRow:
+    """A worker's call for one fact: ``item`` is (job, index, fact, position in its chunk)."""
+    job, i, fact, pos = item
+    return job.run(model, i, fact, befores[pos])
+
+
+def _independent_parallel(model, facts, todo, chunks, chunk_of, job: _Independent, *, workers, address,
+                          edit_kwargs, cancel, out_of_time) -> tuple[list[FactRow], bool, bool]:
+    """Independent mode on Ray actors: the rows of ``todo`` done, whether a time limit stopped it, and
+    whether Ctrl-C did. A fact whose worker failed twice is a row with its ``error``."""
+    from workbench.cluster import PoolInterrupted, cache_files, pool_for
+    from workbench.editing.stats import DEFAULT_SAMPLES, statistics_files
+
+    # C of the edited layers, computed here once (if not cached) and shipped to every worker.
+    files = cache_files(statistics_files(model, job.method, layers=edit_kwargs.get("layers"),
+                                         samples=edit_kwargs.get("samples", DEFAULT_SAMPLES)))
+    pos_of = {i: chunks[chunk_of[i]].index(i) for i in todo}
+    items = [(job, i, facts[i], pos_of[i]) for i in todo]
+
+    def shared(k: int):
+        c = chunk_of[todo[k]]
+        return c, _score_chunk, ([facts[j] for j in chunks[c]], job.metrics)
+
+    interrupted = False
+    with pool_for(model, workers, address=address, files=files) as pool:
+        log.info("evaluating on %d Ray workers, %d torch thread(s) each", pool.workers, pool.threads)
+        try:
+            outcomes = pool.map(_run_fact, items, desc=f"evaluate {job.method} ({pool.workers} workers)",
+                                shared=shared, cancel=cancel, stop=out_of_time)
+        except PoolInterrupted as stop:
+            outcomes, interrupted = stop.results, True
+    rows = []
+    for (_, i, fact, _), out in zip(items, outcomes):
+        if out is None:
+            continue
+        if out.ok:
+            rows.append(out.value)
+        else:
+            # The worker failed on it twice: the fact is accounted for, with why.
+            rows.append(FactRow(i, fact.subject, fact.prompt, fact.target_true, fact.target_new, before={},
+                                error=f"worker failure: {out.error}"))
+    stopped_early = not interrupted and any(out is None for out in outcomes)
+    return rows, stopped_early, interrupted
 
 
 def evaluate(
@@ -338,6 +436,8 @@ def evaluate(
     time_limit: float | None = None,
     resume: EvalReport | None = None,
     metrics: Sequence[str] | str = generated.DEFAULT_METRICS,
+    workers=1,
+    address: str | None = None,
     **edit_kwargs,
 ) -> EvalReport:
     """Edit each fact with ``method`` and score it before and after.
@@ -369,6 +469,13 @@ def evaluate(
         metrics: the measures to take, from
             :data:`~workbench.evaluation.generated.METRICS` (a list or ``"a,b"``);
             the default is all but the slow ``letter``. ``teacher`` is always taken.
+        workers: independent mode: facts run on this many Ray actors, each with its own copy
+            of the model (``"auto"``: one per CPU; a :class:`~workbench.cluster.Pool`: its warm
+            workers, left running after); the report is the one a serial run gives,
+            in the same order. Needs the ``cluster`` extra. A fact whose worker fails is tried
+            once more on another worker, then reported as that row's ``error``.
+        address: with ``workers``: ``None`` starts a local Ray for the run; ``"auto"`` or
+            ``"ray://host:port"`` uses a running cluster (its nodes need the workbench installed).
         **edit_kwargs: passed to :func:`workbench.editing.edit` (``layers``, hyperparameters).
 
     Returns:
@@ -393,6 +500,15 @@ def evaluate(
     if method not in METHODS:
         raise WorkbenchError(f"unknown editing method {method!r}; choose one of {', '.join(sorted(METHODS))}")
     metrics = generated.check_metrics(metrics)
+    from workbench.cluster import check_workers
+
+    workers = check_workers(workers)
+    if workers != 1 and mode != "independent":
+        raise WorkbenchError(f"workers={workers} splits independent runs only: a {mode} run's edits build on "
+                             "each other (run several methods or settings side by side instead)")
+    if workers != 1 and active_edits(model):
+        raise WorkbenchError(f"workers={workers}: {len(active_edits(model))} edit(s) are applied to this model, and "
+                             "the workers load it from disk without them; revert them first or use workers=1")
     if edit_kwargs.get("layers") is not None:
         # Checked once here: a bad layer would otherwise fail every fact, one by one.
         for layer in edit_kwargs["layers"]:
@@ -415,7 +531,7 @@ def evaluate(
     settings = dict(every=every, limit=limit, revert=revert, known_only=known_only,
                     perplexity_texts=perplexity_texts, perplexity_tokens=perplexity_tokens,
                     fluency_tokens=fluency_tokens, fluency_prompts=fluency_prompts,
-                    time_limit=time_limit, device=str(model.device),
+                    time_limit=time_limit, device=str(model.device), workers=getattr(workers, "workers", workers),
                     edit_kwargs={k: v for k, v in edit_kwargs.items()}, metrics=list(metrics),
                     intervals=dict(method="percentile bootstrap over facts", samples=intervals.SAMPLES,
                                    seed=intervals.SEED, level=intervals.LEVEL))
@@ -471,50 +587,45 @@ def evaluate(
         if mode != "independent":
             befores = _score_all(model, facts, desc="scores before", cancel=cancel, metrics=metrics)
 
-        def before_of(i: int) -> FactScores:
-            # Independent mode scores the unedited model a chunk of facts at a time, as the run
-            # reaches them: a run that stops at its time limit has not spent it on facts it never edits.
-            if befores[i] is None:
-                chunk = range(i, min(n, i + _BEFORE_CHUNK))
-                for j, scores in zip(chunk, score_facts(model, [facts[j] for j in chunk], metrics=metrics)):
-                    befores[j] = scores
-            return befores[i]
-
         if mode == "independent":
-            rows.extend(kept)
-            try:
-                for i in progress(range(len(kept), n), desc=f"evaluate {method}", cancel=cancel):
-                    if out_of_time():
-                        stopped_early = True
-                        break
-                    fact = facts[i]
-                    before = before_of(i)
-                    row = new_row(i, fact, before)
-                    rows.append(row)
-                    sample = i % every == 0
-                    prompts = generation_prompts(fact, limit=1)
-                    if sample:
-                        row.fluency_before = flu(prompts)
-                    try:
-                        handle, row.seconds = do_edit([fact])
-                    except Cancelled:
-                        raise
-                    except WorkbenchError as exc:
-                        row.error = str(exc)
-                        continue
-                    try:
-                        row.after = score_fact(model, fact, reference=before, metrics=metrics).metrics()
-                        if sample:
-                            row.fluency_after = flu(prompts)
-                            row.perplexity_after = ppl()
-                    finally:
-                        handle.revert()
-            except KeyboardInterrupt:
-                # Keep every fact finished so far; the one in hand is dropped (its edit was
-                # never committed, or the finally above reverted it).
-                interrupted = True
-                if len(rows) > len(kept) and rows[-1].after is None and rows[-1].error is None:
-                    rows.pop()
+            job = _Independent(method=method, call_kwargs=call_kwargs, every=every, metrics=tuple(metrics),
+                               perplexity_texts=perplexity_texts, perplexity_tokens=perplexity_tokens,
+                               fluency_tokens=fluency_tokens)
+            done_idx = {r.index for r in kept}
+            # The facts this call edits, and the chunks their unedited scores are taken in (serial and
+            # parallel runs chunk alike, so that both score the same batches and give the same numbers).
+            todo = [i for i in range(n) if i not in done_idx]
+            chunks = [todo[c : c + _BEFORE_CHUNK] for c in range(0, len(todo), _BEFORE_CHUNK)]
+            chunk_of = {i: c for c, members in enumerate(chunks) for i in members}
+            if workers != 1:
+                new_rows, stopped_early, interrupted = _independent_parallel(
+                    model, facts, todo, chunks, chunk_of, job, workers=workers, address=address,
+                    edit_kwargs=edit_kwargs, cancel=cancel, out_of_time=out_of_time)
+                rows = sorted([*kept, *new_rows], key=lambda r: r.index)
+            else:
+                rows.extend(kept)
+
+                def before_of(i: int) -> FactScores:
+                    # The unedited model is scored a chunk of facts at a time, as the run reaches
+                    # them: a run that stops at its time limit has not spent it on facts it never edits.
+                    if befores[i] is None:
+                        members = chunks[chunk_of[i]]
+                        for j, scores in zip(members, score_facts(model, [facts[j] for j in members],
+                                                                  metrics=metrics)):
+                            befores[j] = scores
+                    return befores[i]
+
+                try:
+                    for i in progress(todo, desc=f"evaluate {method}", cancel=cancel):
+                        if out_of_time():
+                            stopped_early = True
+                            break
+                        rows.append(job.run(model, i, facts[i], before_of(i)))
+                except KeyboardInterrupt:
+                    # Keep every fact finished so far; the one in hand is dropped (its edit was
+                    # never committed, or job.run reverted it).
+                    interrupted = True
+                rows.sort(key=lambda r: r.index)
             # From the rows, so that a resumed run's summary covers the kept rows too.
             sampled = [r for r in rows if r.after is not None and r.perplexity_after is not None]
             extra = dict(fluency_before=_mean(r.fluency_before for r in sampled),

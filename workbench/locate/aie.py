@@ -97,6 +97,36 @@ def default_trace_facts(model: Model) -> list[Fact]:
     return list(filter_known(model, read_facts(KNOWN_1000)))
 
 
+@dataclass(frozen=True)
+class _TraceJob:
+    """One fact's share of an average: its trace reduced to group means (picklable for workers)."""
+
+    kinds: tuple
+    samples: int
+    noise: float
+    noise_std: float
+    window: int
+    seed: int
+
+    def run(self, model: Model, fact: Fact, cancel: CancelToken | None = None) -> tuple:
+        """``("skipped", why)`` or ``("traced", clean p, corrupted p, {kind: {group: mean over its tokens}})``."""
+        try:
+            r = trace(model, fact, kinds=self.kinds, samples=self.samples, noise=self.noise,
+                      noise_std=self.noise_std, window=self.window, seed=self.seed, cancel=cancel)
+        except Cancelled:
+            raise
+        except WorkbenchError as exc:
+            return ("skipped", str(exc))
+        groups = token_groups(r.subject_range, len(r.tokens))
+        by_group = {k: {g: ie[pos].mean(0) for g, pos in groups.items() if pos} for k, ie in r.indirect_effects.items()}
+        return ("traced", r.clean_prob, r.corrupted_prob, by_group)
+
+
+def _trace_on_worker(model: Model, item) -> tuple:
+    job, fact = item
+    return job.run(model, fact)
+
+
 def average_indirect_effect(
     model: Model,
     facts: Sequence[Fact] | None = None,
@@ -109,6 +139,8 @@ def average_indirect_effect(
     limit: int | None = None,
     cancel: CancelToken | None = None,
     save: str | Path | None = None,
+    workers=1,
+    address: str | None = None,
 ) -> AIEResult:
     """Trace many facts and average the indirect effects by token group (ROME, Fig. 2).
 
@@ -124,6 +156,10 @@ def average_indirect_effect(
         limit: trace only the first ``limit`` facts.
         cancel: stop early (raises ``Cancelled``).
         save: write the result's JSON there.
+        workers: trace the facts on this many Ray actors, each with its own model (the
+            ``cluster`` extra; ``"auto"``: one per CPU); the result is the serial one. A fact
+            whose worker fails twice is listed in ``skipped`` with why.
+        address: with ``workers``: a running Ray cluster (``"auto"``, ``"ray://..."``); default local.
 
     Example:
         >>> aie = average_indirect_effect(model, kind="mlp", samples=5, limit=20)
@@ -136,25 +172,32 @@ def average_indirect_effect(
         facts = facts[:limit]
     if not facts:
         raise WorkbenchError("no facts to trace")
+    from workbench.cluster import check_workers
+
+    workers = check_workers(workers)
     per_group: dict[str, dict[str, list[np.ndarray]]] = {k: {g: [] for g in GROUPS} for k in kinds}
     clean, corrupted, skipped = [], [], []
-    std = embedding_std(model)
-    for fact in progress(facts, desc="average indirect effect", cancel=cancel):
-        try:
-            r = trace(model, fact, kinds=kinds, samples=samples, noise=noise, noise_std=std,
-                      window=window, seed=seed, cancel=cancel)
-        except Cancelled:
-            raise
-        except WorkbenchError as exc:
-            skipped.append([fact.subject, str(exc)])
+    job = _TraceJob(kinds=tuple(kinds), samples=samples, noise=noise, noise_std=embedding_std(model),
+                    window=window, seed=seed)
+    if workers == 1:
+        parts = (job.run(model, fact, cancel) for fact in progress(facts, desc="average indirect effect", cancel=cancel))
+    else:
+        from workbench.cluster import pool_for
+
+        with pool_for(model, workers, address=address) as pool:
+            outcomes = pool.map(_trace_on_worker, [(job, f) for f in facts],
+                                desc=f"average indirect effect ({pool.workers} workers)", cancel=cancel)
+        parts = (o.value if o.ok else ("skipped", f"worker failure: {o.error}") for o in outcomes)
+    for fact, part in zip(facts, parts):
+        if part[0] == "skipped":
+            skipped.append([fact.subject, part[1]])
             continue
-        clean.append(r.clean_prob)
-        corrupted.append(r.corrupted_prob)
-        groups = token_groups(r.subject_range, len(r.tokens))
-        for k, ie in r.indirect_effects.items():
-            for g, pos in groups.items():
-                if pos:
-                    per_group[k][g].append(ie[pos].mean(0))
+        _, clean_prob, corrupted_prob, by_group = part
+        clean.append(clean_prob)
+        corrupted.append(corrupted_prob)
+        for k, groups in by_group.items():
+            for g, row in groups.items():
+                per_group[k][g].append(row)
     if not clean:
         raise WorkbenchError(f"none of the {len(facts)} facts could be traced (first problem: {skipped[0][1]})")
     mean, low, high = ({k: {} for k in kinds} for _ in range(3))
