@@ -101,10 +101,13 @@ class ModelSpec:
     def of(cls, model) -> ModelSpec:
         hf = model.hf_model
         dtype = str(next(hf.parameters()).dtype).removeprefix("torch.")
-        device_map = getattr(hf, "hf_device_map", None)
-        # A worker gets a device of the driver's type (its own GPU on a GPU node), not its index.
+        # What the driver asked for ("auto" places blocks over the worker's own GPUs), else the
+        # placement accelerate chose; a one-device model goes to a device of the driver's type.
+        device_map = getattr(model, "device_map", None) or getattr(hf, "hf_device_map", None)
+        if isinstance(device_map, dict):
+            device_map = dict(device_map)
         device = None if device_map else model.device.type
-        return cls(model.name, dtype, device, dict(device_map) if device_map else None, model.fingerprint)
+        return cls(model.name, dtype, device, device_map, model.fingerprint)
 
     def load(self):
         import torch

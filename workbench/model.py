@@ -55,6 +55,8 @@ class Model:
     #: No-weight edits (in-context, retrieval) currently applied: objects with a
     #: ``rewrite(prompt) -> prompt`` method, applied in order by :meth:`contextualize`.
     prompt_edits: list = field(default_factory=list)
+    #: the ``device_map`` it was loaded with (None: one device); parallel workers load it alike.
+    device_map: object = None
 
     @property
     def hf_model(self):
@@ -296,5 +298,5 @@ def load_model(
         param.requires_grad_(False)
     return Model(
         name=name, bridge=bridge, tokenizer=tokenizer, roles=roles,
-        fingerprint=fingerprint, load_seconds=time.perf_counter() - start,
+        fingerprint=fingerprint, load_seconds=time.perf_counter() - start, device_map=device_map,
     )

@@ -15,6 +15,7 @@ What it holds::
     stats        FFN key second moments C (cached) and their ridge solves
     defaults     default layers per method and model
     rome, memit, pmet, kn, ft          weight edits
+    emmet, alphaedit                   editors built for many edits (batched ROME; MEMIT projected)
     incontext, retrieval               baselines that change no weights
 
 What it may import: the model layer (``workbench.model``, ``facts``,
@@ -29,7 +30,7 @@ import warnings
 from collections.abc import Sequence
 
 # The built-in methods register themselves on import (a few milliseconds in all).
-from workbench.editing import ft, incontext, kn, memit, pmet, retrieval, rome  # noqa: F401
+from workbench.editing import alphaedit, emmet, ft, incontext, kn, memit, pmet, retrieval, rome  # noqa: F401
 from workbench.editing.handle import EditHandle, active_edits, load_edit, revert_all
 from workbench.editing.registry import CHECKS_KNOWN, METHODS, check_hparams, register_method
 from workbench import checks
@@ -112,6 +113,7 @@ def edit(
         raise WorkbenchError(f"unknown editing method {method!r}; choose one of {', '.join(sorted(METHODS))}")
     check_hparams(method, hparams)
     facts = check_facts(facts)
+    _refuse_offloaded(model)
     for fact in facts:
         checks.prompt_length(len(model.encode(fact.text)), "editing")
     if layers is not None:
@@ -125,6 +127,17 @@ def edit(
     if min_prob:
         _refuse_if_weak(model, handle, facts, min_prob)
     return handle
+
+
+def _refuse_offloaded(model) -> None:
+    """An edit writes weights: every weight must be in memory (not offloaded to disk by a device_map)."""
+    offloaded = [n for n, p in model.hf_model.named_parameters() if p.device.type == "meta"]
+    if offloaded:
+        raise WorkbenchError(
+            f"{len(offloaded)} weight(s) of this model are offloaded to disk by its device_map (first: "
+            f"{offloaded[0]}): an edit must write them in memory; load it with a device_map that keeps every "
+            "weight on a GPU or the CPU (e.g. max_memory with room on 'cpu')"
+        )
 
 
 def _refuse_if_weak(model, handle: EditHandle, facts: list[Fact], min_prob: float) -> None:

@@ -62,9 +62,9 @@ def best_rome_layer(model) -> tuple[int, str]:
 def default_layers(model, method: str) -> list[int]:
     """The layers ``method`` edits by default on ``model``."""
     layer, _ = best_rome_layer(model)
-    if method in ("rome", "ft", "kn"):
+    if method in ("rome", "ft", "kn", "emmet"):
         return [layer]
-    if method in ("memit", "pmet"):
+    if method in ("memit", "pmet", "alphaedit"):
         last = layer
         first = max(0, last - WINDOW + 1)
         return list(range(first, last + 1))

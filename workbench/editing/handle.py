@@ -29,6 +29,10 @@ from workbench.errors import WorkbenchError
 from workbench.results import Result
 
 
+#: Saved edits keep a method's memory tensors beside the weights under this name prefix.
+MEMORY_PREFIX = "memory::"
+
+
 def _stack(model) -> list[EditHandle]:
     # Stored on the Model object itself so every caller sees the same history.
     if not hasattr(model, "_edit_stack"):
@@ -75,6 +79,9 @@ class EditHandle(Result):
     info: dict = field(default_factory=dict)
     model: Any = field(default=None, repr=False)
     active: bool = True
+    #: Tensors a method keeps with its edit for later edits to read (AlphaEdit's keys):
+    #: model state that lives and dies with the handle, saved and loaded with it.
+    memory: dict[str, Tensor] = field(default_factory=dict, repr=False)
 
     # -- summaries ----------------------------------------------------------------
     @property
@@ -199,7 +206,9 @@ class EditHandle(Result):
             "before_hashes": {k: tensor_hash(v) for k, v in self.before.items()},
             "prompt_edit": self.prompt_edit.to_dict() if self.prompt_edit is not None else None,
         }
-        weights = save({k: v.contiguous().cpu() for k, v in self.after.items()})
+        tensors = {k: v.contiguous().cpu() for k, v in self.after.items()}
+        tensors.update({MEMORY_PREFIX + k: v.contiguous().cpu() for k, v in self.memory.items()})
+        weights = save(tensors)
         # Metadata first: a crash between the two renames leaves a .json without weights,
         # which load_edit refuses, never weights that look loadable without their checks.
         write_file_atomically(meta_path, json.dumps(meta, indent=1).encode())
@@ -225,12 +234,14 @@ def commit_weights(
     compute: Callable[[], dict[str, Tensor]],
     *,
     info: dict | None = None,
+    memory: dict[str, Tensor] | None = None,
 ) -> EditHandle:
     """Run ``compute()`` (returns new values for named parameters) and apply it atomically.
 
     ``compute`` may read and temporarily hook the model but must not leave weights
     changed; whatever happens (an exception, a NaN, Ctrl-C) the weights are either
-    all new or all as before.
+    all new or all as before. ``memory`` (filled by ``compute``, if at all) becomes the
+    handle's :attr:`~EditHandle.memory`: it exists exactly while the edit is applied.
     """
     start = time.perf_counter()
     params = _params(model)
@@ -261,6 +272,7 @@ def commit_weights(
         method=method, layers=sorted(set(layers)), facts=facts,
         seconds=time.perf_counter() - start, before=before, after=after,
         info=info or {}, model=model,
+        memory={k: v.detach().cpu().clone() for k, v in (memory or {}).items()},
     )
     _stack(model).append(handle)
     return handle
@@ -316,6 +328,7 @@ def load_edit(model, path: str | Path, *, prompt_edit_loader: Callable[[dict], A
         after = load_file(str(path))
     except (OSError, SafetensorError) as exc:
         raise WorkbenchError(f"edit weights {str(path)!r} are unreadable or corrupt ({exc})") from None
+    memory = {k[len(MEMORY_PREFIX):]: after.pop(k) for k in [k for k in after if k.startswith(MEMORY_PREFIX)]}
     params = _params(model)
     hashes = meta.get("before_hashes")
     if not isinstance(hashes, dict) or set(hashes) != set(after):
@@ -346,4 +359,5 @@ def load_edit(model, path: str | Path, *, prompt_edit_loader: Callable[[dict], A
         if prompt_edit_loader is None:
             raise WorkbenchError(f"{meta['method']} edits cannot be loaded without their loader")
         return commit_prompt_edit(model, meta["method"], facts, prompt_edit_loader(meta["prompt_edit"]), info=meta.get("info"))
-    return commit_weights(model, meta["method"], meta.get("layers", []), facts, lambda: dict(after), info=meta.get("info"))
+    return commit_weights(model, meta["method"], meta.get("layers", []), facts, lambda: dict(after),
+                          info=meta.get("info"), memory=memory)

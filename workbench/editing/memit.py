@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -132,6 +132,8 @@ def spread_edit(
     passes: int = 1,
     targets: str = "last",
     check_known: bool = True,
+    layer_solve: Callable[[int, Tensor, Tensor, Tensor], Tensor] | None = None,
+    memory: dict[str, Tensor] | None = None,
     **search,
 ) -> EditHandle:
     """The MEMIT/PMET update; see the module docstring.
@@ -154,6 +156,10 @@ def spread_edit(
             and norms between them, and each layer is then asked for its own δ
             (less what its update so far already gives), so nothing assumes that an
             early change reaches the last layer as written.
+        layer_solve: ``(layer, K [d_mlp, n], E [d_model, n], C) -> ΔW [d_model, d_mlp]`` in
+            place of MEMIT's ``E Kᵀ (λC + K Kᵀ)⁻¹`` (AlphaEdit's projected solve).
+        memory: tensors the method keeps with the edit (:attr:`EditHandle.memory`), filled by
+            ``layer_solve``; they join the handle only if the edit is applied.
         **search: the per-fact target search (``steps``, ``lr``, ``n_prefixes``, ...; see
             :class:`~workbench.editing.search.SearchParams`, each method's defaults there too).
     """
@@ -220,9 +226,12 @@ def spread_edit(
                 share = R / (math.sqrt(remaining) if divide == "sqrt" else remaining)
                 E = _to_ffn_space(model, layer, share, rms).T  # [d_model, n]
             C = Cs[layer]
-            A = mom2_weight * C + K @ K.T
-            # Solve A X = K E^T (A symmetric) rather than inverting A.
-            dW = torch.linalg.solve(A, K @ E.T).T
+            if layer_solve is not None:
+                dW = layer_solve(layer, K, E, C)
+            else:
+                A = mom2_weight * C + K @ K.T
+                # Solve A X = K E^T (A symmetric) rather than inverting A.
+                dW = torch.linalg.solve(A, K @ E.T).T
             if not torch.isfinite(dW).all():
                 raise WorkbenchError(f"{method} produced a non-finite update at layer {layer}; nothing changed")
             updates[layer] = updates[layer] + dW.to(model.device) if layer in updates else dW.to(model.device)
@@ -240,7 +249,7 @@ def spread_edit(
         info["final_residual_norm"] = float((z - final[resid_hook]).norm(dim=-1).mean())
         return new
 
-    return commit_weights(model, method, layers, [f.to_dict() for f in facts], compute, info=info)
+    return commit_weights(model, method, layers, [f.to_dict() for f in facts], compute, info=info, memory=memory)
 
 
 def _mean_rms(model, batch, out_hook: str, updates: dict[int, Tensor]) -> Tensor:
