@@ -371,6 +371,32 @@ def test_sequential_weight_edits_revert_bitwise(model):
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
+def test_sequential_in_batches(model):
+    """batch_size=k: k facts per edit call, kept one after another; curve points as the facts pass `every`."""
+    from workbench.editing import METHODS, register_method
+    from workbench.editing.handle import commit_weights
+
+    name, calls = "test-batch-bump", []
+    if name not in METHODS:
+        @register_method(name)
+        def bump(model, facts, *, layers=None):
+            calls.append(len(facts))
+            key = next(k for k, _ in model.hf_model.named_parameters() if "down_proj" in k)
+            w = dict(model.hf_model.named_parameters())[key].detach()
+            return commit_weights(model, name, [0], [f.to_dict() for f in facts], lambda: {key: w * (1 + 1e-4)})
+
+    facts = known_facts(model, 5)
+    before = _state(model)
+    report = evaluate(model, facts, method=name, mode="sequential", batch_size=2, **{**FAST, "every": 3})
+    assert calls == [2, 2, 1] and report.settings["batch_size"] == 2
+    # Facts edited after each batch: 2, 4, 5; points where a multiple of 3 is passed (4) and at the end (5).
+    assert [p.n_edits for p in report.curve] == [0, 4, 5]
+    assert all(r.immediate is not None and r.after is not None for r in report.rows)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    with pytest.raises(wb.WorkbenchError, match="batch_size is for sequential runs"):
+        evaluate(model, facts, method=name, batch_size=2, **FAST)
+
+
 def test_compare_table(model):
     facts = known_facts(model, 2)
     table = compare(model, facts, methods=["in-context", "in-context"], **FAST)

@@ -22,6 +22,8 @@ def register(sub) -> None:
     p.add_argument("--mode", default="independent", choices=["independent", "sequential", "batch"])
     p.add_argument("--limit", type=int, default=None, help="at most N facts the model knows")
     p.add_argument("--every", type=int, default=10, help="curve point / drift sample every N facts")
+    p.add_argument("--batch-size", type=int, default=1, metavar="K",
+                   help="sequential mode: K facts per edit call, batches kept one after another (AlphaEdit: 100)")
     p.add_argument("--layers", type=int, nargs="+", default=None, help="layers to edit (method default if omitted)")
     p.add_argument("--perplexity-texts", type=int, default=10)
     p.add_argument("--fluency-tokens", type=int, default=40)
@@ -73,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
             model, facts, method=args.method, mode=args.mode, limit=args.limit, every=args.every,
             revert=not args.keep, perplexity_texts=args.perplexity_texts, fluency_tokens=args.fluency_tokens,
             time_limit=args.time_limit, resume=earlier, metrics=metrics, workers=workers, address=args.address,
-            **kwargs,
+            batch_size=args.batch_size, **kwargs,
         )
     except EvaluationInterrupted as stop:
         # Ctrl-C: write what was finished, so that nothing done is lost and --resume can go on.

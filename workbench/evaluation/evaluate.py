@@ -438,6 +438,7 @@ def evaluate(
     metrics: Sequence[str] | str = generated.DEFAULT_METRICS,
     workers=1,
     address: str | None = None,
+    batch_size: int = 1,
     **edit_kwargs,
 ) -> EvalReport:
     """Edit each fact with ``method`` and score it before and after.
@@ -474,6 +475,8 @@ def evaluate(
             workers, left running after); the report is the one a serial run gives,
             in the same order. Needs the ``cluster`` extra. A fact whose worker fails is tried
             once more on another worker, then reported as that row's ``error``.
+        batch_size: sequential mode: facts per edit call (1: one fact at a time; AlphaEdit's
+            papers use 100). The batches stay applied one after another.
         address: with ``workers``: ``None`` starts a local Ray for the run; ``"auto"`` or
             ``"ray://host:port"`` uses a running cluster (its nodes need the workbench installed).
         **edit_kwargs: passed to :func:`workbench.editing.edit` (``layers``, hyperparameters).
@@ -491,6 +494,12 @@ def evaluate(
     called = time.perf_counter()  # time_limit counts from here: selecting known facts is part of the run
     if mode not in MODES:
         raise WorkbenchError(f"unknown evaluation mode {mode!r}; choose one of {', '.join(MODES)}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise WorkbenchError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if batch_size > 1 and mode != "sequential":
+        raise WorkbenchError("batch_size is for sequential runs (batches kept one after another); "
+                             + ("an independent run edits one fact per call" if mode == "independent"
+                                else "a batch run edits all facts in one call"))
     if not isinstance(every, int) or every < 1:
         raise WorkbenchError(f"every must be a positive integer, got {every!r}")
     if limit is not None and (not isinstance(limit, int) or limit < 1):
@@ -532,6 +541,7 @@ def evaluate(
                     perplexity_texts=perplexity_texts, perplexity_tokens=perplexity_tokens,
                     fluency_tokens=fluency_tokens, fluency_prompts=fluency_prompts,
                     time_limit=time_limit, device=str(model.device), workers=getattr(workers, "workers", workers),
+                    batch_size=batch_size,
                     edit_kwargs={k: v for k, v in edit_kwargs.items()}, metrics=list(metrics),
                     intervals=dict(method="percentile bootstrap over facts", samples=intervals.SAMPLES,
                                    seed=intervals.SEED, level=intervals.LEVEL))
@@ -639,29 +649,38 @@ def evaluate(
                 curve.append(CurvePoint(0, **_curve_rates([r.before for r in rows]), perplexity=perplexity_before,
                                         fluency=fluency_before))
                 done: list[int] = []
+                # batch_size facts per edit call (AlphaEdit's protocol: batches of 100); a curve
+                # point whenever the facts edited so far pass a multiple of `every`, and at the end.
+                batches = [list(range(b, min(n, b + batch_size))) for b in range(0, n, batch_size)]
                 try:
-                    for i in progress(range(n), desc=f"sequential {method}", cancel=cancel):
+                    for members in progress(batches, desc=f"sequential {method}", cancel=cancel):
+                        first, last_i = members[0], members[-1]
                         try:
-                            handle, rows[i].seconds = do_edit([facts[i]])
+                            handle, seconds = do_edit([facts[i] for i in members])
                         except Cancelled:
                             raise
                         except WorkbenchError as exc:
-                            rows[i].error = str(exc)
+                            for i in members:
+                                rows[i].error = str(exc)
                         else:
-                            done.append(i)
-                            rows[i].immediate = score_fact(model, facts[i], reference=befores[i],
-                                                           metrics=metrics).metrics()
-                        if (i + 1) % every == 0 or i == n - 1:
+                            done.extend(members)
+                            for i, scores in zip(members, score_facts(model, [facts[i] for i in members],
+                                                                      references=[befores[i] for i in members],
+                                                                      batch_size=16, metrics=metrics)):
+                                # A batch's edit time is shared by its facts.
+                                rows[i].seconds = seconds / len(members)
+                                rows[i].immediate = scores.metrics()
+                        if (last_i + 1) // every > first // every or last_i == n - 1:
                             now = _score_all(model, [facts[j] for j in done], [befores[j] for j in done],
                                              metrics=metrics)
                             scores = {j: s.metrics() for j, s in zip(done, now)}
                             for j, s in scores.items():
                                 rows[j].after = s
-                            curve.append(CurvePoint(i + 1, **_curve_rates(list(scores.values())),
+                            curve.append(CurvePoint(last_i + 1, **_curve_rates(list(scores.values())),
                                                     perplexity=ppl(), fluency=flu(fixed_prompts)))
-                            if i < n - 1 and out_of_time():
+                            if last_i < n - 1 and out_of_time():
                                 stopped_early = True
-                                rows = rows[: i + 1]
+                                rows = rows[: last_i + 1]
                                 break
                 except KeyboardInterrupt:
                     # Keep what the last curve point measured; the edits after it are reverted below.
