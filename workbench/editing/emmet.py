@@ -22,7 +22,6 @@ Example:
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 
 import torch
@@ -35,15 +34,14 @@ from workbench.editing.optimize import (
     as_matrix,
     build_batch,
     capture,
-    context_prefixes,
     optimize_deltas,
     to_stored,
-    value_param,
     warn_if_unknown,
 )
 from workbench.editing.registry import register_method
+from workbench.editing.rome import layer_site
 from workbench.editing.search import SearchParams
-from workbench.editing.stats import DEFAULT_SAMPLES, ridge_solver
+from workbench.editing.stats import DEFAULT_SAMPLES
 from workbench.errors import WorkbenchError
 from workbench.facts import Fact
 from workbench.progress import progress
@@ -113,25 +111,20 @@ def emmet(
     info: dict = {"layer": layer, "samples": samples, "constraint_ridge": constraint_ridge, "facts": []}
 
     def compute() -> dict[str, Tensor]:
-        t0 = time.perf_counter()
-        solve = ridge_solver(model, layer, samples=samples, reg=reg)
-        info["stats_seconds"] = time.perf_counter() - t0
-        prefixes = context_prefixes(model, params.n_prefixes)
-        key_prefixes = context_prefixes(model, n_key_prefixes)
-        name, param = value_param(model, layer)
-        keys_hook = model.roles.hook("ffn_keys", layer)
-        out_hook = model.roles.hook("ffn_out", layer)
-        kb = build_batch(model, list(facts), key_prefixes, kl_prompt=None, with_targets=False)
+        site = layer_site(model, layer, samples=samples, reg=reg, n_prefixes=params.n_prefixes,
+                          n_key_prefixes=n_key_prefixes, info=info)
+        name, param, keys_hook, out_hook = site.name, site.param, site.keys_hook, site.out_hook
+        kb = build_batch(model, list(facts), site.key_prefixes, kl_prompt=None, with_targets=False)
         K = capture(model, kb, [keys_hook])[keys_hook].T.to(model.device).double()  # [d_mlp, n]
         deltas = []
         for fact in progress(facts, desc="emmet targets"):
             # Each δ on the unedited model: the constraints, not a sequence, combine the facts.
-            res = optimize_deltas(model, fact, [out_hook], prefixes=prefixes, params=params)
+            res = optimize_deltas(model, fact, [out_hook], prefixes=site.prefixes, params=params)
             deltas.append(res.deltas[out_hook].to(model.device).double())
             info["facts"].append({"subject": fact.subject, "nll": res.nll, "prob": res.prob, "steps": res.steps,
                                   "delta_norm": float(deltas[-1].norm())})
         D = torch.stack(deltas, dim=1)  # [d_model, n]
-        dW = equality_update(K, D, solve, constraint_ridge=constraint_ridge)
+        dW = equality_update(K, D, site.solve, constraint_ridge=constraint_ridge)
         if not torch.isfinite(dW).all():
             raise WorkbenchError(f"emmet produced a non-finite update at layer {layer}; nothing changed")
         info["constraint_residual"] = float(((dW @ K - D).norm(dim=0) / D.norm(dim=0).clamp(min=1e-12)).max())

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from jaxtyping import Float
@@ -90,6 +91,31 @@ def rank_one_update(
     return torch.outer(delta.double(), u) / denom
 
 
+@dataclass(frozen=True)
+class LayerSite:
+    """What an edit of one layer's FFN output matrix reads (ROME, EMMET): C's ridge solver,
+    the prefixes of the v* search and of k*, the weight, and the key and output hooks."""
+
+    solve: Callable[[Tensor], Tensor]
+    prefixes: list
+    key_prefixes: list
+    name: str
+    param: Tensor
+    keys_hook: str
+    out_hook: str
+
+
+def layer_site(model, layer: int, *, samples: int, reg: float, n_prefixes: int, n_key_prefixes: int,
+               info: dict) -> LayerSite:
+    """The :class:`LayerSite` of ``layer``; ``info["stats_seconds"]`` gets the time C took."""
+    t0 = time.perf_counter()
+    solve = ridge_solver(model, layer, samples=samples, reg=reg)
+    info["stats_seconds"] = time.perf_counter() - t0
+    name, param = value_param(model, layer)
+    return LayerSite(solve, context_prefixes(model, n_prefixes), context_prefixes(model, n_key_prefixes), name, param,
+                     model.roles.hook("ffn_keys", layer), model.roles.hook("ffn_out", layer))
+
+
 @register_method("rome", checks_known=True, key_statistics=True, limits={
     "samples": Whole(1), "n_key_prefixes": Whole(0, 100), "reg": Number(0, strict=True),
 })
@@ -128,14 +154,10 @@ def rome(
     info: dict = {"layer": layer, "samples": samples, "facts": []}
 
     def compute() -> dict[str, Tensor]:
-        t0 = time.perf_counter()
-        solve = ridge_solver(model, layer, samples=samples, reg=reg)
-        info["stats_seconds"] = time.perf_counter() - t0
-        prefixes = context_prefixes(model, params.n_prefixes)
-        key_prefixes = context_prefixes(model, n_key_prefixes)
-        name, param = value_param(model, layer)
-        keys_hook = model.roles.hook("ffn_keys", layer)
-        out_hook = model.roles.hook("ffn_out", layer)
+        site = layer_site(model, layer, samples=samples, reg=reg, n_prefixes=params.n_prefixes,
+                          n_key_prefixes=n_key_prefixes, info=info)
+        solve, prefixes, key_prefixes = site.solve, site.prefixes, site.key_prefixes
+        name, param, keys_hook, out_hook = site.name, site.param, site.keys_hook, site.out_hook
         dW = torch.zeros(model.d_model, model.d_mlp, dtype=torch.float64, device=model.device)
         for fact in facts:
             extra = virtual_update_hooks(model, {layer: dW}) if bool(dW.any()) else []
