@@ -394,6 +394,13 @@ class Pool:
             elif not self._actors:
                 raise WorkbenchError("every Ray worker died; the items not done are reported as errors")
 
+        def forget_failed_setup(i: int) -> None:
+            # Item i failed: if its shared setup failed too, the retry must do the setup again.
+            if shared is not None:
+                key = shared(i)[0]
+                if key in shared_refs and _failed(ray, shared_refs[key][0]):
+                    del shared_refs[key]
+
         def completions():
             while True:
                 dispatch()
@@ -411,16 +418,10 @@ class Pool:
                     # only an actor that does not answer is dead.
                     if not _alive(ray, self._actors.get(wid)):
                         actor_died(wid)
-                    if shared is not None:
-                        key = shared(i)[0]
-                        if key in shared_refs and _failed(ray, shared_refs[key][0]):
-                            del shared_refs[key]
+                    forget_failed_setup(i)
                 except ray.exceptions.RayTaskError as exc:
                     errors[i] = _describe(exc)
-                    if shared is not None:
-                        key = shared(i)[0]
-                        if key in shared_refs and _failed(ray, shared_refs[key][0]):
-                            del shared_refs[key]  # the setup itself failed: do it again on the retry
+                    forget_failed_setup(i)
                 else:
                     results[i] = Outcome(i, value, attempts=attempts[i])
                     yield i

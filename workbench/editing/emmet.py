@@ -27,7 +27,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from workbench.checks import Number, Whole
+from workbench.checks import Number
 from workbench.editing.defaults import single_layer
 from workbench.editing.handle import EditHandle, commit_weights
 from workbench.editing.optimize import (
@@ -39,7 +39,7 @@ from workbench.editing.optimize import (
     warn_if_unknown,
 )
 from workbench.editing.registry import register_method
-from workbench.editing.rome import layer_site
+from workbench.editing.rome import ROME_LIMITS, layer_site
 from workbench.editing.search import SearchParams
 from workbench.editing.stats import DEFAULT_SAMPLES
 from workbench.errors import WorkbenchError
@@ -75,10 +75,8 @@ def equality_update(keys: Tensor, deltas: Tensor, solve, *, constraint_ridge: fl
     return X.T @ U.T
 
 
-@register_method("emmet", checks_known=True, key_statistics=True, limits={
-    "samples": Whole(1), "n_key_prefixes": Whole(0, 100), "reg": Number(0, strict=True),
-    "constraint_ridge": Number(0),
-})
+@register_method("emmet", checks_known=True, key_statistics=True,
+                 limits={**ROME_LIMITS, "constraint_ridge": Number(0)})
 def emmet(
     model,
     facts: Sequence[Fact],

@@ -116,9 +116,11 @@ def layer_site(model, layer: int, *, samples: int, reg: float, n_prefixes: int, 
                      model.roles.hook("ffn_keys", layer), model.roles.hook("ffn_out", layer))
 
 
-@register_method("rome", checks_known=True, key_statistics=True, limits={
-    "samples": Whole(1), "n_key_prefixes": Whole(0, 100), "reg": Number(0, strict=True),
-})
+#: The declared ranges of ROME's own settings (EMMET takes the same).
+ROME_LIMITS = {"samples": Whole(1), "n_key_prefixes": Whole(0, 100), "reg": Number(0, strict=True)}
+
+
+@register_method("rome", checks_known=True, key_statistics=True, limits=ROME_LIMITS)
 def rome(
     model,
     facts: Sequence[Fact],
