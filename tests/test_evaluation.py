@@ -244,18 +244,20 @@ def test_cancel_and_interrupt_leave_no_edit(model, monkeypatch):
 
     ev = sys.modules["workbench.evaluation.evaluate"]  # the package attribute is the function
 
-    calls = {"n": 0}
-    real = ev.score_fact
+    real = ev.score_facts
+    seen = {"edits": 0}
 
-    def interrupting(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 3:  # scoring the third edit: three edits are in place
+    def interrupting(m, *a, **k):
+        # Interrupt while scoring the third edit: three edits are then in place.
+        seen["edits"] = max(seen["edits"], len(m.prompt_edits))
+        if len(m.prompt_edits) == 3:
             raise KeyboardInterrupt
-        return real(*a, **k)
+        return real(m, *a, **k)
 
-    monkeypatch.setattr(ev, "score_fact", interrupting)
+    monkeypatch.setattr(ev, "score_facts", interrupting)
     with pytest.raises(KeyboardInterrupt):
         evaluate(model, facts, method="in-context", mode="sequential", **FAST)
+    assert seen["edits"] == 3  # the interrupt came with edits in place, not before any
     assert model.prompt_edits == [] and active_edits(model) == []
 
 
