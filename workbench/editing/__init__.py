@@ -16,6 +16,8 @@ What it holds::
     defaults     default layers per method and model
     rome, memit, pmet, kn, ft          weight edits
     emmet, alphaedit                   editors built for many edits (batched ROME; MEMIT projected)
+    memory                             in-forward memories: a hook on one FFN, no weight written
+    grace, wise                        codebook at one FFN; side value memory with a router
     incontext, retrieval               baselines that change no weights
 
 What it may import: the model layer (``workbench.model``, ``facts``,
@@ -30,7 +32,7 @@ import warnings
 from collections.abc import Sequence
 
 # The built-in methods register themselves on import (a few milliseconds in all).
-from workbench.editing import alphaedit, emmet, ft, incontext, kn, memit, pmet, retrieval, rome  # noqa: F401
+from workbench.editing import alphaedit, emmet, ft, grace, incontext, kn, memit, pmet, retrieval, rome, wise  # noqa: F401
 from workbench.editing.handle import EditHandle, active_edits, load_edit, revert_all
 from workbench.editing.registry import CHECKS_KNOWN, METHODS, check_hparams, register_method
 from workbench import checks
@@ -94,8 +96,8 @@ def edit(
     Args:
         model: a loaded Model (shared state: the edit changes its weights).
         facts: one Fact or several (several in one update for batch methods).
-        method: one of :data:`METHODS` (``rome``, ``memit``, ``pmet``, ``kn``,
-            ``ft``, ``in-context``, ``retrieval``).
+        method: one of :data:`METHODS` (``rome``, ``memit``, ``pmet``, ``emmet``,
+            ``alphaedit``, ``kn``, ``ft``, ``grace``, ``wise``, ``in-context``, ``retrieval``).
         layers: layers to edit (default: the method's default for this model).
         min_prob: refuse (and revert) the edit unless the new object's probability
             on the edit prompt reaches this for more than half of the facts; 0 keeps

@@ -133,6 +133,8 @@ class EditHandle(Result):
             # By identity: two in-context edits of the same fact compare equal.
             kept = [e for e in self.model.prompt_edits if e is not self.prompt_edit]
             self.model.prompt_edits[:] = kept
+            if hasattr(self.prompt_edit, "detach"):
+                self.prompt_edit.detach()  # an in-forward memory (GRACE, WISE) takes its hook off
         if self in stack:
             stack.remove(self)
         self.active = False
@@ -279,8 +281,14 @@ def commit_weights(
 
 
 def commit_prompt_edit(model, method: str, facts: list[dict], prompt_edit, *, info: dict | None = None, seconds: float = 0.0) -> EditHandle:
-    """Activate a no-weight edit (an object with ``rewrite(prompt)``)."""
+    """Activate a no-weight edit (an object with ``rewrite(prompt)``; ``attach(model)`` too if it hooks the forward pass)."""
     model.prompt_edits.append(prompt_edit)
+    if hasattr(prompt_edit, "attach"):
+        try:
+            prompt_edit.attach(model)
+        except BaseException:
+            model.prompt_edits.remove(prompt_edit)
+            raise
     handle = EditHandle(method=method, layers=[], facts=facts, seconds=seconds, prompt_edit=prompt_edit, info=info or {}, model=model)
     _stack(model).append(handle)
     return handle
@@ -356,8 +364,16 @@ def load_edit(model, path: str | Path, *, prompt_edit_loader: Callable[[dict], A
             )
     facts = meta.get("facts", [])
     if meta.get("prompt_edit") is not None:
+        saved = meta["prompt_edit"]
         if prompt_edit_loader is None:
-            raise WorkbenchError(f"{meta['method']} edits cannot be loaded without their loader")
-        return commit_prompt_edit(model, meta["method"], facts, prompt_edit_loader(meta["prompt_edit"]), info=meta.get("info"))
+            from workbench.editing.memory import LOADERS
+
+            kind = saved.get("kind") if isinstance(saved, dict) else None
+            if kind not in LOADERS:
+                raise WorkbenchError(f"{meta['method']} edits cannot be loaded without their loader")
+            prompt_edit = LOADERS[kind](saved, model)
+        else:
+            prompt_edit = prompt_edit_loader(saved)
+        return commit_prompt_edit(model, meta["method"], facts, prompt_edit, info=meta.get("info"))
     return commit_weights(model, meta["method"], meta.get("layers", []), facts, lambda: dict(after),
                           info=meta.get("info"), memory=memory)

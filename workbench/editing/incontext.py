@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from workbench.editing.handle import EditHandle, commit_prompt_edit
 from workbench.checks import Whole, template
+from workbench.editing.memory import register_loader
 from workbench.editing.registry import register_method
 from workbench.errors import WorkbenchError
 from workbench.facts import Fact
@@ -84,6 +85,11 @@ class InContextEdit:
     def from_dict(cls, d: dict) -> InContextEdit:
         """Rebuild from :meth:`to_dict` (the loader for :func:`workbench.editing.load_edit`)."""
         return cls(list(d["statements"]), int(d.get("demonstrations", 0)), d.get("template", "New fact: {}\n"))
+
+
+@register_loader("in-context")
+def _load(saved: dict, model=None) -> InContextEdit:
+    return InContextEdit.from_dict(saved)
 
 
 @register_method("in-context", limits={"demonstrations": Whole(0, len(DEMONSTRATIONS)),

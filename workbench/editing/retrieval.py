@@ -49,6 +49,7 @@ import numpy as np
 from workbench.editing.handle import EditHandle, commit_prompt_edit
 from workbench.editing.incontext import statement, template_check
 from workbench.checks import Number
+from workbench.editing.memory import register_loader
 from workbench.editing.registry import register_method
 from workbench.errors import WorkbenchError
 from workbench.facts import Fact
@@ -135,6 +136,11 @@ class RetrievalEdit:
         return cls(d["keys"], d["statements"], threshold=d.get("threshold", DEFAULT_THRESHOLD),
                    template=d.get("template", _TEMPLATE),
                    active_list=model.prompt_edits if model is not None else None)
+
+
+@register_loader("retrieval")
+def _load(saved: dict, model=None) -> RetrievalEdit:
+    return RetrievalEdit.from_dict(saved, model)
 
 
 @register_method("retrieval", limits={"threshold": Number(-1, 1), "template": template_check})

@@ -116,7 +116,7 @@ def touched(
         raise WorkbenchError("this edit has been reverted: apply it again to see what it touches")
     if not handle.changes_weights:
         raise WorkbenchError(f"a {handle.method} edit changes no weights: it touches no text "
-                             "(it rewrites the prompt instead; see its prompt_edit)")
+                             "(it rewrites the prompt, or answers from a memory in the forward pass; see its prompt_edit)")
     if handle.later_clash() is not None:
         raise WorkbenchError("a later edit changed the same weights: revert it first to see what this one touches")
     if top_k < 1:

@@ -17,7 +17,7 @@ from workbench.ui.common import ErrorLine, State, Task, guarded, parse_hparams, 
 TOUCHED_SAMPLES = 5_000
 
 #: Order of the dropdown; methods this install lacks are left out.
-ORDER = ("rome", "memit", "pmet", "emmet", "alphaedit", "kn", "ft", "in-context", "retrieval")
+ORDER = ("rome", "memit", "pmet", "emmet", "alphaedit", "kn", "ft", "grace", "wise", "in-context", "retrieval")
 
 
 def methods() -> list[str]:
