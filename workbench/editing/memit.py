@@ -58,6 +58,7 @@ from workbench.editing.optimize import (
 )
 from workbench.checks import Number, Whole
 from workbench.editing.registry import register_method
+from workbench.editing.restrain import check_prune, check_rect, original_weight, prune_singular_values, rect_mask
 from workbench.editing.search import SearchParams
 from workbench.editing.stats import DEFAULT_SAMPLES, second_moments
 from workbench.errors import WorkbenchError
@@ -67,7 +68,8 @@ from workbench.progress import progress
 
 
 #: The declared ranges of the settings spread_edit adds to the target search (MEMIT, PMET).
-SPREAD_LIMITS = {"samples": Whole(1), "mom2_weight": Number(0, strict=True), "passes": Whole(1, 10)}
+SPREAD_LIMITS = {"samples": Whole(1), "mom2_weight": Number(0, strict=True), "passes": Whole(1, 10),
+                 "prune": check_prune, "rect": check_rect}
 
 
 def residual_targets(model, facts: Sequence[Fact], prefixes: Sequence[str], last: int, deltas: dict[str, Tensor]) -> Tensor:
@@ -134,6 +136,8 @@ def spread_edit(
     check_known: bool = True,
     layer_solve: Callable[[int, Tensor, Tensor, Tensor], Tensor] | None = None,
     memory: dict[str, Tensor] | None = None,
+    prune: bool = False,
+    rect: float | None = None,
     **search,
 ) -> EditHandle:
     """The MEMIT/PMET update; see the module docstring.
@@ -160,6 +164,10 @@ def spread_edit(
             place of MEMIT's ``E Kᵀ (λC + K Kᵀ)⁻¹`` (AlphaEdit's projected solve).
         memory: tensors the method keeps with the edit (:attr:`EditHandle.memory`), filled by
             ``layer_solve``; they join the handle only if the edit is applied.
+        prune: PRUNE: put the accumulated update's singular values above σ_max(W₀) on a log
+            scale (:mod:`~workbench.editing.restrain`).
+        rect: RECT: keep this share of the update's entries, those with the largest relative
+            change (the paper: 0.2); None keeps all.
         **search: the per-fact target search (``steps``, ``lr``, ``n_prefixes``, ...; see
             :class:`~workbench.editing.search.SearchParams`, each method's defaults there too).
     """
@@ -243,7 +251,18 @@ def spread_edit(
         for layer in layers:
             name, param = value_param(model, layer)
             W = as_matrix(model, param.detach()).double()
-            new[name] = to_stored(model, W + updates[layer]).to(param.dtype)
+            upd = updates[layer].double()
+            if rect is not None:
+                upd = rect_mask(upd, W, rect)
+                info.setdefault("restraint", {}).setdefault("rect_kept", {})[layer] = float((upd != 0).double().mean())
+            if prune:
+                W0 = as_matrix(model, original_weight(model, name, param.detach())).double().to(W.device)
+                total, n_big = prune_singular_values(W + upd - W0, float(torch.linalg.matrix_norm(W0, ord=2)))
+                if n_big:
+                    upd = W0 + total - W
+                info.setdefault("restraint", {}).setdefault("pruned_singular_values", {})[layer] = n_big
+            updates[layer] = upd.to(updates[layer].dtype)
+            new[name] = to_stored(model, W + upd).to(param.dtype)
         # How much of the residual is still missing after all layers (0 = every target met).
         final = capture(model, keys_batch, [resid_hook], extra_hooks=virtual_update_hooks(model, updates))
         info["final_residual_norm"] = float((z - final[resid_hook]).norm(dim=-1).mean())

@@ -66,12 +66,19 @@ def scores_figure(reports, *, metrics: str = "counterfact") -> go.Figure:
     return fig
 
 
-def degradation_figure(reports: Sequence, *, metric: str = "efficacy_score") -> go.Figure:
+def degradation_figure(reports: Sequence, *, metric: str = "efficacy_score", log_x: bool = True) -> go.Figure:
     """Sequential mode: a score of all edits so far, and perplexity, against the number of edits.
+
+    Every method in one plot, edits on a log axis (1 to 1,000 edits fit; the unedited
+    point, 0 edits, is then left off). A run in batches is labelled ``method ×k``.
 
     Args:
         reports: EvalReports from ``mode="sequential"`` (others are skipped).
         metric: the curve's score (``efficacy_score``, ``paraphrase_score``, ...).
+        log_x: edits on a log axis (False: linear, with the unedited point).
+
+    Example:
+        >>> degradation_figure([wb.evaluate(model, facts, method="grace", mode="sequential")])  # doctest: +SKIP
     """
     from plotly.subplots import make_subplots
 
@@ -80,13 +87,15 @@ def degradation_figure(reports: Sequence, *, metric: str = "efficacy_score") -> 
     for r in _reports(reports):
         if not r.curve:
             continue
-        x = [p.n_edits for p in r.curve]
-        label = r.summary["method"]
-        fig.add_scatter(x=x, y=[None if getattr(p, metric) is None else 100 * getattr(p, metric) for p in r.curve],
+        curve = [p for p in r.curve if p.n_edits > 0] if log_x else list(r.curve)
+        x = [p.n_edits for p in curve]
+        k = (r.settings or {}).get("batch_size") or 1
+        label = r.summary["method"] + (f" ×{k}" if k > 1 else "")
+        fig.add_scatter(x=x, y=[None if getattr(p, metric) is None else 100 * getattr(p, metric) for p in curve],
                         mode="lines+markers", name=label, legendgroup=label, row=1, col=1)
-        fig.add_scatter(x=x, y=[p.perplexity for p in r.curve], mode="lines+markers", name=label,
+        fig.add_scatter(x=x, y=[p.perplexity for p in curve], mode="lines+markers", name=label,
                         legendgroup=label, showlegend=False, row=1, col=2)
-    fig.update_xaxes(title_text="edits applied")
+    fig.update_xaxes(title_text="edits applied", type="log" if log_x else "linear")
     fig.update_yaxes(title_text="%", range=[0, 105], row=1, col=1)
     fig.update_yaxes(title_text="perplexity", type="log", row=1, col=2)
     fig.update_layout(title="Sequential editing: degradation")

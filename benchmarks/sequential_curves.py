@@ -1,0 +1,103 @@
+"""Sequential-editing curves on the shared CounterFact records: one JSON per method, one figure.
+
+Every record is edited, known or not (as sequential-editing papers do; the report
+says how many the model knew), ``--batch-size`` facts per edit call, a curve point
+(ES / PS / NS teacher-forced over every fact edited so far, held-out perplexity,
+fluency) every ``--every`` edits. A run stops starting edits after ``--time-limit``
+seconds and keeps every point measured. Prints, per method, the last point and the
+collapse point (the first point where held-out perplexity has doubled).
+
+Usage::
+
+    WORKBENCH_THREADS=1 OMP_WAIT_POLICY=PASSIVE python benchmarks/sequential_curves.py \\
+        --methods grace --limit 1000 --every 100 --time-limit 2400
+    python benchmarks/sequential_curves.py --figure-only      # redraw from assets/results/sequential_1k/
+
+Writes ``assets/results/sequential_1k/<method>[_b<k>].json`` and ``sequential_1k.html`` beside them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "assets" / "results" / "sequential_1k"
+DATASET = ROOT.parent / "shared" / "data" / "counterfact-edit-1k.json"
+
+
+def collapse_point(curve: list[dict]) -> int | None:
+    """Edits at the first curve point whose perplexity is at least twice the unedited one (None: never)."""
+    if not curve or curve[0].get("perplexity") is None:
+        return None
+    base = curve[0]["perplexity"]
+    return next((p["n_edits"] for p in curve[1:] if p.get("perplexity") is not None and p["perplexity"] >= 2 * base),
+                None)
+
+
+def run(method: str, args) -> Path:
+    import workbench as wb
+    from workbench.evaluation import evaluate
+    from workbench.facts import knows
+
+    model = wb.load_model(args.model)
+    facts = wb.read_facts(args.dataset)[: args.limit]
+    known = sum(knows(model, facts))
+    start = time.perf_counter()
+    report = evaluate(model, facts, method=method, mode="sequential", every=args.every, batch_size=args.batch_size,
+                      known_only=False, time_limit=args.time_limit, metrics="teacher",
+                      perplexity_texts=args.perplexity_texts, fluency_prompts=3, fluency_tokens=24)
+    data = report.to_dict()
+    data["meta"] = {
+        "command": "python benchmarks/sequential_curves.py " + " ".join(sys.argv[1:]),
+        "dataset": str(Path(args.dataset).name), "records": len(facts), "known_by_model": known,
+        "collapse_point": collapse_point(data["curve"]), "wall_seconds": time.perf_counter() - start,
+    }
+    OUT.mkdir(parents=True, exist_ok=True)
+    tag = f"_b{args.batch_size}" if args.batch_size > 1 else ""
+    path = OUT / f"{method}{tag}.json"
+    path.write_text(json.dumps(data, indent=1))
+    last = data["curve"][-1]
+    print(f"{method}{tag}: {last['n_edits']} edits, ES {last.get('efficacy_score')}, PS {last.get('paraphrase_score')}, "
+          f"NS {last.get('neighborhood_score')}, ppl {data['curve'][0].get('perplexity')} -> {last.get('perplexity')}, "
+          f"collapse at {data['meta']['collapse_point']}, known {known}/{len(facts)}, "
+          f"{data['meta']['wall_seconds']:.0f} s", flush=True)
+    return path
+
+
+def figure() -> Path | None:
+    """All methods' curves in one figure (edits on a log axis), from the JSON files there."""
+    from workbench.evaluation.evaluate import read_report
+    from workbench.figures.evaluation import degradation_figure
+
+    reports = [read_report(path) for path in sorted(OUT.glob("*.json"))]
+    if not reports:
+        return None
+    out = OUT / "sequential_1k.html"
+    degradation_figure(reports).write_html(str(out), include_plotlyjs="cdn")
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--methods", nargs="+", default=["grace"])
+    p.add_argument("--dataset", default=str(DATASET))
+    p.add_argument("--model", default="gemma-3-270m")
+    p.add_argument("--limit", type=int, default=1000)
+    p.add_argument("--every", type=int, default=100)
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--time-limit", type=float, default=None)
+    p.add_argument("--perplexity-texts", type=int, default=10)
+    p.add_argument("--figure-only", action="store_true")
+    args = p.parse_args()
+    if not args.figure_only:
+        for method in args.methods:
+            run(method, args)
+    print("figure:", figure())
+
+
+if __name__ == "__main__":
+    main()
