@@ -412,3 +412,29 @@ def test_trace_preview_then_exact_then_retrace_after_an_edit(app, model):
     app.edit.touched_task.button.click()
     assert app.edit.error.value == "", app.edit.error.text
     assert "wb-edit-touched-rows" in app.edit.touched.value and "random tokens" in app.edit.touched.value
+
+
+def test_compare_panel_draws_sequential_curves_of_a_run_and_the_committed_ones(app, tmp_path):
+    """Sequential reports get one curves figure (every method in one plot); committed runs load from JSON."""
+    import plotly.graph_objects as go
+
+    from workbench.evaluation import evaluate
+    from workbench.evaluation.compare import CompareReport
+
+    facts = [f for f in wb.bundled_facts() if f.target_new][:4]
+    reports = [evaluate(app.state.model, facts, method=m, mode="sequential", every=2, known_only=False,
+                        metrics="teacher", perplexity_texts=1, fluency_prompts=1, fluency_tokens=4)
+               for m in ("in-context", "grace")]
+    app.compare.show(CompareReport(reports=reports))
+    figs = [c for c in app.compare.chart.children if isinstance(c, go.FigureWidget)]
+    assert len(figs) == 2
+    curves = figs[1]
+    assert {t.name for t in curves.data} == {"in-context", "grace"}
+    assert curves.layout.xaxis.type == "log"
+    for r in reports:
+        (tmp_path / f"{r.summary['method']}.json").write_text(r.to_json())
+    app.compare.show_committed(tmp_path)
+    text = app.compare.curves.children[0].value
+    assert "grace: 4 edits" in text and "in-context: 4 edits" in text
+    app.compare.show_committed(tmp_path / "none")
+    assert "No committed" in app.compare.curves.children[0].value

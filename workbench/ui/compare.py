@@ -10,7 +10,7 @@ from workbench.errors import WorkbenchError
 from workbench.evaluation import compare
 from workbench.ui.common import ErrorLine, State, Task, table
 from workbench.ui.edit import methods
-from workbench.ui.figures import compare_figure
+from workbench.ui.figures import compare_figure, curves_figure
 
 #: Summary rates shown, in order, with their headers: each teacher-forced rate ("p") beside the
 #: one read off the generated answers ("said"). EasyEdit accuracies are a different metric, not shown.
@@ -26,6 +26,16 @@ RATES = {
 COLUMNS = ("method", *RATES, "nkl", "n", "n_skipped", "n_failed", "seconds_per_edit")
 HEADERS = {**RATES, "nkl": "neighbour KL", "n": "facts", "n_skipped": "skipped (not known)",
            "n_failed": "failed edits", "seconds_per_edit": "s / edit"}
+
+
+def committed_curves(folder=None) -> list:
+    """The sequential-editing reports committed under ``assets/results/sequential_1k`` (empty if none)."""
+    from pathlib import Path
+
+    from workbench.evaluation.evaluate import read_report
+
+    folder = Path(folder) if folder is not None else Path(__file__).resolve().parents[2] / "assets" / "results" / "sequential_1k"
+    return [read_report(p) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
 
 
 class ComparePanel(widgets.VBox):
@@ -53,6 +63,13 @@ class ComparePanel(widgets.VBox):
         self.chart.add_class("wb-compare-chart")
         self.facts_line = widgets.HTML()
         self.facts_line.add_class("wb-compare-facts")
+        self.curves_button = widgets.Button(description="Committed 1,000-edit curves",
+                                            tooltip="every method's sequential run on the shared CounterFact "
+                                                    "records, as measured and committed (no model needed)")
+        self.curves_button.add_class("wb-compare-curves-button")
+        self.curves_button.on_click(lambda _: self.show_committed())
+        self.curves = widgets.VBox()
+        self.curves.add_class("wb-compare-curves")
         super().__init__([
             widgets.HTML("<b>Compare methods</b> on the first known facts of the bundled set. Each rate is the "
                          "share of prompts (%) where the edit behaves as intended: <i>p</i> compares the two "
@@ -62,6 +79,9 @@ class ComparePanel(widgets.VBox):
                          "Edits are reverted after scoring."),
             widgets.HBox([self.methods, widgets.VBox([self.limit, self.mode, self.said])]),
             self.task, self.error, self.table, self.facts_line, self.chart,
+            widgets.HTML("<b>Many edits, one after another.</b> In <i>sequential</i> mode the run's own "
+                         "curve appears above; the committed runs (up to 1,000 edits each) are here:"),
+            self.curves_button, self.curves,
         ])
         self.add_class("wb-compare-panel")
 
@@ -99,8 +119,27 @@ class ComparePanel(widgets.VBox):
         first = report.reports[0].rows if report.reports else []
         self.facts_line.value = ("<span style='color:#555'>Facts: " + "; ".join(
             html.escape(f"{r.subject}: {r.target_true} → {r.target_new}") for r in first) + "</span>")
-        self.chart.children = (compare_figure(report),)
+        sequential = [r for r in report.reports if r.curve]
+        self.chart.children = (compare_figure(report),) + ((curves_figure(sequential),) if sequential else ())
         self.state.emit("weights")  # the comparison reverted its edits; redraw what depends on weights
+
+
+    def show_committed(self, folder=None) -> None:
+        """Draw every committed sequential curve in one plot, with a line per run saying how far it got."""
+        reports = committed_curves(folder)
+        if not reports:
+            self.curves.children = (widgets.HTML("No committed sequential curves found."),)
+            return
+        lines = []
+        for r in reports:
+            last = r.curve[-1]
+            k = (r.settings or {}).get("batch_size") or 1
+            lines.append(html.escape(
+                f"{r.summary['method']}{f' ×{k}' if k > 1 else ''}: {last.n_edits} edits, edit prompts "
+                f"{100 * (last.efficacy_score or 0):.0f} %, paraphrases {100 * (last.paraphrase_score or 0):.0f} %, "
+                f"neighbours {100 * (last.neighborhood_score or 0):.0f} %, perplexity "
+                f"{r.curve[0].perplexity:.1f} → {last.perplexity:.1f}"))
+        self.curves.children = (widgets.HTML("<br>".join(lines)), curves_figure(reports))
 
 
 def rate_cell(value: float | None, interval: list[float] | None) -> str:

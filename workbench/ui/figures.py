@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
-from workbench.figures.evaluation import scores_figure
+from workbench.figures.evaluation import degradation_figure, scores_figure
 from workbench.figures.memories import neuron_attributions, sub_update_bars
 from workbench.figures.tracing import trace_figure as library_trace_figure
 
@@ -43,3 +43,8 @@ def neuron_figure(report) -> go.FigureWidget:
 def compare_figure(result, metrics: str = "critics") -> go.FigureWidget:
     """Bar chart of a method comparison (teacher-forced beside generated, with intervals)."""
     return _widget(scores_figure(result, metrics=metrics))
+
+
+def curves_figure(reports, metric: str = "efficacy_score") -> go.FigureWidget:
+    """Sequential curves of several methods in one plot (edits on a log axis), and perplexity."""
+    return _widget(degradation_figure(reports, metric=metric))
