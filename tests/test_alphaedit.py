@@ -100,3 +100,18 @@ def test_a_failure_mid_edit_leaves_weights_and_kept_keys(tiny_gemma, monkeypatch
 def test_alphaedit_refuses_memits_lambda(tiny_gemma):
     with pytest.raises(wb.WorkbenchError, match="does not use mom2_weight"):
         wb.edit(tiny_gemma, wb.bundled_facts()[0], method="alphaedit", mom2_weight=10.0, **SMALL)
+
+
+@pytest.mark.slow
+def test_alphaedit_flips_a_known_fact_on_default_model(gemma):
+    fact = wb.bundled_facts()[0]
+    before = {k: v.clone() for k, v in gemma.state_dict().items()}
+    h = wb.edit(gemma, fact, method="alphaedit", min_prob=0)
+    try:
+        p = wb.probe(gemma, fact.text, targets=[fact.target_true, fact.target_new]).prompts[0]
+        assert p.targets[1].prob > 0.5 and p.targets[1].prob > p.targets[0].prob
+        assert ae.kept_keys(gemma, h.layers[-1]) is not None
+    finally:
+        h.revert()
+    assert all(torch.equal(before[k], v) for k, v in gemma.state_dict().items())
+    assert ae.kept_keys(gemma, h.layers[-1]) is None

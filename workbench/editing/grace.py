@@ -281,7 +281,7 @@ def grace(model, facts: list[Fact], *, layers=None, radius: float = DEFAULT_RADI
         model, "grace", [f.to_dict() for f in facts], mem,
         info={"layer": layer, "entries": len(k), "radius": radius, "nll": nlls, "nll_before": firsts,
               "codebook_size": sum(len(m.keys) for m in mem.members()) + len(k)},
-        seconds=time.perf_counter() - start,
+        seconds=time.perf_counter() - start, layers=[layer],
     )
 
 

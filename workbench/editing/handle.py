@@ -280,7 +280,8 @@ def commit_weights(
     return handle
 
 
-def commit_prompt_edit(model, method: str, facts: list[dict], prompt_edit, *, info: dict | None = None, seconds: float = 0.0) -> EditHandle:
+def commit_prompt_edit(model, method: str, facts: list[dict], prompt_edit, *, info: dict | None = None,
+                       seconds: float = 0.0, layers: list[int] | None = None) -> EditHandle:
     """Activate a no-weight edit (an object with ``rewrite(prompt)``; ``attach(model)`` too if it hooks the forward pass)."""
     model.prompt_edits.append(prompt_edit)
     if hasattr(prompt_edit, "attach"):
@@ -289,7 +290,9 @@ def commit_prompt_edit(model, method: str, facts: list[dict], prompt_edit, *, in
         except BaseException:
             model.prompt_edits.remove(prompt_edit)
             raise
-    handle = EditHandle(method=method, layers=[], facts=facts, seconds=seconds, prompt_edit=prompt_edit, info=info or {}, model=model)
+    # layers: where an in-forward memory acts (GRACE, WISE); no weight there changes.
+    handle = EditHandle(method=method, layers=list(layers or []), facts=facts, seconds=seconds,
+                        prompt_edit=prompt_edit, info=info or {}, model=model)
     _stack(model).append(handle)
     return handle
 
@@ -374,6 +377,7 @@ def load_edit(model, path: str | Path, *, prompt_edit_loader: Callable[[dict], A
             prompt_edit = LOADERS[kind](saved, model)
         else:
             prompt_edit = prompt_edit_loader(saved)
-        return commit_prompt_edit(model, meta["method"], facts, prompt_edit, info=meta.get("info"))
+        return commit_prompt_edit(model, meta["method"], facts, prompt_edit, info=meta.get("info"),
+                                  layers=meta.get("layers") or [])
     return commit_weights(model, meta["method"], meta.get("layers", []), facts, lambda: dict(after),
                           info=meta.get("info"), memory=memory)

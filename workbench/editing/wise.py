@@ -333,7 +333,7 @@ def wise(model, facts: list[Fact], *, layers=None, tau_frac: float = DEFAULT_TAU
         info={"layer": layer, "keys": len(mem.keys), "tau": fit["tau"], "nll": fit["nll"],
               "nll_before": fit["nll_before"], "steps": fit["steps"],
               "side_keys": sum(len(m.keys) for m in previous) + len(mem.keys)},
-        seconds=time.perf_counter() - start,
+        seconds=time.perf_counter() - start, layers=[layer],
     )
 
 
