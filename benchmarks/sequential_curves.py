@@ -11,6 +11,8 @@ Usage::
 
     WORKBENCH_THREADS=1 OMP_WAIT_POLICY=PASSIVE python benchmarks/sequential_curves.py \\
         --methods grace --limit 1000 --every 100 --time-limit 2400
+    python benchmarks/sequential_curves.py --methods alphaedit memit --batch-size 10 --limit 100 --every 10 \
+        --hparams '{"n_prefixes": 2, "steps": 15}' --tag fast      # the weight editors, shorter on a CPU
     python benchmarks/sequential_curves.py --figure-only      # redraw from assets/results/sequential_1k/
 
 Writes ``assets/results/sequential_1k/<method>[_b<k>].json`` and ``sequential_1k.html`` beside them.
@@ -49,15 +51,17 @@ def run(method: str, args) -> Path:
     start = time.perf_counter()
     report = evaluate(model, facts, method=method, mode="sequential", every=args.every, batch_size=args.batch_size,
                       known_only=False, time_limit=args.time_limit, metrics="teacher",
-                      perplexity_texts=args.perplexity_texts, fluency_prompts=3, fluency_tokens=24)
+                      perplexity_texts=args.perplexity_texts, fluency_prompts=3, fluency_tokens=24,
+                      **json.loads(args.hparams))
     data = report.to_dict()
     data["meta"] = {
         "command": "python benchmarks/sequential_curves.py " + " ".join(sys.argv[1:]),
         "dataset": str(Path(args.dataset).name), "records": len(facts), "known_by_model": known,
+        "hparams": json.loads(args.hparams),
         "collapse_point": collapse_point(data["curve"]), "wall_seconds": time.perf_counter() - start,
     }
     OUT.mkdir(parents=True, exist_ok=True)
-    tag = f"_b{args.batch_size}" if args.batch_size > 1 else ""
+    tag = (f"_b{args.batch_size}" if args.batch_size > 1 else "") + (f"_{args.tag}" if args.tag else "")
     path = OUT / f"{method}{tag}.json"
     path.write_text(json.dumps(data, indent=1))
     last = data["curve"][-1]
@@ -91,6 +95,8 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--time-limit", type=float, default=None)
     p.add_argument("--perplexity-texts", type=int, default=10)
+    p.add_argument("--hparams", default="{}", help='JSON of edit settings, e.g. {"n_prefixes": 2, "steps": 15}')
+    p.add_argument("--tag", default="", help="appended to the file name (a variant beside the default run)")
     p.add_argument("--figure-only", action="store_true")
     args = p.parse_args()
     if not args.figure_only:
