@@ -33,10 +33,15 @@ BUNDLED = ASSETS / "known_facts.json"
 
 @dataclass(frozen=True)
 class Implication(Result):
-    """A consequence of the new fact: ``prompt`` should now continue with ``target``."""
+    """A consequence of the new fact: ``prompt`` should now continue with ``target``.
+
+    ``kind`` says which (RippleEdits' names: ``logical_generalisation``, ``compositionality``,
+    ``relation_specificity``; MQuAKE's ``multi_hop``); empty when a dataset does not say.
+    """
 
     prompt: str
     target: str
+    kind: str = ""
 
 
 @dataclass(frozen=True)
@@ -147,7 +152,10 @@ def _implications(record: dict, index: int) -> list[Implication]:
     for j, item in enumerate(value if isinstance(value, list) else [None]):
         if not isinstance(item, dict) or not isinstance(item.get("prompt"), str) or not isinstance(item.get("target"), str):
             raise DatasetError(f"record {index}: field 'implication_prompts'[{j}] must be {{prompt, target}}")
-        out.append(Implication(item["prompt"], item["target"]))
+        kind = item.get("kind", "")
+        if not isinstance(kind, str):
+            raise DatasetError(f"record {index}: field 'implication_prompts'[{j}].kind must be a string")
+        out.append(Implication(item["prompt"], item["target"], kind))
     return out
 
 
