@@ -438,3 +438,11 @@ def test_compare_panel_draws_sequential_curves_of_a_run_and_the_committed_ones(a
     assert "grace: 4 edits" in text and "in-context: 4 edits" in text
     app.compare.show_committed(tmp_path / "none")
     assert "No committed" in app.compare.curves.children[0].value
+
+
+def test_edit_panel_says_what_the_in_model_memories_do(app):
+    app.edit.method.value = "grace"
+    assert "codebook" in app.edit.layer_note.value and not app.edit.layers.disabled
+    assert app.edit.layers.value == str((2 * app.state.model.n_layers) // 3)
+    app.edit.method.value = "wise"
+    assert "side memory" in app.edit.layer_note.value

@@ -140,6 +140,11 @@ class EditPanel(widgets.VBox):
         if method in ("in-context", "retrieval"):
             self.layer_note.value = "no weights change: the fact is given to the model as text"
             return
+        if method in ("grace", "wise"):
+            what = "a codebook" if method == "grace" else "a side memory with a router"
+            self.layer_note.value = (f"<span style='color:#555'>no weights change: {what} at this layer's FFN "
+                                     "answers the prompts it recognises; every other prompt runs as before</span>")
+            return
         default = default_layers_for(self.state.model, method) if method else None
         text = f"method default: {default}" if default else "method default"
         peak = trace_peak(self.state.trace)
