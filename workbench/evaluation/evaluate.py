@@ -702,7 +702,9 @@ def evaluate(
         n = len(rows)
         summary = _summarise(
             rows, **extra, perplexity_before=perplexity_before,
-            seconds_per_edit=(sum(edit_seconds) / n if mode == "batch" else _mean(edit_seconds)),
+            # Per fact: a batch call's time is shared by its facts (sequential batch_size > 1, batch mode).
+            seconds_per_edit=(sum(edit_seconds) / n if mode == "batch"
+                              else _mean([r.seconds for r in rows if r.seconds is not None])),
             seconds_total=total + ((resume.summary.get("seconds_total") or 0.0) if kept else 0.0),
         )
     finally:
