@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 
 import workbench as wb
-from workbench.evaluation.knowledge import Probe, implication_probes, known_probes, table
+from workbench.evaluation.knowledge import (
+    Probe,
+    implication_probes,
+    known_probes,
+    table,
+)
 from workbench.facts import Fact, Implication, read_facts
 
 

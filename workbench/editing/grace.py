@@ -46,7 +46,12 @@ from torch import Tensor
 
 from workbench.checks import Number, Whole
 from workbench.editing.handle import EditHandle, commit_prompt_edit
-from workbench.editing.memory import LayerMemory, decode_tensor, encode_tensor, register_loader
+from workbench.editing.memory import (
+    LayerMemory,
+    decode_tensor,
+    encode_tensor,
+    register_loader,
+)
 from workbench.editing.registry import register_method
 from workbench.errors import WorkbenchError
 from workbench.facts import Fact

@@ -48,7 +48,12 @@ from torch import Tensor
 from workbench.checks import Number, Whole
 from workbench.editing.grace import default_layer
 from workbench.editing.handle import EditHandle, commit_prompt_edit
-from workbench.editing.memory import LayerMemory, decode_tensor, encode_tensor, register_loader
+from workbench.editing.memory import (
+    LayerMemory,
+    decode_tensor,
+    encode_tensor,
+    register_loader,
+)
 from workbench.editing.registry import register_method
 from workbench.errors import WorkbenchError
 from workbench.facts import Fact
@@ -241,8 +246,7 @@ def fit_side(model, layer: int, facts: Sequence[Fact], *, tau: float | None, tau
     sol = torch.linalg.solve(M, a_edit.double().T).T
     keys = (sol / (sol * a_edit.double()).sum(-1, keepdim=True)).float()
     values = torch.zeros(len(keys), model.d_model, device=model.device, requires_grad=True)
-    old = [m for m in previous]
-    old_keys = torch.cat([m.keys for m in old]).to(model.device) if old else None
+    old = list(previous)
     # Earlier edits' own key activations: their side outputs must stay where they were.
     old_acts = torch.cat([m.acts for m in old]).to(model.device) if old else None
     irr_old = (WiseMemory(layer, torch.cat([m.keys for m in old]), torch.cat([m.values for m in old]), tau).delta(irr)

@@ -128,8 +128,7 @@ def _place_base(fact: Fact) -> str | None:
     """The fact's text up to its final "in" (a trailing "the city of" dropped), or None."""
     text = fact.text.rstrip()
     for tail in (" the city of", " the town of"):
-        if text.endswith(tail):
-            text = text[: -len(tail)]
+        text = text.removesuffix(tail)
     return text if text.endswith(" in") else None
 
 
