@@ -107,14 +107,18 @@ class GraceMemory(LayerMemory):
         self._book_cache = (ident, book)
         return book
 
-    def respond(self, inputs: Tensor, output: Tensor, members: list) -> Tensor | None:
-        keys, values, radii = self.codebook(members)
-        flat_in = inputs.reshape(-1, inputs.shape[-1])
-        keys = keys.to(flat_in.device)
-        dist = torch.cdist(flat_in.detach().float(), keys, compute_mode="donot_use_mm_for_euclid_dist")
+    def _nearest(self, inputs: Tensor, members: list | None = None) -> tuple[Tensor, Tensor]:
+        """For FFN inputs ``[..., d_model]`` flattened: (the nearest entry within its radius, whether any is)."""
+        keys, _, radii = self.codebook(members)
+        flat = inputs.detach().reshape(-1, inputs.shape[-1]).float()
+        dist = torch.cdist(flat, keys.to(flat.device), compute_mode="donot_use_mm_for_euclid_dist")
         dist = torch.where(dist < radii.to(dist.device), dist, torch.full_like(dist, math.inf))
         best_d, best = dist.min(dim=1)
-        hit = torch.isfinite(best_d)
+        return best, torch.isfinite(best_d)
+
+    def respond(self, inputs: Tensor, output: Tensor, members: list) -> Tensor | None:
+        values = self.codebook(members)[1]
+        best, hit = self._nearest(inputs, members)
         if not bool(hit.any()):
             return None  # nothing claimed: the layer's own output object, bitwise
         new = output.clone()
@@ -124,12 +128,8 @@ class GraceMemory(LayerMemory):
 
     def matches(self, inputs: Tensor) -> Tensor:
         """For FFN inputs ``[..., d_model]``: the codebook entry each position gets, -1 for none."""
-        keys, _, radii = self.codebook()
-        flat = inputs.reshape(-1, inputs.shape[-1]).float().cpu()
-        dist = torch.cdist(flat, keys, compute_mode="donot_use_mm_for_euclid_dist")
-        dist = torch.where(dist < radii, dist, torch.full_like(dist, math.inf))
-        best_d, best = dist.min(dim=1)
-        return torch.where(torch.isfinite(best_d), best, torch.full_like(best, -1)).reshape(inputs.shape[:-1])
+        best, hit = self._nearest(inputs)
+        return torch.where(hit, best, torch.full_like(best, -1)).reshape(inputs.shape[:-1]).cpu()
 
     # -- saving ----------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -170,7 +170,10 @@ def effective_radii(keys: Tensor, radii: Tensor, labels: Sequence[str]) -> Tenso
     if n < 2:
         return r
     dist = torch.cdist(keys.double(), keys.double(), compute_mode="donot_use_mm_for_euclid_dist")
-    same = torch.tensor([[a == b for b in labels] for a in labels])
+    # Labels as integers, compared as one tensor: a Python double loop here was O(n²) per edit.
+    ids: dict[str, int] = {}
+    lab = torch.tensor([ids.setdefault(x, len(ids)) for x in labels])
+    same = lab[:, None] == lab[None, :]
     tiny = 1e-6 * keys.double().norm(dim=1).clamp_min(1e-12)
     equal = (dist <= tiny[:, None]) & ~same
     later = torch.triu(torch.ones(n, n, dtype=torch.bool), diagonal=1)

@@ -249,8 +249,7 @@ def fit_side(model, layer: int, facts: Sequence[Fact], *, tau: float | None, tau
     old = list(previous)
     # Earlier edits' own key activations: their side outputs must stay where they were.
     old_acts = torch.cat([m.acts for m in old]).to(model.device) if old else None
-    irr_old = (WiseMemory(layer, torch.cat([m.keys for m in old]), torch.cat([m.values for m in old]), tau).delta(irr)
-               if old else torch.zeros(len(irr), model.d_model, device=model.device))
+    irr_old = old[0].delta(irr, old) if old else torch.zeros(len(irr), model.d_model, device=model.device)
     edit_old = (old[0].delta(a_edit, old) if old else torch.zeros_like(values))
 
     def hook(module, args, output):

@@ -33,8 +33,9 @@ def committed_curves(folder=None) -> list:
     from pathlib import Path
 
     from workbench.evaluation.evaluate import read_report
+    from workbench.facts import ASSETS
 
-    folder = Path(folder) if folder is not None else Path(__file__).resolve().parents[2] / "assets" / "results" / "sequential_1k"
+    folder = Path(folder) if folder is not None else ASSETS / "results" / "sequential_1k"
     return [read_report(p) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
 
 
