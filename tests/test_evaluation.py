@@ -426,6 +426,10 @@ def test_cli_evaluate_json(tmp_path, capsys):
                 "implication_score", "fluency", "perplexity_before", "perplexity_after", "seconds_per_edit"):
         assert key in summary
     assert summary["stopped_early"] is False
+    printed = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.strip()}
+    lo, hi = summary["intervals"]["efficacy_score"]
+    assert f"[{lo:.3g}, {hi:.3g}]" in printed["efficacy_score"]  # a rate beside its interval
+    assert "n=2" in printed["implication_score"] and "counts" not in printed
     # A time limit already spent when the first fact comes up: the run reports zero facts, not an error.
     rc = main(["evaluate", "--method", "in-context", "--dataset", str(data), "--model", "tiny-llama",
                "--json", str(out), "--every", "2", "--perplexity-texts", "2", "--fluency-tokens", "4",
@@ -497,3 +501,37 @@ def test_methods_that_check_known_facts_are_not_asked_twice(model):
     # Without the filter, the method's own check stays on.
     evaluate(model, facts, method="test-checking", known_only=False, **FAST)
     assert seen["checking"][-1] == {}
+
+
+def test_implication_rates_by_kind(model):
+    """Each kind's rate is the share of that kind's prompts whose top-1 token begins the target."""
+    import dataclasses
+
+    from workbench.facts import Implication
+    def top(prompt):
+        return wb.probe(model, prompt, top_k=1)[0].top[0].token.strip()
+
+    facts = []
+    for fact in known_facts(model, 2):
+        hop = f"The capital of the country where {fact.subject} is"
+        lg = f"{fact.subject} is in the country of"
+        wrong = "Zanzibar" if top(hop) != "Zanzibar" else "Quito"
+        facts.append(dataclasses.replace(fact, implication_prompts=(
+            Implication(hop, top(hop), "multi_hop"), Implication(hop, wrong, "multi_hop"),
+            Implication(lg, top(lg), "logical_generalisation"))))
+    before = score_fact(model, facts[0])
+    assert before.implication_multi_hop == 0.5 and before.implication_logical_generalisation == 1.0
+    assert before.implication_compositionality is None and before.implication == pytest.approx(2 / 3)
+    report = evaluate(model, facts, method="in-context", **FAST)
+    s = report.summary
+    per_fact = report.values("implication_multi_hop_score")
+    assert s["implication_multi_hop_score"] == pytest.approx(sum(per_fact) / 2)
+    assert s["implication_compositionality_score"] is None
+    assert s["counts"]["implication_multi_hop_score"] == 2 and s["counts"]["implication_compositionality_score"] == 0
+    assert s["implication_multi_hop_score_before"] == 0.5
+    assert "implication_multi_hop_score" in s["intervals"]
+    from workbench.errors import DatasetError
+
+    with pytest.raises(DatasetError, match="kind must be one of"):
+        wb.read_facts([{"subject": "Paris", "prompt": "{} is in", "implication_prompts": [
+            {"prompt": "x", "target": "y", "kind": "ripple"}]}])

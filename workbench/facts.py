@@ -29,6 +29,9 @@ log = logging.getLogger("workbench")
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 BUNDLED = ASSETS / "known_facts.json"
+#: The kinds an :class:`Implication` may name (RippleEdits' three and MQuAKE's multi-hop);
+#: ``evaluate`` reports a rate for each (``implication_<kind>_score``).
+IMPLICATION_KINDS = ("logical_generalisation", "compositionality", "multi_hop", "relation_specificity")
 
 
 @dataclass(frozen=True)
@@ -153,8 +156,9 @@ def _implications(record: dict, index: int) -> list[Implication]:
         if not isinstance(item, dict) or not isinstance(item.get("prompt"), str) or not isinstance(item.get("target"), str):
             raise DatasetError(f"record {index}: field 'implication_prompts'[{j}] must be {{prompt, target}}")
         kind = item.get("kind", "")
-        if not isinstance(kind, str):
-            raise DatasetError(f"record {index}: field 'implication_prompts'[{j}].kind must be a string")
+        if not isinstance(kind, str) or (kind and kind not in IMPLICATION_KINDS):
+            raise DatasetError(f"record {index}: field 'implication_prompts'[{j}].kind must be one of "
+                               f"{', '.join(IMPLICATION_KINDS)} (or absent), got {kind!r}")
         out.append(Implication(item["prompt"], item["target"], kind))
     return out
 

@@ -99,8 +99,15 @@ def run(args: argparse.Namespace) -> int:
     elif args.json:
         Path(args.json).write_text(json_text(summary, indent=1) + "\n")
     if args.json != "-":
+        ivs, counts = summary.get("intervals") or {}, summary.get("counts") or {}
+        width = max(len(k) for k in summary)
         for key, value in summary.items():
-            if key == "intervals":
-                continue  # in --json; the table prints the rates themselves
-            print(f"{key:<28} {value:.4g}" if isinstance(value, float) else f"{key:<28} {value}")
+            if key in ("intervals", "counts"):
+                continue  # in --json; printed beside their rates here
+            text = f"{value:.4g}" if isinstance(value, float) else f"{value}"
+            if key in ivs:
+                text += f"  [{ivs[key][0]:.3g}, {ivs[key][1]:.3g}]"
+            if key in counts:
+                text += f"  n={counts[key]}"
+            print(f"{key:<{width}} {text}")
     return 0

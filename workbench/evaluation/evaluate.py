@@ -35,7 +35,7 @@ from workbench.evaluation import generated, intervals
 from workbench.evaluation.fluency import fluency, generation_prompts
 from workbench.evaluation.perplexity import perplexity
 from workbench.evaluation.scores import FactScores, harmonic_mean, score_fact, score_facts
-from workbench.facts import Fact
+from workbench.facts import IMPLICATION_KINDS, Fact
 from workbench.progress import Cancelled, CancelToken, progress
 from workbench.results import Result
 
@@ -46,6 +46,8 @@ MODES = ("independent", "sequential", "batch")
 #: The CounterFact rates averaged into the summary and the curve, and their summary names.
 _RATES = {"efficacy": "efficacy_score", "paraphrase": "paraphrase_score",
           "neighborhood": "neighborhood_score", "implication": "implication_score"}
+#: Implication rates by kind (per-fact key -> summary name); multi-hop accuracy is one of them.
+IMPLICATION_RATES = {f"implication_{k}": f"implication_{k}_score" for k in IMPLICATION_KINDS}
 _MAGNITUDES = ("efficacy_magnitude", "paraphrase_magnitude", "neighborhood_magnitude", "implication_prob")
 _EASYEDIT = ("easyedit_rewrite_acc", "easyedit_rephrase_acc", "easyedit_locality_acc")
 #: The critics' measures: per-fact keys, also their summary names (``None`` when not measured).
@@ -56,7 +58,7 @@ CRITICS = ("gen_efficacy", "gen_efficacy_neither", "gen_paraphrase", "gen_paraph
 #: Independent mode: facts whose unedited scores are taken in one batched pass.
 _BEFORE_CHUNK = 16
 #: Summary name -> per-fact key, for the names that differ.
-_PER_FACT = {name: key for key, name in _RATES.items()}
+_PER_FACT = {name: key for key, name in (*_RATES.items(), *IMPLICATION_RATES.items())}
 #: The curve's generated rates (sequential mode).
 _CURVE_GEN = ("gen_efficacy", "gen_paraphrase", "gen_neighborhood")
 
@@ -230,6 +232,10 @@ def _summarise(rows: list[FactRow], **extra) -> dict:
     for key in (*_MAGNITUDES, *_EASYEDIT):
         columns[key] = [a[key] for a in afters]
     columns["implication_prob_before"] = [b["implication_prob"] for b in befores]
+    for key, name in IMPLICATION_RATES.items():
+        # .get: rows of reports saved before the kinds were scored lack them.
+        columns[name] = [a.get(key) for a in afters]
+        columns[f"{name}_before"] = [b.get(key) for b in befores]
     for key in CRITICS:
         # .get: rows of reports saved before these measures existed lack them.
         columns[key] = [a.get(key) for a in afters]
@@ -241,6 +247,9 @@ def _summarise(rows: list[FactRow], **extra) -> dict:
         iv = intervals.bootstrap(values)
         if iv is not None:
             summary["intervals"][name] = [iv.lo, iv.hi]
+    # How many facts each implication rate averages: most facts carry few kinds, if any.
+    summary["counts"] = {name: sum(v is not None for v in columns[name])
+                         for name in ("implication_score", *IMPLICATION_RATES.values())}
     summary.update(extra)
     summary["n_failed"] = sum(r.error is not None for r in rows)
     return summary
@@ -745,8 +754,9 @@ class EvaluationInterrupted(KeyboardInterrupt):
 SUMMARY_KEYS = (
     "method", "mode", "model", "n", "n_skipped", "n_failed", "n_conflicting",
     "efficacy_score", "paraphrase_score", "neighborhood_score", "implication_score", "score",
+    *IMPLICATION_RATES.values(),
     "efficacy_magnitude", "paraphrase_magnitude", "neighborhood_magnitude", "implication_prob",
     "easyedit_rewrite_acc", "easyedit_rephrase_acc", "easyedit_locality_acc",
     "fluency_before", "fluency", "perplexity_before", "perplexity_after", "seconds_per_edit",
-    *CRITICS, "intervals",
+    *CRITICS, "intervals", "counts",
 )

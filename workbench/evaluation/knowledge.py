@@ -137,20 +137,36 @@ def implication_probes(fact: Fact, relation: str | None = None) -> list[Probe]:
 
     ``relation``: the fact's Wikidata relation id (default: looked up from its prompt).
     Facts whose new object is neither a known city nor a country get only
-    relation-specificity probes (if the subject is a country), or none.
+    relation-specificity probes (if the subject is a country), or none. A probe whose
+    target the *true* object implies as well (Paris → Lyon leaves "… in the country
+    of" at France) is left out: it would pass without any edit.
     """
     from workbench.evaluation.relations import relation_of
 
-    t = table()
     relation = relation or relation_of(fact)
     new = (fact.target_new or "").strip()
+    out = _object_probes(fact, relation, new) if new else []
+    true = (fact.target_true or "").strip()
+    if true and out:
+        unchanged = {(p.prompt, p.target.lower()) for p in _object_probes(fact, relation, true, own_value=True)}
+        out = [p for p in out if (p.prompt, p.target.lower()) not in unchanged]
+    return out + _specificity_probes(fact, relation)
+
+
+def _object_probes(fact: Fact, relation: str | None, obj: str, *, own_value: bool = False) -> list[Probe]:
+    """What follows from ``fact``'s subject having the object ``obj`` (the new or the true one).
+
+    A multi-hop question whose answer is ``obj`` itself (the capital of the country where
+    the subject is, when ``obj`` is that capital) is skipped unless ``own_value``.
+    """
+    t = table()
     out: list[Probe] = []
     s = _subject_phrase(fact)
-    if relation in CITY_RELATIONS and new:
-        country = t.city_country(new)
+    if relation in CITY_RELATIONS:
+        country = t.city_country(obj)
         base = _place_base(fact)
         if country is not None:
-            to_country = _hop("country", new, country)
+            to_country = _hop("country", obj, country)
             if base is not None:
                 out.append(Probe(f"{base} the country of", country, "logical_generalisation", (to_country,)))
                 continent = t.value(country, "continent")
@@ -160,28 +176,81 @@ def implication_probes(fact: Fact, relation: str | None = None) -> list[Probe]:
             clause = f"where {s} {CITY_RELATIONS[relation]}"
             for prop, phrase in (("language", "The official language of"), ("capital", "The capital of")):
                 value = t.value(country, prop)
-                if value and value != new:
+                if value and (own_value or value != obj):
                     out.append(Probe(f"{phrase} the country {clause} is", value, "multi_hop",
                                      (to_country, _hop(prop, country, value))))
-    if relation in COUNTRY_RELATIONS and t.country(new) is not None:
+    if relation in COUNTRY_RELATIONS and t.country(obj) is not None:
         clause = COUNTRY_RELATIONS[relation].format(s=s)
         for prop, phrase, kind in (("capital", "The capital of", "multi_hop"),
                                    ("language", "The official language of", "multi_hop"),
                                    ("currency", "The currency of", "compositionality"),
                                    ("continent", "The continent of", "compositionality")):
-            value = t.value(new, prop)
+            value = t.value(obj, prop)
             if value:
                 tail = " is the" if prop == "currency" else " is"
-                out.append(Probe(f"{phrase} the country {clause}{tail}", value, kind, (_hop(prop, new, value),)))
-    subject_country = t.country(fact.subject.strip())
-    if subject_country is not None:
-        edited = COUNTRY_SUBJECT_RELATIONS.get(relation)
-        for prop in ("capital", "continent", "language", "currency"):
-            value = t.value(fact.subject.strip(), prop)
-            if prop == edited or not value:
-                continue
-            prompt = HOP_PROMPTS[prop].format(fact.subject.strip())
-            out.append(Probe(prompt, value, "relation_specificity", ((prompt, value),)))
+                out.append(Probe(f"{phrase} the country {clause}{tail}", value, kind, (_hop(prop, obj, value),)))
+    return out
+
+
+def _specificity_probes(fact: Fact, relation: str | None) -> list[Probe]:
+    """A country subject's other relations: their answers are the table's and must not move."""
+    t = table()
+    subject = fact.subject.strip()
+    if t.country(subject) is None:
+        return []
+    edited = COUNTRY_SUBJECT_RELATIONS.get(relation)
+    out = []
+    for prop in ("capital", "continent", "language", "currency"):
+        value = t.value(subject, prop)
+        if prop == edited or not value:
+            continue
+        prompt = HOP_PROMPTS[prop].format(subject)
+        out.append(Probe(prompt, value, "relation_specificity", ((prompt, value),)))
+    return out
+
+
+def counterfactual_targets(facts: Sequence[Fact], *, seed: int = 0) -> list[Fact]:
+    """``facts`` (e.g. ``known_1000``'s, which have no new object) each given a new object.
+
+    As CounterFact chose its edits: another object of the same relation, taken from
+    ``facts`` themselves, drawn with a fixed seed per fact (so a rebuild gives the
+    same edits). For a relation whose object is a city, the new city is one the table
+    places, in another country than the true one (else nothing would follow from the
+    edit); for a country relation, another country of the table. Facts that already
+    have a new object, or whose relation has no other object, are returned unchanged
+    and left out, respectively.
+
+    Example:
+        >>> f = counterfactual_targets(read_facts("assets/data/known_1000.json"))
+        >>> f[0].target_new != f[0].target_true                              # doctest: +SKIP
+        True
+    """
+    import random
+
+    from workbench.evaluation.relations import relation_of
+
+    t = table()
+    relations = [relation_of(f) for f in facts]
+    objects: dict[str | None, set[str]] = {}
+    for f, rel in zip(facts, relations):
+        if f.target_true and rel is not None:
+            objects.setdefault(rel, set()).add(f.target_true.strip())
+    out = []
+    for f, rel in zip(facts, relations):
+        if f.target_new:
+            out.append(f)
+            continue
+        true = (f.target_true or "").strip()
+        pool = sorted(objects.get(rel, set()) - {true})
+        if rel in CITY_RELATIONS:
+            home = t.city_country(true)
+            pool = [o for o in pool if t.city_country(o) not in (None, home)]
+        elif rel in COUNTRY_RELATIONS:
+            pool = [o for o in pool if t.country(o) is not None]
+        if not pool:
+            continue
+        rng = random.Random(f"{seed}:{f.case_id}:{f.subject}")
+        out.append(f.with_new(rng.choice(pool)))
     return out
 
 

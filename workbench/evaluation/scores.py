@@ -18,6 +18,9 @@ with its own target (a consequence of the *new* fact); it succeeds when the
 model's top-1 next token is the target's first token -- the same greedy
 criterion :func:`~workbench.facts.filter_known` uses for "the model knows".
 ``implication_prob`` is the mean target probability, for before/after deltas.
+Prompts that name their ``kind`` are also counted by kind
+(``implication_multi_hop`` and the others; a relation-specificity prompt's target
+is the subject's unedited answer, so there success means "did not move").
 
 *EasyEdit* (Wang et al. 2023), teacher-forced token accuracy, fields prefixed
 ``easyedit_``: the fraction of target tokens that are the argmax given the
@@ -52,7 +55,7 @@ import torch
 
 from workbench.errors import WorkbenchError
 from workbench.evaluation import generated
-from workbench.facts import Fact
+from workbench.facts import IMPLICATION_KINDS, Fact
 from workbench.probing import run_sequences, target_ids
 from workbench.results import Result
 
@@ -130,6 +133,13 @@ class FactScores(Result):
     letter_true: float | None = None
     letter_both: float | None = None
     letter_neither: float | None = None
+    #: The implication rate of each kind the fact's implication prompts name
+    #: (:data:`~workbench.facts.IMPLICATION_KINDS`; None where it has none of that kind).
+    #: ``implication_multi_hop`` is the multi-hop accuracy.
+    implication_logical_generalisation: float | None = None
+    implication_compositionality: float | None = None
+    implication_multi_hop: float | None = None
+    implication_relation_specificity: float | None = None
     #: What was generated, to read: ``{kind, prompt, text, verdict}`` per prompt.
     generations: list[dict] = field(default_factory=list, repr=False)
     letters: list[dict] = field(default_factory=list, repr=False)
@@ -301,6 +311,10 @@ def _assemble(fact: Fact, plan: _Plan, logps: list[torch.Tensor], reference: Fac
 
     rw = per_kind["rewrite"][0]
     para, neigh, impl = per_kind["paraphrase"], per_kind["neighborhood"], per_kind["implication"]
+    by_kind: dict[str, list[float]] = {k: [] for k in IMPLICATION_KINDS}
+    for imp, ps in zip(fact.implication_prompts, impl):
+        if imp.kind in by_kind:
+            by_kind[imp.kind].append(float(ps.success))
     locality = None
     if reference is not None and neigh:
         if len(reference.neighbor_argmax) != len(neighbor_argmax):
@@ -336,6 +350,7 @@ def _assemble(fact: Fact, plan: _Plan, logps: list[torch.Tensor], reference: Fac
         neighborhood_plus=_mean([float(s.success) for s in per_kind["neighborhood_plus"]]) if plus else None,
         nkl=nkl,
         neighbor_next=neighbor_next,
+        **{f"implication_{k}": _mean(v) for k, v in by_kind.items()},
     )
 
 
