@@ -21,6 +21,8 @@ def register(sub) -> None:
     p.add_argument("--dataset", required=True, help="facts: CounterFact, EasyEdit, known_1000 or workbench JSON")
     p.add_argument("--mode", default="independent", choices=["independent", "sequential", "batch"])
     p.add_argument("--limit", type=int, default=None, help="at most N facts the model knows")
+    p.add_argument("--include-unknown", action="store_true",
+                   help="edit every fact, also those the unedited model gets wrong (default: only known facts)")
     p.add_argument("--every", type=int, default=10, help="curve point / drift sample every N facts")
     p.add_argument("--batch-size", type=int, default=1, metavar="K",
                    help="sequential mode: K facts per edit call, batches kept one after another (AlphaEdit: 100)")
@@ -75,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
             model, facts, method=args.method, mode=args.mode, limit=args.limit, every=args.every,
             revert=not args.keep, perplexity_texts=args.perplexity_texts, fluency_tokens=args.fluency_tokens,
             time_limit=args.time_limit, resume=earlier, metrics=metrics, workers=workers, address=args.address,
-            batch_size=args.batch_size, **kwargs,
+            batch_size=args.batch_size, known_only=not args.include_unknown, **kwargs,
         )
     except EvaluationInterrupted as stop:
         # Ctrl-C: write what was finished, so that nothing done is lost and --resume can go on.
@@ -102,8 +104,8 @@ def run(args: argparse.Namespace) -> int:
         ivs, counts = summary.get("intervals") or {}, summary.get("counts") or {}
         width = max(len(k) for k in summary)
         for key, value in summary.items():
-            if key in ("intervals", "counts"):
-                continue  # in --json; printed beside their rates here
+            if key in ("intervals", "counts") or value is None:
+                continue  # in --json (None: not measured); intervals and counts printed beside their rates
             text = f"{value:.4g}" if isinstance(value, float) else f"{value}"
             if key in ivs:
                 text += f"  [{ivs[key][0]:.3g}, {ivs[key][1]:.3g}]"

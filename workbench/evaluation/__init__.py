@@ -6,6 +6,8 @@
 - :func:`evaluate` -- a method over a dataset: independent, sequential or batch;
 - :func:`compare` -- several methods on the same facts;
 - :func:`perplexity`, :func:`fluency` -- what the edit did to the language model;
+- :func:`fact_profile`, :func:`variance_explained` -- does the tracing peak say where to
+  edit? (tracing effect against edit success at every layer, Hase et al.'s analysis);
 - the critics' measures beside the teacher-forced ones (``metrics=``, :data:`METRICS`):
   generated answers judged by :func:`workbench.evaluation.judge.judge`, question forms,
   CounterFact+ and NKL, the
@@ -33,11 +35,13 @@ from workbench.evaluation.evaluate import (
 from workbench.evaluation.fluency import fluency, ngram_entropy
 from workbench.evaluation.generated import DEFAULT_METRICS, METRICS
 from workbench.evaluation.intervals import Interval, bootstrap, paired_difference
+from workbench.evaluation.locality import fact_profile, variance_explained
 from workbench.evaluation.perplexity import perplexity
 from workbench.evaluation.scores import FactScores, PromptScore, harmonic_mean, score_fact, score_facts
 
 __all__ = [
     "CompareReport", "CurvePoint", "DEFAULT_METRICS", "EvalReport", "FactRow", "FactScores", "Interval", "METRICS",
-    "MODES", "PromptScore", "SUMMARY_KEYS", "bootstrap", "compare", "evaluate", "fluency", "harmonic_mean",
-    "ngram_entropy", "paired_difference", "perplexity", "read_report", "score_fact", "score_facts",
+    "MODES", "PromptScore", "SUMMARY_KEYS", "bootstrap", "compare", "evaluate", "fact_profile", "fluency",
+    "harmonic_mean", "ngram_entropy", "paired_difference", "perplexity", "read_report", "score_fact", "score_facts",
+    "variance_explained",
 ]

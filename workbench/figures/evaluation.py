@@ -100,3 +100,30 @@ def degradation_figure(reports: Sequence, *, metric: str = "efficacy_score", log
     fig.update_yaxes(title_text="perplexity", type="log", row=1, col=2)
     fig.update_layout(title="Sequential editing: degradation")
     return fig
+
+
+def locality_figure(summary: dict) -> go.Figure:
+    """Edit success by layer, with the mean tracing effect over it (:func:`~workbench.evaluation.locality.variance_explained`).
+
+    Bars: the mean edit success at each layer; line (right axis): the mean normalised
+    MLP tracing effect at the last subject token. The title carries the R² figures.
+
+    Example:
+        >>> locality_figure(variance_explained(rows)).show()       # doctest: +SKIP
+    """
+    from plotly.subplots import make_subplots
+
+    layers = [int(l) for l in summary["mean_by_layer"]]
+    edit = [100 * v for v in summary["mean_by_layer"].values()]
+    trace = list(summary["trace_by_layer"].values())
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    fig.add_bar(x=layers, y=edit, name=f"{summary['outcome']} (%)", opacity=0.7)
+    fig.add_scatter(x=layers, y=trace, mode="lines+markers", name="tracing effect (MLP, last subject token)",
+                    secondary_y=True)
+    fig.update_xaxes(title_text="layer edited / traced", dtick=1)
+    fig.update_yaxes(title_text=f"mean {summary['outcome']} (%)", secondary_y=False)
+    fig.update_yaxes(title_text="tracing effect (0 corrupted, 1 clean)", secondary_y=True)
+    fig.update_layout(title=(f"{summary['n_facts']} facts: R² layer {summary['r2_layer']:.2f}, "
+                             f"trace {summary['r2_trace']:.2f}, added by trace {summary['r2_added_by_trace']:.3f}"),
+                      legend=dict(orientation="h", y=-0.2))
+    return fig
