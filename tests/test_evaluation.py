@@ -221,13 +221,23 @@ def test_sequential_keeps_edits_without_revert(model):
     assert model.prompt_edits == []
 
 
-def test_unknown_facts_are_skipped_and_empty_is_an_error(model):
+def test_unknown_facts_are_skipped_and_empty_is_an_error(model, tmp_path):
     facts = known_facts(model, 3)
     wrong = wb.Fact("Oslo", "{} is the capital of", "zzzqqq Norway", "Sweden")
     report = evaluate(model, facts + [wrong], method="in-context", **FAST)
     assert report.summary["n"] == 3 and report.summary["n_skipped"] == 1
     with pytest.raises(wb.WorkbenchError, match="no facts left"):
         evaluate(model, [wrong], method="in-context", **FAST)
+    # The CLI's --include-unknown edits it all the same.
+    from workbench.cli import main
+
+    data, out = tmp_path / "facts.json", tmp_path / "out.json"
+    wb.write_facts([wrong], data)
+    assert main(["evaluate", "--method", "in-context", "--dataset", str(data), "--model", "tiny-llama", "--json",
+                 str(out), "--include-unknown", "--metrics", "teacher", "--every", "2", "--perplexity-texts", "2",
+                 "--fluency-tokens", "4"]) == 0
+    summary = json.loads(out.read_text())
+    assert summary["n"] == 1 and summary["n_skipped"] == 0
     with pytest.raises(wb.WorkbenchError, match="unknown evaluation mode"):
         evaluate(model, facts, method="in-context", mode="bogus")
 

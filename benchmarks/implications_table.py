@@ -1,0 +1,93 @@
+"""The implication rates by kind of every committed run on the implication facts, as a Markdown table.
+
+Reads ``assets/results/implications/<method>_independent.json`` (reports of
+``workbench evaluate --dataset assets/knowledge/implications_gemma-3-270m.json
+--include-unknown --metrics teacher --report ...``). Each method gets a row over all the
+facts it ran; where one ran fewer facts (a time limit, ``--limit``), every other method
+gets a row over those same facts too, so that rows side by side compare like with like.
+Rates in %, 95 % bootstrap intervals over facts, the number of facts that carry the kind.
+
+Usage::
+
+    python benchmarks/implications_table.py            # print
+    python benchmarks/implications_table.py --readme   # also write it into README.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from workbench.evaluation import bootstrap, read_report  # noqa: E402
+
+RUNS = ROOT / "assets" / "results" / "implications"
+COLUMNS = {"efficacy_score": "ES", "paraphrase_score": "PS", "neighborhood_score": "NS",
+           "implication_score": "all implications", "implication_logical_generalisation_score": "logical gen.",
+           "implication_compositionality_score": "compositional", "implication_multi_hop_score": "multi-hop",
+           "implication_relation_specificity_score": "relation spec."}
+ORDER = ("rome", "memit", "pmet", "emmet", "alphaedit", "kn", "ft", "grace", "wise", "in-context", "retrieval")
+
+
+def _cell(values) -> str:
+    iv = bootstrap(values)
+    if iv is None:
+        return "–"
+    return f"{100 * iv.mean:.1f} [{100 * iv.lo:.0f}, {100 * iv.hi:.0f}] ({iv.n})"
+
+
+def _row(name: str, report, keep: set[int] | None) -> str:
+    rows = [r for r in report.rows if r.after is not None and (keep is None or r.index in keep)]
+    cells = []
+    for key in COLUMNS:
+        per_fact = dict(zip([r.index for r in report.rows], report.values(key)))
+        cells.append(_cell([per_fact[r.index] for r in rows]))
+    return f"| {name} | {len(rows)} | " + " | ".join(cells) + " |"
+
+
+def table() -> str:
+    reports = {}
+    for path in sorted(RUNS.glob("*_independent.json")):
+        rep = read_report(path)
+        reports[rep.summary["method"]] = rep
+    methods = sorted(reports, key=lambda m: ORDER.index(m) if m in ORDER else len(ORDER))
+    lines = ["| method | facts | " + " | ".join(COLUMNS.values()) + " |", "|---" * (len(COLUMNS) + 2) + "|"]
+    for m in methods:
+        lines.append(_row(m, reports[m], None))
+    full = max((len(r.rows) for r in reports.values()), default=0)
+    for m in methods:
+        done = {r.index for r in reports[m].rows if r.after is not None}
+        if len(done) < full:  # the others on this method's facts
+            for other in methods:
+                if other != m:
+                    lines.append(_row(f"{other} (on {m}'s facts)", reports[other], done))
+    before = reports[methods[0]] if methods else None
+    if before is not None:
+        lines.append("| unedited (" + methods[0] + "'s before) | " + str(len(before.rows)) + " | " + " | ".join(
+            _cell(before.values(k + "_before")) for k in COLUMNS) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--readme", action="store_true")
+    args = ap.parse_args(argv)
+    text = table()
+    print(text)
+    if args.readme:
+        readme = ROOT / "README.md"
+        body = readme.read_text(encoding="utf-8")
+        new, n = re.subn(r"(<!-- implications:start -->\n).*?(<!-- implications:end -->)",
+                         lambda m: m.group(1) + text + "\n" + m.group(2), body, flags=re.S)
+        if n != 1:
+            raise SystemExit("README.md has no implications:start/end markers")
+        readme.write_text(new, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
