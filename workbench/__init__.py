@@ -55,7 +55,7 @@ from workbench.locate import (
 )
 
 # -- editor --
-from workbench.editing import EditHandle, active_edits, edit, load_edit, revert_all
+from workbench.editing import EditHandle, active_edits, edit, load_edit, revert_all, unedited
 
 # -- evaluation --
 from workbench.evaluation import CompareReport, EvalReport, compare, evaluate, read_report, score_fact

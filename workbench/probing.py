@@ -29,12 +29,14 @@ class TokenProb(Result):
 
 @dataclass
 class TargetProb(Result):
-    """A target continuation's score. ``token_probs`` holds p of each of its tokens."""
+    """A target continuation's score. ``token_probs`` holds p of each of its tokens;
+    ``rank`` is its first token's place among the prompt's next tokens (1: the top one)."""
 
     target: str
     prob: float
     logprob: float
     token_probs: list[float] = field(default_factory=list)
+    rank: int | None = None
 
 
 @dataclass
@@ -225,6 +227,7 @@ def probe(
             res.targets[ti] = TargetProb(
                 target=per_prompt[pi][ti], prob=float(torch.tensor(mean).exp()), logprob=mean,
                 token_probs=[float(x) for x in token_logps.exp()],
+                rank=int((logp[0] > logp[0, tids[0]]).sum()) + 1,
             )
     return ProbeResult(model=model.name, prompts=results)
 
@@ -240,7 +243,8 @@ def generate(
     seed: int = 0,
     fast: bool = True,
 ) -> str:
-    """Continue ``prompt``; greedy by default. Returns the continuation only.
+    """Continue ``prompt``; greedy by default. Returns the continuation only, up to
+    the first end, special or control token (:func:`_stop_ids`).
 
     Top-k sampling (``do_sample=True, top_k=k``) runs its own loop by default
     (``fast``): the candidates come from a bfloat16 unembedding and their logits
@@ -264,17 +268,28 @@ def generate(
                 torch.manual_seed(seed)
                 new = _sample_top_k(model, MixedUnembed(model), ids, max_new_tokens=max_new_tokens, top_k=top_k,
                                     temperature=temperature)
-            return model.tokenizer.decode(new, skip_special_tokens=True)
+            return _decode_until_stop(model, new)
     kwargs = {"do_sample": do_sample, "max_new_tokens": max_new_tokens, "pad_token_id": _pad_id(model)}
     if do_sample:
         kwargs.update(temperature=temperature, top_k=top_k)
     else:
         # Silence sampling settings inherited from the checkpoint's generation config.
         kwargs.update(temperature=None, top_p=None, top_k=None)
+    stops = _stop_ids(model)
+    # Stop at the first end, special or control token: Gemma 3 270M otherwise fills the
+    # rest with "<start_of_image>" runs, which read as a broken model.
+    kwargs["eos_token_id"] = sorted(stops)
     with torch.no_grad(), torch.random.fork_rng():
         torch.manual_seed(seed)
         out = model.hf_model.generate(ids, attention_mask=torch.ones_like(ids), use_cache=True, **kwargs)
-    return model.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+    return _decode_until_stop(model, out[0, ids.shape[1]:].tolist())
+
+
+def _decode_until_stop(model: Model, ids: list[int]) -> str:
+    """The text of ``ids`` up to (not including) the first stop token (:func:`_stop_ids`)."""
+    stops = _stop_ids(model)
+    cut = next((k for k, t in enumerate(ids) if t in stops), len(ids))
+    return model.tokenizer.decode(ids[:cut], skip_special_tokens=True)
 
 
 def _sample_top_k(
@@ -283,8 +298,7 @@ def _sample_top_k(
     """Top-k sampling with a KV cache; draws from the global RNG like Hugging Face's sampler."""
     base = model.hf_model.base_model
     cache_kwarg = model.cache_kwarg
-    eos = model.hf_model.generation_config.eos_token_id
-    eos = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    stops = _stop_ids(model)
     vocab = unembed.weight.shape[0]
     cache, x, new = None, ids, []
     with torch.no_grad():
@@ -299,7 +313,7 @@ def _sample_top_k(
             probs[0, tokens[0]] = values[0].softmax(-1)
             token = int(torch.multinomial(probs, num_samples=1)[0, 0])
             new.append(token)
-            if token in eos:
+            if token in stops:
                 break
             x = torch.tensor([[token]], device=ids.device)
     return new
@@ -351,11 +365,8 @@ def generate_many(
             width = ids.shape[1]
             new = model.hf_model.generate(ids.to(model.device), attention_mask=mask.to(model.device),
                                           use_cache=True, **kwargs)[:, width:]
-            stops = _stop_ids(model)
             for row, i in enumerate(chunk):
-                ids_i = new[row].tolist()
-                cut = next((k for k, t in enumerate(ids_i) if t in stops), len(ids_i))
-                out[i] = model.tokenizer.decode(ids_i[:cut], skip_special_tokens=True)
+                out[i] = _decode_until_stop(model, new[row].tolist())
     return out
 
 

@@ -33,7 +33,7 @@ from collections.abc import Sequence
 
 # The built-in methods register themselves on import (a few milliseconds in all).
 from workbench.editing import alphaedit, emmet, ft, grace, incontext, kn, memit, pmet, retrieval, rome, wise  # noqa: F401
-from workbench.editing.handle import EditHandle, active_edits, load_edit, revert_all
+from workbench.editing.handle import EditHandle, active_edits, load_edit, revert_all, unedited
 from workbench.editing.registry import CHECKS_KNOWN, METHODS, check_hparams, register_method
 from workbench import checks
 from workbench.errors import WorkbenchError
@@ -164,4 +164,4 @@ def _refuse_if_weak(model, handle: EditHandle, facts: list[Fact], min_prob: floa
     )
 
 
-__all__ = ["CHECKS_KNOWN", "EditHandle", "METHODS", "active_edits", "check_facts", "edit", "load_edit", "register_method", "revert_all"]
+__all__ = ["CHECKS_KNOWN", "EditHandle", "METHODS", "active_edits", "check_facts", "edit", "load_edit", "register_method", "revert_all", "unedited"]

@@ -302,6 +302,48 @@ def active_edits(model) -> list[EditHandle]:
     return list(_stack(model))
 
 
+@contextmanager
+def unedited(model):
+    """Inside, ``model`` runs as if no edit were applied; after, every edit is back, bitwise.
+
+    For measuring "before" while edits stay applied: changed weights take their values
+    from before the oldest edit, no-weight edits (in-context text, retrieval, GRACE and
+    WISE memories) step aside. Nothing is reverted: the edit stack is untouched.
+
+    Example:
+        >>> with wb.edit(model, fact, method="rome"):         # doctest: +SKIP
+        ...     with unedited(model):
+        ...         wb.probe(model, fact.text, targets=[fact.target_true])  # the unedited answer
+    """
+    stack = _stack(model)
+    params = _params(model)
+    # The oldest edit's `before` of each parameter is its unedited value.
+    original: dict[str, Tensor] = {}
+    for handle in stack:
+        for name, value in handle.before.items():
+            original.setdefault(name, value)
+    current = {name: params[name].detach().clone() for name in original}
+    prompt_edits = list(getattr(model, "prompt_edits", []))
+    hooked = [e for e in prompt_edits if hasattr(e, "detach") and getattr(e, "_hook", None) is not None]
+    try:
+        with torch.no_grad():
+            for name, value in original.items():
+                params[name].copy_(value)
+        for e in hooked:
+            e.detach()
+        if prompt_edits:
+            model.prompt_edits[:] = []
+        yield model
+    finally:
+        with torch.no_grad():
+            for name, value in current.items():
+                params[name].copy_(value)
+        if prompt_edits:
+            model.prompt_edits[:] = prompt_edits
+        for e in hooked:
+            e.attach(model)
+
+
 def revert_all(model) -> int:
     """Revert every edit, newest first; the weights come back bitwise. Returns how many."""
     stack = _stack(model)

@@ -49,6 +49,13 @@ class Workbench(widgets.VBox):
         self.state = State(model)
         self.header = widgets.HTML()
         self.header.add_class("wb-header")
+        # One busy line for the whole app: what holds the model, for how long, and its Cancel.
+        self.busy = widgets.HTML()
+        self.busy.add_class("wb-busy")
+        self.busy_cancel = widgets.Button(description="Cancel", button_style="warning",
+                                          layout=widgets.Layout(display="none"))
+        self.busy_cancel.add_class("wb-busy-cancel")
+        self.busy_cancel.on_click(lambda _: self._cancel_busy())
         self.panels: dict[str, widgets.Widget] = {}
         builders = self._builders(facts, background)
         for name in TABS:
@@ -68,7 +75,8 @@ class Workbench(widgets.VBox):
         self.state.select_tab = self.show_tab
         self.state.on("weights", self._update_header)
         self.state.on("fact", self._update_header)
-        super().__init__([self.header, self.tabs])
+        self.state.on("busy", self._update_busy)
+        super().__init__([self.header, widgets.HBox([self.busy, self.busy_cancel]), self.tabs])
         self.add_class("wb-app")
         self._update_header()
         if fact is not None or hasattr(self.fact, "pick"):
@@ -101,6 +109,26 @@ class Workbench(widgets.VBox):
     def show_tab(self, name: str) -> None:
         self.tabs.selected_index = TABS.index(name)
 
+    def _cancel_busy(self) -> None:
+        task = self.state.busy_task
+        if task is not None:
+            task.cancel()
+
+    def _update_busy(self) -> None:
+        task = self.state.busy_task
+        if task is None:
+            self.busy.value = ""
+            self.busy_cancel.layout.display = "none"
+            return
+        # Which tab the task lives in: the panel whose tree holds its button.
+        where = next((TITLES[n] for n, p in self.panels.items() if _holds(p, task)), "")
+        text = task.status.value or self.state.busy_text
+        self.busy.value = (f"<span style='color:#8a4b00'>⏳ <b>Busy</b>: {html.escape(task.button.description)}"
+                           + (f" ({html.escape(where)} tab)" if where else "")
+                           + f" · {self.state.busy_seconds:.0f} s · {html.escape(_plain(text))} — buttons that "
+                             "need the model wait for it</span>")
+        self.busy_cancel.layout.display = "" if not task.cancel_button.disabled else "none"
+
     def _update_header(self) -> None:
         from workbench.editing import active_edits
 
@@ -114,3 +142,16 @@ class Workbench(widgets.VBox):
             f"({self.model.n_layers} layers) · edits applied: <b class='wb-edit-count'>{n}</b>"
             + (f" · fact: <i>{html.escape(fact.text)}</i> → {html.escape(fact.target_true or '?')}" if fact else "")
         )
+
+
+def _holds(widget, task) -> bool:
+    """Whether ``task`` is inside ``widget``'s children (depth-first)."""
+    if widget is task:
+        return True
+    return any(_holds(child, task) for child in getattr(widget, "children", ()) or ())
+
+
+def _plain(text: str) -> str:
+    import re
+
+    return html.unescape(re.sub(r"<[^>]+>", "", text or ""))

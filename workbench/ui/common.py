@@ -150,11 +150,18 @@ class Task(widgets.HBox):
             self.thread.join(timeout)
 
     def _step(self, steps: int) -> None:
-        if steps > self.bar.max:
+        grew = steps > self.bar.max
+        if grew:
             self.bar.max = steps + max(1, steps // 4)
         self.bar.value = steps
-        # Throttle the comm traffic: the elapsed time is enough feedback.
-        self.status.value = f"step {steps} of ~{self.bar.max} · {time.perf_counter() - self._start:.1f} s"
+        elapsed = time.perf_counter() - self._work_start
+        text = f"step {steps} of ~{self.bar.max} · {time.perf_counter() - self._start:.1f} s"
+        left = remaining(elapsed, steps, self.bar.max) if self._known_total and not grew else None
+        if left is not None:
+            text += f" · ~{left:.0f} s left"
+        self.status.value = text
+        if self.state is not None:
+            self.state.report_busy(self, text)
 
     def run(self, fn: Callable[[StepToken], Any], on_done: Callable[[Any], None] | None = None,
             *, busy: str = "running…", after: Callable[[], None] | None = None) -> None:
@@ -173,13 +180,14 @@ class Task(widgets.HBox):
         except Exception:  # an estimate only
             total = None
         self.bar.max = max(1, total or 1)
+        self._known_total = bool(total)
         self.bar.value = 0
         self.bar.bar_style = "info" if total else ""
         self.bar.layout.visibility = "visible"
         self.button.disabled = True
         self.cancel_button.disabled = False
         self.status.value = busy
-        self._start = time.perf_counter()
+        self._start = self._work_start = time.perf_counter()
 
         def work() -> None:
             held = False
@@ -194,23 +202,30 @@ class Task(widgets.HBox):
                     if self.preemptible:
                         self.state.preemptible = self
                     self.status.value = busy
+                    self._work_start = time.perf_counter()
+                    self.state.report_busy(self, busy)
                 result = fn(self.token)
                 self.result = result
                 self.seconds = time.perf_counter() - self._start
                 if on_done is not None:
                     on_done(result)
+                self.error.clear()  # a success clears what an earlier click left (e.g. "already running")
                 self.status.value = f"done in {self.seconds:.1f} s"
             except BaseException as exc:  # noqa: BLE001 - shown inline, never raised into the kernel
                 if isinstance(exc, Cancelled) and self._quiet:
                     self.status.value = "stopped for a newer request"
+                elif isinstance(exc, Cancelled):
+                    self.error.note("Cancelled.")  # the user's choice, not a failure
+                    self.status.value = "cancelled"
                 else:
                     self.error.show(exc)
-                    self.status.value = "cancelled" if isinstance(exc, Cancelled) else "failed"
+                    self.status.value = "failed"
             finally:
                 if self.state is not None and self.state.preemptible is self:
                     self.state.preemptible = None
                 if held:
                     self.state.busy_with = None
+                    self.state.report_busy(None, "")
                     self.state.lock.release()
                 self.button.disabled = False
                 self.cancel_button.disabled = True
@@ -227,6 +242,18 @@ class Task(widgets.HBox):
         else:
             self.thread = None
             work()
+
+
+def remaining(elapsed: float, steps: int, total: int) -> float | None:
+    """Seconds left at the pace so far (None before the first step or past the end).
+
+    Example:
+        >>> remaining(10.0, 2, 6)
+        20.0
+    """
+    if steps <= 0 or total <= steps:
+        return None
+    return elapsed / steps * (total - steps)
 
 
 def guarded(error: ErrorLine, fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -348,6 +375,39 @@ class State:
         #: The running task that quick calls may stop (see :meth:`using`).
         self.preemptible: Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # the kernel's, once seen (see :meth:`soon`)
+        #: The task holding the model now, what it says about itself, and since when.
+        self.busy_task: Task | None = None
+        self.busy_text = ""
+        self.busy_since: float | None = None
+        self._busy_shown = 0.0
+        #: Buttons whose click calls the model at once: disabled while a task holds it.
+        self._quick: list[widgets.Button] = []
+
+    def needs_model(self, *buttons: widgets.Button) -> None:
+        """Register quick buttons (they call the model in the click): disabled while a task runs."""
+        self._quick.extend(buttons)
+
+    def report_busy(self, task: Task | None, text: str) -> None:
+        """A task took the model (``task``), reports progress, or let it go (``None``): emits ``"busy"``.
+
+        Progress reports are throttled to two a second; taking and releasing always emit.
+        """
+        now = time.perf_counter()
+        changed = task is not self.busy_task
+        if not changed and now - self._busy_shown < 0.5:
+            return
+        if changed:
+            self.busy_since = now if task is not None else None
+            # A preemptible task (the greedy answers) gives way to quick calls: nothing to disable.
+            blocking = task is not None and not task.preemptible
+            for button in self._quick:
+                button.disabled = blocking
+        self.busy_task, self.busy_text, self._busy_shown = task, text, now
+        self.emit("busy")
+
+    @property
+    def busy_seconds(self) -> float:
+        return 0.0 if self.busy_since is None else time.perf_counter() - self.busy_since
 
     @contextmanager
     def using(self):

@@ -23,6 +23,8 @@ RATES = {
     "gen_neighborhood_plus": "neighbours after the edit statement (said)",
     "implication_score": "implications (top-1)",
 }
+#: The default (and advised least) number of facts a comparison runs on.
+MIN_FACTS = 5
 COLUMNS = ("method", *RATES, "nkl", "n", "n_skipped", "n_failed", "seconds_per_edit")
 HEADERS = {**RATES, "nkl": "neighbour KL", "n": "facts", "n_skipped": "skipped (not known)",
            "n_failed": "failed edits", "seconds_per_edit": "s / edit"}
@@ -49,7 +51,10 @@ class ComparePanel(widgets.VBox):
         self.methods = widgets.SelectMultiple(options=options, value=chosen, rows=min(7, max(2, len(options))),
                                               description="Methods")
         self.methods.add_class("wb-compare-methods")
-        self.limit = widgets.BoundedIntText(value=3, min=1, max=1000, description="Facts")
+        # Five facts at least by default: with three, every rate moves in 33-point steps.
+        self.limit = widgets.BoundedIntText(value=MIN_FACTS, min=1, max=1000, description="Facts",
+                                            tooltip=f"with fewer than {MIN_FACTS} facts a rate moves in steps of "
+                                                    f"{100 // (MIN_FACTS - 1)} points or more")
         self.limit.add_class("wb-compare-limit")
         self.mode = widgets.Dropdown(options=["independent", "sequential", "batch"], value="independent",
                                      description="Mode")
@@ -100,6 +105,10 @@ class ComparePanel(widgets.VBox):
             self.error.show(exc)
             return
         model, limit, mode = self.state.model, int(self.limit.value), self.mode.value
+        self._steps_note = (f" With {limit} fact{'s' if limit != 1 else ''} a rate can only be "
+                            + ", ".join(f"{100 * k // limit} %" for k in range(limit + 1))
+                            + f"; {MIN_FACTS} or more make the differences readable."
+                            if limit < MIN_FACTS else "")
         metrics = "teacher,generation,question,plus" if self.said.value else "teacher"
         self.task.run(lambda token: compare(model, facts, methods=chosen, mode=mode, limit=limit, cancel=token,
                                             metrics=metrics),
@@ -119,7 +128,8 @@ class ComparePanel(widgets.VBox):
                                  headers=HEADERS)
         first = report.reports[0].rows if report.reports else []
         self.facts_line.value = ("<span style='color:#555'>Facts: " + "; ".join(
-            html.escape(f"{r.subject}: {r.target_true} → {r.target_new}") for r in first) + "</span>")
+            html.escape(f"{r.subject}: {r.target_true} → {r.target_new}") for r in first)
+            + html.escape(getattr(self, "_steps_note", "")) + "</span>")
         sequential = [r for r in report.reports if r.curve]
         self.chart.children = (compare_figure(report),) + ((curves_figure(sequential),) if sequential else ())
         self.state.emit("weights")  # the comparison reverted its edits; redraw what depends on weights

@@ -20,6 +20,32 @@ TOUCHED_SAMPLES = 5_000
 ORDER = ("rome", "memit", "pmet", "emmet", "alphaedit", "kn", "ft", "grace", "wise", "in-context", "retrieval")
 
 
+#: One line per method for the panel (what it changes; where the idea comes from).
+DESCRIPTIONS = {
+    "rome": "ROME (Meng et al. 2022): one rank-one update of one FFN output matrix, so that the subject's key "
+            "gives a value that makes the model say the new object.",
+    "memit": "MEMIT (Meng et al. 2023): ROME's update spread over a window of FFN layers, built for many facts at once.",
+    "pmet": "PMET (Li et al. 2024): like MEMIT, but the target is set for the attention and FFN outputs separately "
+            "and only the FFN weights are changed.",
+    "emmet": "EMMET (Gupta et al. 2024): many facts in one closed-form batch update under equality constraints.",
+    "alphaedit": "AlphaEdit (Fang et al. 2025): MEMIT's update projected onto the null space of the keys of text it "
+                 "should leave alone, so that later edits disturb earlier ones less.",
+    "kn": "Knowledge neurons (Dai et al. 2022): find FFN neurons by integrated gradients and rewrite their value vectors.",
+    "ft": "Constrained fine-tuning (Zhu et al. 2020): gradient steps on one layer's FFN weights, each change clamped "
+          "to a small norm.",
+    "grace": "GRACE (Hartvigsen et al. 2023): a codebook at one layer replaces the hidden state of prompts near a "
+             "stored key; no weight changes.",
+    "wise": "WISE (Wang et al. 2024): a side copy of one FFN holds the edits; a router sends the prompts it "
+            "recognises there; the main weights stay.",
+    "in-context": "In-context baseline: the new fact is written as a sentence before every prompt; no weight changes.",
+    "retrieval": "Retrieval baseline: an external memory of edited facts; the matching one is written before a prompt "
+                 "that names its subject; no weight changes.",
+}
+
+#: Where a user reads whether the trace peak is the layer to edit.
+NOTEBOOK_05 = "notebooks/05_does_editing_edit_knowledge.ipynb"
+
+
 def methods() -> list[str]:
     known = [m for m in ORDER if m in METHODS]
     return known + sorted(m for m in METHODS if m not in known)
@@ -75,6 +101,10 @@ class EditPanel(widgets.VBox):
         self.hparams = widgets.Textarea(description="Hyper-params", rows=3, layout=widgets.Layout(width="70%"))
         self.hparams.add_class("wb-edit-hparams")
         self.target = widgets.HTML()
+        self.description = widgets.HTML()
+        self.description.add_class("wb-edit-description")
+        self.card = widgets.HTML()
+        self.card.add_class("wb-edit-card")
         self.task = Task("Apply edit", css="wb-edit-apply", error=self.error, background=background, state=state)
         self.task.button.on_click(lambda _: self.apply())
         self.revert_button = widgets.Button(description="Revert last", button_style="warning")
@@ -83,6 +113,7 @@ class EditPanel(widgets.VBox):
         self.revert_all_button = widgets.Button(description="Revert all", button_style="danger")
         self.revert_all_button.add_class("wb-edit-revert-all")
         self.revert_all_button.on_click(guarded(self.error, lambda _: self.revert_everything()))
+        state.needs_model(self.revert_button, self.revert_all_button)
         self.history = widgets.HTML()
         self.history.add_class("wb-edit-history")
         self.touched_task = Task("What did it touch?", css="wb-edit-touched", error=self.error,
@@ -100,8 +131,9 @@ class EditPanel(widgets.VBox):
         super().__init__([
             widgets.HTML("<b>Edit</b> the current fact towards its new object. Every edit can be reverted "
                          "exactly (bit for bit)."),
-            self.target, self.method, widgets.HBox([self.layers, self.layer_note]), self.hparams,
-            self.task, widgets.HBox([self.revert_button, self.revert_all_button]), self.error,
+            self.target, widgets.HBox([self.method, self.description]),
+            widgets.HBox([self.layers, self.layer_note]), self.hparams,
+            self.task, widgets.HBox([self.revert_button, self.revert_all_button]), self.error, self.card,
             widgets.HTML("<b>History</b>"), self.history,
             self.touched_task, self.touched,
         ])
@@ -133,6 +165,7 @@ class EditPanel(widgets.VBox):
         defaults = method_defaults(method)
         self.hparams.placeholder = "\n".join(f"{k}={v!r}" for k, v in defaults.items()) or "no hyperparameters"
         self.hparams.value = ""
+        self.description.value = (f"<span style='color:#555'>{html.escape(DESCRIPTIONS.get(method, ''))}</span>")
         self._update_note()
 
     def _update_note(self) -> None:
@@ -146,14 +179,21 @@ class EditPanel(widgets.VBox):
                                      "answers the prompts it recognises; every other prompt runs as before</span>")
             return
         default = default_layers_for(self.state.model, method) if method else None
-        text = f"method default: {default}" if default else "method default"
+        text = (f"method default: {default} (the best layer of a measured ROME sweep over known facts "
+                "on this model)" if default else "method default")
         peak = trace_peak(self.state.trace)
+        why = ""
         if peak is not None:
-            text += (f" · trace peak ({peak[1]}, last subject token): layer {peak[0]} — "
-                     "the best layer to edit often differs from where tracing peaks (Hase et al. 2023)")
+            text += f" · trace peak ({peak[1]}, last subject token): layer {peak[0]}"
+            if default and peak[0] not in default:
+                why = (" — they differ because the default is where edits of many facts worked best, the peak "
+                       "where restoring this fact's hidden state helped most; Hase et al. (2023) found the two "
+                       "nearly unrelated. ")
         else:
             text += " · run a trace to see its peak layer"
-        self.layer_note.value = f"<span style='color:#555'>{html.escape(text)}</span>"
+        link = (f"<a href='{NOTEBOOK_05}' target='_blank'>notebook 05, §1</a>" if why else "")
+        self.layer_note.value = (f"<span style='color:#555'>{html.escape(text + why)}"
+                                 + (f"See {link}." if link else "") + "</span>")
 
     # -- actions ----------------------------------------------------------------------
     def apply(self) -> None:
@@ -178,16 +218,19 @@ class EditPanel(widgets.VBox):
             kwargs = dict(hparams)
             if takes_cancel:
                 kwargs["cancel"] = token
-            return edit(model, fact, method=method, layers=layers, **kwargs)
+            handle = edit(model, fact, method=method, layers=layers, **kwargs)
+            return handle, edit_card(model, fact, handle)
 
         self.task.run(work, self._applied, busy=f"editing with {method}…")
         if not takes_cancel:
             self.task.cancel_button.disabled = True
             self.task.cancel_button.tooltip = f"{method} cannot be interrupted; it takes seconds"
 
-    def _applied(self, handle) -> None:
+    def _applied(self, payload) -> None:
+        handle, card = payload
         self.state.history.append(handle)
         self.touched.value = ""
+        self.card.value = card
         self.state.emit("weights")
 
     def show_touched(self, samples: int = TOUCHED_SAMPLES, top_k: int = 8) -> None:
@@ -214,6 +257,7 @@ class EditPanel(widgets.VBox):
             + table(rows, list(rows[0]) if rows else [], css="wb-edit-touched-rows"))
 
     def revert(self) -> None:
+        self.card.value = ""
         edits = active_edits(self.state.model)
         if not edits:
             raise WorkbenchError("there is no edit to revert")
@@ -222,6 +266,7 @@ class EditPanel(widgets.VBox):
             self.state.emit("weights")
 
     def revert_everything(self) -> None:
+        self.card.value = ""
         with self.state.using():
             n = revert_all(self.state.model)
             if not n:
@@ -245,3 +290,73 @@ class EditPanel(widgets.VBox):
         self.history.value = (table(rows, ["#", "method", "fact", "layers", "|Δ|", "seconds", "state"],
                                     css="wb-edit-history-table", row_styles=styles)
                               if rows else "<i>No edits yet.</i>")
+
+
+def card_rows(fact) -> list[dict]:
+    """The card's prompts: the edit prompt, and the first paraphrase, neighbour and implication."""
+    pair = [fact.target_true, fact.target_new]
+    rows = [{"kind": "edit prompt", "prompt": fact.text, "targets": pair, "want": fact.target_new}]
+    if fact.paraphrase_prompts:
+        rows.append({"kind": "paraphrase", "prompt": fact.paraphrase_prompts[0], "targets": pair,
+                     "want": fact.target_new})
+    if fact.neighborhood_prompts:
+        rows.append({"kind": "neighbour", "prompt": fact.neighborhood_prompts[0], "targets": pair,
+                     "want": fact.target_true})
+    if fact.implication_prompts:
+        i = fact.implication_prompts[0]
+        rows.append({"kind": "implication", "prompt": i.prompt, "targets": [i.target], "want": i.target})
+    return rows
+
+
+def edit_card(model, fact, handle) -> str:
+    """HTML: what the edit did, read right after Apply — before → after on four kinds of prompt.
+
+    "Before" is the unedited model (:func:`~workbench.editing.unedited`); a row is green when
+    its top-1 now starts the object it should (the new one; the true one for a neighbour).
+    """
+    from workbench.editing import unedited
+    from workbench.probing import probe
+
+    rows = card_rows(fact)
+    prompts, targets = [r["prompt"] for r in rows], [r["targets"] for r in rows]
+    now = probe(model, prompts, targets=targets, top_k=1)
+    with unedited(model):
+        then = probe(model, prompts, targets=targets, top_k=1)
+    out, styles = [], []
+    for row, b, a in zip(rows, then, now):
+        want = row["want"]
+        top_b, top_a = b.top[0].token, a.top[0].token
+        ok = bool(top_a.strip()) and want.strip().lower().startswith(top_a.strip().lower())
+        out.append({"kind": row["kind"], "prompt": row["prompt"], "should say": want,
+                    "top-1 before → after": f"{top_b!r} → {top_a!r}",
+                    f"p({want}) before → after": f"{b.target(want).prob:.3f} → {a.target(want).prob:.3f}",
+                    "": "✓" if ok else "✗"})
+        styles.append("background:#e3f4e1" if ok else "background:#fbe3e3")
+    cols = ["kind", "prompt", "should say", "top-1 before → after"]
+    body = ""
+    for r, style in zip(out, styles):
+        pcol = next(k for k in r if k.startswith("p("))
+        body += (f"<tr class='wb-row' style='{style}'>" + "".join(
+            f"<td style='padding:2px 8px'>{html.escape(str(r[c]))}</td>" for c in (*cols, pcol, "")) + "</tr>")
+    head = "".join(f"<th style='text-align:left;padding:2px 8px'>{html.escape(h)}</th>"
+                   for h in (*cols, "p(should say) before → after", ""))
+    missing = [k for k in ("paraphrase", "neighbour", "implication") if k not in {r["kind"] for r in rows}]
+    text = (f"<b>Applied {html.escape(handle.method)}</b>"
+            + (f" at layer {', '.join(map(str, handle.layers))}" if handle.layers else "")
+            + f" in {handle.seconds:.1f} s. {html.escape(DESCRIPTIONS.get(handle.method, ''))}")
+    prefix = _prefix(model, fact)
+    if prefix:
+        text += (f"<br>What the model now reads before each prompt: "
+                 f"<code class='wb-edit-prefix'>{html.escape(prefix)}</code>")
+    table_html = (f"<table class='wb-edit-card-rows' style='border-collapse:collapse;font-size:12px'>"
+                  f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+    note = (f"<span style='color:#555'>No {', '.join(missing)} prompt for this fact: add one in the Fact tab.</span>"
+            if missing else "<span style='color:#555'>All the probes are in the Probes tab.</span>")
+    return f"<div style='border:1px solid #ccc;padding:6px;margin:4px 0'>{text}{table_html}{note}</div>"
+
+
+def _prefix(model, fact) -> str:
+    """The text a no-weight edit puts before the fact's prompt now ("" for weight edits)."""
+    read = model.contextualize(fact.text)
+    return read[: len(read) - len(fact.text)] if read != fact.text and read.endswith(fact.text) else (
+        "" if read == fact.text else read)

@@ -8,7 +8,7 @@ import ipywidgets as widgets
 
 from workbench.editing import active_edits
 from workbench.errors import WorkbenchError
-from workbench.facts import Fact, bundled_facts
+from workbench.facts import Fact, Implication, bundled_facts, top_begins_true_object
 from workbench.probing import probe
 from workbench.ui.common import ErrorLine, State, guarded, table
 
@@ -58,6 +58,25 @@ class FactPanel(widgets.VBox):
         self.target_true.add_class("wb-fact-true")
         self.target_new = widgets.Text(description="New")
         self.target_new.add_class("wb-fact-new")
+        # The probe prompts of each kind, one per line, editable: a dataset fact fills them
+        # from its record, a typed one from the relation's templates and the bundled data.
+        box = dict(rows=3, layout=widgets.Layout(width="95%"))
+        self.paraphrases = widgets.Textarea(description="Paraphrases", placeholder="one prompt per line", **box)
+        self.paraphrases.add_class("wb-fact-paraphrases")
+        self.neighbours = widgets.Textarea(description="Neighbours",
+                                           placeholder="other subjects with the same true object, one per line", **box)
+        self.neighbours.add_class("wb-fact-neighbours")
+        self.implications = widgets.Textarea(description="Implications",
+                                             placeholder="prompt → what it should continue with after the edit", **box)
+        self.implications.add_class("wb-fact-implications")
+        self.suggest_button = widgets.Button(description="Suggest probes",
+                                             tooltip="fill the empty probe boxes from the relation's templates, "
+                                                     "the bundled facts and the knowledge table")
+        self.suggest_button.add_class("wb-fact-suggest")
+        self.suggest_button.on_click(guarded(self.error, lambda _: self.suggest()))
+        self.probe_note = widgets.HTML()
+        self.probe_note.add_class("wb-fact-probe-note")
+        self._kinds: dict[str, str] = {}  # implication prompt -> its kind, for lines kept as they were
         self.use = widgets.Button(description="Use this fact", button_style="primary")
         self.use.add_class("wb-fact-use")
         self.predictions = widgets.HTML()
@@ -67,8 +86,12 @@ class FactPanel(widgets.VBox):
         self._base: Fact | None = None  # the dataset fact the fields came from (keeps its probe prompts)
 
         self.search.observe(lambda _: self._filter(), "value")
+        self._from_base = False  # the probe boxes hold the picked fact's own prompts, unedited
+        for field in (self.subject, self.prompt):
+            field.observe(lambda _: self._fields_changed(), "value")
         self.choices.observe(guarded(self.error, self._picked), "value")
         self.use.on_click(guarded(self.error, lambda _: self.apply()))
+        state.needs_model(self.use)
         state.on("weights", guarded(self.error, self.refresh_predictions))
         self._filter()
         super().__init__([
@@ -76,6 +99,10 @@ class FactPanel(widgets.VBox):
             self.search, self.choices,
             widgets.HTML("<b>…or type one</b> — the prompt holds <code>{}</code> where the subject goes"),
             widgets.HBox([self.subject, self.target_true, self.target_new]), self.prompt,
+            widgets.HTML("<b>Probes of the edit</b> — what should change with it (paraphrases, implications) "
+                         "and what should not (neighbours); edit any line, add lines of a kind to its box"),
+            self.paraphrases, self.neighbours, self.implications,
+            widgets.HBox([self.suggest_button, self.probe_note]),
             self.use, self.error, self.current, self.predictions,
         ])
         self.add_class("wb-fact-panel")
@@ -99,7 +126,39 @@ class FactPanel(widgets.VBox):
         self.prompt.value = fact.prompt
         self.target_true.value = fact.target_true or ""
         self.target_new.value = fact.target_new or ""
+        self._fill_probes(fact)
+        self.probe_note.value = ""
         self.apply()
+
+    def _fill_probes(self, fact: Fact) -> None:
+        self.paraphrases.value = "\n".join(fact.paraphrase_prompts)
+        self.neighbours.value = "\n".join(fact.neighborhood_prompts)
+        self.implications.value = "\n".join(f"{i.prompt} → {i.target}" for i in fact.implication_prompts)
+        self._kinds = {i.prompt: i.kind for i in fact.implication_prompts}
+        self._from_base = True
+
+    def _fields_changed(self) -> None:
+        """Another subject or relation typed: the picked fact's probes are about something else now."""
+        if self._from_base and self._typed():
+            self._from_base = False
+            self.paraphrases.value = self.neighbours.value = self.implications.value = ""
+            self.probe_note.value = ""
+
+    def suggest(self) -> None:
+        """Fill the empty probe boxes for the fact in the fields (see :func:`workbench.evaluation.suggest.suggest`)."""
+        from workbench.evaluation.suggest import suggest
+
+        found = suggest(self.fact_from_fields())
+        fact = found.fact
+        if not self.paraphrases.value.strip():
+            self.paraphrases.value = "\n".join(fact.paraphrase_prompts)
+        if not self.neighbours.value.strip():
+            self.neighbours.value = "\n".join(fact.neighborhood_prompts)
+        if not self.implications.value.strip():
+            self.implications.value = "\n".join(f"{i.prompt} → {i.target}" for i in fact.implication_prompts)
+            self._kinds.update({i.prompt: i.kind for i in fact.implication_prompts})
+        self.probe_note.value = ("<span style='color:#555'>" + html.escape("; ".join(found.notes) or
+                                 "every probe box already has prompts") + "</span>")
 
     def pick_subject(self, text: str) -> None:
         """Pick the first listed fact whose label contains ``text`` (scripts, tests)."""
@@ -109,24 +168,53 @@ class FactPanel(widgets.VBox):
                 return
         raise WorkbenchError(f"no fact matches {text!r}")
 
+    def _implication_lines(self) -> list[Implication]:
+        out = []
+        for n, line in enumerate(self.implications.value.splitlines(), 1):
+            line = line.strip()
+            if not line:
+                continue
+            for arrow in ("→", "->"):
+                if arrow in line:
+                    prompt, target = (part.strip() for part in line.rsplit(arrow, 1))
+                    break
+            else:
+                prompt, target = line, ""
+            if not prompt or not target:
+                raise WorkbenchError(f"implication line {n} ({line!r}) needs a prompt and its target: "
+                                     "'The Eiffel Tower is in the country of → Italy'")
+            out.append(Implication(prompt, target, self._kinds.get(prompt, "")))
+        return out
+
     def fact_from_fields(self) -> Fact:
         """The fact the fields describe; raises WorkbenchError with a sentence."""
+        if not self.target_true.value.strip():
+            raise WorkbenchError("type the true object: what the model should answer before any edit")
+        lines = lambda box: tuple(x.strip() for x in box.value.splitlines() if x.strip())  # noqa: E731
         kwargs = dict(subject=self.subject.value, prompt=self.prompt.value,
-                      target_true=self.target_true.value.strip() or None,
-                      target_new=self.target_new.value.strip() or None)
+                      target_true=self.target_true.value.strip(),
+                      target_new=self.target_new.value.strip() or None,
+                      paraphrase_prompts=lines(self.paraphrases), neighborhood_prompts=lines(self.neighbours),
+                      implication_prompts=tuple(self._implication_lines()))
         base = self._base
         if base is not None and base.subject == kwargs["subject"] and base.prompt == kwargs["prompt"]:
-            # Same subject and relation: keep the dataset's probe prompts.
-            return Fact(**kwargs, paraphrase_prompts=base.paraphrase_prompts,
-                        neighborhood_prompts=base.neighborhood_prompts,
-                        implication_prompts=base.implication_prompts,
-                        generation_prompts=base.generation_prompts,
+            # Same subject and relation: keep the dataset's generation prompts and ids.
+            return Fact(**kwargs, generation_prompts=base.generation_prompts,
                         case_id=base.case_id, relation_id=base.relation_id)
         return Fact(**kwargs)
+
+    def _typed(self) -> bool:
+        base = self._base
+        return base is None or base.subject != self.subject.value or base.prompt != self.prompt.value
 
     def apply(self) -> None:
         self.error.clear()
         try:
+            if self._typed() and not (self.paraphrases.value.strip() and self.neighbours.value.strip()
+                                      and self.implications.value.strip()):
+                # A typed fact gets real probes, not a single row: fill what is empty.
+                self.fact_from_fields()  # the fields' own errors first
+                self.suggest()
             fact = self.fact_from_fields()
         except WorkbenchError as exc:
             self.error.show(exc)
@@ -146,11 +234,33 @@ class FactPanel(widgets.VBox):
         with self.state.using() as model:
             result = probe(model, fact.text, targets=targets or None, top_k=5)[0]
         rows = [{"token": t.token, "p": t.prob} for t in result.top]
-        target_rows = [{"target": t.target, "p": t.prob} for t in result.targets]
+        target_rows = [{"target": t.target, "p": t.prob, "rank": t.rank} for t in result.targets]
         edits = len(active_edits(self.state.model))
         note = f" (with {edits} edit{'s' if edits != 1 else ''} applied)" if edits else ""
         self.predictions.value = (
-            f"<b>The model's top next tokens now{note}</b>"
+            self._knows_line(fact, result, edits)
+            + f"<b>The model's top next tokens now{note}</b>"
             + table(rows, ["token", "p"], css="wb-fact-top", formats={"p": ".3f"})
-            + (table(target_rows, ["target", "p"], css="wb-fact-targets", formats={"p": ".4f"}) if target_rows else "")
+            + (table(target_rows, ["target", "p", "rank"], css="wb-fact-targets", formats={"p": ".4f"},
+                     headers={"rank": "rank of its first token"}) if target_rows else "")
         )
+
+    def _knows_line(self, fact: Fact, result, edits: int) -> str:
+        """Whether the model knows the fact now: its top answer, the true object's rank and p."""
+        if fact.target_true is None or edits:
+            return ""
+        true = result.target(fact.target_true)
+        top = result.top[0].token if result.top else ""
+        known = top_begins_true_object(self.state.model, fact, top) if top else False
+        new = result.target(fact.target_new) if fact.target_new else None
+        facts = (f"{fact.target_true!r} is rank {true.rank} with p {true.prob:.3f}"
+                 + (f"; {fact.target_new!r} has p {new.prob:.3f}" if new is not None else ""))
+        if known and (new is None or true.prob > new.prob):
+            return (f"<div class='wb-fact-knows' style='color:#1b5e20'>The model knows this fact: its top answer "
+                    f"is {html.escape(repr(top))}; {html.escape(facts)}.</div>")
+        why = (f"its top answer is {top!r}, not {fact.target_true!r}" if not known else
+               f"it already prefers {fact.target_new!r} to {fact.target_true!r}")
+        return (f"<div class='wb-fact-knows wb-fact-unknown' style='color:#8a4b00;font-weight:bold'>"
+                f"⚠ The model does not know this fact: {html.escape(why)} ({html.escape(facts)}). "
+                "An edit of it would be judged against an answer the model never gave; pick a fact it "
+                "knows (the bundled ones are).</div>")

@@ -21,22 +21,54 @@ from workbench.ui.figures import neuron_figure, sub_update_figure
 AMPLIFY = 2.0
 
 
-def _tokens(scores, n: int = 6) -> str:
-    return " ".join(repr(t.token) for t in list(scores)[:n])
+#: What each column of the memories table means (shown on hover over its header).
+COLUMN_HELP = {
+    "key": "the FFN neuron's index i: its input weights are the key k_i matched against the hidden state; "
+           "click for its profile",
+    "coefficient": "m_i, how strongly this prompt's hidden state matches the key (after the activation); "
+                   "negative flips the value vector",
+    "|v|": "the norm of the value vector v_i (the neuron's column of the output matrix)",
+    "weight": "|m_i|·|v_i|: the size of this sub-update's contribution to the FFN's output here",
+    "promotes": "the tokens whose logits m_i·v_i raises most (its value read through the unembedding)",
+}
+
+
+def readable(token: str) -> bool:
+    """Whether a token reads as a word piece: letters or digits, no control or missing glyphs.
+
+    Example:
+        >>> readable(" Paris"), readable("\u200b"), readable("<unused12>")
+        (True, False, False)
+    """
+    text = token.strip()
+    return (bool(text) and text.isprintable() and not (text.startswith("<") and text.endswith(">"))
+            and any(c.isalnum() for c in text) and "\ufffd" not in text)
+
+
+def _tokens(scores, n: int = 6, *, only_readable: bool = False) -> str:
+    items = [t for t in scores if readable(t.token)] if only_readable else list(scores)
+    return " ".join(repr(t.token) for t in items[:n])
 
 
 class MemoriesPanel(widgets.VBox):
     def __init__(self, state: State, *, background: bool = True) -> None:
         self.state = state
         self.error = ErrorLine()
-        self.layer = widgets.BoundedIntText(value=0, min=0, max=state.model.n_layers - 1, description="Layer")
+        # Not a BoundedIntText: that clamps 25 to 17 silently, and the field and the table then disagree.
+        self.layer = widgets.IntText(value=0, description="Layer")
         self.layer.add_class("wb-memory-layer")
         self.position = widgets.Dropdown(options=[], description="Token")
         self.position.add_class("wb-memory-position")
         self.top_k = widgets.BoundedIntText(value=12, min=1, max=200, description="Keys")
+        self.readable_only = widgets.Checkbox(value=True, indent=False, description="readable tokens only",
+                                              tooltip="hide tokens with no letters or digits, control "
+                                                      "characters and missing glyphs")
+        self.readable_only.add_class("wb-memory-readable")
+        self.readable_only.observe(lambda _: self.report is not None and self.show(self.report), "value")
         self.show_button = widgets.Button(description="Show memories", button_style="primary")
         self.show_button.add_class("wb-memory-run")
         self.show_button.on_click(guarded(self.error, lambda _: self.run()))
+        state.needs_model(self.show_button)
         self.header = widgets.HTML()
         self.header.add_class("wb-memory-summary")
         self.table = widgets.GridBox(layout=widgets.Layout(grid_template_columns="90px 90px 80px 80px auto 90px 90px"))
@@ -47,6 +79,7 @@ class MemoriesPanel(widgets.VBox):
         # on CPU): it runs as a task with progress and Cancel; later keys are instant.
         self.profile_task = Task("Profile", css="wb-memory-profile-run", error=self.error, background=background, state=state)
         self.profile_task.button.layout.display = "none"
+        self.profile_task.layout.display = "none"  # shown once a profile runs (no lone Cancel before)
         self.chart = widgets.VBox()
         self.chart.add_class("wb-memory-chart")
         self.effect = widgets.HTML()
@@ -72,7 +105,7 @@ class MemoriesPanel(widgets.VBox):
         super().__init__([
             widgets.HTML("<b>FFN memories</b>: the layer's output at a token is a sum of sub-updates "
                          "m<sub>i</sub>·v<sub>i</sub>; the largest are listed with the tokens they promote."),
-            widgets.HBox([self.layer, self.position, self.top_k, self.show_button]),
+            widgets.HBox([self.layer, self.position, self.top_k, self.show_button, self.readable_only]),
             self.error, self.header, self.table, self.effect, self.profile_task, self.profile, self.chart,
             widgets.HTML("<hr><b>Knowledge neurons</b> (Dai et al. 2022): integrated gradients of "
                          "p(true object) over the fact's prompt and paraphrases."),
@@ -116,8 +149,15 @@ class MemoriesPanel(widgets.VBox):
         fact = self.state.fact
         if fact is None:
             raise WorkbenchError("choose a fact in the Fact tab first")
+        layer, n = int(self.layer.value), self.state.model.n_layers
+        if not 0 <= layer < n:
+            self.table.children = ()
+            self.header.value = self.profile.value = self.effect.value = ""
+            self.chart.children = ()
+            self.report = None
+            raise WorkbenchError(f"layer {layer} is out of range: {self.state.model.name} has layers 0 to {n - 1}")
         with self.state.using() as model:
-            report = memories(model, fact.text, layer=int(self.layer.value),
+            report = memories(model, fact.text, layer=layer,
                               position=int(self.position.value), top_k=int(self.top_k.value))
         self.show(report)
 
@@ -125,14 +165,18 @@ class MemoriesPanel(widgets.VBox):
         self.report = report
         self.changes = {}
         self.profile.value = self.effect.value = ""
+        clean = bool(self.readable_only.value)
         self.header.value = (
             f"Layer <b>{report.layer}</b>, token {report.position} <b>{html.escape(repr(report.token))}</b>: "
             f"|FFN out|={report.ffn_norm:.2f}; the {len(report.sub_updates)} listed keys carry "
             f"{100 * report.top_weight_share:.1f}% of Σ|m|·|v|. Whole update promotes: "
-            f"{html.escape(_tokens(report.ffn_promotes))}. Logit lens after the layer: "
-            f"{html.escape(_tokens(report.lens_after, 3))}"
+            f"{html.escape(_tokens(report.ffn_promotes, only_readable=clean))}. Logit lens after the layer: "
+            f"{html.escape(_tokens(report.lens_after, 3, only_readable=clean))}"
         )
-        cells = [widgets.HTML(f"<b>{h}</b>") for h in ("key", "coefficient", "|v|", "weight", "promotes", "", "")]
+        clean = bool(self.readable_only.value)
+        cells = [widgets.HTML(f"<b title='{html.escape(COLUMN_HELP.get(h, ''), quote=True)}' "
+                              f"style='border-bottom:1px dotted #888;cursor:help'>{h}</b>" if h else "")
+                 for h in ("key", "coefficient", "|v|", "weight", "promotes", "", "")]
         for u in report.sub_updates:
             key = widgets.Button(description=str(u.key), layout=widgets.Layout(width="85px"),
                                  tooltip="show this key's profile")
@@ -145,7 +189,7 @@ class MemoriesPanel(widgets.VBox):
             sup.observe(guarded(self.error, lambda ch, k=u.key, other=amp: self._toggle(k, "suppress", ch["new"], other)), "value")
             amp.observe(guarded(self.error, lambda ch, k=u.key, other=sup: self._toggle(k, "amplify", ch["new"], other)), "value")
             cells += [key, widgets.Label(f"{u.coefficient:+.3f}"), widgets.Label(f"{u.value_norm:.2f}"),
-                      widgets.Label(f"{u.weight:.3f}"), widgets.Label(_tokens(u.promotes)), sup, amp]
+                      widgets.Label(f"{u.weight:.3f}"), widgets.Label(_tokens(u.promotes, only_readable=clean)), sup, amp]
         self.table.children = cells
         fig = sub_update_figure(report)
         self.chart.children = (fig,) if fig is not None else ()
@@ -212,6 +256,7 @@ class MemoriesPanel(widgets.VBox):
                                   "of its coefficient here)" + self._profile_html(profile))
 
         self.profile.value = f"<i>Profiling key {key} at layer {report.layer}…</i>"
+        self.profile_task.layout.display = ""
         self.profile_task.run(work, done, busy="reading the corpus for this layer (once per layer)…")
 
     @staticmethod

@@ -1,12 +1,13 @@
 """Probes panel: the fact's paraphrases, neighbours, implications and free prompts,
 before and after the edits, refreshed right after every edit or revert.
 
-"Before" is probed when the fact is chosen (with whatever edits were applied then,
-normally none); "now" after every change to the model. Row colours say whether the
+"Before" is the unedited model (measured with the edits set aside, nothing
+reverted, for rows added later too); "now" after every change to the model. Row colours say whether the
 row behaves as the edit intends: edit and paraphrase prompts (and the fact asked as
 a question) should now prefer the new object, neighbours should keep the true one
 -- also right after the edit statement is read ("neighbour+", CounterFact+),
-implications should now start their own target.
+implications should now start their own target. A free prompt is scored on the
+answer typed after it (``prompt → answer``) or, with none, shows its top-1 only.
 
 Beside the teacher-forced probabilities sit the model's own greedy answers, before
 and now, and which object each answer names (the judge of
@@ -21,7 +22,7 @@ import time
 
 import ipywidgets as widgets
 
-from workbench.editing import active_edits
+from workbench.editing import active_edits, unedited
 from workbench.errors import WorkbenchError
 from workbench.evaluation.generated import ANSWER_TOKENS, plus_prompts
 from workbench.evaluation.judge import first_sentence, judge
@@ -34,8 +35,35 @@ GOOD, BAD = "background:#e3f4e1", "background:#fbe3e3"
 ANSWER_STEP = 4
 
 
-def probe_rows(fact, free: list[str]) -> list[dict]:
-    """One row per prompt: kind, prompt, and the targets scored on it."""
+def parse_free(text: str) -> list[tuple[str, str | None]]:
+    """Free prompt lines → ``(prompt, expected answer or None)``; ``prompt → answer`` gives one.
+
+    Example:
+        >>> parse_free("Paris is in\nThe Louvre is in the city of → Paris")
+        [('Paris is in', None), ('The Louvre is in the city of', 'Paris')]
+    """
+    out = []
+    for line in (text or "").splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        expected = None
+        for arrow in ("→", "->"):
+            if arrow in line:
+                line, expected = (part.strip() for part in line.rsplit(arrow, 1))
+                break
+        if not line:
+            raise WorkbenchError(f"a free prompt line has an answer but no prompt ({expected!r})")
+        out.append((line, expected or None))
+    return out
+
+
+def probe_rows(fact, free: list) -> list[dict]:
+    """One row per prompt: kind, prompt, and the targets scored on it.
+
+    ``free``: prompts or ``(prompt, expected)`` pairs. A free prompt is not about the
+    fact, so it is scored on its own expected answer, or on none (its top-1 only).
+    """
     pair = [t for t in (fact.target_true, fact.target_new) if t]
     rows = [{"kind": "edit", "prompt": fact.text, "targets": pair}]
     rows += [{"kind": "paraphrase", "prompt": p, "targets": pair} for p in fact.paraphrase_prompts]
@@ -46,13 +74,21 @@ def probe_rows(fact, free: list[str]) -> list[dict]:
     if fact.target_new:
         rows += [{"kind": "neighbour+", "prompt": p, "targets": pair} for p in plus_prompts(fact)]
     rows += [{"kind": "implication", "prompt": i.prompt, "targets": [i.target]} for i in fact.implication_prompts]
-    rows += [{"kind": "free", "prompt": p, "targets": pair} for p in free]
+    for item in free:
+        prompt, expected = (item, None) if isinstance(item, str) else item
+        rows.append({"kind": "free", "prompt": prompt, "targets": [expected] if expected else []})
     return rows
 
 
 def _outcome(row: dict, after, fact) -> bool | None:
     """Does this prompt behave as the edit intends? None when it cannot say."""
     probs = {t.target: t.prob for t in after.targets}
+    if row["kind"] == "free":
+        if not row["targets"]:
+            return None  # no expected answer: only the top-1 change is shown
+        target = row["targets"][0].strip().lower()
+        top = after.top[0].token.strip().lower() if after.top else ""
+        return bool(top) and target.startswith(top)
     if row["kind"] == "implication":
         target = row["targets"][0].strip().lower()
         top = after.top[0].token.strip().lower() if after.top else ""
@@ -68,7 +104,7 @@ def said(row: dict, answer: str | None, fact) -> str:
 
     An implication's answer is judged against its own target (as "new").
     """
-    if answer is None or fact.target_true is None:
+    if answer is None or fact.target_true is None or row["kind"] == "free":
         return ""
     new = row["targets"][0] if row["kind"] == "implication" else fact.target_new
     if new is None:
@@ -82,12 +118,14 @@ class ProbesPanel(widgets.VBox):
     def __init__(self, state: State, *, background: bool = True) -> None:
         self.state = state
         self.error = ErrorLine()
-        self.free = widgets.Textarea(placeholder="free prompts, one per line", rows=3,
+        self.free = widgets.Textarea(placeholder="free prompts, one per line; 'prompt → answer' to score an "
+                                                 "expected answer (else only the top-1 is shown)", rows=3,
                                      layout=widgets.Layout(width="70%"), description="Free")
         self.free.add_class("wb-probe-free")
         self.refresh_button = widgets.Button(description="Probe now", button_style="primary")
         self.refresh_button.add_class("wb-probe-run")
         self.refresh_button.on_click(guarded(self.error, lambda _: self.refresh()))
+        state.needs_model(self.refresh_button)
         self.table = widgets.HTML()
         self.table.add_class("wb-probe-table")
         self.timing = widgets.HTML()
@@ -98,10 +136,9 @@ class ProbesPanel(widgets.VBox):
         self.generations = widgets.HTML()
         self.generations.add_class("wb-generations")
         self.before: dict[str, object] = {}  # prompt -> PromptProbe at fact choice
-        self.before_edits = 0
         self.rows: list[dict] = []
         self.last: list = []
-        self.gen_before: dict[str, str] = {}  # prompt -> generation with no edits applied
+        self.gen_before: dict[tuple[str, int], str] = {}  # (prompt, tokens) -> generation with no edit
         self.answers_on = widgets.Checkbox(value=True, description="Greedy answers after each probe", indent=False)
         self.answers_on.add_class("wb-answers-on")
         self.answer_task = Task("Answer", css="wb-answers-run", error=self.error, background=background, state=state,
@@ -111,6 +148,7 @@ class ProbesPanel(widgets.VBox):
         self.answers_now: dict[str, str] = {}
         self._version = 0  # bumped by every probe: answers generated for an older one are dropped
         self._answers_wanted = False
+        self._fact_key: tuple[str, str] | None = None
         state.on("fact", guarded(self.error, self._fact_changed))
         state.on("weights", guarded(self.error, self.refresh))
         super().__init__([
@@ -131,10 +169,15 @@ class ProbesPanel(widgets.VBox):
         self.gen_before = {}
         self.answers_before, self.answers_now = {}, {}
         self.generations.value = ""
+        fact = self.state.fact
+        key = (fact.subject, fact.prompt) if fact is not None else None
+        if key != self._fact_key:
+            self.free.value = ""  # free prompts belong to the fact they were typed for
+        self._fact_key = key
         self.refresh(baseline=True)
 
-    def _free_prompts(self) -> list[str]:
-        return [line.strip() for line in self.free.value.splitlines() if line.strip()]
+    def _free_prompts(self) -> list[tuple[str, str | None]]:
+        return parse_free(self.free.value)
 
     def refresh(self, baseline: bool = False) -> None:
         """Probe every row now (one batched call) and redraw the table."""
@@ -145,25 +188,28 @@ class ProbesPanel(widgets.VBox):
         model = self.state.model
         rows = probe_rows(fact, self._free_prompts())
         started = time.perf_counter()
+        prompts, targets = [r["prompt"] for r in rows], [r["targets"] for r in rows]
         with self.state.using():
-            result = probe(model, [r["prompt"] for r in rows], targets=[r["targets"] for r in rows], top_k=1)
+            result = probe(model, prompts, targets=targets, top_k=1)
+            n_edits = len(active_edits(model))
+            if baseline:
+                self.before = {}
+            if n_edits == 0:
+                self.before.update({p.prompt: p for p in result.prompts if p.prompt not in self.before})
+            missing = [i for i, p in enumerate(prompts) if p not in self.before]
+            if missing:
+                # "Before" is the unedited model, also for rows added after an edit.
+                with unedited(model):
+                    earlier = probe(model, [prompts[i] for i in missing], targets=[targets[i] for i in missing],
+                                    top_k=1)
+                self.before.update({p.prompt: p for p in earlier.prompts})
         seconds = time.perf_counter() - started
-        n_edits = len(active_edits(model))
-        if baseline or not self.before:
-            self.before = {p.prompt: p for p in result.prompts}
-            self.before_edits = n_edits
-        else:
-            # Free prompts added later get their baseline only while no edit is applied.
-            for p in result.prompts:
-                if p.prompt not in self.before and n_edits == self.before_edits:
-                    self.before[p.prompt] = p
         self.rows, self.last = rows, list(result.prompts)
         self.answers_now = {}  # stale after a change to the model; refilled below
         self._version += 1
         self.timing.value = (f"<span style='color:#555'>{len(rows)} prompts probed in {seconds:.2f} s; "
-                             f"{n_edits} edit{'s' if n_edits != 1 else ''} applied now"
-                             + (f", {self.before_edits} when 'before' was probed" if self.before_edits else "")
-                             + "</span>")
+                             f"{n_edits} edit{'s' if n_edits != 1 else ''} applied now; 'before' is the "
+                             "unedited model</span>")
         self._draw(fact, n_edits)
         if self.answers_on.value:
             # After the rest of this click: the answers hold the model for seconds, and the
@@ -190,7 +236,17 @@ class ProbesPanel(widgets.VBox):
             for start in range(0, len(prompts), ANSWER_STEP):
                 token.check()
                 texts += generate_many(model, prompts[start : start + ANSWER_STEP], max_new_tokens=ANSWER_TOKENS)
-            return texts, len(active_edits(model))
+            n_edits = len(active_edits(model))
+            if n_edits:
+                # The answers before the edits, for rows first seen with an edit applied.
+                missing = [p for p in prompts if p not in self.answers_before]
+                for start in range(0, len(missing), ANSWER_STEP):
+                    token.check()
+                    with unedited(model):
+                        said_then = generate_many(model, missing[start : start + ANSWER_STEP],
+                                                  max_new_tokens=ANSWER_TOKENS)
+                    self.answers_before.update(zip(missing[start : start + ANSWER_STEP], said_then))
+            return texts, n_edits
 
         version = self._version
         self.answer_task.run(lambda token: (version, prompts, *work(token)), self._show_answers,
@@ -228,20 +284,21 @@ class ProbesPanel(widgets.VBox):
                 except KeyError:
                     return None
 
-            other = row["targets"][0] if row["kind"] == "implication" else t_new
+            own = row["kind"] in ("implication", "free")  # scored on their own target, not the fact's
+            other = (row["targets"] or [None])[0] if own else t_new
             # The question's one-example prefix is the same on every fact: show the question only.
             shown = "Q:" + row["prompt"].rsplit("Q:", 1)[-1].replace("\n", " ") if row["kind"] == "question" \
                 else row["prompt"]
             entry = {
                 "kind": row["kind"], "prompt": shown,
-                "p(true) before": p(before, t_true) if row["kind"] != "implication" else None,
-                "p(true) now": p(now, t_true) if row["kind"] != "implication" else None,
+                "p(true) before": None if own else p(before, t_true),
+                "p(true) now": None if own else p(now, t_true),
                 "p(new) before": p(before, other), "p(new) now": p(now, other),
                 "top-1 before": before.top[0].token if before is not None and before.top else "",
                 "top-1 now": now.top[0].token if now.top else "",
             }
-            if row["kind"] == "implication":
-                entry["kind"] = f"implication ({row['targets'][0]})"
+            if own and row["targets"]:
+                entry["kind"] = f"{row['kind']} ({row['targets'][0]})"
             ok = _outcome(row, now, fact) if n_edits else None
             entry["outcome"] = "" if ok is None else ("as intended" if ok else "not as intended")
             answer = self.answers_now.get(row["prompt"])
@@ -271,14 +328,19 @@ class ProbesPanel(widgets.VBox):
             for prompt in prompts:
                 token.check()
                 out.append((prompt, generate(model, prompt, max_new_tokens=n)))
-            return out, len(active_edits(model))
+            n_edits = len(active_edits(model))
+            for prompt in prompts:
+                if n_edits and (prompt, n) not in self.gen_before:
+                    token.check()
+                    with unedited(model):  # "before" without reverting anything
+                        self.gen_before[(prompt, n)] = generate(model, prompt, max_new_tokens=n)
+            return out, n_edits, n
 
         self.gen_task.run(work, self._show_generations, busy="generating…")
 
     def _show_generations(self, payload) -> None:
-        results, n_edits = payload
+        results, n_edits, n = payload
         if n_edits == 0:
-            self.gen_before.update(dict(results))
-        rows = [{"prompt": p, "before the edits": self.gen_before.get(p, "(generate once with no edit applied)"),
-                 "now": g} for p, g in results]
+            self.gen_before.update({(p, n): g for p, g in results})
+        rows = [{"prompt": p, "before the edits": self.gen_before.get((p, n), ""), "now": g} for p, g in results]
         self.generations.value = table(rows, ["prompt", "before the edits", "now"], css="wb-generations-table")

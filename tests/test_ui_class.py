@@ -1,0 +1,247 @@
+"""The app as a lecturer uses it (issue 20): a typed fact gets real probes, one busy
+state, stale lines cleared, free prompts scored on their own answers, "before" measured
+on the unedited model, out-of-range input refused inline, an edit result card.
+Driven programmatically on the tiny random model (no browser; tests/browser drives Voila)."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+
+pytest.importorskip("ipywidgets")
+
+os.environ.setdefault("WORKBENCH_PROGRESS", "0")
+
+import workbench as wb  # noqa: E402
+from workbench.facts import Fact  # noqa: E402
+
+FACT = Fact("Eiffel Tower", "The {} is located in the city of", "Paris", "Rome",
+            paraphrase_prompts=("The Eiffel Tower stands in the city of",),
+            neighborhood_prompts=("The Louvre is located in the city of",),
+            implication_prompts=({"prompt": "The Eiffel Tower is located in the country of", "target": "Italy"},))
+
+
+@pytest.fixture(scope="module")
+def model(request):
+    return request.getfixturevalue("tiny_gemma")
+
+
+@pytest.fixture
+def app(model):
+    from workbench.ui import Workbench
+
+    wb.revert_all(model)
+    a = Workbench(model, fact=FACT, facts=[FACT, *wb.bundled_facts()[:5]], background=False)
+    a.probes.answers_on.value = False  # the greedy answers are tested in test_ui.py
+    yield a
+    wb.revert_all(model)
+
+
+def type_fact(app, subject, prompt, true, new):
+    app.fact.subject.value, app.fact.prompt.value = subject, prompt
+    app.fact.target_true.value, app.fact.target_new.value = true, new
+    app.fact.use.click()
+
+
+# -- the fact ---------------------------------------------------------------------------------
+def test_a_typed_fact_gets_paraphrases_neighbours_and_implications(app):
+    # A city the bundled facts place things in: paraphrases from P276's templates,
+    # neighbours that share the true object, implications from the knowledge table.
+    type_fact(app, "Big Ben", "{} is located in", "London", "Paris")
+    assert app.fact.error.value == "", app.fact.error.text
+    fact = app.state.fact
+    assert fact.subject == "Big Ben" and len(fact.paraphrase_prompts) >= 1
+    assert all("Big Ben" in p for p in fact.paraphrase_prompts)
+    assert fact.implication_prompts and all(i.target for i in fact.implication_prompts)
+    assert "from the knowledge table" in app.fact.probe_note.value
+    kinds = {r["kind"] for r in app.probes.rows}
+    assert {"edit", "paraphrase", "implication"} <= kinds
+    # Each box is editable: a line added to a kind's box becomes a probe row of that kind.
+    app.fact.neighbours.value += "\nThe British Museum is located in"
+    app.fact.use.click()
+    assert "The British Museum is located in" in app.state.fact.neighborhood_prompts
+    assert any(r["kind"] == "neighbour" and r["prompt"] == "The British Museum is located in"
+               for r in app.probes.rows)
+
+
+def test_typed_subject_drops_the_picked_facts_probes(app):
+    app.fact.subject.value = "Colosseum"
+    assert app.fact.paraphrases.value == "" and app.fact.implications.value == ""
+
+
+def test_implication_lines_need_a_target_and_an_empty_true_object_is_refused(app):
+    app.fact.implications.value = "The Eiffel Tower is located in the country of"
+    app.fact.use.click()
+    assert "needs a prompt and its target" in app.fact.error.text
+    assert app.state.fact == FACT  # unchanged
+    app.fact.implications.value = "The Eiffel Tower is located in the country of → Italy"
+    app.fact.target_true.value = "  "
+    app.fact.use.click()
+    assert "type the true object" in app.fact.error.text.lower()
+    assert app.state.fact == FACT
+
+
+def test_the_fact_panel_says_whether_the_model_knows_the_fact(app, model):
+    result = wb.probe(model, FACT.text, targets=[FACT.target_true, FACT.target_new], top_k=1)[0]
+    true = result.target("Paris")
+    assert f"rank {true.rank}" in app.fact.predictions.value
+    # The rank is the true object's first token's place among all next tokens.
+    import torch
+
+    with torch.no_grad():
+        logits = model.hf_model(model.tokens(FACT.text)).logits[0, -1].float()
+    first = wb.probing.target_ids(model, FACT.text, "Paris")[0]
+    assert true.rank == int((logits > logits[first]).sum()) + 1
+    known = wb.facts.top_begins_true_object(model, FACT, result.top[0].token) and true.prob > \
+        result.target("Rome").prob
+    assert ("does not know this fact" in app.fact.predictions.value) == (not known)
+
+
+# -- one busy state ---------------------------------------------------------------------------
+def test_one_busy_line_with_cancel_and_quick_buttons_disabled(model):
+    from workbench.ui import Workbench
+
+    a = Workbench(model, fact=FACT, facts=[FACT], background=True)
+    a.probes.answers_on.value = False
+    a.trace.samples.value = 2
+    started = threading.Event()
+    a.state.on("busy", lambda: a.state.busy_task is not None and started.set())
+    a.trace.task.button.click()
+    assert started.wait(60)
+    assert "Busy" in a.busy.value and "Trace" in a.busy.value
+    assert a.fact.use.disabled and a.probes.refresh_button.disabled and a.memories.show_button.disabled
+    assert a.busy_cancel.layout.display != "none"
+    a.busy_cancel.click()
+    a.trace.task.join(120)
+    deadline = time.time() + 10
+    while a.state.busy_task is not None and time.time() < deadline:
+        time.sleep(0.05)
+    assert a.busy.value == "" and a.busy_cancel.layout.display == "none"
+    assert not a.fact.use.disabled and not a.probes.refresh_button.disabled
+    # Cancelling is the user's choice: a grey note, not a red error.
+    assert a.trace.error.text == "Cancelled." and "#b00020" not in a.trace.error.value
+
+
+def test_a_success_clears_the_error_an_earlier_click_left(app):
+    app.trace.error.show("Already running; press Cancel first.")
+    app.trace.samples.value = 2
+    app.trace.task.button.click()
+    assert app.trace.error.value == ""
+
+
+def test_remaining_time_from_the_pace_so_far():
+    from workbench.ui.common import remaining
+
+    assert remaining(10.0, 2, 6) == 20.0
+    assert remaining(1.0, 0, 6) is None and remaining(5.0, 6, 6) is None
+
+
+# -- probes -----------------------------------------------------------------------------------
+def test_free_prompts_are_scored_on_their_own_answer_and_cleared_on_a_new_fact(app):
+    from workbench.ui.probes import parse_free
+
+    assert parse_free("a\n\nb -> c\n d → e ") == [("a", None), ("b", "c"), ("d", "e")]
+    app.probes.free.value = "Rome is the capital of → Italy\nThe weather today is"
+    app.probes.refresh_button.click()
+    free = [r for r in app.probes.table_rows if r["kind"].startswith("free")]
+    assert [r["kind"] for r in free] == ["free (Italy)", "free"]
+    own, bare = free
+    assert own["p(true) now"] is None and own["p(new) now"] is not None  # its own target, not Paris/Rome
+    assert bare["p(true) now"] is None and bare["p(new) now"] is None and bare["top-1 now"]
+    app.fact.pick(wb.bundled_facts()[0])
+    assert app.probes.free.value == ""
+    assert not any(r["kind"].startswith("free") for r in app.probes.rows)
+
+
+def test_before_is_the_unedited_model_also_for_rows_added_after_an_edit(app, model):
+    app.edit.method.value = "in-context"
+    app.edit.hparams.value = "min_prob=0"  # the random tiny model does not reach the new object
+    app.edit.task.button.click()
+    assert wb.active_edits(model)
+    app.probes.free.value = "The Louvre is in the city of → Paris"
+    app.probes.refresh_button.click()
+    row = next(r for r in app.probes.table_rows if r["kind"].startswith("free"))
+    with wb.unedited(model):
+        unedited_p = wb.probe(model, "The Louvre is in the city of", targets=["Paris"])[0].target("Paris").prob
+    edited_p = wb.probe(model, "The Louvre is in the city of", targets=["Paris"])[0].target("Paris").prob
+    assert row["p(new) before"] == pytest.approx(unedited_p) and row["p(new) now"] == pytest.approx(edited_p)
+    assert unedited_p != edited_p  # the in-context sentence changes the prompt the model reads
+
+
+def test_generations_have_a_before_without_reverting(app, model):
+    app.edit.method.value = "in-context"
+    app.edit.hparams.value = "min_prob=0"  # the random tiny model does not reach the new object
+    app.edit.task.button.click()
+    app.probes.gen_tokens.value = 4
+    app.probes.run_generations()
+    assert wb.active_edits(model)  # nothing reverted
+    assert "wb-generations-table" in app.probes.generations.value
+    assert "generate once" not in app.probes.generations.value
+    before = app.probes.gen_before[(FACT.text, 4)]
+    wb.revert_all(model)
+    assert before == wb.generate(model, FACT.text, max_new_tokens=4)
+
+
+# -- bad input --------------------------------------------------------------------------------
+def test_a_layer_out_of_range_is_an_inline_error_and_the_field_is_kept(app, model):
+    for layer in (model.n_layers + 7, -3):
+        app.memories.layer.value = layer
+        app.memories.show_button.click()
+        assert f"Layer {layer} is out of range" in app.memories.error.text
+        assert f"0 to {model.n_layers - 1}" in app.memories.error.text
+        assert app.memories.layer.value == layer and app.memories.report is None
+        assert app.memories.table.children == ()
+    app.memories.layer.value = 1
+    app.memories.show_button.click()
+    assert app.memories.error.value == "" and app.memories.report.layer == 1
+
+
+def test_memory_columns_explained_and_unreadable_tokens_hidden(app):
+    from workbench.ui.memories import readable
+
+    app.memories.layer.value = 1
+    app.memories.show_button.click()
+    heads = [c.value for c in app.memories.table.children[:5]]
+    assert all("title=" in h for h in heads)
+    assert readable(" Paris") and not readable("<unused3>") and not readable("\u200b") and not readable("  ")
+    shown = [c.value for c in app.memories.table.children[11::7]]  # the "promotes" cells
+    for text in shown:
+        for token in text.split("' '"):
+            assert "<unused" not in token
+
+
+# -- the edit result card ---------------------------------------------------------------------
+def test_the_edit_card_shows_before_and_after_on_four_kinds_and_the_baseline_text(app, model):
+    app.edit.method.value = "in-context"
+    assert "written as a sentence before every prompt" in app.edit.description.value
+    app.edit.hparams.value = "min_prob=0"
+    app.edit.task.button.click()
+    card = app.edit.card.value
+    for kind in ("edit prompt", "paraphrase", "neighbour", "implication"):
+        assert kind in card, kind
+    assert "→" in card and "should say" in card
+    import html
+
+    prefix = model.contextualize(FACT.text)[: -len(FACT.text)]
+    assert prefix.strip() and html.escape(prefix) in card
+    app.edit.revert_button.click()
+    assert app.edit.card.value == ""
+
+
+def test_the_layer_note_says_why_the_default_differs_from_the_trace_peak(app):
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    app.edit.method.value = "rome"
+    default = app.edit.layers.value
+    peak = (int(default.split(",")[0]) + 2) % app.state.model.n_layers
+    scores = np.zeros((len(app.state.model.str_tokens(app.state.model.tokens(FACT.text))), app.state.model.n_layers))
+    scores[1, peak] = 1.0
+    app.state.trace = SimpleNamespace(scores={"mlp": scores}, subject_range=(1, 2))
+    app.edit._update_note()
+    note = app.edit.layer_note.value
+    assert f"layer {peak}" in note and "they differ" in note and "05_does_editing_edit_knowledge" in note

@@ -1,0 +1,81 @@
+"""``unedited(model)``: the unedited model without reverting, and back bitwise after;
+generation stops at end and special tokens."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import workbench as wb
+from workbench.facts import Fact
+from workbench.probing import _decode_until_stop, _stop_ids, generate_many
+
+FACT = Fact("Eiffel Tower", "The {} is located in the city of", "Paris", "Rome")
+
+
+def _weights(model):
+    return {k: v.clone() for k, v in model.hf_model.state_dict().items()}
+
+
+def _same(a, b):
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_unedited_sets_weight_and_prompt_edits_aside_and_restores_them_bitwise(tiny_gemma):
+    model = tiny_gemma
+    original = _weights(model)
+    before = wb.probe(model, FACT.text, targets=["Paris", "Rome"])[0]
+    # Two weight edits on the same layer and a no-weight one: the oldest `before` is the original.
+    wb.edit(model, FACT, method="ft", layers=[1], steps=3, check_known=False, min_prob=0)
+    wb.edit(model, FACT.with_new("Berlin"), method="ft", layers=[1], steps=3, check_known=False, min_prob=0)
+    wb.edit(model, FACT, method="in-context", min_prob=0)
+    edited_weights = _weights(model)
+    edited = wb.probe(model, FACT.text, targets=["Paris", "Rome"])[0]
+    assert not _same(original, edited_weights)
+    with wb.unedited(model) as m:
+        assert m is model and _same(original, _weights(model))
+        assert model.contextualize(FACT.text) == FACT.text
+        inside = wb.probe(model, FACT.text, targets=["Paris", "Rome"])[0]
+    assert [t.prob for t in inside.targets] == [t.prob for t in before.targets]
+    assert _same(edited_weights, _weights(model))
+    assert [t.prob for t in wb.probe(model, FACT.text, targets=["Paris", "Rome"])[0].targets] == \
+        [t.prob for t in edited.targets]
+    assert len(wb.active_edits(model)) == 3  # nothing was reverted
+    wb.revert_all(model)
+    assert _same(original, _weights(model))
+
+
+def test_unedited_restores_after_an_error_and_sets_grace_aside(tiny_gemma):
+    model = tiny_gemma
+    before = wb.probe(model, FACT.text, targets=["Rome"])[0].target("Rome").prob
+    wb.edit(model, FACT, method="grace", min_prob=0)
+    edited = wb.probe(model, FACT.text, targets=["Rome"])[0].target("Rome").prob
+    assert edited != before
+    with pytest.raises(RuntimeError):
+        with wb.unedited(model):
+            assert wb.probe(model, FACT.text, targets=["Rome"])[0].target("Rome").prob == before
+            raise RuntimeError("boom")
+    assert wb.probe(model, FACT.text, targets=["Rome"])[0].target("Rome").prob == edited
+    wb.revert_all(model)
+
+
+def test_decoding_stops_at_the_first_stop_token(tiny_gemma):
+    model = tiny_gemma
+    stop = sorted(_stop_ids(model))[0]
+    words = model.encode(" Rome, Italy", prompt=False)
+    assert _decode_until_stop(model, [*words, stop, *words]) == model.tokenizer.decode(words)
+    assert _decode_until_stop(model, words) == model.tokenizer.decode(words)
+
+
+def test_greedy_generate_equals_generate_many_and_has_no_stop_tokens(tiny_gemma):
+    model = tiny_gemma
+    for prompt in ("Paris is", "The tallest mountain on the planet Earth is", "A B C D E F G"):
+        text = wb.generate(model, prompt, max_new_tokens=12)
+        assert text == generate_many(model, [prompt], max_new_tokens=12)[0]
+        assert "<start_of_image>" not in text and "<eos>" not in text
+
+
+@pytest.mark.slow
+def test_gemma_generation_ends_instead_of_repeating_image_tokens(gemma):
+    text = wb.generate(gemma, "The Colosseum is located in the city of", max_new_tokens=40)
+    assert "Rome" in text and "<start_of_image>" not in text
