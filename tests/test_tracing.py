@@ -170,6 +170,12 @@ def test_result_serialises_and_plots(tiny):
 
     fig = trace_figure(r)
     assert len(fig.data) == 3
+    # One colour scale for every kind, from the corrupted baseline to the best cell of any kind,
+    # also when each kind is drawn in a figure of its own (the app's panels).
+    best = max(float(np.nanmax(g)) for g in r.scores.values())
+    for kind in r.scores:
+        (alone,) = trace_figure(r, kinds=[kind]).data
+        assert alone.zmin == r.corrupted_prob and alone.zmax == pytest.approx(max(best, r.corrupted_prob + 1e-6))
     assert sum(label.endswith("*") or "*\u200b" in label for label in row_labels(r)) == r.subject_range[1] - r.subject_range[0]
 
     facts = [FACT, wb.Fact("Colosseum", "The {} is in the city of", "Rome"), wb.Fact("x", "{} is", "y")]

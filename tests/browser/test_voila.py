@@ -44,3 +44,22 @@ def test_voila_answers_only_loopback_hosts_with_the_token(voila_server):
     port = voila_server.rsplit(":", 1)[1]
     assert _status(f"{voila_server}/?token={TOKEN}", {"Host": f"evil.example:{port}"}) == 403
     assert _status(f"{voila_server}/", {"Host": f"127.0.0.1:{port}"}) in (302, 401, 403)
+
+
+def test_voila_app_for_a_live_class(voila_server, page, screenshots):
+    """Issue 20's points in the real browser; prints each action's time to first answer."""
+    from class_flow import (Answered, back_to_eiffel, busy_and_cancel, edit_card_and_generations, free_prompts,
+                            out_of_range_layer, typed_fact)
+
+    timer, answered = Timer(), Answered()
+    page.goto(f"{voila_server}/?token={TOKEN}", timeout=SLOW)
+    wait_app(page, timer)
+    typed_fact(page, answered, screenshots)
+    back_to_eiffel(page, answered)
+    free_prompts(page, answered)
+    busy_and_cancel(page, answered)
+    out_of_range_layer(page)
+    edit_card_and_generations(page, answered, screenshots, timer)
+    no_inline_errors(page)
+    print("voila class timings (s):", timer.marks)
+    print("voila class: seconds from click to first answer:", answered.seconds)

@@ -41,9 +41,10 @@ def row_labels(result) -> list[str]:
 def trace_figure(result, *, kinds: Sequence[str] | None = None, height_per_token: int = 22) -> go.Figure:
     """Heatmaps of p(answer) after restoring each (token, layer), one panel per kind.
 
-    Rows are tokens (subject tokens marked ``*``), columns layers. Each panel's
-    colour scale starts at the corrupted baseline, so white means "restoring here
-    brings nothing back" and full colour the best restoration.
+    Rows are tokens (subject tokens marked ``*``), columns layers. Every panel's
+    colour scale runs from the corrupted baseline (white: "restoring here brings
+    nothing back") to the best restoration of any kind in the result, so that the
+    colours of the mlp, attn and resid panels (also drawn one per figure) compare.
 
     Args:
         result: a :class:`~workbench.locate.TraceResult` (trace or patch).
@@ -54,9 +55,11 @@ def trace_figure(result, *, kinds: Sequence[str] | None = None, height_per_token
     labels = row_labels(result)
     fig = make_subplots(rows=1, cols=len(kinds), subplot_titles=[TITLES.get(k, k) for k in kinds],
                         shared_yaxes=True, horizontal_spacing=0.08)
+    # One scale for all kinds: the best cell of any kind the result holds.
+    top = max([float(np.nanmax(np.asarray(g, dtype=float))) for g in result.scores.values()]
+              + [result.corrupted_prob + 1e-6])
     for i, kind in enumerate(kinds):
         grid = np.asarray(result.scores[kind], dtype=float)
-        top = max(float(np.nanmax(grid)), result.corrupted_prob + 1e-6)
         # A first-order estimate can fall below the corrupted baseline; the scale still starts there.
         fig.add_trace(
             go.Heatmap(
@@ -64,13 +67,15 @@ def trace_figure(result, *, kinds: Sequence[str] | None = None, height_per_token
                 zmin=result.corrupted_prob, zmax=top,
                 colorbar=dict(x=(i + 1) / len(kinds) - 0.02, len=0.9, thickness=10,
                               title=dict(text=f"p({result.answer.strip()})", side="right")),
-                hovertemplate="token %{y}<br>layer %{x}<br>p=%{z:.4f}<extra>" + kind + "</extra>",
+                hovertemplate=("token %{y}<br>layer %{x}<br>p=%{z:.4f} (corrupted "
+                               + f"{result.corrupted_prob:.4f})<extra>" + kind + "</extra>"),
             ),
             row=1, col=i + 1,
         )
         fig.update_xaxes(title_text="layer" if kind == "resid" else f"centre of {result.window} restored layers",
                          row=1, col=i + 1)
     fig.update_yaxes(autorange="reversed", type="category")
+    fig.update_yaxes(title_text="token (* = subject)", row=1, col=1)
     how = {"trace": "noise on the subject", "attribution": "noise on the subject; first-order preview",
            "patch": "patched from the corrupt prompt"}.get(result.method, result.method)
     fig.update_layout(

@@ -37,10 +37,8 @@ class Workbench(widgets.VBox):
     def __init__(self, model=None, *, fact=None, facts=None, background: bool = True) -> None:
         from workbench.model import Model, load_model
 
-        if model is None:
-            model = load_model()
-        elif isinstance(model, str):
-            model = load_model(model)
+        if model is None or isinstance(model, str):
+            model = _load_quietly(load_model, model)
         elif not isinstance(model, Model):
             from workbench.errors import WorkbenchError
 
@@ -123,7 +121,14 @@ class Workbench(widgets.VBox):
         # Which tab the task lives in: the panel whose tree holds its button.
         where = next((TITLES[n] for n, p in self.panels.items() if _holds(p, task)), "")
         text = task.status.value or self.state.busy_text
-        self.busy.value = (f"<span style='color:#8a4b00'>⏳ <b>Busy</b>: {html.escape(task.button.description)}"
+        if task.preemptible:
+            # The greedy answers refill after every change and stop for any click: not "busy".
+            self.busy.value = (f"<span style='color:#777'>in the background: {html.escape(task.button.description)}"
+                               + (f" ({html.escape(where)} tab)" if where else "")
+                               + f" · {html.escape(_plain(text))} — any click takes over</span>")
+            self.busy_cancel.layout.display = "none"
+            return
+        self.busy.value = (f"<span style='color:#8a4b00'><b>Busy</b>: {html.escape(task.button.description)}"
                            + (f" ({html.escape(where)} tab)" if where else "")
                            + f" · {self.state.busy_seconds:.0f} s · {html.escape(_plain(text))} — buttons that "
                              "need the model wait for it</span>")
@@ -155,3 +160,18 @@ def _plain(text: str) -> str:
     import re
 
     return html.unescape(re.sub(r"<[^>]+>", "", text or ""))
+
+
+def _load_quietly(load_model, name):
+    """Load the model without Hugging Face's "Loading weights" bar, which would stay on the page above the app."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:  # pragma: no cover - transformers is a dependency
+        return load_model(name) if name else load_model()
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        return load_model(name) if name else load_model()
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()

@@ -59,7 +59,7 @@ class ErrorLine(widgets.HTML):
         self.value = f'<span style="color:#b00020">{html.escape(text)}</span>'
 
     def note(self, text: str) -> None:
-        self.value = f'<span style="color:#555">{html.escape(text)}</span>'
+        self.value = f'<span class="wb-note" style="color:#555">{html.escape(text)}</span>'
 
     def clear(self) -> None:
         self.value = ""
@@ -84,6 +84,10 @@ class StepToken(CancelToken):
         super().__init__()
         self.steps = 0
         self._on_step = on_step
+
+    def check_cancelled(self) -> None:
+        """Raise :class:`Cancelled` if cancelled, without counting a step."""
+        super().check()
 
     def check(self) -> None:
         super().check()
@@ -195,8 +199,11 @@ class Task(widgets.HBox):
                 if self.state is not None:
                     # One computation on the shared model at a time: hooks are global to it.
                     while not self.state.lock.acquire(timeout=0.2):
+                        holder = self.state.preemptible
+                        if holder is not None and holder is not self and holder.running:
+                            holder.cancel(quietly=True)  # the greedy answers give way; they start again after
                         self.status.value = f"waiting for {self.state.busy_with or 'another task'} to finish…"
-                        self.token.check()
+                        self.token.check_cancelled()  # not a step: the task has not begun
                     held = True
                     self.state.busy_with = self.button.description
                     if self.preemptible:

@@ -32,7 +32,7 @@ from workbench.ui.common import ErrorLine, State, Task, guarded, table
 
 GOOD, BAD = "background:#e3f4e1", "background:#fbe3e3"
 #: Prompts generated per step of the answers task (it stops between steps when preempted).
-ANSWER_STEP = 4
+ANSWER_STEP = 2
 
 
 def parse_free(text: str) -> list[tuple[str, str | None]]:
