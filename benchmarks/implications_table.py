@@ -49,6 +49,16 @@ def _row(name: str, report, keep: set[int] | None) -> str:
     return f"| {name} | {len(rows)} | " + " | ".join(cells) + " |"
 
 
+def _unedited_row(name: str, report, keep: set[int] | None) -> str:
+    """The same facts before the edit (each report carries the unedited model's scores)."""
+    cells = []
+    for key in COLUMNS:
+        per_fact = dict(zip([r.index for r in report.rows], report.values(key + "_before")))
+        cells.append(_cell([v for i, v in per_fact.items() if keep is None or i in keep]))
+    n = len(report.rows) if keep is None else len(keep)
+    return f"| {name} | {n} | " + " | ".join(cells) + " |"
+
+
 def table() -> str:
     reports = {}
     for path in sorted(RUNS.glob("*_independent.json")):
@@ -58,17 +68,19 @@ def table() -> str:
     lines = ["| method | facts | " + " | ".join(COLUMNS.values()) + " |", "|---" * (len(COLUMNS) + 2) + "|"]
     for m in methods:
         lines.append(_row(m, reports[m], None))
-    full = max((len(r.rows) for r in reports.values()), default=0)
-    for m in methods:
-        done = {r.index for r in reports[m].rows if r.after is not None}
-        if len(done) < full:  # the others on this method's facts
-            for other in methods:
-                if other != m:
-                    lines.append(_row(f"{other} (on {m}'s facts)", reports[other], done))
-    before = reports[methods[0]] if methods else None
-    if before is not None:
-        lines.append("| unedited (" + methods[0] + "'s before) | " + str(len(before.rows)) + " | " + " | ".join(
-            _cell(before.values(k + "_before")) for k in COLUMNS) + " |")
+    done = {m: frozenset(r.index for r in reports[m].rows if r.after is not None) for m in methods}
+    biggest = max(methods, key=lambda m: len(done[m]), default=None)
+    if biggest is not None:
+        lines.append(_unedited_row(f"unedited ({biggest}'s before)", reports[biggest], None))
+    # Each smaller set of facts some method ran (a time limit): every method that covers it, on it.
+    subsets = sorted({d for d in done.values() if biggest is not None and d != done[biggest]}, key=len, reverse=True)
+    for subset in subsets:
+        owners = [m for m in methods if done[m] == subset]
+        lines.append(f"| *on the {len(subset)} facts {', '.join(owners)} ran* |" + " |" * (len(COLUMNS) + 1))
+        for other in methods:
+            if other not in owners and done[other] >= subset:
+                lines.append(_row(f"{other}", reports[other], set(subset)))
+        lines.append(_unedited_row("unedited", reports[owners[0]], set(subset)))
     return "\n".join(lines)
 
 

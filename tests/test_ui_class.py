@@ -245,3 +245,23 @@ def test_the_layer_note_says_why_the_default_differs_from_the_trace_peak(app):
     app.edit._update_note()
     note = app.edit.layer_note.value
     assert f"layer {peak}" in note and "they differ" in note and "05_does_editing_edit_knowledge" in note
+
+
+def test_a_run_started_while_the_last_one_ends_is_not_refused():
+    """The greedy answers restart from the kernel's loop while the stopped run's thread is
+    still ending: that start must run, not be taken for "already running" (and lost)."""
+    from workbench.ui.common import ErrorLine, Task
+
+    task = Task("Answer", css="wb-x", error=ErrorLine(), background=True)
+    ran = []
+
+    def restart_from_another_thread():
+        t = threading.Thread(target=lambda: task.run(lambda token: ran.append("second")))
+        t.start()
+        t.join()  # the first run's thread is alive, inside its `after`
+
+    task.run(lambda token: ran.append("first"), after=restart_from_another_thread)
+    deadline = time.time() + 10
+    while ran != ["first", "second"] and time.time() < deadline:
+        time.sleep(0.02)
+    assert ran == ["first", "second"] and task.error.value == ""

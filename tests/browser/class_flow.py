@@ -29,7 +29,15 @@ class Answered:
 
 
 def typed_fact(page, answered: Answered, shots: Path) -> None:
+    # No "Loading weights 100%" bar left above the app.
+    assert page.get_by_text("Loading weights").count() == 0
     open_tab(page, "Fact")
+    # An empty true object is refused inline, and the current fact stays.
+    page.locator(".wb-fact-true input").fill("")
+    page.locator(".wb-fact-true input").press("Tab")
+    page.locator("button.wb-fact-use").click()
+    page.locator(".wb-fact-panel .wb-error", has_text="true object").wait_for(timeout=SLOW)
+    assert "Eiffel" in page.locator(".wb-fact-current").inner_text()
     subject, prompt, true, new = TYPED
     page.locator(".wb-fact-subject input").fill(subject)
     page.locator(".wb-fact-prompt input").fill(prompt)
@@ -115,6 +123,10 @@ def out_of_range_layer(page) -> None:
     page.locator("button.wb-memory-run").click()
     page.locator(".wb-memory-table .wb-memory-key").first.wait_for(timeout=SLOW)
     assert page.locator(".wb-memories-panel .wb-error").first.inner_text().strip() == ""
+    # Each column explains itself on hover.
+    title = page.locator(".wb-memory-table b", has_text="coefficient").get_attribute("title")
+    assert title and "hidden state" in title
+    assert page.locator(".wb-memory-readable input").is_checked()
 
 
 def edit_card_and_generations(page, answered: Answered, shots: Path, timer: Timer) -> None:

@@ -108,7 +108,10 @@ def wait_for_answers(page) -> None:
 
 def edit_and_revert(page, shots: Path, prefix: str, timer: Timer) -> None:
     open_tab(page, "Probes")
-    page.locator(".wb-probe-table tbody tr").first.wait_for()
+    try:
+        page.locator(".wb-probe-table tbody tr").first.wait_for()
+    except Exception:
+        raise AssertionError("no probe rows: " + page.locator(".wb-probes-panel").inner_text()[:2000]) from None
     wait_for_answers(page)
     before = probe_rows(page)
     assert before[0]["kind"] == "edit"

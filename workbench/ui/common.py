@@ -131,13 +131,16 @@ class Task(widgets.HBox):
         self.seconds: float | None = None
         self.preemptible = preemptible
         self._quiet = False
+        self._active = False
         #: The last run was stopped by a quick call (see :meth:`State.using`), not by the user.
         self.preempted = False
 
     @property
     def running(self) -> bool:
         """Whether a run is in progress (seen from its own thread, the run is ending: False)."""
-        return (self.thread is not None and self.thread.is_alive()
+        # `_active` goes False before the ending run calls `after()`: a run that `after()` (or
+        # the kernel's loop, a moment later) starts must not find this one still "running".
+        return (self.thread is not None and self.thread.is_alive() and self._active
                 and self.thread is not threading.current_thread())
 
     def cancel(self, *, quietly: bool = False) -> None:
@@ -177,6 +180,7 @@ class Task(widgets.HBox):
         self.error.clear()
         self._quiet = False
         self.preempted = False
+        self._active = True
         self.token = StepToken(self._step)
         total = None
         try:
@@ -237,6 +241,7 @@ class Task(widgets.HBox):
                 self.button.disabled = False
                 self.cancel_button.disabled = True
                 self.bar.layout.visibility = "hidden"
+                self._active = False
                 if after is not None:
                     try:
                         after()

@@ -222,11 +222,13 @@ class FactPanel(widgets.VBox):
         self.current.value = (f"Current fact: <i>{html.escape(fact.text)}</i> → "
                               f"<b>{html.escape(fact.target_true or '?')}</b>"
                               + (f" (edit towards <b>{html.escape(fact.target_new)}</b>)" if fact.target_new else ""))
+        # What this tab shows first (one prompt, a fraction of a second); the other panels'
+        # probes follow the "fact" event.
+        self.refresh_predictions(fact)
         self.state.set_fact(fact)
-        self.refresh_predictions()
 
-    def refresh_predictions(self) -> None:
-        fact = self.state.fact
+    def refresh_predictions(self, fact: Fact | None = None) -> None:
+        fact = fact if fact is not None else self.state.fact
         if fact is None:
             self.predictions.value = ""
             return

@@ -165,16 +165,22 @@ class ProbesPanel(widgets.VBox):
         self.add_class("wb-probes-panel")
 
     def _fact_changed(self) -> None:
-        self.before = {}
         self.gen_before = {}
         self.answers_before, self.answers_now = {}, {}
         self.generations.value = ""
+        self._version += 1  # answers still being generated are for the last fact's rows: dropped
         fact = self.state.fact
         key = (fact.subject, fact.prompt) if fact is not None else None
         if key != self._fact_key:
             self.free.value = ""  # free prompts belong to the fact they were typed for
         self._fact_key = key
-        self.refresh(baseline=True)
+        try:
+            self.refresh(baseline=True)  # resets "before" only once the new rows are probed
+        except WorkbenchError:
+            # The model is busy: no table of the last fact's rows under the new fact.
+            self.rows, self.last, self.before = [], [], {}
+            self.table.value = "<i>The model was busy when the fact changed: press Probe now.</i>"
+            raise
 
     def _free_prompts(self) -> list[tuple[str, str | None]]:
         return parse_free(self.free.value)
