@@ -79,3 +79,58 @@ def test_greedy_generate_equals_generate_many_and_has_no_stop_tokens(tiny_gemma)
 def test_gemma_generation_ends_instead_of_repeating_image_tokens(gemma):
     text = wb.generate(gemma, "The Colosseum is located in the city of", max_new_tokens=40)
     assert "Rome" in text and "<start_of_image>" not in text
+
+
+def test_suggested_probes_come_from_the_bundled_data():
+    from workbench.evaluation.suggest import suggest
+
+    pool = wb.bundled_facts()
+    # A typed copy of a bundled fact: no probes of its own.
+    base = next(f for f in pool if f.prompt == "{} is located in the continent of") if any(
+        f.prompt == "{} is located in the continent of" for f in pool) else pool[0]
+    typed = Fact(base.subject, base.prompt, base.target_true, base.target_new)
+    found = suggest(typed, pool)
+    fact = found.fact
+    from workbench.evaluation.relations import relation_of
+
+    rid = relation_of(typed)
+    templates = {f.prompt for f in pool if relation_of(f) == rid} - {typed.prompt}
+    # Paraphrases: the relation's other templates, with this subject.
+    assert fact.paraphrase_prompts and all(any(p.lower() == t.format(typed.subject).lower() or
+                                               p.lower() == t.format("the " + typed.subject).lower()
+                                               for t in templates) for p in fact.paraphrase_prompts)
+    # Neighbours: this template, other subjects with the same true object in the bundled data.
+    same = {f.subject for f in pool if relation_of(f) == rid and f.target_true.lower() == typed.target_true.lower()
+            and f.subject.lower() != typed.subject.lower()}
+    assert {p for p in fact.neighborhood_prompts} <= {typed.prompt.format(s) for s in same}
+    assert len(fact.neighborhood_prompts) == min(3, len(same))
+    assert len(found.notes) == 3 and fact.relation_id == rid
+    # Kinds a fact has are kept as they are.
+    own = Fact(typed.subject, typed.prompt, typed.target_true, typed.target_new, paraphrase_prompts=("mine",))
+    assert suggest(own, pool).fact.paraphrase_prompts == ("mine",)
+
+
+def test_generate_many_gives_way_within_a_token_when_cancelled(tiny_gemma):
+    from workbench.progress import CancelToken, Cancelled
+
+    class AfterSteps(CancelToken):
+        """Set after HF has asked `cancelled` a few times (a click mid-generation)."""
+
+        def __init__(self, n):
+            super().__init__()
+            self.asked, self.n = 0, n
+
+        @property
+        def cancelled(self):
+            self.asked += 1
+            if self.asked >= self.n:
+                self.cancel()
+            return super().cancelled
+
+    token = AfterSteps(3)
+    with pytest.raises(Cancelled):
+        generate_many(tiny_gemma, ["Paris is", "Rome is"], max_new_tokens=200, cancel=token)
+    assert token.asked == 3  # stopped at the third new token, not after 200
+    # Not cancelled: the same text as without a token.
+    assert generate_many(tiny_gemma, ["Paris is"], max_new_tokens=5, cancel=CancelToken()) == \
+        generate_many(tiny_gemma, ["Paris is"], max_new_tokens=5)

@@ -58,7 +58,7 @@ from workbench.locate import (
 from workbench.editing import EditHandle, active_edits, edit, load_edit, revert_all, unedited
 
 # -- evaluation --
-from workbench.evaluation import CompareReport, EvalReport, compare, evaluate, read_report, score_fact
+from workbench.evaluation import CompareReport, EvalReport, compare, evaluate, read_report, score_fact, suggest_probes
 
 
 # -- ui --

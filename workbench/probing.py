@@ -328,8 +328,13 @@ def generate_many(
     top_k: int | None = None,
     seed: int = 0,
     batch_size: int = 16,
+    cancel=None,
 ) -> list[str]:
     """Continue many prompts at once (left-padded batches); greedy by default.
+
+    ``cancel``: a :class:`~workbench.progress.CancelToken` checked after every new token;
+    when it is set the call raises :class:`~workbench.progress.Cancelled` within one step
+    (the app's greedy answers give way to a click this way).
 
     Greedy continuations equal one :func:`generate` call per prompt (the padding
     is masked and positions start at each prompt's first real token; a test checks
@@ -364,10 +369,25 @@ def generate_many(
             ids, mask = _pad_batch([encoded[i] for i in chunk], pad, left=True)
             width = ids.shape[1]
             new = model.hf_model.generate(ids.to(model.device), attention_mask=mask.to(model.device),
-                                          use_cache=True, **kwargs)[:, width:]
+                                          use_cache=True, **kwargs, **_stopper(cancel))[:, width:]
+            if cancel is not None:
+                cancel.check()
             for row, i in enumerate(chunk):
                 out[i] = _decode_until_stop(model, new[row].tolist())
     return out
+
+
+def _stopper(cancel) -> dict:
+    """``stopping_criteria`` for Hugging Face's ``generate`` that end it once ``cancel`` is set."""
+    if cancel is None:
+        return {}
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class _Cancelled(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            return torch.full((input_ids.shape[0],), cancel.cancelled, dtype=torch.bool, device=input_ids.device)
+
+    return {"stopping_criteria": StoppingCriteriaList([_Cancelled()])}
 
 
 def _stop_ids(model: Model) -> frozenset[int]:

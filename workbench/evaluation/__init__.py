@@ -37,9 +37,11 @@ from workbench.evaluation.generated import DEFAULT_METRICS, METRICS
 from workbench.evaluation.intervals import Interval, bootstrap, paired_difference
 from workbench.evaluation.locality import fact_profile, variance_explained
 from workbench.evaluation.perplexity import perplexity
+from workbench.evaluation.suggest import Suggestion, suggest, suggest_probes
 from workbench.evaluation.scores import FactScores, PromptScore, harmonic_mean, score_fact, score_facts
 
 __all__ = [
+    "Suggestion", "suggest", "suggest_probes",
     "CompareReport", "CurvePoint", "DEFAULT_METRICS", "EvalReport", "FactRow", "FactScores", "Interval", "METRICS",
     "MODES", "PromptScore", "SUMMARY_KEYS", "bootstrap", "compare", "evaluate", "fact_profile", "fluency",
     "harmonic_mean", "ngram_entropy", "paired_difference", "perplexity", "read_report", "score_fact", "score_facts",

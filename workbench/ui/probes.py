@@ -31,8 +31,8 @@ from workbench.probing import generate, generate_many, probe
 from workbench.ui.common import ErrorLine, State, Task, guarded, table
 
 GOOD, BAD = "background:#e3f4e1", "background:#fbe3e3"
-#: Prompts generated per step of the answers task (it stops between steps when preempted).
-ANSWER_STEP = 2
+#: Prompts generated per step of the answers task (preempted, it stops within one token).
+ANSWER_STEP = 4
 
 
 def parse_free(text: str) -> list[tuple[str, str | None]]:
@@ -241,7 +241,8 @@ class ProbesPanel(widgets.VBox):
             texts = []
             for start in range(0, len(prompts), ANSWER_STEP):
                 token.check()
-                texts += generate_many(model, prompts[start : start + ANSWER_STEP], max_new_tokens=ANSWER_TOKENS)
+                texts += generate_many(model, prompts[start : start + ANSWER_STEP], max_new_tokens=ANSWER_TOKENS,
+                                       cancel=token)
             n_edits = len(active_edits(model))
             if n_edits:
                 # The answers before the edits, for rows first seen with an edit applied.
@@ -250,7 +251,7 @@ class ProbesPanel(widgets.VBox):
                     token.check()
                     with unedited(model):
                         said_then = generate_many(model, missing[start : start + ANSWER_STEP],
-                                                  max_new_tokens=ANSWER_TOKENS)
+                                                  max_new_tokens=ANSWER_TOKENS, cancel=token)
                     self.answers_before.update(zip(missing[start : start + ANSWER_STEP], said_then))
             return texts, n_edits
 
