@@ -280,6 +280,18 @@ README = ROOT / "README.md"
 _MARK_START, _MARK_END = "<!-- results:start -->", "<!-- results:end -->"
 
 
+def _implication_cell(run: dict) -> str:
+    """The method's rate on the implication facts (``assets/results/implications/``), for its
+    independent runs: many more implication probes than CounterFact's few (README, "Implications")."""
+    s = run["summary"]
+    path = ROOT / "assets" / "results" / "implications" / f"{s['method']}_independent.json"
+    if s.get("mode") != "independent" or not path.exists() or "critics" in _label(run) or "(" in _label(run):
+        return "–"
+    other = json.loads(path.read_text())["summary"]
+    iv = (other.get("intervals") or {}).get("implication_score")
+    return f"{_fmt(other.get('implication_score'), True, iv)} ({other.get('n')})"
+
+
 def _write_readme_table(runs: list[dict]) -> None:
     """The short version of the table, between the README's results markers."""
     if not README.exists():
@@ -291,10 +303,11 @@ def _write_readme_table(runs: list[dict]) -> None:
              ("paraphrase_score", "PS", True), ("gen_paraphrase", "PS said", True),
              ("neighborhood_score", "NS", True), ("neighborhood_plus", "NS+", True),
              ("implication_score", "IS", True), ("seconds_per_edit", "s/edit", False)]
-    rows = ["| method | mode | hardware | " + " | ".join(h for _, h, _ in short) + " |", "|" + "---|" * (3 + len(short))]
+    rows = ["| method | mode | hardware | " + " | ".join(h for _, h, _ in short) + " | IS, implication set (n) |",
+            "|" + "---|" * (4 + len(short))]
     for r in runs:
         s = r["summary"]
-        rows.append(f"| {_label(r)} | {s['mode']} | {_where(r)} | {_cells(r, short)} |")
+        rows.append(f"| {_label(r)} | {s['mode']} | {_where(r)} | {_cells(r, short)} | {_implication_cell(r)} |")
     head, rest = readme.split(_MARK_START, 1)
     _, tail = rest.split(_MARK_END, 1)
     README.write_text(head + _MARK_START + "\n" + "\n".join(rows) + "\n" + _MARK_END + tail)
