@@ -265,3 +265,25 @@ def test_a_run_started_while_the_last_one_ends_is_not_refused():
     while ran != ["first", "second"] and time.time() < deadline:
         time.sleep(0.02)
     assert ran == ["first", "second"] and task.error.value == ""
+
+
+def test_time_estimates_come_from_the_committed_runs(app):
+    import json
+
+    from workbench.facts import ASSETS
+    from workbench.ui.edit import measured_cost
+
+    data = json.loads((ASSETS / "results" / "rome_independent.json").read_text())
+    cost = measured_cost("rome")
+    assert cost["per_edit"] == data["summary"]["seconds_per_edit"]
+    app.edit.method.value = "rome"
+    assert f"{cost['per_edit']:.1f} s per edit" in app.edit.description.value
+    app.compare.methods.value = ("rome",)
+    app.compare.limit.value = 5
+    app.compare.said.value = False
+    expected = 5 * data["settings"]["wall_seconds"] / data["summary"]["n"]
+    assert app.compare.estimated_seconds() == pytest.approx(expected)
+    app.compare.said.value = True
+    assert app.compare.estimated_seconds() == pytest.approx(2 * expected)
+    assert f"≈ {2 * expected:.0f} s" in app.compare.estimate.value
+    assert measured_cost("no-such-method") is None

@@ -75,6 +75,7 @@ class Workbench(widgets.VBox):
         self.state.on("fact", self._update_header)
         self.state.on("busy", self._update_busy)
         super().__init__([self.header, widgets.HBox([self.busy, self.busy_cancel]), self.tabs])
+        _warm_figures()
         self.add_class("wb-app")
         self._update_header()
         if fact is not None or hasattr(self.fact, "pick"):
@@ -175,3 +176,14 @@ def _load_quietly(load_model, name):
     finally:
         if was_on:
             hf_logging.enable_progress_bar()
+
+
+def _warm_figures() -> None:
+    """Build one plotly FigureWidget now: the first costs about 2 s (measured on this CPU), which
+    would otherwise land on the first trace a class waits for, not on the app's start."""
+    try:
+        import plotly.graph_objects as go
+
+        go.FigureWidget(go.Heatmap(z=[[0.0]]))
+    except Exception:  # noqa: BLE001 - a warm-up only
+        pass

@@ -61,6 +61,10 @@ class ComparePanel(widgets.VBox):
         self.said = widgets.Checkbox(value=True, indent=False,
                                      description="Also score the generated answers (about twice the time)")
         self.said.add_class("wb-compare-said")
+        self.estimate = widgets.HTML()
+        self.estimate.add_class("wb-compare-estimate")
+        for w in (self.methods, self.limit, self.said):
+            w.observe(lambda _: self._estimate(), "value")
         self.task = Task("Compare", css="wb-compare-run", error=self.error, background=background, state=state)
         self.task.button.on_click(lambda _: self.run())
         self.table = widgets.HTML()
@@ -84,12 +88,32 @@ class ComparePanel(widgets.VBox):
                          "± is a 95 % bootstrap interval over the facts; with a handful of facts it is wide. "
                          "Edits are reverted after scoring."),
             widgets.HBox([self.methods, widgets.VBox([self.limit, self.mode, self.said])]),
-            self.task, self.error, self.table, self.facts_line, self.chart,
+            self.task, self.estimate, self.error, self.table, self.facts_line, self.chart,
             widgets.HTML("<b>Many edits, one after another.</b> In <i>sequential</i> mode the run's own "
                          "curve appears above; the committed runs (up to 1,000 edits each) are here:"),
             self.curves_button, self.curves,
         ])
         self.add_class("wb-compare-panel")
+        self._estimate()
+
+    def estimated_seconds(self) -> float | None:
+        """Seconds the comparison should take, from the committed runs' seconds per fact
+        (teacher-forced scoring; the generated answers about double it). None if a method has no run."""
+        from workbench.ui.edit import measured_cost
+
+        total = 0.0
+        for method in self.methods.value:
+            cost = measured_cost(method)
+            if cost is None or cost["per_fact"] is None:
+                return None
+            total += cost["per_fact"] * int(self.limit.value)
+        return total * (2 if self.said.value else 1)
+
+    def _estimate(self) -> None:
+        seconds = self.estimated_seconds()
+        self.estimate.value = ("" if seconds is None else
+                               f"<span style='color:#555'>≈ {seconds:.0f} s by the committed runs' seconds per "
+                               "fact on this CPU (assets/results/*_independent.json)</span>")
 
     def run(self) -> None:
         try:

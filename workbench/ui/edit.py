@@ -46,6 +46,33 @@ DESCRIPTIONS = {
 NOTEBOOK_05 = "notebooks/05_does_editing_edit_knowledge.ipynb"
 
 
+def measured_cost(method: str) -> dict | None:
+    """What the committed independent run of ``method`` measured on this kind of CPU:
+    seconds per edit, seconds per fact scored (teacher-forced), and where it ran.
+
+    From ``assets/results/<method>_independent.json``; None when there is none.
+
+    Example:
+        >>> measured_cost("rome")["per_edit"] > 0                   # doctest: +SKIP
+        True
+    """
+    import json
+
+    from workbench.facts import ASSETS
+
+    path = ASSETS / "results" / f"{method}_independent.json"
+    try:
+        data = json.loads(path.read_text())
+        summary, settings = data["summary"], data.get("settings") or {}
+        n = summary["n"]
+        wall = settings.get("wall_seconds") or summary.get("seconds_total")
+        return {"per_edit": float(summary["seconds_per_edit"]),
+                "per_fact": float(wall) / n if wall and n else None,
+                "hardware": settings.get("hardware") or "this CPU", "file": path.name}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def methods() -> list[str]:
     known = [m for m in ORDER if m in METHODS]
     return known + sorted(m for m in METHODS if m not in known)
@@ -165,7 +192,10 @@ class EditPanel(widgets.VBox):
         defaults = method_defaults(method)
         self.hparams.placeholder = "\n".join(f"{k}={v!r}" for k, v in defaults.items()) or "no hyperparameters"
         self.hparams.value = ""
-        self.description.value = (f"<span style='color:#555'>{html.escape(DESCRIPTIONS.get(method, ''))}</span>")
+        cost = measured_cost(method)
+        when = (f" Measured: {cost['per_edit']:.1f} s per edit ({cost['hardware']}, assets/results/{cost['file']})."
+                if cost and cost["per_edit"] >= 0.05 else "")
+        self.description.value = (f"<span style='color:#555'>{html.escape(DESCRIPTIONS.get(method, '') + when)}</span>")
         self._update_note()
 
     def _update_note(self) -> None:
