@@ -54,6 +54,7 @@ def typed_fact(page, answered: Answered, shots: Path) -> None:
     paraphrases = page.locator(".wb-fact-paraphrases textarea").input_value()
     assert "Barack Obama" in paraphrases, paraphrases
     assert "paraphrase" in page.locator(".wb-fact-probe-note").inner_text()
+    page.locator(".wb-header", has_text="Barack Obama").wait_for(timeout=SLOW)  # the header follows the fact
     page.screenshot(path=str(shots / "voila-typed-fact.png"), full_page=True)
     open_tab(page, "Probes")
     page.locator(".wb-probe-table", has_text="Barack Obama").wait_for(timeout=SLOW)

@@ -74,8 +74,11 @@ class Workbench(widgets.VBox):
         self.state.on("weights", self._update_header)
         self.state.on("fact", self._update_header)
         self.state.on("busy", self._update_busy)
-        super().__init__([self.header, widgets.HBox([self.busy, self.busy_cancel]), self.tabs])
-        _warm_figures()
+        # A tiny figure out of sight: the browser loads and starts plotly.js while the class
+        # reads the Fact tab, not on the first trace.
+        warm = _warm_figures()
+        super().__init__([self.header, widgets.HBox([self.busy, self.busy_cancel]), self.tabs,
+                          *([warm] if warm is not None else [])])
         self.add_class("wb-app")
         self._update_header()
         if fact is not None or hasattr(self.fact, "pick"):
@@ -178,12 +181,17 @@ def _load_quietly(load_model, name):
             hf_logging.enable_progress_bar()
 
 
-def _warm_figures() -> None:
-    """Build one plotly FigureWidget now: the first costs about 2 s (measured on this CPU), which
-    would otherwise land on the first trace a class waits for, not on the app's start."""
+def _warm_figures():
+    """Build one plotly FigureWidget now, in a box of no height: the first costs about 2 s here
+    (measured on this CPU) and the browser's first plotly figure more, which would otherwise land
+    on the first trace a class waits for, not on the app's start. None if plotly is missing."""
     try:
         import plotly.graph_objects as go
 
-        go.FigureWidget(go.Heatmap(z=[[0.0]]))
+        fig = go.FigureWidget(go.Heatmap(z=[[0.0]], showscale=False),
+                              layout=dict(width=20, height=20, margin=dict(l=0, r=0, t=0, b=0)))
     except Exception:  # noqa: BLE001 - a warm-up only
-        pass
+        return None
+    box = widgets.Box([fig], layout=widgets.Layout(height="0px", overflow="hidden"))
+    box.add_class("wb-warm-figure")
+    return box

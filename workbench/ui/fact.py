@@ -69,7 +69,7 @@ class FactPanel(widgets.VBox):
         self.implications = widgets.Textarea(description="Implications",
                                              placeholder="prompt → what it should continue with after the edit", **box)
         self.implications.add_class("wb-fact-implications")
-        self.suggest_button = widgets.Button(description="Suggest probes", layout=widgets.Layout(width="140px"),
+        self.suggest_button = widgets.Button(description="Suggest probes", layout=widgets.Layout(width="170px", min_width="170px"),
                                              tooltip="fill the empty probe boxes from the relation's templates, "
                                                      "the bundled facts and the knowledge table")
         self.suggest_button.add_class("wb-fact-suggest")
