@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -128,9 +129,14 @@ def lab_server(tmp_path_factory):
                     "@jupyterlab/apputils-extension:announcements"], env=env, capture_output=True)
     port = free_port()
     log = tmp / "lab.log"
+    # A copy: JupyterLab autosaves what it runs, and a saved copy of the app notebook once broke
+    # the next run; the repository's notebook stays as committed.
+    root = tmp / "notebooks"
+    root.mkdir()
+    shutil.copy(NOTEBOOK, root / NOTEBOOK.name)
     cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1",
            f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={TOKEN}",
-           f"--ServerApp.root_dir={NOTEBOOK.parent}", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+           f"--ServerApp.root_dir={root}", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
            f"--LabApp.user_settings_dir={tmp / 'settings'}", f"--LabApp.workspaces_dir={tmp / 'workspaces'}"]
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT)
