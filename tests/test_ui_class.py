@@ -287,3 +287,38 @@ def test_time_estimates_come_from_the_committed_runs(app):
     assert app.compare.estimated_seconds() == pytest.approx(2 * expected)
     assert f"≈ {2 * expected:.0f} s" in app.compare.estimate.value
     assert measured_cost("no-such-method") is None
+
+
+def test_a_quick_call_waits_a_moment_for_a_task_to_say_it_gives_way(model, monkeypatch):
+    """The race JupyterLab hit: the answers task holds the lock but has not yet marked itself
+    preemptible when a quick call arrives; the call must preempt it, not report "busy"."""
+    from workbench.errors import WorkbenchError
+    from workbench.ui import common
+    from workbench.ui.common import ErrorLine, State, Task
+
+    def start(state):
+        task = Task("Answer", css="wb-x", error=ErrorLine(), background=True, state=state, preemptible=True)
+        task.run(lambda token: [token.check() or time.sleep(0.01) for _ in iter(int, 1)])
+        deadline = time.time() + 10
+        while state.preemptible is not task and time.time() < deadline:
+            time.sleep(0.01)
+        state.preemptible = None  # the moment before it says it gives way
+        threading.Timer(0.1, lambda: setattr(state, "preemptible", task)).start()
+        return task
+
+    state = State(model)
+    task = start(state)
+    with state.using():
+        pass
+    task.join(10)
+    assert not task.running and task.preempted
+    # Without the grace the same moment reads as "busy" (what the browser test saw).
+    monkeypatch.setattr(common, "GRACE", 0.0)
+    state = State(model)
+    task = start(state)
+    with pytest.raises(WorkbenchError, match="busy"):
+        with state.using():
+            pass
+    time.sleep(0.2)
+    task.cancel()
+    task.join(10)

@@ -111,6 +111,9 @@ def edit_and_revert(page, shots: Path, prefix: str, timer: Timer) -> None:
     try:
         page.locator(".wb-probe-table tbody tr").first.wait_for()
     except Exception:
+        # Twice in JupyterLab the table stayed empty here: the click found the model "busy" in the
+        # moment a restarted answers task had taken it but not yet said it gives way (State.using
+        # now waits GRACE for that; test_ui_class.py::test_a_quick_call_waits_a_moment_...).
         raise AssertionError("no probe rows: " + page.locator(".wb-probes-panel").inner_text()[:2000]) from None
     wait_for_answers(page)
     before = probe_rows(page)

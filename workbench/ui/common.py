@@ -362,6 +362,8 @@ def section(title: str) -> widgets.HTML:
 
 #: Seconds a quick call waits for a preemptible task to stop at its next step.
 PREEMPT_WAIT = 30.0
+#: Seconds a quick call waits for a task that has just taken the model to say whether it gives way.
+GRACE = 0.5
 
 
 class State:
@@ -431,6 +433,14 @@ class State:
         """
         acquired = self.lock.acquire(blocking=False)
         holder = self.preemptible
+        if not acquired and holder is None:
+            # A task that has just taken the lock says whether it is preemptible a moment later
+            # (the greedy answers, restarted from a task's thread right after a click's first call,
+            # did so in JupyterLab): wait that moment before calling the model busy.
+            deadline = time.perf_counter() + GRACE
+            while not acquired and self.preemptible is None and time.perf_counter() < deadline:
+                acquired = self.lock.acquire(timeout=0.01)
+            holder = self.preemptible
         if not acquired and holder is not None and holder.running:
             holder.cancel(quietly=True)
             acquired = self.lock.acquire(timeout=PREEMPT_WAIT)
