@@ -37,7 +37,7 @@ def readable(token: str) -> bool:
     """Whether a token reads as a word piece: letters or digits, no control or missing glyphs.
 
     Example:
-        >>> readable(" Paris"), readable("\u200b"), readable("<unused12>")
+        >>> readable(" Paris"), readable("\\u200b"), readable("<unused12>")
         (True, False, False)
     """
     text = token.strip()

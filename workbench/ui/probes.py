@@ -39,7 +39,7 @@ def parse_free(text: str) -> list[tuple[str, str | None]]:
     """Free prompt lines → ``(prompt, expected answer or None)``; ``prompt → answer`` gives one.
 
     Example:
-        >>> parse_free("Paris is in\nThe Louvre is in the city of → Paris")
+        >>> parse_free("Paris is in\\nThe Louvre is in the city of → Paris")
         [('Paris is in', None), ('The Louvre is in the city of', 'Paris')]
     """
     out = []
