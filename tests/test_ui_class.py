@@ -16,17 +16,7 @@ pytest.importorskip("ipywidgets")
 os.environ.setdefault("WORKBENCH_PROGRESS", "0")
 
 import workbench as wb  # noqa: E402
-from workbench.facts import Fact  # noqa: E402
-
-FACT = Fact("Eiffel Tower", "The {} is located in the city of", "Paris", "Rome",
-            paraphrase_prompts=("The Eiffel Tower stands in the city of",),
-            neighborhood_prompts=("The Louvre is located in the city of",),
-            implication_prompts=({"prompt": "The Eiffel Tower is located in the country of", "target": "Italy"},))
-
-
-@pytest.fixture(scope="module")
-def model(request):
-    return request.getfixturevalue("tiny_gemma")
+from tests.test_ui import FACT, model  # noqa: E402,F401 - the same fact and model fixture as test_ui.py
 
 
 @pytest.fixture

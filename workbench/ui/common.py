@@ -268,6 +268,21 @@ def remaining(elapsed: float, steps: int, total: int) -> float | None:
     return elapsed / steps * (total - steps)
 
 
+def split_arrow(line: str) -> tuple[str, str | None]:
+    """``"prompt → target"`` (or ``->``) → ``(prompt, target)``; a line without an arrow → ``(line, None)``.
+
+    Example:
+        >>> split_arrow(" The Louvre is in the city of -> Paris "), split_arrow("Paris is")
+        (('The Louvre is in the city of', 'Paris'), ('Paris is', None))
+    """
+    line = line.strip()
+    for arrow in ("→", "->"):
+        if arrow in line:
+            prompt, target = (part.strip() for part in line.rsplit(arrow, 1))
+            return prompt, target
+    return line, None
+
+
 def guarded(error: ErrorLine, fn: Callable[..., Any]) -> Callable[..., Any]:
     """Wrap a widget callback so that any exception becomes an inline sentence."""
 

@@ -359,17 +359,9 @@ def edit_card(model, fact, handle) -> str:
         ok = bool(top_a.strip()) and want.strip().lower().startswith(top_a.strip().lower())
         out.append({"kind": row["kind"], "prompt": row["prompt"], "should say": want,
                     "top-1 before → after": f"{top_b!r} → {top_a!r}",
-                    f"p({want}) before → after": f"{b.target(want).prob:.3f} → {a.target(want).prob:.3f}",
+                    "p(should say) before → after": f"{b.target(want).prob:.3f} → {a.target(want).prob:.3f}",
                     "": "✓" if ok else "✗"})
         styles.append("background:#e3f4e1" if ok else "background:#fbe3e3")
-    cols = ["kind", "prompt", "should say", "top-1 before → after"]
-    body = ""
-    for r, style in zip(out, styles):
-        pcol = next(k for k in r if k.startswith("p("))
-        body += (f"<tr class='wb-row' style='{style}'>" + "".join(
-            f"<td style='padding:2px 8px'>{html.escape(str(r[c]))}</td>" for c in (*cols, pcol, "")) + "</tr>")
-    head = "".join(f"<th style='text-align:left;padding:2px 8px'>{html.escape(h)}</th>"
-                   for h in (*cols, "p(should say) before → after", ""))
     missing = [k for k in ("paraphrase", "neighbour", "implication") if k not in {r["kind"] for r in rows}]
     text = (f"<b>Applied {html.escape(handle.method)}</b>"
             + (f" at layer {', '.join(map(str, handle.layers))}" if handle.layers else "")
@@ -378,8 +370,7 @@ def edit_card(model, fact, handle) -> str:
     if prefix:
         text += (f"<br>What the model now reads before each prompt: "
                  f"<code class='wb-edit-prefix'>{html.escape(prefix)}</code>")
-    table_html = (f"<table class='wb-edit-card-rows' style='border-collapse:collapse;font-size:12px'>"
-                  f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+    table_html = table(out, list(out[0]), css="wb-edit-card-rows", row_styles=styles)
     note = (f"<span style='color:#555'>No {', '.join(missing)} prompt for this fact: add one in the Fact tab.</span>"
             if missing else "<span style='color:#555'>All the probes are in the Probes tab.</span>")
     return f"<div style='border:1px solid #ccc;padding:6px;margin:4px 0'>{text}{table_html}{note}</div>"
@@ -388,5 +379,4 @@ def edit_card(model, fact, handle) -> str:
 def _prefix(model, fact) -> str:
     """The text a no-weight edit puts before the fact's prompt now ("" for weight edits)."""
     read = model.contextualize(fact.text)
-    return read[: len(read) - len(fact.text)] if read != fact.text and read.endswith(fact.text) else (
-        "" if read == fact.text else read)
+    return read.removesuffix(fact.text)

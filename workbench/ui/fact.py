@@ -10,7 +10,7 @@ from workbench.editing import active_edits
 from workbench.errors import WorkbenchError
 from workbench.facts import Fact, Implication, bundled_facts, top_begins_true_object
 from workbench.probing import probe
-from workbench.ui.common import ErrorLine, State, guarded, table
+from workbench.ui.common import ErrorLine, State, guarded, split_arrow, table
 
 #: Hand-written examples listed before the bundled dataset; the first is the
 #: running example of the docs and the browser tests.
@@ -127,15 +127,21 @@ class FactPanel(widgets.VBox):
         self.target_true.value = fact.target_true or ""
         self.target_new.value = fact.target_new or ""
         self._fill_probes(fact)
+        self._from_base = True
         self.probe_note.value = ""
         self.apply()
 
-    def _fill_probes(self, fact: Fact) -> None:
-        self.paraphrases.value = "\n".join(fact.paraphrase_prompts)
-        self.neighbours.value = "\n".join(fact.neighborhood_prompts)
-        self.implications.value = "\n".join(f"{i.prompt} → {i.target}" for i in fact.implication_prompts)
-        self._kinds = {i.prompt: i.kind for i in fact.implication_prompts}
-        self._from_base = True
+    def _fill_probes(self, fact: Fact, *, only_empty: bool = False) -> None:
+        """Write ``fact``'s probes into the boxes (``only_empty``: leave boxes that hold lines)."""
+        texts = {self.paraphrases: "\n".join(fact.paraphrase_prompts),
+                 self.neighbours: "\n".join(fact.neighborhood_prompts),
+                 self.implications: "\n".join(f"{i.prompt} → {i.target}" for i in fact.implication_prompts)}
+        for box, text in texts.items():
+            if not (only_empty and box.value.strip()):
+                box.value = text
+        if not only_empty:
+            self._kinds = {}
+        self._kinds.update({i.prompt: i.kind for i in fact.implication_prompts})
 
     def _fields_changed(self) -> None:
         """Another subject or relation typed: the picked fact's probes are about something else now."""
@@ -149,14 +155,7 @@ class FactPanel(widgets.VBox):
         from workbench.evaluation.suggest import suggest
 
         found = suggest(self.fact_from_fields())
-        fact = found.fact
-        if not self.paraphrases.value.strip():
-            self.paraphrases.value = "\n".join(fact.paraphrase_prompts)
-        if not self.neighbours.value.strip():
-            self.neighbours.value = "\n".join(fact.neighborhood_prompts)
-        if not self.implications.value.strip():
-            self.implications.value = "\n".join(f"{i.prompt} → {i.target}" for i in fact.implication_prompts)
-            self._kinds.update({i.prompt: i.kind for i in fact.implication_prompts})
+        self._fill_probes(found.fact, only_empty=True)
         self.probe_note.value = ("<span style='color:#555'>" + html.escape("; ".join(found.notes) or
                                  "every probe box already has prompts") + "</span>")
 
@@ -171,15 +170,9 @@ class FactPanel(widgets.VBox):
     def _implication_lines(self) -> list[Implication]:
         out = []
         for n, line in enumerate(self.implications.value.splitlines(), 1):
-            line = line.strip()
-            if not line:
+            if not line.strip():
                 continue
-            for arrow in ("→", "->"):
-                if arrow in line:
-                    prompt, target = (part.strip() for part in line.rsplit(arrow, 1))
-                    break
-            else:
-                prompt, target = line, ""
+            prompt, target = split_arrow(line)
             if not prompt or not target:
                 raise WorkbenchError(f"implication line {n} ({line!r}) needs a prompt and its target: "
                                      "'The Eiffel Tower is in the country of → Italy'")
@@ -197,7 +190,7 @@ class FactPanel(widgets.VBox):
                       paraphrase_prompts=lines(self.paraphrases), neighborhood_prompts=lines(self.neighbours),
                       implication_prompts=tuple(self._implication_lines()))
         base = self._base
-        if base is not None and base.subject == kwargs["subject"] and base.prompt == kwargs["prompt"]:
+        if not self._typed():
             # Same subject and relation: keep the dataset's generation prompts and ids.
             return Fact(**kwargs, generation_prompts=base.generation_prompts,
                         case_id=base.case_id, relation_id=base.relation_id)

@@ -28,7 +28,7 @@ from workbench.evaluation.generated import ANSWER_TOKENS, plus_prompts
 from workbench.evaluation.judge import first_sentence, judge
 from workbench.evaluation.relations import question_prompt
 from workbench.probing import generate, generate_many, probe
-from workbench.ui.common import ErrorLine, State, Task, guarded, table
+from workbench.ui.common import ErrorLine, State, Task, guarded, split_arrow, table
 
 GOOD, BAD = "background:#e3f4e1", "background:#fbe3e3"
 #: Prompts generated per step of the answers task (preempted, it stops within one token).
@@ -44,17 +44,12 @@ def parse_free(text: str) -> list[tuple[str, str | None]]:
     """
     out = []
     for line in (text or "").splitlines():
-        line = line.strip()
-        if not line:
+        if not line.strip():
             continue
-        expected = None
-        for arrow in ("→", "->"):
-            if arrow in line:
-                line, expected = (part.strip() for part in line.rsplit(arrow, 1))
-                break
-        if not line:
+        prompt, expected = split_arrow(line)
+        if not prompt:
             raise WorkbenchError(f"a free prompt line has an answer but no prompt ({expected!r})")
-        out.append((line, expected or None))
+        out.append((prompt, expected or None))
     return out
 
 
@@ -336,10 +331,11 @@ class ProbesPanel(widgets.VBox):
                 token.check()
                 out.append((prompt, generate(model, prompt, max_new_tokens=n)))
             n_edits = len(active_edits(model))
-            for prompt in prompts:
-                if n_edits and (prompt, n) not in self.gen_before:
-                    token.check()
-                    with unedited(model):  # "before" without reverting anything
+            missing = [p for p in prompts if (p, n) not in self.gen_before] if n_edits else []
+            if missing:
+                with unedited(model):  # "before" without reverting anything
+                    for prompt in missing:
+                        token.check()
                         self.gen_before[(prompt, n)] = generate(model, prompt, max_new_tokens=n)
             return out, n_edits, n
 
