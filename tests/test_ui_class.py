@@ -312,3 +312,30 @@ def test_a_quick_call_waits_a_moment_for_a_task_to_say_it_gives_way(model, monke
     time.sleep(0.2)
     task.cancel()
     task.join(10)
+
+
+def test_probes_refused_by_a_busy_model_at_a_fact_change_follow_when_it_is_free(model, monkeypatch):
+    """What the JupyterLab run showed: the fact changed while a task held the model, and the
+    Probes table stayed empty. It must say why, show no error, and fill itself once the task ends."""
+    from workbench.ui import Workbench, common
+    from workbench.ui.common import Task
+
+    monkeypatch.setattr(common, "GRACE", 0.05)
+    wb.revert_all(model)
+    app = Workbench(model, fact=FACT, facts=[FACT, *wb.bundled_facts()[:5]], background=False)
+    app.probes.answers_on.value = False
+    release = threading.Event()
+    blocker = Task("Run trace", css="wb-x", error=app.probes.error, background=True, state=app.state)
+    blocker.run(lambda token: release.wait(10))  # not preemptible: quick calls are refused
+    deadline = time.time() + 10
+    while app.state.busy_task is not blocker and time.time() < deadline:
+        time.sleep(0.01)
+    other = wb.bundled_facts()[1]
+    app.state.set_fact(other)  # what the Fact tab does after its own (here skipped) probe
+    assert "busy (Run trace)" in app.probes.table.value and "follow when it is free" in app.probes.table.value
+    assert app.probes.error.value == "" and app.probes.rows == []
+    release.set()
+    blocker.join(10)
+    assert app.probes.rows and app.probes.rows[0]["prompt"] == other.text  # probed on the release
+    assert "wb-probe-rows" in app.probes.table.value
+    wb.revert_all(model)

@@ -33,6 +33,16 @@ def open_tab(page, title: str) -> None:
     page.locator(".wb-tabs .lm-TabBar-tab", has_text=title).first.click()
 
 
+def shown(page, panel: str) -> str:
+    """What a person would read when a wait fails: the header's busy line, every inline
+    error and status line, and the panel's text (the test's failure message)."""
+    busy = page.locator(".wb-busy").all_inner_texts()
+    errors = [t.strip() for t in page.locator(".wb-error").all_inner_texts() if t.strip()]
+    status = [t.strip() for t in page.locator(".wb-status").all_inner_texts() if t.strip()]
+    return (f"busy line: {busy}; errors: {errors}; status lines: {status}; panel: "
+            + page.locator(panel).first.inner_text()[:1500])
+
+
 def no_inline_errors(page) -> None:
     """No red error line anywhere (a grey note, such as "Cancelled.", is not an error)."""
     errors = [t.strip() for t in page.locator(".wb-error span:not(.wb-note)").all_inner_texts() if t.strip()]
@@ -81,7 +91,10 @@ def trace_and_click(page, shots: Path, prefix: str, timer: Timer) -> None:
     page.mouse.click(box["x"] + box["width"] * 0.45, box["y"] + box["height"] * 0.45)
     page.locator(".wb-trace-selection", has_text="Selected token").wait_for(timeout=SLOW)
     keys = page.locator(".wb-memory-table .wb-memory-key")
-    keys.first.wait_for(state="visible", timeout=SLOW)
+    try:
+        keys.first.wait_for(state="visible", timeout=SLOW)
+    except Exception:
+        raise AssertionError("no memory keys after the click; " + shown(page, ".wb-memories-panel")) from None
     assert keys.count() >= 5
     assert "Layer" in page.locator(".wb-memory-summary").inner_text()
     timer.mark("memories shown")
@@ -114,7 +127,7 @@ def edit_and_revert(page, shots: Path, prefix: str, timer: Timer) -> None:
         # Twice in JupyterLab the table stayed empty here: the click found the model "busy" in the
         # moment a restarted answers task had taken it but not yet said it gives way (State.using
         # now waits GRACE for that; test_ui_class.py::test_a_quick_call_waits_a_moment_...).
-        raise AssertionError("no probe rows: " + page.locator(".wb-probes-panel").inner_text()[:2000]) from None
+        raise AssertionError("no probe rows; " + shown(page, ".wb-probes-panel")) from None
     wait_for_answers(page)
     before = probe_rows(page)
     assert before[0]["kind"] == "edit"

@@ -216,6 +216,8 @@ class Task(widgets.HBox):
                     self._work_start = time.perf_counter()
                     self.state.report_busy(self, busy)
                 result = fn(self.token)
+                if held:
+                    self.state.finishing = self  # the model's work is done: quick calls wait for the release
                 self.result = result
                 self.seconds = time.perf_counter() - self._start
                 if on_done is not None:
@@ -235,8 +237,10 @@ class Task(widgets.HBox):
                 if self.state is not None and self.state.preemptible is self:
                     self.state.preemptible = None
                 if held:
+                    self.state.finishing = self
                     self.state.busy_with = None
                     self.state.report_busy(None, "")
+                    self.state.finishing = None
                     self.state.lock.release()
                 self.button.disabled = False
                 self.cancel_button.disabled = True
@@ -403,6 +407,8 @@ class State:
         self.busy_with: str | None = None
         #: The running task that quick calls may stop (see :meth:`using`).
         self.preemptible: Task | None = None
+        #: A task whose model work is done but which still holds the lock (drawing its result).
+        self.finishing: Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # the kernel's, once seen (see :meth:`soon`)
         #: The task holding the model now, what it says about itself, and since when.
         self.busy_task: Task | None = None
@@ -458,6 +464,10 @@ class State:
             holder = self.preemptible
         if not acquired and holder is not None and holder.running:
             holder.cancel(quietly=True)
+            acquired = self.lock.acquire(timeout=PREEMPT_WAIT)
+        if not acquired and self.finishing is not None:
+            # A task that has finished with the model is drawing its result and letting it go
+            # (a click right after a trace's "done" found it there under load): wait for that.
             acquired = self.lock.acquire(timeout=PREEMPT_WAIT)
         if not acquired:
             raise WorkbenchError(f"the model is busy ({self.busy_with or 'a running task'}); "

@@ -146,6 +146,8 @@ class ProbesPanel(widgets.VBox):
         self._fact_key: tuple[str, str] | None = None
         state.on("fact", guarded(self.error, self._fact_changed))
         state.on("weights", guarded(self.error, self.refresh))
+        self._probe_when_free = False
+        state.on("busy", self._model_free)
         super().__init__([
             widgets.HTML("<b>Probes</b>: does the edit reach paraphrases, the question and implications, and "
                          "leave neighbours alone (also right after the edit statement: <i>neighbour+</i>)? "
@@ -169,13 +171,30 @@ class ProbesPanel(widgets.VBox):
         if key != self._fact_key:
             self.free.value = ""  # free prompts belong to the fact they were typed for
         self._fact_key = key
+        self._probe_when_free = False
         try:
             self.refresh(baseline=True)  # resets "before" only once the new rows are probed
         except WorkbenchError:
-            # The model is busy: no table of the last fact's rows under the new fact.
+            # The model is busy: no table of the last fact's rows under the new fact, and the
+            # new rows are probed as soon as the task holding the model lets it go.
             self.rows, self.last, self.before = [], [], {}
-            self.table.value = "<i>The model was busy when the fact changed: press Probe now.</i>"
-            raise
+            busy = html.escape(self.state.busy_with or "another task")
+            self.table.value = (f"<i>The model was busy ({busy}) when the fact changed: the probes "
+                                "follow when it is free (or press Probe now).</i>")
+            self._probe_when_free = True
+
+    def _model_free(self) -> None:
+        """A task let the model go: probe the rows a busy model refused at the last fact change."""
+        if self._probe_when_free and self.state.busy_task is None:
+            self._probe_when_free = False
+            # On the kernel's loop, after the ending task has released the lock.
+            self.state.soon(guarded(self.error, self._probe_after_busy))
+
+    def _probe_after_busy(self) -> None:
+        try:
+            self.refresh(baseline=True)
+        except WorkbenchError:
+            self._probe_when_free = True  # taken again meanwhile: wait for the next release
 
     def _free_prompts(self) -> list[tuple[str, str | None]]:
         return parse_free(self.free.value)
@@ -205,6 +224,7 @@ class ProbesPanel(widgets.VBox):
                                     top_k=1)
                 self.before.update({p.prompt: p for p in earlier.prompts})
         seconds = time.perf_counter() - started
+        self._probe_when_free = False
         self.rows, self.last = rows, list(result.prompts)
         self.answers_now = {}  # stale after a change to the model; refilled below
         self._version += 1
@@ -221,8 +241,12 @@ class ProbesPanel(widgets.VBox):
     def run_answers(self) -> None:
         """Generate every row's greedy answer (one batched call) and add them to the table."""
         fact = self.state.fact
-        if fact is None or not self.rows:
+        if fact is None:
             self.error.show("Choose a fact in the Fact tab first.")
+            return
+        if not self.rows:
+            if not self._probe_when_free:  # else the rows follow when the model is free, then their answers
+                self.error.show("No probe rows yet: press Probe now first.")
             return
         if self.answer_task.running:
             # One run at a time; the running one ends by starting another for the rows then current.
