@@ -14,9 +14,13 @@ Usage::
     python benchmarks/tracing_vs_editing.py --n 60 --time-limit 36000     # every layer
     python benchmarks/tracing_vs_editing.py --n 6 --layers 0,4,8,12,16 --hparams '{"steps": 10}'
     python benchmarks/tracing_vs_editing.py --summary-only
+    # two processes, one thread each, meeting half-way; then one file and the analysis:
+    python benchmarks/tracing_vs_editing.py --n 60 --reverse --out rows_b.jsonl
+    python benchmarks/tracing_vs_editing.py --n 60 --merge rows_b.jsonl
 
-Cost on this project's 2-core CPU: a trace (mlp, 3 samples) is ~10-40 s and a ROME edit
-~15-60 s, so one fact at all 18 layers of the default model is ~5-15 minutes.
+Cost on this project's 2-core CPU, one thread beside another job: one fact (a trace with
+3 samples, then 18 ROME edits, each scored and reverted) took 130-150 s once ROME's
+statistics for every layer were cached (computing them took about a minute a layer).
 """
 
 from __future__ import annotations
@@ -47,20 +51,38 @@ def main(argv=None) -> int:
     ap.add_argument("--time-limit", type=float, default=None, metavar="SECONDS", help="start no new fact after this")
     ap.add_argument("--out", default=str(OUT / "rows.jsonl"))
     ap.add_argument("--summary-only", action="store_true", help="analyse the rows already written")
+    ap.add_argument("--reverse", action="store_true",
+                    help="take the N facts last first: a second process, with another --out, meets the first "
+                         "half-way (merge the files with --merge)")
+    ap.add_argument("--merge", nargs="*", default=[], metavar="FILE",
+                    help="more rows files of the same settings to add to --out (each fact once), then analyse")
     args = ap.parse_args(argv)
     out = Path(args.out)
     hparams = json.loads(args.hparams)
     settings = {"model": args.model, "facts": Path(args.facts).name, "trace_samples": args.trace_samples,
                 "hparams": hparams, "layers": args.layers}
     rows = _read(out, settings)
+    if args.merge:
+        seen = {(r["subject"], r["case_id"]) for r in rows}
+        with out.open("a", encoding="utf-8") as fh:
+            for other in args.merge:
+                for r in _read(Path(other), settings):
+                    if (r["subject"], r["case_id"]) not in seen:
+                        fh.write(json.dumps(r) + "\n")
+                        rows.append(r)
+                seen = {(r["subject"], r["case_id"]) for r in rows}
+        args.summary_only = True
     if not args.summary_only:
         started = time.perf_counter()
         model = wb.load_model(args.model)
         layers = [int(x) for x in args.layers.split(",")] if args.layers else list(range(model.n_layers))
         facts = wb.filter_known(model, [f for f in wb.read_facts(args.facts) if f.target_new])[: args.n]
         done = {(r["subject"], r["case_id"]) for r in rows}
+        order = list(enumerate(facts))
+        if args.reverse:
+            order.reverse()
         out.parent.mkdir(parents=True, exist_ok=True)
-        for i, fact in enumerate(facts):
+        for i, fact in order:
             if (fact.subject, fact.case_id) in done:
                 continue
             if args.time_limit is not None and time.perf_counter() - started > args.time_limit:

@@ -57,6 +57,12 @@ def smollm():
 
 
 @pytest.fixture(autouse=True)
+def _own_trace_cache(tmp_path, monkeypatch):
+    """Each test starts with no computed trace kept (one test's trace must not answer another's)."""
+    monkeypatch.setenv("WORKBENCH_TRACE_CACHE", str(tmp_path / "traces"))
+
+
+@pytest.fixture(autouse=True)
 def _revert_leftover_edits():
     yield
     from workbench.editing.handle import revert_all

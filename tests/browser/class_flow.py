@@ -89,8 +89,27 @@ def free_prompts(page, answered: Answered) -> None:
     assert bare["kind"] == "free" and bare["p(new/target) now"] == "" and bare["top-1 now"] != ""
 
 
+def cached_example_trace(page, answered: Answered) -> None:
+    """A bundled example at the app's default settings: its exact trace is committed, so it answers at once."""
+    open_tab(page, "Trace")
+    samples = page.locator(".wb-trace-samples input")
+    assert samples.input_value() == "3"  # the app's default, as the committed traces were made
+    status = page.locator(".wb-trace-panel .wb-status", has_text="from the trace cache")
+    answered("Run trace: bundled example (cached)", lambda: page.locator("button.wb-trace-run").click(),
+             lambda: page.locator(".wb-trace-heatmap-mlp .main-svg").first.wait_for(timeout=SLOW))
+    if REAL:
+        status.first.wait_for(timeout=SLOW)
+        assert page.locator(".wb-trace-note").inner_text().strip() == ""  # the exact trace, not a preview
+    else:
+        page.locator(".wb-trace-panel .wb-status", has_text="done in").first.wait_for(timeout=SLOW)
+
+
 def busy_and_cancel(page, answered: Answered) -> None:
     open_tab(page, "Trace")
+    # Settings no trace was kept for: this one runs (and is cancelled, so it is not kept either).
+    samples = page.locator(".wb-trace-samples input")
+    samples.fill("4")
+    samples.press("Tab")
     answered("Run trace: preview", lambda: page.locator("button.wb-trace-run").click(),
              lambda: page.locator(".wb-trace-heatmap-mlp .main-svg").first.wait_for(timeout=SLOW))
     busy = page.locator(".wb-busy", has_text="Run trace")

@@ -83,6 +83,7 @@ def _server_env(tmp: Path) -> dict:
         JUPYTER_RUNTIME_DIR=str(tmp / "runtime"), JUPYTER_CONFIG_DIR=str(tmp / "config"),
         JUPYTERLAB_SETTINGS_DIR=str(tmp / "settings"), JUPYTERLAB_WORKSPACES_DIR=str(tmp / "workspaces"),
         WORKBENCH_PROGRESS="0", PYTHONUNBUFFERED="1",
+        WORKBENCH_TRACE_CACHE=str(tmp / "traces"),  # each server starts with no computed trace kept
     )
     env.setdefault("WORKBENCH_CACHE", str(Path.home() / ".cache" / "workbench"))
     return env

@@ -48,8 +48,8 @@ def test_voila_answers_only_loopback_hosts_with_the_token(voila_server):
 
 def test_voila_app_for_a_live_class(voila_server, page, screenshots):
     """Issue 20's points in the real browser; prints each action's time to first answer."""
-    from class_flow import (Answered, back_to_eiffel, busy_and_cancel, edit_card_and_generations, free_prompts,
-                            out_of_range_layer, typed_fact)
+    from class_flow import (Answered, back_to_eiffel, busy_and_cancel, cached_example_trace,
+                            edit_card_and_generations, free_prompts, out_of_range_layer, typed_fact)
 
     timer, answered = Timer(), Answered()
     page.goto(f"{voila_server}/?token={TOKEN}", timeout=SLOW)
@@ -57,6 +57,7 @@ def test_voila_app_for_a_live_class(voila_server, page, screenshots):
     typed_fact(page, answered, screenshots)
     back_to_eiffel(page, answered)
     free_prompts(page, answered)
+    cached_example_trace(page, answered)
     busy_and_cancel(page, answered)
     out_of_range_layer(page)
     edit_card_and_generations(page, answered, screenshots, timer)

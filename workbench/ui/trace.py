@@ -14,6 +14,7 @@ import html
 import ipywidgets as widgets
 
 from workbench.locate import trace
+from workbench.locate.trace_cache import cached_trace, store_trace
 from workbench.ui.common import ErrorLine, State, Task, guarded
 from workbench.ui.figures import trace_figure
 
@@ -88,14 +89,38 @@ class TracePanel(widgets.VBox):
         samples, window, noise = int(self.samples.value), int(self.window.value), float(self.noise.value)
         model = self.state.model
         settings = dict(kinds=kinds, samples=samples, window=window, noise=noise)
+        if self._from_cache(fact, settings):
+            return
+        # The last heatmaps were of other settings (or another model state): gone until the preview.
+        self.figures.children = ()
+        self.figure_widgets = {}
+        self.summary.value = self.selection.value = ""
 
         def work(token):
             preview = trace(model, fact, method="attribution", **settings)
             self.show(preview)
             self.task.status.value = f"preview in {preview.seconds:.1f} s; exact trace…"
-            return trace(model, fact, cancel=token, **settings)
+            result = trace(model, fact, cancel=token, **settings)
+            store_trace(model, fact, result, **settings)  # the next run of these settings answers at once
+            return result
 
         self.task.run(work, self.show, busy="tracing…")
+
+    def _from_cache(self, fact, settings: dict) -> bool:
+        """Show the exact trace kept on disk for these weights and settings, if there is one."""
+        if self.task.running or not self.state.lock.acquire(blocking=False):
+            return False  # a task holds the model (an edit may be under way): trace as usual, after it
+        try:
+            found = cached_trace(self.state.model, fact, **settings)
+        finally:
+            self.state.lock.release()
+        if found is None:
+            return False
+        self.error.clear()
+        self.show(found)
+        self.task.status.value = (f"from the trace cache (the same weights and settings, computed earlier in "
+                                  f"{found.seconds:.1f} s)")
+        return True
 
     def retrace(self) -> None:
         """Trace the edited model towards the fact's new object, beside the trace before the edit."""
