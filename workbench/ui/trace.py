@@ -13,6 +13,7 @@ import html
 
 import ipywidgets as widgets
 
+from workbench.errors import WorkbenchError
 from workbench.locate import trace
 from workbench.locate.trace_cache import cached_trace, store_trace
 from workbench.ui.common import ErrorLine, State, Task, guarded
@@ -108,12 +109,14 @@ class TracePanel(widgets.VBox):
 
     def _from_cache(self, fact, settings: dict) -> bool:
         """Show the exact trace kept on disk for these weights and settings, if there is one."""
-        if self.task.running or not self.state.lock.acquire(blocking=False):
-            return False  # a task holds the model (an edit may be under way): trace as usual, after it
+        if self.task.running:
+            return False
         try:
-            found = cached_trace(self.state.model, fact, **settings)
-        finally:
-            self.state.lock.release()
+            # The model held (the greedy answers give way), so that no edit is under way meanwhile.
+            with self.state.using() as model:
+                found = cached_trace(model, fact, **settings)
+        except WorkbenchError:
+            return False  # a task holds the model: trace as usual, after it
         if found is None:
             return False
         self.error.clear()
