@@ -55,6 +55,9 @@ class Model:
     #: No-weight edits (in-context, retrieval) currently applied: objects with a
     #: ``rewrite(prompt) -> prompt`` method, applied in order by :meth:`contextualize`.
     prompt_edits: list = field(default_factory=list)
+    #: The editing layer's applied edits, oldest first (kept here so every caller sees one
+    #: history); read it through ``workbench.editing.active_edits``.
+    edit_stack: list = field(default_factory=list)
     #: the ``device_map`` it was loaded with (None: one device); parallel workers load it alike.
     device_map: object = None
 

@@ -35,9 +35,9 @@ MEMORY_PREFIX = "memory::"
 
 def _stack(model) -> list[EditHandle]:
     # Stored on the Model object itself so every caller sees the same history.
-    if not hasattr(model, "_edit_stack"):
-        object.__setattr__(model, "_edit_stack", [])
-    return model._edit_stack
+    if not hasattr(model, "edit_stack"):  # a stand-in model (tests, remote views)
+        object.__setattr__(model, "edit_stack", [])
+    return model.edit_stack
 
 
 def _params(model) -> dict[str, torch.nn.Parameter]:

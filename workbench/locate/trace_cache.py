@@ -66,9 +66,8 @@ def trace_key(model, fact, *, kinds: Sequence[str], samples: int, noise: float =
 
 
 def _unedited(model) -> bool:
-    from workbench.editing import active_edits
-
-    return not active_edits(model)
+    # The edit stack lives on the model (the editing layer sits above this one).
+    return not getattr(model, "edit_stack", ())
 
 
 def _shipped(model) -> dict:
