@@ -409,6 +409,29 @@ def test_sequential_in_batches(model):
         evaluate(model, facts, method=name, batch_size=2, **FAST)
 
 
+def test_drift_off_skips_perplexity_and_fluency_and_keeps_the_rates(model, monkeypatch):
+    facts = known_facts(model, 3)
+    full = evaluate(model, facts, method="in-context", **FAST)
+    import sys
+
+    ev = sys.modules["workbench.evaluation.evaluate"]  # the module: the package re-exports the function
+
+    def never(*args, **kwargs):
+        raise AssertionError("measured with drift=False")
+
+    monkeypatch.setattr(ev, "perplexity", never)
+    monkeypatch.setattr(ev, "fluency", never)
+    quick = evaluate(model, facts, method="in-context", drift=False, **FAST)
+    for key in ("perplexity_before", "perplexity_after", "fluency_before", "fluency"):
+        assert quick.summary[key] is None and full.summary[key] is not None, key
+    for key in ("efficacy_score", "paraphrase_score", "neighborhood_score"):
+        assert quick.summary[key] == full.summary[key], key
+    # The sequential curve is one of perplexity too: refused, and nothing edited.
+    with pytest.raises(wb.WorkbenchError, match="independent mode"):
+        evaluate(model, facts, method="in-context", mode="sequential", drift=False, **FAST)
+    assert active_edits(model) == []
+
+
 def test_compare_table(model):
     facts = known_facts(model, 2)
     table = compare(model, facts, methods=["in-context", "in-context"], **FAST)

@@ -176,6 +176,8 @@ def test_result_serialises_and_plots(tiny):
     for kind in r.scores:
         (alone,) = trace_figure(r, kinds=[kind]).data
         assert alone.zmin == r.corrupted_prob and alone.zmax == pytest.approx(max(best, r.corrupted_prob + 1e-6))
+        # The colour bar names where the scale starts: the corrupted run.
+        assert alone.colorbar.tickvals[0] == r.corrupted_prob and "corrupted" in alone.colorbar.ticktext[0]
     assert sum(label.endswith("*") or "*\u200b" in label for label in row_labels(r)) == r.subject_range[1] - r.subject_range[0]
 
     facts = [FACT, wb.Fact("Colosseum", "The {} is in the city of", "Rome"), wb.Fact("x", "{} is", "y")]
@@ -309,3 +311,14 @@ def test_bfloat16_trace_follows_float32(tiny, monkeypatch):
     assert all(torch.equal(p, before[n]) and p.dtype == torch.float32 for n, p in tiny.hf_model.named_parameters())
     with pytest.raises(WorkbenchError, match="unknown precision"):
         trace(tiny, FACT, precision="half")
+
+
+def test_colour_bar_ticks_mark_the_corrupted_and_clean_runs():
+    from workbench.figures.tracing import baseline_ticks
+
+    assert baseline_ticks(0.01, 0.5, 0.6) == {"tickvals": [0.01, 0.5, 0.6],
+                                              "ticktext": ["0.010 corrupted", "0.500 clean", "0.600"]}
+    # Clean at the top of the scale: one tick for both, not two overprinted.
+    assert baseline_ticks(0.01, 0.6, 0.6)["tickvals"] == [0.01, 0.6]
+    # A restoration that never reaches the clean run: clean is off the scale and not marked.
+    assert baseline_ticks(0.01, 0.9, 0.3)["ticktext"] == ["0.010 corrupted", "0.300"]

@@ -155,9 +155,9 @@ def edit_card_and_generations(page, answered: Answered, shots: Path, timer: Time
     hp = page.locator(".wb-edit-hparams textarea")
     hp.fill(ROME_HPARAMS)
     hp.press("Tab")
-    page.locator("button.wb-edit-apply").click()
     card = page.locator(".wb-edit-card .wb-edit-card-rows")
-    card.wait_for(timeout=SLOW)
+    answered("Apply edit (ROME, card shown)", lambda: page.locator("button.wb-edit-apply").click(),
+             lambda: card.wait_for(timeout=SLOW))
     timer.mark("edit card shown")
     text = page.locator(".wb-edit-card").inner_text()
     for kind in ("edit prompt", "paraphrase", "neighbour", "implication"):
@@ -167,9 +167,9 @@ def edit_card_and_generations(page, answered: Answered, shots: Path, timer: Time
         assert "Paris" in first and "Rome" in first, first
     page.screenshot(path=str(shots / "voila-edit-card.png"), full_page=True)
     open_tab(page, "Probes")
-    page.locator("button.wb-generate-run").click()  # the default 20 tokens
     table = page.locator(".wb-generations-table")
-    table.wait_for(timeout=SLOW)
+    answered("Generate (20 tokens, before and after)",  # the default 20 tokens
+             lambda: page.locator("button.wb-generate-run").click(), lambda: table.wait_for(timeout=SLOW))
     page.locator(".wb-probes-panel .wb-status", has_text="done in").last.wait_for(timeout=SLOW)
     text = table.inner_text()
     assert "<start_of_image>" not in text and "<eos>" not in text, text
@@ -184,3 +184,24 @@ def edit_card_and_generations(page, answered: Answered, shots: Path, timer: Time
     page.locator(".wb-edit-history", has_text="reverted").wait_for(timeout=SLOW)
     assert page.locator(".wb-edit-card").inner_text().strip() == ""
     no_inline_errors(page)
+
+
+def compare_in_context(page, answered: Answered) -> None:
+    """Compare in plain words: rates in % with intervals, the facts listed, no code names."""
+    open_tab(page, "Compare")
+    page.locator(".wb-compare-methods select").select_option(["in-context"])
+    page.locator(".wb-compare-said input").uncheck()  # teacher-forced only: the short run a class waits for
+    assert page.locator(".wb-compare-limit input").input_value() == "5"  # the readable minimum by default
+    answered("Compare: in-context on 5 facts", lambda: page.locator("button.wb-compare-run").click(),
+             lambda: page.locator(".wb-compare-table .wb-compare-rows").wait_for(timeout=SLOW))
+    table = page.locator(".wb-compare-table")
+    heads = [h.strip() for h in table.locator("thead th").all_inner_texts()]
+    assert "edit prompt (p)" in heads and "neighbours kept (p)" in heads, heads
+    assert not [h for h in heads if "_" in h], heads  # no efficacy_score-like code names
+    cells = dict(zip(heads, (c.strip() for c in table.locator("tbody tr").first.locator("td").all_inner_texts())))
+    assert cells["method"] == "in-context", cells
+    assert cells["edit prompt (p)"].endswith("%") and "±" in cells["edit prompt (p)"], cells
+    facts = page.locator(".wb-compare-facts").inner_text()
+    assert facts.startswith("Facts:") and facts.count("→") >= int(cells["facts"]) >= 1, (facts, cells)
+    page.locator(".wb-compare-chart .main-svg").first.wait_for(timeout=SLOW)
+    assert page.locator(".wb-compare-panel .wb-error").first.inner_text().strip() == ""

@@ -48,7 +48,7 @@ def test_voila_answers_only_loopback_hosts_with_the_token(voila_server):
 
 def test_voila_app_for_a_live_class(voila_server, page, screenshots):
     """Issue 20's points in the real browser; prints each action's time to first answer."""
-    from class_flow import (Answered, back_to_eiffel, busy_and_cancel, cached_example_trace,
+    from class_flow import (Answered, back_to_eiffel, busy_and_cancel, cached_example_trace, compare_in_context,
                             edit_card_and_generations, free_prompts, out_of_range_layer, typed_fact)
 
     timer, answered = Timer(), Answered()
@@ -61,6 +61,8 @@ def test_voila_app_for_a_live_class(voila_server, page, screenshots):
     busy_and_cancel(page, answered)
     out_of_range_layer(page)
     edit_card_and_generations(page, answered, screenshots, timer)
+    compare_in_context(page, answered)
+    page.screenshot(path=str(screenshots / "voila-compare.png"), full_page=True)
     no_inline_errors(page)
     print("voila class timings (s):", timer.marks)
     print("voila class: seconds from click to first answer:", answered.seconds)

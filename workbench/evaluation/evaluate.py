@@ -312,8 +312,8 @@ def _resumable_rows(resume: EvalReport, facts: list[Fact], *, method: str, mode:
             raise WorkbenchError(f"cannot resume: the report's {key} is {s.get(key)!r}, this run's is {want!r}")
     # Arguments that change a row's numbers must be the same (device, time limit and limit may differ).
     # A report from before the critics' measures took the teacher-forced ones only.
-    earlier = {"metrics": ["teacher"], **resume.settings}
-    for key in ("every", "known_only", "perplexity_texts", "perplexity_tokens", "fluency_tokens", "edit_kwargs",
+    earlier = {"metrics": ["teacher"], "drift": True, **resume.settings}
+    for key in ("every", "drift", "known_only", "perplexity_texts", "perplexity_tokens", "fluency_tokens", "edit_kwargs",
                 "metrics"):
         if key in earlier and earlier[key] != settings[key]:
             raise WorkbenchError(f"cannot resume: the report was made with {key}={earlier[key]!r}, "
@@ -353,7 +353,7 @@ class _Independent:
 
         row = FactRow(i, fact.subject, fact.prompt, fact.target_true, fact.target_new, before.metrics())
         # Fluency and perplexity are sampled on every `every`-th fact of the selection.
-        sample = i % self.every == 0
+        sample = self.every > 0 and i % self.every == 0  # every 0: not at all (drift=False)
         prompts = generation_prompts(fact, limit=1)
         if sample:
             row.fluency_before = fluency(model, prompts, max_new_tokens=self.fluency_tokens)[0]
@@ -448,6 +448,7 @@ def evaluate(
     workers=1,
     address: str | None = None,
     batch_size: int = 1,
+    drift: bool = True,
     **edit_kwargs,
 ) -> EvalReport:
     """Edit each fact with ``method`` and score it before and after.
@@ -486,6 +487,9 @@ def evaluate(
             once more on another worker, then reported as that row's ``error``.
         batch_size: sequential mode: facts per edit call (1: one fact at a time; AlphaEdit's
             papers use 100). The batches stay applied one after another.
+        drift: measure perplexity and fluency (the model's drift). ``False``, in independent
+            mode only: skip both (``None`` in the summary); on a CPU they are most of a short
+            comparison's time (the app's Compare of a handful of facts).
         address: with ``workers``: ``None`` starts a local Ray for the run; ``"auto"`` or
             ``"ray://host:port"`` uses a running cluster (its nodes need the workbench installed).
         **edit_kwargs: passed to :func:`workbench.editing.edit` (``layers``, hyperparameters).
@@ -509,6 +513,9 @@ def evaluate(
         raise WorkbenchError("batch_size is for sequential runs (batches kept one after another); "
                              + ("an independent run edits one fact per call" if mode == "independent"
                                 else "a batch run edits all facts in one call"))
+    if not drift and mode != "independent":
+        raise WorkbenchError(f"drift=False is for independent mode: {mode} mode's curve is one of perplexity "
+                             "and fluency as well as the rates")
     if not isinstance(every, int) or every < 1:
         raise WorkbenchError(f"every must be a positive integer, got {every!r}")
     if limit is not None and (not isinstance(limit, int) or limit < 1):
@@ -550,7 +557,7 @@ def evaluate(
                     perplexity_texts=perplexity_texts, perplexity_tokens=perplexity_tokens,
                     fluency_tokens=fluency_tokens, fluency_prompts=fluency_prompts,
                     time_limit=time_limit, device=str(model.device), workers=getattr(workers, "workers", workers),
-                    batch_size=batch_size,
+                    batch_size=batch_size, drift=drift,
                     edit_kwargs={k: v for k, v in edit_kwargs.items()}, metrics=list(metrics),
                     intervals=dict(method="percentile bootstrap over facts", samples=intervals.SAMPLES,
                                    seed=intervals.SEED, level=intervals.LEVEL))
@@ -599,7 +606,7 @@ def evaluate(
 
     try:
         # A resumed run keeps the first run's reference point, measured on the same unedited model.
-        perplexity_before = resume.summary["perplexity_before"] if kept else ppl()
+        perplexity_before = (resume.summary["perplexity_before"] if kept else ppl()) if drift else None
         extra: dict = {}
         # Every fact's unedited scores in a few batched passes (one fact at a time costs twice as much).
         befores: list[FactScores | None] = [None] * n
@@ -607,7 +614,8 @@ def evaluate(
             befores = _score_all(model, facts, desc="scores before", cancel=cancel, metrics=metrics)
 
         if mode == "independent":
-            job = _Independent(method=method, call_kwargs=call_kwargs, every=every, metrics=tuple(metrics),
+            job = _Independent(method=method, call_kwargs=call_kwargs, every=every if drift else 0,
+                               metrics=tuple(metrics),
                                perplexity_texts=perplexity_texts, perplexity_tokens=perplexity_tokens,
                                fluency_tokens=fluency_tokens)
             done_idx = {r.index for r in kept}

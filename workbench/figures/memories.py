@@ -81,8 +81,10 @@ def neuron_attributions(report: NeuronReport, *, n: int = 30) -> go.Figure:
     title = f"Knowledge neurons for {report.target!r} ({len(report.neurons)} shared, green)"
     if report.effect is not None:
         e = report.effect
-        title += f" — p: {e.before:.3f} → suppressed {e.suppressed:.3f}, amplified {e.amplified:.3f}"
-    fig.update_layout(title=title, showlegend=False, height=420)
+        # On a second line: in one line the title ran past a notebook-wide figure.
+        title += f"<br>p: {e.before:.3f} → suppressed {e.suppressed:.3f}, amplified {e.amplified:.3f}"
+    fig.update_layout(title=dict(text=title, font_size=13), showlegend=False, height=440,
+                      margin=dict(t=90))
     fig.update_xaxes(title_text="layer/key", row=1, col=1)
     fig.update_xaxes(title_text="layer", row=1, col=2)
     return fig

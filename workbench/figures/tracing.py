@@ -38,6 +38,23 @@ def row_labels(result) -> list[str]:
     return labels
 
 
+def baseline_ticks(corrupted: float, clean: float, top: float) -> dict:
+    """Colour-bar ticks that name the two reference points: the corrupted run (where the
+    scale starts) and the clean run (when it lies on the scale), and the scale's top.
+
+    Example:
+        >>> baseline_ticks(0.01, 0.5, 0.6)["ticktext"]
+        ['0.010 corrupted', '0.500 clean', '0.600']
+    """
+    marks = [(corrupted, f"{corrupted:.3f} corrupted")]
+    if corrupted < clean <= top:
+        marks.append((clean, f"{clean:.3f} clean"))
+    # The top tick only when it is not crowding the clean one (a tenth of the scale apart).
+    if not marks[-1][0] >= top - 0.1 * (top - corrupted):
+        marks.append((top, f"{top:.3f}"))
+    return {"tickvals": [v for v, _ in marks], "ticktext": [t for _, t in marks]}
+
+
 def trace_figure(result, *, kinds: Sequence[str] | None = None, height_per_token: int = 22) -> go.Figure:
     """Heatmaps of p(answer) after restoring each (token, layer), one panel per kind.
 
@@ -66,7 +83,8 @@ def trace_figure(result, *, kinds: Sequence[str] | None = None, height_per_token
                 z=grid, x=list(range(grid.shape[1])), y=labels, colorscale=COLORSCALES.get(kind, "Blues"),
                 zmin=result.corrupted_prob, zmax=top,
                 colorbar=dict(x=(i + 1) / len(kinds) - 0.02, len=0.9, thickness=10,
-                              title=dict(text=f"p({result.answer.strip()})", side="right")),
+                              title=dict(text=f"p({result.answer.strip()})", side="right"),
+                              **baseline_ticks(result.corrupted_prob, result.clean_prob, top)),
                 hovertemplate=("token %{y}<br>layer %{x}<br>p=%{z:.4f} (corrupted "
                                + f"{result.corrupted_prob:.4f})<extra>" + kind + "</extra>"),
             ),
@@ -79,7 +97,8 @@ def trace_figure(result, *, kinds: Sequence[str] | None = None, height_per_token
     how = {"trace": "noise on the subject", "attribution": "noise on the subject; first-order preview",
            "patch": "patched from the corrupt prompt"}.get(result.method, result.method)
     fig.update_layout(
-        title=(f"{result.prompt} → {result.answer!r}: clean p={result.clean_prob:.3f}, "
+        # Two lines: a long prompt on one line ran off a one-panel figure.
+        title=(f"{result.prompt} → {result.answer!r}<br>clean p={result.clean_prob:.3f}, "
                f"corrupted p={result.corrupted_prob:.3f} ({how})"),
         height=max(260, 120 + height_per_token * len(labels)), width=max(420, 380 * len(kinds)),
         margin=dict(l=10, r=10, t=80, b=40),

@@ -134,8 +134,10 @@ class ComparePanel(widgets.VBox):
                             + f"; {MIN_FACTS} or more make the differences readable."
                             if limit < MIN_FACTS else "")
         metrics = "teacher,generation,question,plus" if self.said.value else "teacher"
+        # Perplexity and fluency are not in this table and cost most of a short run's time:
+        # measured only in the modes whose curves show them.
         self.task.run(lambda token: compare(model, facts, methods=chosen, mode=mode, limit=limit, cancel=token,
-                                            metrics=metrics),
+                                            metrics=metrics, drift=mode != "independent"),
                       self.show, busy="evaluating…")
 
     def show(self, report) -> None:
@@ -178,14 +180,14 @@ class ComparePanel(widgets.VBox):
 
 
 def rate_cell(value: float | None, interval: list[float] | None) -> str:
-    """A rate in % with its interval's half-width: ``"67 ± 24"`` (empty when not measured).
+    """A rate in % with its interval's half-width: ``"67 ± 24 %"`` (empty when not measured).
 
     Example:
         >>> rate_cell(0.667, [0.333, 1.0])
-        '67 ± 33'
+        '67 ± 33 %'
     """
     if value is None:
         return ""
     if not interval:
-        return f"{100 * value:.0f}"
-    return f"{100 * value:.0f} ± {100 * (interval[1] - interval[0]) / 2:.0f}"
+        return f"{100 * value:.0f} %"
+    return f"{100 * value:.0f} ± {100 * (interval[1] - interval[0]) / 2:.0f} %"

@@ -27,7 +27,7 @@ from workbench.errors import WorkbenchError
 from workbench.evaluation.generated import ANSWER_TOKENS, plus_prompts
 from workbench.evaluation.judge import first_sentence, judge
 from workbench.evaluation.relations import question_prompt
-from workbench.probing import generate, generate_many, probe
+from workbench.probing import generate_many, probe
 from workbench.ui.common import ErrorLine, State, Task, guarded, split_arrow, table
 
 GOOD, BAD = "background:#e3f4e1", "background:#fbe3e3"
@@ -350,17 +350,15 @@ class ProbesPanel(widgets.VBox):
         model, n = self.state.model, int(self.gen_tokens.value)
 
         def work(token):
-            out = []
-            for prompt in prompts:
-                token.check()
-                out.append((prompt, generate(model, prompt, max_new_tokens=n)))
+            # One left-padded batch per weight state: on a CPU the prompts cost little more
+            # together than one alone (reading the unembedding dominates each step).
+            out = list(zip(prompts, generate_many(model, prompts, max_new_tokens=n, cancel=token)))
             n_edits = len(active_edits(model))
             missing = [p for p in prompts if (p, n) not in self.gen_before] if n_edits else []
             if missing:
                 with unedited(model):  # "before" without reverting anything
-                    for prompt in missing:
-                        token.check()
-                        self.gen_before[(prompt, n)] = generate(model, prompt, max_new_tokens=n)
+                    before = generate_many(model, missing, max_new_tokens=n, cancel=token)
+                self.gen_before.update({(p, n): g for p, g in zip(missing, before)})
             return out, n_edits, n
 
         self.gen_task.run(work, self._show_generations, busy="generating…")
