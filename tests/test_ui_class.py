@@ -175,6 +175,27 @@ def test_generations_have_a_before_without_reverting(app, model):
     assert before == wb.generate(model, FACT.text, max_new_tokens=4)
 
 
+def test_the_generations_before_is_made_with_the_answers_of_the_unedited_model(app, model, monkeypatch):
+    app.probes.gen_tokens.value = 4
+    app.probes.run_answers()  # the background answers of a picked fact, before any edit
+    prompts = app.probes._generation_prompts(FACT)
+    assert {(p, 4) for p in prompts} <= set(app.probes.gen_before)
+    assert app.probes.gen_before[(FACT.text, 4)] == wb.generate(model, FACT.text, max_new_tokens=4)
+    app.edit.method.value = "in-context"
+    app.edit.hparams.value = "min_prob=0"
+    app.edit.task.button.click()
+    import workbench.ui.probes as probes
+
+    calls = []
+    real = probes.generate_many
+    monkeypatch.setattr(probes, "generate_many", lambda m, ps, **kw: calls.append(list(ps)) or real(m, ps, **kw))
+    app.probes.run_generations()
+    assert calls == [prompts]  # only "now": the "before" was there already
+    import html
+
+    assert html.escape(app.probes.gen_before[(FACT.text, 4)]) in app.probes.generations.value
+
+
 # -- bad input --------------------------------------------------------------------------------
 def test_a_layer_out_of_range_is_an_inline_error_and_the_field_is_kept(app, model):
     for layer in (model.n_layers + 7, -3):

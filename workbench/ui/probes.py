@@ -254,6 +254,7 @@ class ProbesPanel(widgets.VBox):
             return
         self._answers_wanted = False
         model, prompts = self.state.model, [r["prompt"] for r in self.rows]
+        gen_prompts, gen_n = self._generation_prompts(fact), int(self.gen_tokens.value)
 
         def work(token):
             # A few prompts per step, so that a quick call that preempts this waits a moment only.
@@ -272,6 +273,13 @@ class ProbesPanel(widgets.VBox):
                         said_then = generate_many(model, missing[start : start + ANSWER_STEP],
                                                   max_new_tokens=ANSWER_TOKENS, cancel=token)
                     self.answers_before.update(zip(missing[start : start + ANSWER_STEP], said_then))
+            else:
+                # The generations' "before", on the weights as picked, while the class reads the
+                # table: Generate after an edit then runs only its "now".
+                missing = [p for p in gen_prompts if (p, gen_n) not in self.gen_before]
+                if missing:
+                    before = generate_many(model, missing, max_new_tokens=gen_n, cancel=token)
+                    self.gen_before.update({(p, gen_n): g for p, g in zip(missing, before)})
             return texts, n_edits
 
         version = self._version
@@ -346,7 +354,7 @@ class ProbesPanel(widgets.VBox):
         if fact is None:
             self.error.show("Choose a fact in the Fact tab first.")
             return
-        prompts = [fact.text, *fact.generation_prompts[:2]]
+        prompts = self._generation_prompts(fact)
         model, n = self.state.model, int(self.gen_tokens.value)
 
         def work(token):
@@ -362,6 +370,10 @@ class ProbesPanel(widgets.VBox):
             return out, n_edits, n
 
         self.gen_task.run(work, self._show_generations, busy="generating…")
+
+    @staticmethod
+    def _generation_prompts(fact) -> list[str]:
+        return [fact.text, *fact.generation_prompts[:2]]
 
     def _show_generations(self, payload) -> None:
         results, n_edits, n = payload
