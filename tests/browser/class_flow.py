@@ -129,7 +129,7 @@ def busy_and_cancel(page, answered: Answered) -> None:
     assert not page.locator("button.wb-fact-use").is_disabled()
 
 
-def out_of_range_layer(page) -> None:
+def out_of_range_layer(page, answered: Answered) -> None:
     open_tab(page, "Memories")
     layer = page.locator(".wb-memory-layer input")
     layer.fill("25")
@@ -147,6 +147,16 @@ def out_of_range_layer(page) -> None:
     title = page.locator(".wb-memory-table b", has_text="coefficient").get_attribute("title")
     assert title and "hidden state" in title
     assert page.locator(".wb-memory-readable input").is_checked()
+    # A key is a link to its profile: the tokens its value promotes, its top corpus contexts,
+    # its coefficient over the prompt (the first profile at a layer reads the corpus once).
+    key = page.locator(".wb-memory-table .wb-memory-key").first
+    number = key.inner_text().strip()
+    profile = page.locator(".wb-memory-profile")
+    answered("key profile (corpus read once per layer)", key.click,
+             lambda: profile.locator(".wb-memory-contexts").wait_for(timeout=SLOW))
+    text = profile.inner_text()
+    assert f"Key {number}" in text and "promotes" in text and "coefficient over the prompt" in text, text
+    assert page.locator(".wb-memories-panel .wb-error").first.inner_text().strip() == ""
 
 
 def edit_card_and_generations(page, answered: Answered, shots: Path, timer: Timer) -> None:

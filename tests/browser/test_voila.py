@@ -59,7 +59,7 @@ def test_voila_app_for_a_live_class(voila_server, page, screenshots):
     free_prompts(page, answered)
     cached_example_trace(page, answered)
     busy_and_cancel(page, answered)
-    out_of_range_layer(page)
+    out_of_range_layer(page, answered)
     edit_card_and_generations(page, answered, screenshots, timer)
     compare_in_context(page, answered)
     page.screenshot(path=str(screenshots / "voila-compare.png"), full_page=True)
