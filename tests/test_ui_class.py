@@ -196,6 +196,24 @@ def test_the_generations_before_is_made_with_the_answers_of_the_unedited_model(a
     assert html.escape(app.probes.gen_before[(FACT.text, 4)]) in app.probes.generations.value
 
 
+def test_answers_of_the_unedited_model_are_made_once(app, model, monkeypatch):
+    app.probes.run_answers()
+    first = dict(app.probes.answers_now)
+    assert first and first == {p: app.probes.answers_before[p] for p in first}
+    import workbench.ui.probes as probes
+
+    calls = []
+    real = probes.generate_many
+    monkeypatch.setattr(probes, "generate_many", lambda m, ps, **kw: calls.append(list(ps)) or real(m, ps, **kw))
+    app.probes.run_answers()  # what a click's restart does: nothing left to generate
+    assert calls == [] and app.probes.answers_now == first
+    app.edit.method.value = "in-context"
+    app.edit.hparams.value = "min_prob=0"
+    app.edit.task.button.click()
+    app.probes.run_answers()  # with an edit applied the answers are generated anew
+    assert calls and all(p in first for chunk in calls for p in chunk)
+
+
 # -- bad input --------------------------------------------------------------------------------
 def test_a_layer_out_of_range_is_an_inline_error_and_the_field_is_kept(app, model):
     for layer in (model.n_layers + 7, -3):

@@ -257,13 +257,19 @@ class ProbesPanel(widgets.VBox):
         gen_prompts, gen_n = self._generation_prompts(fact), int(self.gen_tokens.value)
 
         def work(token):
-            # A few prompts per step, so that a quick call that preempts this waits a moment only.
-            texts = []
-            for start in range(0, len(prompts), ANSWER_STEP):
-                token.check()
-                texts += generate_many(model, prompts[start : start + ANSWER_STEP], max_new_tokens=ANSWER_TOKENS,
-                                       cancel=token)
             n_edits = len(active_edits(model))
+            # On the unedited weights a prompt's greedy answer never changes: a run preempted by
+            # a click keeps what it made, and the next run only generates the rest.
+            said = {} if n_edits else {p: self.answers_before[p] for p in prompts if p in self.answers_before}
+            todo = [p for p in prompts if p not in said]
+            # A few prompts per step, so that a quick call that preempts this waits a moment only.
+            for start in range(0, len(todo), ANSWER_STEP):
+                token.check()
+                chunk = todo[start : start + ANSWER_STEP]
+                said.update(zip(chunk, generate_many(model, chunk, max_new_tokens=ANSWER_TOKENS, cancel=token)))
+                if not n_edits:
+                    self.answers_before.update((p, said[p]) for p in chunk)
+            texts = [said[p] for p in prompts]
             if n_edits:
                 # The answers before the edits, for rows first seen with an edit applied.
                 missing = [p for p in prompts if p not in self.answers_before]
