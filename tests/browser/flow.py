@@ -79,7 +79,10 @@ def trace_and_click(page, shots: Path, prefix: str, timer: Timer) -> None:
     samples.press("Tab")
     page.locator("button.wb-trace-run").click()
     # The attribution preview is drawn first, then the exact trace replaces it.
-    page.locator(".wb-trace-heatmap-mlp .main-svg").first.wait_for(timeout=SLOW)
+    try:
+        page.locator(".wb-trace-heatmap-mlp .main-svg").first.wait_for(timeout=SLOW)
+    except Exception:
+        raise AssertionError("no trace heatmap after Run trace; " + shown(page, ".wb-trace-panel")) from None
     timer.mark("trace preview shown")
     # "from the trace cache" when this server has traced these settings before (a rerun).
     page.locator(".wb-trace-panel .wb-status", has_text=re.compile("done in|from the trace cache")).first.wait_for(
