@@ -110,6 +110,22 @@ def test_suggested_probes_come_from_the_bundled_data():
     assert suggest(own, pool).fact.paraphrase_prompts == ("mine",)
 
 
+def test_a_city_that_is_a_capital_is_not_asked_for_its_capital():
+    """"{} is the capital of" names the inverse of P36 (its subject is the city): its probes must not
+    be the country-subject templates ("Paris's capital,"), and its question asks for the country."""
+    from workbench.evaluation.relations import question_prompt, relation_of
+    from workbench.evaluation.suggest import suggest
+
+    typed = Fact("Paris", "{} is the capital of", "France", "Italy")
+    assert relation_of(typed) == "P1376"
+    assert relation_of(Fact("France", "{}'s capital,", "Paris", "Rome")) == "P36"
+    assert relation_of(Fact("France", "The capital city of {} is", "Paris", "Rome")) == "P36"
+    assert question_prompt(typed).endswith("Q: Which country is Paris the capital of?\nA:")
+    found = suggest(typed)
+    assert not any("capital," in p or "capital of Paris" in p for p in found.fact.paraphrase_prompts)
+    assert found.fact.relation_id == "P1376" and "type paraphrases" in found.notes[0]
+
+
 def test_generate_many_gives_way_within_a_token_when_cancelled(tiny_gemma):
     from workbench.progress import CancelToken, Cancelled
 
