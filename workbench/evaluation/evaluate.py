@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 from workbench.errors import WorkbenchError
 from workbench.evaluation import generated, intervals
+from workbench.evaluation.intervals import mean_of
 from workbench.evaluation.fluency import fluency, generation_prompts
 from workbench.evaluation.perplexity import perplexity
 from workbench.evaluation.scores import FactScores, harmonic_mean, score_fact, score_facts
@@ -207,17 +208,12 @@ def read_report(path) -> EvalReport:
     return EvalReport.from_dict(data, source=str(path))
 
 
-def _mean(values) -> float | None:
-    vals = [v for v in values if v is not None]
-    return sum(vals) / len(vals) if vals else None
-
-
 def _rates(scores: Sequence[dict]) -> dict[str, float | None]:
-    return {name: _mean(s[key] for s in scores) for key, name in _RATES.items()}
+    return {name: mean_of(s[key] for s in scores) for key, name in _RATES.items()}
 
 
 def _curve_rates(scores: Sequence[dict]) -> dict[str, float | None]:
-    return {**_rates(scores), **{k: _mean(s.get(k) for s in scores) for k in _CURVE_GEN}}
+    return {**_rates(scores), **{k: mean_of(s.get(k) for s in scores) for k in _CURVE_GEN}}
 
 
 def _summarise(rows: list[FactRow], **extra) -> dict:
@@ -240,7 +236,7 @@ def _summarise(rows: list[FactRow], **extra) -> dict:
         # .get: rows of reports saved before these measures existed lack them.
         columns[key] = [a.get(key) for a in afters]
         columns[f"{key}_before"] = [b.get(key) for b in befores]
-    summary: dict = {name: _mean(values) for name, values in columns.items()}
+    summary: dict = {name: mean_of(values) for name, values in columns.items()}
     summary["score"] = harmonic_mean([summary["efficacy_score"], summary["paraphrase_score"], summary["neighborhood_score"]])
     summary["intervals"] = {}
     for name, values in columns.items():
@@ -655,9 +651,9 @@ def evaluate(
                 rows.sort(key=lambda r: r.index)
             # From the rows, so that a resumed run's summary covers the kept rows too.
             sampled = [r for r in rows if r.after is not None and r.perplexity_after is not None]
-            extra = dict(fluency_before=_mean(r.fluency_before for r in sampled),
-                         fluency=_mean(r.fluency_after for r in sampled),
-                         perplexity_after=_mean(r.perplexity_after for r in sampled))
+            extra = dict(fluency_before=mean_of(r.fluency_before for r in sampled),
+                         fluency=mean_of(r.fluency_after for r in sampled),
+                         perplexity_after=mean_of(r.perplexity_after for r in sampled))
             edit_seconds[:] = [r.seconds for r in rows if r.seconds is not None]
         else:
             rows = [new_row(i, f, b) for i, (f, b) in enumerate(zip(facts, befores))]
@@ -721,7 +717,7 @@ def evaluate(
             rows, **extra, perplexity_before=perplexity_before,
             # Per fact: a batch call's time is shared by its facts (sequential batch_size > 1, batch mode).
             seconds_per_edit=(sum(edit_seconds) / n if mode == "batch"
-                              else _mean([r.seconds for r in rows if r.seconds is not None])),
+                              else mean_of([r.seconds for r in rows if r.seconds is not None])),
             seconds_total=total + ((resume.summary.get("seconds_total") or 0.0) if kept else 0.0),
         )
     finally:

@@ -28,6 +28,17 @@ SEED = 0
 LEVEL = 0.95
 
 
+def mean_of(values) -> float | None:
+    """The plain mean of the values that are not None; None when there are none.
+
+    Example:
+        >>> mean_of([1.0, None, 0.0]), mean_of([])
+        (0.5, None)
+    """
+    kept = [float(v) for v in values if v is not None]
+    return sum(kept) / len(kept) if kept else None
+
+
 @dataclass(frozen=True)
 class Interval(Result):
     """A mean over ``n`` facts and its bootstrap interval ``[lo, hi]``."""

@@ -30,6 +30,7 @@ import numpy as np
 
 from workbench.errors import WorkbenchError
 from workbench.evaluation import intervals
+from workbench.evaluation.intervals import mean_of
 from workbench.facts import Fact
 
 #: What :func:`variance_explained` can explain: a per-(fact, layer) column of the rows.
@@ -91,7 +92,7 @@ def fact_profile(model, fact: Fact, *, layers: Iterable[int], method: str = "rom
             "trace_effect": curve["effect"][layer], "trace_raw": curve["raw"][layer],
             "trace_peak_layer": curve["peak_layer"],
             "rewrite_score": _rewrite(p0["rewrite"][0], p1["rewrite"][0]),
-            "paraphrase_rewrite_score": _mean([_rewrite(a, b) for a, b in zip(p0["paraphrase"], p1["paraphrase"])]),
+            "paraphrase_rewrite_score": mean_of([_rewrite(a, b) for a, b in zip(p0["paraphrase"], p1["paraphrase"])]),
             "efficacy": after.efficacy, "efficacy_magnitude": after.efficacy_magnitude,
             "paraphrase": after.paraphrase, "neighborhood": after.neighborhood,
         })
@@ -108,10 +109,6 @@ def _new_probs(scores) -> dict[str, list[float]]:
 
 def _rewrite(before: float, after: float) -> float:
     return (after - before) / (1.0 - before) if before < 1.0 else 0.0
-
-
-def _mean(values: Sequence[float]) -> float | None:
-    return float(np.mean(values)) if len(values) else None
 
 
 def _r2(y: np.ndarray, X: np.ndarray) -> float:

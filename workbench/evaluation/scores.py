@@ -55,6 +55,7 @@ import torch
 
 from workbench.errors import WorkbenchError
 from workbench.evaluation import generated
+from workbench.evaluation.intervals import mean_of
 from workbench.facts import IMPLICATION_KINDS, Fact
 from workbench.probing import run_sequences, target_ids
 from workbench.results import Result
@@ -152,10 +153,6 @@ class FactScores(Result):
 
         hidden = ("prompts", "neighbor_argmax", "neighbor_next")
         return {f.name: jsonable(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name not in hidden}
-
-
-def _mean(values: list[float]) -> float | None:
-    return sum(values) / len(values) if values else None
 
 
 def score_fact(model, fact: Fact, *, reference: FactScores | None = None, batch_size: int = 16,
@@ -320,7 +317,7 @@ def _assemble(fact: Fact, plan: _Plan, logps: list[torch.Tensor], reference: Fac
         if len(reference.neighbor_argmax) != len(neighbor_argmax):
             raise WorkbenchError("the reference scores are of another fact (neighbour prompts differ)")
         # Per prompt: the fraction of its predicted tokens the edit left unchanged.
-        locality = _mean([
+        locality = mean_of([
             sum(int(a == b) for a, b in zip(before, after)) / len(after)
             for before, after in zip(reference.neighbor_argmax, neighbor_argmax)
         ])
@@ -332,25 +329,25 @@ def _assemble(fact: Fact, plan: _Plan, logps: list[torch.Tensor], reference: Fac
     if plus and reference is not None and reference.neighbor_next and neigh:
         if len(reference.neighbor_next) != len(neigh):
             raise WorkbenchError("the reference scores are of another fact (neighbour prompts differ)")
-        nkl = _mean([bucket_kl(ref, next_after[j]) for j, ref in enumerate(reference.neighbor_next)])
+        nkl = mean_of([bucket_kl(ref, next_after[j]) for j, ref in enumerate(reference.neighbor_next)])
     return FactScores(
         efficacy=float(rw.success),
         efficacy_magnitude=rw.p_new - rw.p_true,
-        paraphrase=_mean([float(s.success) for s in para]),
-        paraphrase_magnitude=_mean([s.p_new - s.p_true for s in para]),
-        neighborhood=_mean([float(s.success) for s in neigh]),
-        neighborhood_magnitude=_mean([s.p_true - s.p_new for s in neigh]),
-        implication=_mean([float(s.success) for s in impl]),
-        implication_prob=_mean([s.p_new for s in impl]),
+        paraphrase=mean_of([float(s.success) for s in para]),
+        paraphrase_magnitude=mean_of([s.p_new - s.p_true for s in para]),
+        neighborhood=mean_of([float(s.success) for s in neigh]),
+        neighborhood_magnitude=mean_of([s.p_true - s.p_new for s in neigh]),
+        implication=mean_of([float(s.success) for s in impl]),
+        implication_prob=mean_of([s.p_new for s in impl]),
         easyedit_rewrite_acc=rw.token_acc,
-        easyedit_rephrase_acc=_mean([s.token_acc for s in para]),
+        easyedit_rephrase_acc=mean_of([s.token_acc for s in para]),
         easyedit_locality_acc=locality,
         prompts=prompt_scores,
         neighbor_argmax=neighbor_argmax,
-        neighborhood_plus=_mean([float(s.success) for s in per_kind["neighborhood_plus"]]) if plus else None,
+        neighborhood_plus=mean_of([float(s.success) for s in per_kind["neighborhood_plus"]]) if plus else None,
         nkl=nkl,
         neighbor_next=neighbor_next,
-        **{f"implication_{k}": _mean(v) for k, v in by_kind.items()},
+        **{f"implication_{k}": mean_of(v) for k, v in by_kind.items()},
     )
 
 
