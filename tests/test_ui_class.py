@@ -196,6 +196,30 @@ def test_the_generations_before_is_made_with_the_answers_of_the_unedited_model(a
     assert html.escape(app.probes.gen_before[(FACT.text, 4)]) in app.probes.generations.value
 
 
+def test_generate_shows_now_before_the_before_is_made(app, model, monkeypatch):
+    """After an edit with no "before" made yet, the "now" column is drawn first (what Generate
+    was pressed for) and the "before" column follows from the unedited weights."""
+    app.edit.method.value = "in-context"
+    app.edit.hparams.value = "min_prob=0"
+    app.edit.task.button.click()
+    app.probes.gen_tokens.value = 4
+    app.probes.gen_before.clear()
+    import workbench.ui.probes as probes
+
+    seen = []
+    real = probes.generate_many
+    monkeypatch.setattr(probes, "generate_many",
+                        lambda m, ps, **kw: seen.append(app.probes.generations.value) or real(m, ps, **kw))
+    app.probes.run_generations()
+    assert len(seen) == 2 and "wb-generations-table" in seen[1]  # drawn between "now" and "before"
+    assert "generating on the unedited weights" in seen[1]
+    final = app.probes.generations.value
+    assert "generating on the unedited weights" not in final
+    import html
+
+    assert html.escape(app.probes.gen_before[(FACT.text, 4)]) in final
+
+
 def test_answers_of_the_unedited_model_are_made_once(app, model, monkeypatch):
     app.probes.run_answers()
     first = dict(app.probes.answers_now)

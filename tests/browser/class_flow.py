@@ -178,9 +178,10 @@ def edit_card_and_generations(page, answered: Answered, shots: Path, timer: Time
     page.screenshot(path=str(shots / "voila-edit-card.png"), full_page=True)
     open_tab(page, "Probes")
     table = page.locator(".wb-generations-table")
-    answered("Generate (20 tokens, before and after)",  # the default 20 tokens
+    # The default 20 tokens; the first answer is the "now" column, the "before" one follows.
+    answered("Generate (20 tokens, now shown first)",
              lambda: page.locator("button.wb-generate-run").click(), lambda: table.wait_for(timeout=SLOW))
-    page.locator(".wb-probes-panel .wb-status", has_text="done in").last.wait_for(timeout=SLOW)
+    page.locator(".wb-generate-run-task .wb-status", has_text="done in").wait_for(timeout=SLOW)
     text = table.inner_text()
     assert "<start_of_image>" not in text and "<eos>" not in text, text
     heads = [h.strip() for h in table.locator("thead th").all_inner_texts()]

@@ -120,6 +120,7 @@ class Task(widgets.HBox):
         self.status = widgets.HTML("")
         self.status.add_class("wb-status")
         super().__init__([self.button, self.cancel_button, self.bar, self.status])
+        self.add_class(css + "-task")  # its status line, for a test or a stylesheet: ".<css>-task .wb-status"
         self.error = error
         self.background = background
         self.total = total

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import html
 import time
+from collections.abc import Sequence
 
 import ipywidgets as widgets
 
@@ -370,6 +371,8 @@ class ProbesPanel(widgets.VBox):
             n_edits = len(active_edits(model))
             missing = [p for p in prompts if (p, n) not in self.gen_before] if n_edits else []
             if missing:
+                # "Now" is what was asked for: shown at once, the "before" column follows.
+                self._show_generations((out, n_edits, n), pending=missing)
                 with unedited(model):  # "before" without reverting anything
                     before = generate_many(model, missing, max_new_tokens=n, cancel=token)
                 self.gen_before.update({(p, n): g for p, g in zip(missing, before)})
@@ -381,9 +384,12 @@ class ProbesPanel(widgets.VBox):
     def _generation_prompts(fact) -> list[str]:
         return [fact.text, *fact.generation_prompts[:2]]
 
-    def _show_generations(self, payload) -> None:
+    def _show_generations(self, payload, pending: Sequence[str] = ()) -> None:
+        """The generations table; ``pending``: prompts whose "before" is still being generated."""
         results, n_edits, n = payload
         if n_edits == 0:
             self.gen_before.update({(p, n): g for p, g in results})
-        rows = [{"prompt": p, "before the edits": self.gen_before.get((p, n), ""), "now": g} for p, g in results]
+        rows = [{"prompt": p, "before the edits": ("generating on the unedited weights…" if p in pending
+                                                   else self.gen_before.get((p, n), "")), "now": g}
+                for p, g in results]
         self.generations.value = table(rows, ["prompt", "before the edits", "now"], css="wb-generations-table")
