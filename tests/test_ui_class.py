@@ -220,6 +220,31 @@ def test_generate_shows_now_before_the_before_is_made(app, model, monkeypatch):
     assert html.escape(app.probes.gen_before[(FACT.text, 4)]) in final
 
 
+def test_a_cancel_while_the_before_is_made_leaves_no_pending_note(app, model, monkeypatch):
+    app.edit.method.value = "in-context"
+    app.edit.hparams.value = "min_prob=0"
+    app.edit.task.button.click()
+    app.probes.gen_tokens.value = 4
+    app.probes.gen_before.clear()
+    import workbench.ui.probes as probes
+    from workbench.progress import Cancelled
+
+    calls = []
+    real = probes.generate_many
+
+    def stopped_second_time(m, ps, **kw):
+        calls.append(ps)
+        if len(calls) == 2:
+            raise Cancelled("stopped")
+        return real(m, ps, **kw)
+
+    monkeypatch.setattr(probes, "generate_many", stopped_second_time)
+    app.probes.run_generations()
+    assert len(calls) == 2 and "wb-generations-table" in app.probes.generations.value  # "now" stays
+    assert "generating on the unedited weights" not in app.probes.generations.value
+    assert app.probes.gen_task.status.value == "cancelled"
+
+
 def test_answers_of_the_unedited_model_are_made_once(app, model, monkeypatch):
     app.probes.run_answers()
     first = dict(app.probes.answers_now)

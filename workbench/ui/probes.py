@@ -29,6 +29,7 @@ from workbench.evaluation.generated import ANSWER_TOKENS, plus_prompts
 from workbench.evaluation.judge import first_sentence, judge
 from workbench.evaluation.relations import question_prompt
 from workbench.probing import generate_many, probe
+from workbench.progress import Cancelled
 from workbench.ui.common import ErrorLine, State, Task, guarded, split_arrow, table
 
 GOOD, BAD = "background:#e3f4e1", "background:#fbe3e3"
@@ -373,8 +374,12 @@ class ProbesPanel(widgets.VBox):
             if missing:
                 # "Now" is what was asked for: shown at once, the "before" column follows.
                 self._show_generations((out, n_edits, n), pending=missing)
-                with unedited(model):  # "before" without reverting anything
-                    before = generate_many(model, missing, max_new_tokens=n, cancel=token)
+                try:
+                    with unedited(model):  # "before" without reverting anything
+                        before = generate_many(model, missing, max_new_tokens=n, cancel=token)
+                except Cancelled:
+                    self._show_generations((out, n_edits, n))  # no "generating…" left behind a Cancel
+                    raise
                 self.gen_before.update({(p, n): g for p, g in zip(missing, before)})
             return out, n_edits, n
 
