@@ -40,3 +40,48 @@ def test_sampling_leaves_the_global_rng_alone(tiny_llama):
     torch.manual_seed(123)
     wb.generate(tiny_llama, "Paris is", max_new_tokens=5, do_sample=True, top_k=5, seed=9)
     assert torch.equal(torch.rand(3), expected)
+
+
+def _slow_greedy(model, prompt: str, n: int, stops) -> str:
+    """Greedy decoding the obvious way: the whole sequence through the model at every step."""
+    ids = model.tokens(prompt)[0].tolist()
+    new: list[int] = []
+    with torch.no_grad():
+        for _ in range(n):
+            logits = model.hf_model(torch.tensor([ids + new])).logits[0, -1]
+            new.append(int(logits.argmax()))
+            if new[-1] in stops:
+                break
+    cut = next((k for k, t in enumerate(new) if t in stops), len(new))
+    return model.tokenizer.decode(new[:cut], skip_special_tokens=True)
+
+
+def test_generate_many_ends_at_stop_tokens_and_reports_the_growing_texts(tiny_gemma, monkeypatch):
+    import workbench.probing as probing
+
+    model, prompts, n = tiny_gemma, ["Paris is", "The tallest mountain on the planet Earth is"], 8
+    free = {p: probing.generate_many(model, [p], max_new_tokens=n) for p in prompts}  # warm the stop set
+    # Make each prompt's third greedy token a stop token: every row then ends by step 3 of 8.
+    third = {p: _slow_greedy(model, p, 3, set()) for p in prompts}
+    assert all(free.values()) and all(third.values())
+    ids = [model.tokens(p)[0].tolist() for p in prompts]
+    with torch.no_grad():
+        thirds = set()
+        for p, row in zip(prompts, ids):
+            new: list[int] = []
+            for _ in range(3):
+                new.append(int(model.hf_model(torch.tensor([row + new])).logits[0, -1].argmax()))
+            thirds.add(new[-1])
+    stops = frozenset(probing._stop_ids(model) | thirds)
+    monkeypatch.setattr(probing, "_stop_ids", lambda m: stops)
+    seen: list[list[str]] = []
+    texts = probing.generate_many(model, prompts, max_new_tokens=n, on_text=seen.append)
+    assert texts == [_slow_greedy(model, p, n, stops) for p in prompts]
+    assert 1 <= len(seen) <= 3 < n  # one report per new token, and the batch ended early
+    assert seen[-1] == texts
+    # Without the extra stops the same prompts run all 8 steps, one report each.
+    monkeypatch.undo()
+    seen.clear()
+    assert probing.generate_many(model, prompts, max_new_tokens=n, on_text=seen.append) == \
+        [_slow_greedy(model, p, n, probing._stop_ids(model)) for p in prompts]
+    assert len(seen) <= n and all(len(s) == len(prompts) for s in seen)

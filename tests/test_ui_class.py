@@ -220,6 +220,40 @@ def test_generate_shows_now_before_the_before_is_made(app, model, monkeypatch):
     assert html.escape(app.probes.gen_before[(FACT.text, 4)]) in final
 
 
+def test_generate_draws_the_now_texts_while_they_grow(app, model, monkeypatch):
+    """The "now" column is redrawn as tokens come (marked "…" and never stored as a
+    "before"), then drawn whole; the "before" cell of a pending prompt says it follows."""
+    app.edit.method.value = "in-context"
+    app.edit.hparams.value = "min_prob=0"
+    app.edit.task.button.click()
+    app.probes.gen_tokens.value = 6
+    app.probes.gen_before.clear()
+    import workbench.ui.probes as probes
+
+    monkeypatch.setattr(probes, "STREAM_EVERY", 0.0)  # every step redrawn
+    drawn = []
+    real = probes.ProbesPanel._show_generations
+
+    def spy(self, payload, pending=(), *, growing=False):
+        drawn.append((growing, [g for _, g in payload[0]]))
+        real(self, payload, pending, growing=growing)
+        if growing:
+            drawn[-1] += (self.generations.value,)
+
+    monkeypatch.setattr(probes.ProbesPanel, "_show_generations", spy)
+    app.probes.run_generations()
+    growing = [d for d in drawn if d[0]]
+    assert growing and not drawn[-1][0]  # partial tables first, the whole one last
+    first_partial = growing[0]
+    assert "…" in first_partial[2] and "follows the “now” column" in first_partial[2]
+    final = dict(zip(app.probes._generation_prompts(app.state.fact), drawn[-1][1]))
+    for _, texts, _ in growing:  # each partial text is a beginning of the final one
+        for prompt, text in zip(final, texts):
+            assert final[prompt].startswith(text)
+    assert all(k[1] == 6 for k in app.probes.gen_before)
+    assert "…" not in app.probes.generations.value
+
+
 def test_a_cancel_while_the_before_is_made_leaves_no_pending_note(app, model, monkeypatch):
     app.edit.method.value = "in-context"
     app.edit.hparams.value = "min_prob=0"

@@ -9,7 +9,7 @@ not end in whitespace, so "Paris" after "...city of" is scored as " Paris".
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -329,12 +329,17 @@ def generate_many(
     seed: int = 0,
     batch_size: int = 16,
     cancel=None,
+    on_text: Callable[[list[str]], None] | None = None,
 ) -> list[str]:
     """Continue many prompts at once (left-padded batches); greedy by default.
 
     ``cancel``: a :class:`~workbench.progress.CancelToken` checked after every new token;
     when it is set the call raises :class:`~workbench.progress.Cancelled` within one step
     (the app's greedy answers give way to a click this way).
+    ``on_text``: called after every new token with each prompt's text so far (in the
+    order of ``prompts``; "" for a prompt not begun), so that a caller can show the
+    text as it grows. Greedy generation ends once every prompt of a batch has met a
+    stop token (what follows one is never shown), not only at ``max_new_tokens``.
 
     Greedy continuations equal one :func:`generate` call per prompt (the padding
     is masked and positions start at each prompt's first real token; a test checks
@@ -368,8 +373,9 @@ def generate_many(
             chunk = order[start : start + batch_size]
             ids, mask = _pad_batch([encoded[i] for i in chunk], pad, left=True)
             width = ids.shape[1]
+            criteria = _criteria(model, cancel, width, chunk, out, on_text, stop_rows=not do_sample)
             new = model.hf_model.generate(ids.to(model.device), attention_mask=mask.to(model.device),
-                                          use_cache=True, **kwargs, **_stopper(cancel))[:, width:]
+                                          use_cache=True, **kwargs, **criteria)[:, width:]
             if cancel is not None:
                 cancel.check()
             for row, i in enumerate(chunk):
@@ -377,17 +383,33 @@ def generate_many(
     return out
 
 
-def _stopper(cancel) -> dict:
-    """``stopping_criteria`` for Hugging Face's ``generate`` that end it once ``cancel`` is set."""
-    if cancel is None:
+def _criteria(model: Model, cancel, width: int, chunk: list[int], out: list[str], on_text, *,
+              stop_rows: bool) -> dict:
+    """``stopping_criteria`` for Hugging Face's ``generate``, called after every new token:
+    end at once when ``cancel`` is set; with ``stop_rows``, end a row at its first stop
+    token (its text is cut there anyway, and the batch ends when every row has); report
+    the texts so far to ``on_text`` (``out`` holds the finished batches' texts)."""
+    if cancel is None and not stop_rows and on_text is None:
         return {}
     from transformers import StoppingCriteria, StoppingCriteriaList
 
-    class _Cancelled(StoppingCriteria):
-        def __call__(self, input_ids, scores, **kwargs):
-            return torch.full((input_ids.shape[0],), cancel.cancelled, dtype=torch.bool, device=input_ids.device)
+    stops = torch.tensor(sorted(_stop_ids(model)))
 
-    return {"stopping_criteria": StoppingCriteriaList([_Cancelled()])}
+    class _Criteria(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+            if stop_rows:
+                done |= torch.isin(input_ids[:, width:], stops.to(input_ids.device)).any(dim=1)
+            if on_text is not None:
+                texts = list(out)
+                for row, i in enumerate(chunk):
+                    texts[i] = _decode_until_stop(model, input_ids[row, width:].tolist())
+                on_text(texts)
+            if cancel is not None and cancel.cancelled:
+                done[:] = True
+            return done
+
+    return {"stopping_criteria": StoppingCriteriaList([_Criteria()])}
 
 
 def _stop_ids(model: Model) -> frozenset[int]:

@@ -35,6 +35,8 @@ from workbench.ui.common import ErrorLine, State, Task, guarded, split_arrow, ta
 GOOD, BAD = "background:#e3f4e1", "background:#fbe3e3"
 #: Prompts generated per step of the answers task (preempted, it stops within one token).
 ANSWER_STEP = 4
+#: Seconds between redraws of the generations while they grow (each redraw sends the table).
+STREAM_EVERY = 0.25
 
 
 def parse_free(text: str) -> list[tuple[str, str | None]]:
@@ -366,11 +368,21 @@ class ProbesPanel(widgets.VBox):
         model, n = self.state.model, int(self.gen_tokens.value)
 
         def work(token):
-            # One left-padded batch per weight state: on a CPU the prompts cost little more
-            # together than one alone (reading the unembedding dominates each step).
-            out = list(zip(prompts, generate_many(model, prompts, max_new_tokens=n, cancel=token)))
             n_edits = len(active_edits(model))
             missing = [p for p in prompts if (p, n) not in self.gen_before] if n_edits else []
+            shown = [0.0]
+
+            def growing(texts: list[str]) -> None:
+                # The "now" texts as they grow, a few redraws a second: the first words are on
+                # the page after the first step, not after the last.
+                now = time.perf_counter()
+                if now - shown[0] >= STREAM_EVERY:
+                    shown[0] = now
+                    self._show_generations((list(zip(prompts, texts)), n_edits, n), pending=missing, growing=True)
+
+            # One left-padded batch per weight state: on a CPU the prompts cost little more
+            # together than one alone (reading the unembedding dominates each step).
+            out = list(zip(prompts, generate_many(model, prompts, max_new_tokens=n, cancel=token, on_text=growing)))
             if missing:
                 # "Now" is what was asked for: shown at once, the "before" column follows.
                 self._show_generations((out, n_edits, n), pending=missing)
@@ -389,12 +401,14 @@ class ProbesPanel(widgets.VBox):
     def _generation_prompts(fact) -> list[str]:
         return [fact.text, *fact.generation_prompts[:2]]
 
-    def _show_generations(self, payload, pending: Sequence[str] = ()) -> None:
-        """The generations table; ``pending``: prompts whose "before" is still being generated."""
+    def _show_generations(self, payload, pending: Sequence[str] = (), *, growing: bool = False) -> None:
+        """The generations table; ``pending``: prompts whose "before" is still being generated;
+        ``growing``: the "now" texts are still being generated."""
         results, n_edits, n = payload
-        if n_edits == 0:
+        if n_edits == 0 and not growing:
             self.gen_before.update({(p, n): g for p, g in results})
-        rows = [{"prompt": p, "before the edits": ("generating on the unedited weights…" if p in pending
-                                                   else self.gen_before.get((p, n), "")), "now": g}
+        later = "generating on the unedited weights…" if not growing else "follows the “now” column"
+        rows = [{"prompt": p, "before the edits": (later if p in pending else self.gen_before.get((p, n), "")),
+                 "now": g + (" …" if growing else "")}
                 for p, g in results]
         self.generations.value = table(rows, ["prompt", "before the edits", "now"], css="wb-generations-table")
