@@ -444,6 +444,27 @@ def test_compare_table(model):
     degradation_figure([seq])
 
 
+def test_compare_reports_fact_by_fact_and_its_last_update_is_the_result(model):
+    """``on_update`` sees the running method's rows grow one fact at a time, after the methods
+    done; the last partial of each method summarises what its final report does."""
+    facts = known_facts(model, 3)
+    seen = []
+    table = compare(model, facts, methods=["in-context", "retrieval"], on_update=seen.append, drift=False, **FAST)
+    n = table.reports[0].summary["n"]
+    assert [(len(u.reports), u.reports[-1].summary["n"]) for u in seen] == \
+        [(1, k) for k in range(1, n + 1)] + [(2, k) for k in range(1, n + 1)]
+    assert all(u.reports[-1].summary["partial"] and u.reports[-1].summary["n_total"] == n for u in seen)
+    assert seen[-1].reports[0] is table.reports[0]  # the finished method, as returned
+    for last, final in ((seen[n - 1].reports[-1], table.reports[0]), (seen[-1].reports[-1], table.reports[1])):
+        for key in ("efficacy_score", "paraphrase_score", "neighborhood_score", "implication_score"):
+            assert last.summary[key] == final.summary[key], key
+            assert last.summary["intervals"].get(key) == final.summary["intervals"].get(key), key
+        assert [r.subject for r in last.rows] == [r.subject for r in final.rows]
+    with pytest.raises(wb.WorkbenchError, match="independent runs fact by fact"):
+        evaluate(model, facts, method="in-context", mode="sequential", on_row=print, **FAST)
+    assert active_edits(model) == []
+
+
 def test_cli_evaluate_json(tmp_path, capsys):
     from workbench.cli import main
 

@@ -338,6 +338,35 @@ def test_compare_panel_shows_intervals_and_its_facts(app, model):
     assert any(bar.error_y.visible for bar in fig.data)
 
 
+def test_compare_panel_fills_its_table_fact_by_fact(app, model, monkeypatch):
+    """An independent comparison draws its table after every fact ("1 of 2 so far"), the
+    chart only at its end; the last table is the finished one."""
+    from tests.test_evaluation import known_facts
+
+    facts = wb.filter_known(model, known_facts(model, n=6))[:2]
+    app.compare.facts = facts
+    app.compare.methods.value = ("in-context",)
+    app.compare.limit.value = 2
+    app.compare.said.value = False
+    tables = []
+    real = type(app.compare).show_partial
+
+    def spy(self, report):
+        real(self, report)
+        tables.append((self.table.value, len(self.chart.children)))
+
+    monkeypatch.setattr(type(app.compare), "show_partial", spy)
+    import ipywidgets
+
+    app.compare.chart.children = (ipywidgets.HTML("an earlier run's chart"),)
+    app.compare.task.button.click()
+    assert app.compare.error.value == "", app.compare.error.text
+    assert [("1 of 2 so far" in t, "2 of 2 so far" in t, charts) for t, charts in tables] == \
+        [(True, False, 0), (False, True, 0)]
+    assert "so far" not in app.compare.table.value and "in-context" in app.compare.table.value
+    assert app.compare.chart.children and "Facts:" in app.compare.facts_line.value
+
+
 def test_quick_calls_preempt_the_answers_task(model):
     """A quick call (a probe after a click) stops a running preemptible task instead of failing 'busy'."""
     import threading

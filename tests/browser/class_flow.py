@@ -22,10 +22,15 @@ class Answered:
         self.seconds: dict[str, float] = {}
 
     def __call__(self, name: str, click, wait) -> None:
-        start = time.perf_counter()
+        self._start = start = time.perf_counter()
         click()
         wait()
         self.seconds[name] = round(time.perf_counter() - start, 2)
+
+    def complete(self, name: str, wait) -> None:
+        """Seconds from the last click until ``wait`` returns: an action whose answer grows."""
+        wait()
+        self.seconds[name] = round(time.perf_counter() - self._start, 2)
 
 
 def typed_fact(page, answered: Answered, shots: Path) -> None:
@@ -179,9 +184,10 @@ def edit_card_and_generations(page, answered: Answered, shots: Path, timer: Time
     open_tab(page, "Probes")
     table = page.locator(".wb-generations-table")
     # The default 20 tokens; the first answer is the "now" column, the "before" one follows.
-    answered("Generate (20 tokens, now shown first)",
+    answered("Generate (20 tokens): first words of 'now'",
              lambda: page.locator("button.wb-generate-run").click(), lambda: table.wait_for(timeout=SLOW))
-    page.locator(".wb-generate-run-task .wb-status", has_text="done in").wait_for(timeout=SLOW)
+    answered.complete("Generate: both columns complete", lambda: page.locator(
+        ".wb-generate-run-task .wb-status", has_text="done in").wait_for(timeout=SLOW))
     text = table.inner_text()
     assert "<start_of_image>" not in text and "<eos>" not in text, text
     heads = [h.strip() for h in table.locator("thead th").all_inner_texts()]
@@ -203,8 +209,10 @@ def compare_in_context(page, answered: Answered) -> None:
     page.locator(".wb-compare-methods select").select_option(["in-context"])
     page.locator(".wb-compare-said input").uncheck()  # teacher-forced only: the short run a class waits for
     assert page.locator(".wb-compare-limit input").input_value() == "5"  # the readable minimum by default
-    answered("Compare: in-context on 5 facts", lambda: page.locator("button.wb-compare-run").click(),
+    answered("Compare: in-context on 5 facts, first fact's row", lambda: page.locator("button.wb-compare-run").click(),
              lambda: page.locator(".wb-compare-table .wb-compare-rows").wait_for(timeout=SLOW))
+    answered.complete("Compare: complete, with its chart",
+                      lambda: page.locator(".wb-compare-chart .main-svg").first.wait_for(timeout=SLOW))
     table = page.locator(".wb-compare-table")
     heads = [h.strip() for h in table.locator("thead th").all_inner_texts()]
     assert "edit prompt (p)" in heads and "neighbours kept (p)" in heads, heads

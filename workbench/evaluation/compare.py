@@ -7,7 +7,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from workbench.errors import WorkbenchError
@@ -87,6 +87,7 @@ def compare(
     mode: str = "independent",
     limit: int | None = None,
     method_kwargs: dict[str, dict] | None = None,
+    on_update: Callable[[CompareReport], None] | None = None,
     **kwargs,
 ) -> CompareReport:
     """Evaluate each method on the same known facts (filtered once).
@@ -98,6 +99,8 @@ def compare(
         mode: evaluation mode for all methods.
         limit: at most this many known facts.
         method_kwargs: per-method edit hyperparameters, ``{"rome": {"layers": [5]}}``.
+        on_update: independent mode: called after every fact with the comparison so far (the
+            methods done, then the running one's partial report, ``summary["partial"]``).
         **kwargs: passed to :func:`evaluate` for every method.
     """
     methods = list(methods)
@@ -112,6 +115,12 @@ def compare(
         raise WorkbenchError(f"no facts left to compare: the model gets none of the {len(facts)} facts right")
     reports = []
     for m in methods:
+        if on_update is not None:
+            def on_row(partial: EvalReport, done=tuple(reports)) -> None:
+                partial.summary["n_skipped"] = skipped
+                on_update(CompareReport([*done, partial]))
+
+            kwargs["on_row"] = on_row
         report = evaluate(model, known, method=m, mode=mode, known_only=False, **kwargs, **method_kwargs.get(m, {}))
         report.summary["n_skipped"] = skipped
         reports.append(report)

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from workbench.errors import WorkbenchError
@@ -445,6 +445,7 @@ def evaluate(
     address: str | None = None,
     batch_size: int = 1,
     drift: bool = True,
+    on_row: Callable[[EvalReport], None] | None = None,
     **edit_kwargs,
 ) -> EvalReport:
     """Edit each fact with ``method`` and score it before and after.
@@ -486,6 +487,9 @@ def evaluate(
         drift: measure perplexity and fluency (the model's drift). ``False``, in independent
             mode only: skip both (``None`` in the summary); on a CPU they are most of a short
             comparison's time (the app's Compare of a handful of facts).
+        on_row: independent mode, one worker: called after every fact with the report so far
+            (its rows, and a summary of them with ``partial=True`` and ``n_total``), so that a
+            caller can show a comparison fact by fact; the app's Compare table fills in this way.
         address: with ``workers``: ``None`` starts a local Ray for the run; ``"auto"`` or
             ``"ray://host:port"`` uses a running cluster (its nodes need the workbench installed).
         **edit_kwargs: passed to :func:`workbench.editing.edit` (``layers``, hyperparameters).
@@ -512,6 +516,9 @@ def evaluate(
     if not drift and mode != "independent":
         raise WorkbenchError(f"drift=False is for independent mode: {mode} mode's curve is one of perplexity "
                              "and fluency as well as the rates")
+    if on_row is not None and mode != "independent":
+        raise WorkbenchError(f"on_row reports independent runs fact by fact; a {mode} run's rows are "
+                             "scored together at its curve points")
     if not isinstance(every, int) or every < 1:
         raise WorkbenchError(f"every must be a positive integer, got {every!r}")
     if limit is not None and (not isinstance(limit, int) or limit < 1):
@@ -527,6 +534,8 @@ def evaluate(
     if workers != 1 and mode != "independent":
         raise WorkbenchError(f"workers={workers} splits independent runs only: a {mode} run's edits build on "
                              "each other (run several methods or settings side by side instead)")
+    if workers != 1 and on_row is not None:
+        raise WorkbenchError(f"on_row is for runs on one worker; workers={workers} finish facts out of order")
     if workers != 1 and active_edits(model):
         raise WorkbenchError(f"workers={workers}: {len(active_edits(model))} edit(s) are applied to this model, and "
                              "the workers load it from disk without them; revert them first or use workers=1")
@@ -644,6 +653,9 @@ def evaluate(
                             stopped_early = True
                             break
                         rows.append(job.run(model, i, facts[i], before_of(i)))
+                        if on_row is not None:
+                            on_row(_partial_report(rows, method=method, mode=mode, model=model, n_total=n,
+                                                   n_skipped=n_skipped, settings=settings))
                 except KeyboardInterrupt:
                     # Keep every fact finished so far; the one in hand is dropped (its edit was
                     # never committed, or job.run reverted it).
@@ -733,6 +745,16 @@ def evaluate(
         summary["interrupted"] = True
         raise EvaluationInterrupted(report)
     return report
+
+
+def _partial_report(rows: list[FactRow], *, method: str, mode: str, model, n_total: int, n_skipped: int,
+                    settings: dict) -> EvalReport:
+    """The report of a run still going: its rows so far, summarised (no drift, no timing total)."""
+    done = sorted(rows, key=lambda r: r.index)
+    summary = _summarise(done, seconds_per_edit=mean_of([r.seconds for r in done if r.seconds is not None]))
+    summary.update(method=method, mode=mode, model=model.name, n=len(done), n_skipped=n_skipped,
+                   n_total=n_total, partial=True)
+    return EvalReport(summary=summary, rows=done, curve=[], settings=settings)
 
 
 class EvaluationInterrupted(KeyboardInterrupt):

@@ -136,11 +136,25 @@ class ComparePanel(widgets.VBox):
         metrics = "teacher,generation,question,plus" if self.said.value else "teacher"
         # Perplexity and fluency are not in this table and cost most of a short run's time:
         # measured only in the modes whose curves show them.
+        # Independent runs fill the table fact by fact: the first row is read while the rest run.
+        growing = self.show_partial if mode == "independent" else None
         self.task.run(lambda token: compare(model, facts, methods=chosen, mode=mode, limit=limit, cancel=token,
-                                            metrics=metrics, drift=mode != "independent"),
+                                            metrics=metrics, drift=mode != "independent", on_update=growing),
                       self.show, busy="evaluating…")
 
+    def show_partial(self, report) -> None:
+        """The table so far (a comparison still running): no chart until it ends."""
+        if self.chart.children:
+            self.chart.children = ()  # the last comparison's chart; this one's is drawn at its end
+        self._draw_table(report)
+
     def show(self, report) -> None:
+        self._draw_table(report)
+        sequential = [r for r in report.reports if r.curve]
+        self.chart.children = (compare_figure(report),) + ((curves_figure(sequential),) if sequential else ())
+        self.state.emit("weights")  # the comparison reverted its edits; redraw what depends on weights
+
+    def _draw_table(self, report) -> None:
         rows = []
         for r in report.reports:
             s, ivs = r.summary, r.summary.get("intervals") or {}
@@ -148,6 +162,8 @@ class ComparePanel(widgets.VBox):
             for key in COLUMNS[1:]:
                 row[key] = rate_cell(s.get(key), ivs.get(key)) if key in RATES else s.get(key)
             row["nkl"] = None if s.get("nkl") is None else f"{s['nkl']:.3f}"
+            if s.get("partial"):
+                row["n"] = f"{s['n']} of {s['n_total']} so far"
             rows.append(row)
         cols = [c for c in COLUMNS if any(row.get(c) not in (None, "") for row in rows)]
         self.table.value = table(rows, cols, css="wb-compare-rows", formats={"seconds_per_edit": ".1f"},
@@ -156,10 +172,6 @@ class ComparePanel(widgets.VBox):
         self.facts_line.value = ("<span style='color:#555'>Facts: " + "; ".join(
             html.escape(f"{r.subject}: {r.target_true} → {r.target_new}") for r in first)
             + html.escape(getattr(self, "_steps_note", "")) + "</span>")
-        sequential = [r for r in report.reports if r.curve]
-        self.chart.children = (compare_figure(report),) + ((curves_figure(sequential),) if sequential else ())
-        self.state.emit("weights")  # the comparison reverted its edits; redraw what depends on weights
-
 
     def show_committed(self, folder=None) -> None:
         """Draw every committed sequential curve in one plot, with a line per run saying how far it got."""
