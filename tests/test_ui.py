@@ -276,6 +276,19 @@ def test_cli_app_dry_run(capsys):
     assert main(["app", "--port", "0", "--dry-run"]) == 2
 
 
+def test_cli_app_prepares_the_default_edits_statistics_once(tmp_path, monkeypatch, capsys):
+    """`workbench app` computes ROME's key statistics before serving, so that the class's first
+    Apply does not; a second start finds them cached and computes nothing."""
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path))
+    from workbench.cli.app import prepare
+
+    files = prepare("tiny-llama")
+    assert files and all(f.exists() and "_stats_20000tok_L" in f.name for f in files)
+    assert "key statistics" in capsys.readouterr().err
+    made = [f.stat().st_mtime_ns for f in files]
+    assert prepare("tiny-llama") == files and [f.stat().st_mtime_ns for f in files] == made
+
+
 def test_one_computation_at_a_time(app):
     import threading
 
