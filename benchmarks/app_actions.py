@@ -6,7 +6,8 @@ each action as the app runs it with ``background=False``: the call returns when 
 action and what the app does after it are done. So "pick", "Apply edit" and "Compare"
 include the Probes table's re-probe and greedy answers, which the app in the browser runs
 in the background after showing the action's own answer (the browser's figures are the
-time to that first answer).
+time to that first answer). Generate and Compare draw their answer as it grows: their
+"first answer" lines are the seconds to the first drawing (first words, first fact's row).
 
 Usage:
     python benchmarks/app_actions.py [--model gemma-3-270m] [--json out.json]
@@ -36,14 +37,33 @@ def main(argv=None) -> dict:
     app = Workbench(model, fact=eiffel, facts=facts, background=False)
     seconds: dict[str, float] = {}
 
+    first: dict[str, float] = {}  # an action whose answer grows: seconds to its first drawing
+
     def timed(name, fn):
         start = time.perf_counter()
+        first.clear()
         fn()
         seconds[name] = round(time.perf_counter() - start, 2)
+        if first:
+            seconds[f"{name}: first answer"] = round(first["at"] - start, 2)
         errors = [p.error.text for p in (app.fact, app.trace, app.edit, app.probes, app.compare) if p.error.text]
         if errors:
             raise SystemExit(f"{name}: the app showed an error: {errors}")
 
+    # The growing drawings, noted when they first come: Generate's "now" column as its words
+    # come, Compare's table after each fact.
+    show_generations, show_partial = app.probes._show_generations, app.compare.show_partial
+
+    def generations_drawn(payload, pending=(), *, growing=False):
+        if growing:
+            first.setdefault("at", time.perf_counter())
+        show_generations(payload, pending, growing=growing)
+
+    def compare_drawn(report):
+        first.setdefault("at", time.perf_counter())
+        show_partial(report)
+
+    app.probes._show_generations, app.compare.show_partial = generations_drawn, compare_drawn
     timed("pick a bundled fact (probes and answers)", lambda: app.fact.pick(other))
     timed("pick it back", lambda: app.fact.pick(eiffel))
     timed("Probe now", app.probes.refresh_button.click)

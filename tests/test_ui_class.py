@@ -343,6 +343,29 @@ def test_the_edit_card_shows_before_and_after_on_four_kinds_and_the_baseline_tex
     assert app.edit.card.value == ""
 
 
+def test_apply_leaves_the_known_check_to_the_fact_tab_until_edits_stack(app, model, monkeypatch):
+    """With no edit applied the Fact tab has said whether the model knows the fact, so Apply
+    skips the method's own check; on top of an edit (the Fact tab says nothing then) it runs."""
+    import workbench.ui.edit as edit_ui
+    from workbench.editing import CHECKS_KNOWN
+
+    assert "rome" in CHECKS_KNOWN and "in-context" not in CHECKS_KNOWN
+    calls = []
+    real = edit_ui.edit
+    monkeypatch.setattr(edit_ui, "edit", lambda m, f, **kw: calls.append(kw.get("check_known")) or real(m, f, **kw))
+    app.edit.method.value = "rome"
+    app.edit.hparams.value = "min_prob=0\nsamples=300\nsteps=2"
+    app.edit.task.button.click()
+    app.edit.task.button.click()
+    assert app.edit.error.text == "" and calls == [False, None]
+    app.edit.method.value = "in-context"
+    app.edit.hparams.value = "min_prob=0"
+    app.edit.revert_all_button.click()
+    app.edit.task.button.click()  # a method that checks nothing is passed nothing
+    assert calls[-1] is None
+    app.edit.revert_all_button.click()
+
+
 def test_the_layer_note_says_why_the_default_differs_from_the_trace_peak(app):
     from types import SimpleNamespace
 

@@ -285,8 +285,9 @@ def _select_known(model, facts: list[Fact], limit: int | None, *, check: bool) -
 
     kept: list[Fact] = []
     skipped = 0
-    # Filter in chunks so that `--limit 10` on a 1,000-fact file probes a few dozen facts, not all.
-    chunk = max(32, 2 * (limit or 0)) if limit is not None else len(facts)
+    # Filter in chunks so that `--limit 10` on a 1,000-fact file probes a few dozen facts, not all
+    # (and the app's 5-fact Compare probes 10 before its first row, not 32: 1.4 s on 2 cores).
+    chunk = max(8, 2 * limit) if limit is not None else len(facts)
     for start in range(0, len(facts), chunk):
         part = filter_known(model, facts[start : start + chunk])
         kept.extend(part)

@@ -8,7 +8,7 @@ import inspect
 import ipywidgets as widgets
 import numpy as np
 
-from workbench.editing import METHODS, active_edits, edit, revert_all
+from workbench.editing import CHECKS_KNOWN, METHODS, active_edits, edit, revert_all
 from workbench.editing.search import METHOD_DEFAULTS, SearchParams
 from workbench.errors import WorkbenchError
 from workbench.ui.common import ErrorLine, State, Task, guarded, parse_hparams, parse_ints, table
@@ -248,6 +248,10 @@ class EditPanel(widgets.VBox):
             kwargs = dict(hparams)
             if takes_cancel:
                 kwargs["cancel"] = token
+            if method in CHECKS_KNOWN and "check_known" not in kwargs and not active_edits(model):
+                # The Fact tab already says whether the unedited model knows the fact (its rank
+                # and p); the method's own check would probe it again inside the click.
+                kwargs["check_known"] = False
             handle = edit(model, fact, method=method, layers=layers, **kwargs)
             return handle, edit_card(model, fact, handle)
 
