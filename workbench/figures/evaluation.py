@@ -61,7 +61,9 @@ def scores_figure(reports, *, metrics: str = "counterfact") -> go.Figure:
             error_y=dict(type="data", symmetric=False, array=plus, arrayminus=minus, visible=bool(ivs)),
         )
     n = ", ".join(f"{r.summary['method']}: n={r.summary['n']}" for r in _reports(reports))
-    fig.update_layout(barmode="group", title=f"{title} after editing ({n}); whiskers: 95 % intervals",
+    # Two lines: on one, the figure's default width cut the title off after "whiskers".
+    fig.update_layout(barmode="group",
+                      title=f"{title} after editing<br><sup>{n}; whiskers: 95 % intervals over the facts</sup>",
                       yaxis_title="%", yaxis_range=[0, 115], legend_title="method")
     return fig
 
