@@ -223,4 +223,6 @@ def compare_in_context(page, answered: Answered) -> None:
     facts = page.locator(".wb-compare-facts").inner_text()
     assert facts.startswith("Facts:") and facts.count("→") >= int(cells["facts"]) >= 1, (facts, cells)
     page.locator(".wb-compare-chart .main-svg").first.wait_for(timeout=SLOW)
+    # Its follow-ups done (the panels redrawn on the reverted weights): no busy line left.
+    page.locator(".wb-compare-run-task .wb-status", has_text="done in").wait_for(timeout=SLOW)
     assert page.locator(".wb-compare-panel .wb-error").first.inner_text().strip() == ""
