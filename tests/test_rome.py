@@ -156,3 +156,32 @@ def test_capture_stops_after_the_last_hook_it_needs(tiny):
         tiny.hidden(kb.ids, kb.mask)
     mean = torch.stack([full["k"][i, kb.subject_pos[i]] for i in range(len(kb.fact_of))]).double().mean(0)
     assert torch.allclose(k, mean, atol=1e-6)
+
+
+def test_prepare_pays_the_first_edits_costs_and_changes_no_result(tmp_path, monkeypatch):
+    """`prepare` makes what ROME's first edit makes once (C's factor, prefixes, bfloat16
+    copies); an edit after it writes the same weights, bit for bit, as a cold one."""
+    from workbench.editing import prepare
+    from workbench.editing.stats import _path
+
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path))
+    fact = wb.Fact("Paris", "{} is the capital of", "France", "Mars Station")
+    warm, cold = wb.load_model("tiny-llama"), wb.load_model("tiny-llama")
+    assert warm.fingerprint == cold.fingerprint
+    layer = wb.editing.defaults.default_layers(warm, "rome")[0]
+    # Statistics only from disk: none there, so none computed and no factor kept.
+    prepare(warm, "rome", compute_statistics=False)
+    assert not _path(warm, layer, "stats", 20_000).exists()
+    assert not getattr(warm, "_workbench_ridge_factors", {})
+    prepare(warm, "rome")
+    assert _path(warm, layer, "stats", 20_000).exists() and warm._workbench_ridge_factors
+    kw = dict(min_prob=0, steps=3, check_known=False)
+    h = wb.edit(warm, fact, method="rome", **kw)
+    after_warm = value_param(warm, layer)[1].detach().clone()
+    h.revert()
+    h = wb.edit(cold, fact, method="rome", **kw)
+    assert torch.equal(value_param(cold, layer)[1].detach(), after_warm)
+    h.revert()
+    assert prepare(warm, "in-context") >= 0  # nothing to prepare: no error
+    with pytest.raises(wb.WorkbenchError, match="unknown editing method"):
+        prepare(warm, "nope")

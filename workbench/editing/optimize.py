@@ -374,6 +374,17 @@ class SuffixRunner:
                 vars(block).pop("forward", None)
 
 
+def prepare_search(model, sites: Sequence[str], params: SearchParams) -> None:
+    """Make the bfloat16 weight copies :func:`optimize_deltas` at ``sites`` would make on its
+    first call (they are kept on the model while the weights are unchanged)."""
+    from workbench.bfloat16 import bf16_copies
+
+    if params.low_precision and lowp_usable(model):
+        bf16_copies(model, LowPrecisionBlocks(model, first_block(sites)).params)
+    if params.mixed_unembed and MixedUnembed.supported(model):
+        MixedUnembed(model)  # its constructor takes the unembedding's copy
+
+
 def first_block(names: Sequence[str]) -> int:
     """The lowest block index among TransformerLens hook names (0 if one names no block).
 

@@ -23,10 +23,14 @@ CHECKS_KNOWN: set[str] = set()
 KEY_STATISTICS: set[str] = set()
 #: method name -> {setting: check(name, value)} (see workbench.checks.Whole, Number, ...)
 LIMITS: dict[str, dict[str, Callable[[str, Any], Any]]] = {}
+#: method name -> prepare(model, layers, *, compute_statistics) paying its one-time costs (see
+#: :func:`workbench.editing.prepare`)
+PREPARE: dict[str, Callable[..., None]] = {}
 
 
 def register_method(name: str, *, checks_known: bool = False, key_statistics: bool = False,
-                    limits: Mapping[str, Callable[[str, Any], Any]] | None = None):
+                    limits: Mapping[str, Callable[[str, Any], Any]] | None = None,
+                    prepare: Callable[..., None] | None = None):
     """Decorator adding an editing method to :data:`METHODS`.
 
     ``checks_known``: the method warns about facts the model does not know and
@@ -34,7 +38,9 @@ def register_method(name: str, *, checks_known: bool = False, key_statistics: bo
     filtering the facts itself). ``key_statistics``: the method reads C of the
     layers it edits (``samples`` corpus tokens), so a parallel run computes them
     once before its workers start. ``limits``: each setting's check, applied to
-    the values a caller gives.
+    the values a caller gives. ``prepare``: ``prepare(model, layers, *, compute_statistics)``
+    makes now what the method's first edit on a model would make once and keep (factors of
+    C, bfloat16 weight copies), without changing any result.
 
     Example:
         >>> from workbench.checks import Number
@@ -49,6 +55,8 @@ def register_method(name: str, *, checks_known: bool = False, key_statistics: bo
         if key_statistics:
             KEY_STATISTICS.add(name)
         LIMITS[name] = dict(limits or {})
+        if prepare is not None:
+            PREPARE[name] = prepare
         return fn
 
     return wrap

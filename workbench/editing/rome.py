@@ -47,6 +47,7 @@ from workbench.editing.optimize import (
     capture,
     context_prefixes,
     optimize_deltas,
+    prepare_search,
     to_stored,
     value_param,
     virtual_update_hooks,
@@ -55,7 +56,7 @@ from workbench.editing.optimize import (
 from workbench.checks import Number, Whole
 from workbench.editing.registry import register_method
 from workbench.editing.search import SearchParams
-from workbench.editing.stats import DEFAULT_SAMPLES, ridge_solver, with_ridge
+from workbench.editing.stats import DEFAULT_SAMPLES, is_cached, ridge_solver, with_ridge
 from workbench.errors import WorkbenchError
 from workbench.facts import Fact
 
@@ -116,18 +117,34 @@ def layer_site(model, layer: int, *, samples: int, reg: float, n_prefixes: int, 
                      model.roles.hook("ffn_keys", layer), model.roles.hook("ffn_out", layer))
 
 
+#: Prefixes k* is averaged over by default (ROME's papers use about 20).
+N_KEY_PREFIXES = 20
 #: The declared ranges of ROME's own settings (EMMET takes the same).
 ROME_LIMITS = {"samples": Whole(1), "n_key_prefixes": Whole(0, 100), "reg": Number(0, strict=True)}
 
 
-@register_method("rome", checks_known=True, key_statistics=True, limits=ROME_LIMITS)
+def prepare_rome(model, layers: Sequence[int] | None = None, *, compute_statistics: bool = True,
+                 samples: int = DEFAULT_SAMPLES, reg: float = 1e-4) -> None:
+    """What ROME's first edit at ``layers`` (its default) computes once and keeps: the Cholesky
+    factor of C + ridge, the context prefixes and the search's bfloat16 weight copies. With
+    ``compute_statistics=False`` a C that is not on disk is left for the edit to compute."""
+    layer = single_layer(model, layers, "rome", hint="")
+    if compute_statistics or is_cached(model, layer, samples=samples):
+        ridge_solver(model, layer, samples=samples, reg=reg)
+    params = SearchParams.from_kwargs({}, method="rome")
+    context_prefixes(model, params.n_prefixes)
+    context_prefixes(model, N_KEY_PREFIXES)
+    prepare_search(model, [model.roles.hook("ffn_out", layer)], params)
+
+
+@register_method("rome", checks_known=True, key_statistics=True, limits=ROME_LIMITS, prepare=prepare_rome)
 def rome(
     model,
     facts: Sequence[Fact],
     *,
     layers: Sequence[int] | None = None,
     samples: int = DEFAULT_SAMPLES,
-    n_key_prefixes: int = 20,
+    n_key_prefixes: int = N_KEY_PREFIXES,
     reg: float = 1e-4,
     check_known: bool = True,
     **search,

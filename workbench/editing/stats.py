@@ -33,6 +33,11 @@ def _path(model, layer: int, corpus: str, samples: int):
     return cache_dir("stats") / f"{model.fingerprint}_{corpus}_{samples}tok_L{layer}.pt"
 
 
+def is_cached(model, layer: int, *, samples: int = DEFAULT_SAMPLES, corpus: str = "stats") -> bool:
+    """Whether C of ``layer`` is on disk and reads back whole (no corpus pass needed for it)."""
+    return _load(_path(model, model.layer_index(int(layer)), corpus, samples), model.d_mlp) is not None
+
+
 def _load(path, d_mlp: int) -> Tensor | None:
     """A cached C, if it is a finite float32 ``[d_mlp, d_mlp]`` matrix (else it is recomputed)."""
 
