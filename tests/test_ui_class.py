@@ -115,6 +115,23 @@ def test_one_busy_line_with_cancel_and_quick_buttons_disabled(model):
     assert a.trace.error.text == "Cancelled." and "#b00020" not in a.trace.error.value
 
 
+def test_the_busy_line_counts_seconds_through_work_without_steps(model, monkeypatch):
+    """A task that reports no steps (a ROME edit) still has its seconds move in the busy line."""
+    from workbench.ui import Workbench
+    from workbench.ui import common
+
+    monkeypatch.setattr(common, "HEARTBEAT", 0.3)
+    a = Workbench(model, fact=FACT, facts=[FACT], background=True)
+    a.probes.answers_on.value = False
+    seen = []
+    a.state.on("busy", lambda: a.state.busy_task is not None and seen.append(a.busy.value))
+    a.edit.task.run(lambda token: time.sleep(2.2), busy="working without steps…")
+    a.edit.task.join(30)
+    shown = {line.split(" · ")[1] for line in seen if " s · " in line}
+    assert {"0 s", "1 s", "2 s"} <= shown, seen
+    assert "working without steps" in seen[-1]
+
+
 def test_a_success_clears_the_error_an_earlier_click_left(app):
     app.trace.error.show("Already running; press Cancel first.")
     app.trace.samples.value = 2

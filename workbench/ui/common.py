@@ -96,6 +96,10 @@ class StepToken(CancelToken):
             self._on_step(self.steps)
 
 
+#: Seconds between redraws of the busy line while a task runs without reporting steps.
+HEARTBEAT = 1.0
+
+
 class Task(widgets.HBox):
     """A Run button, a Cancel button, a progress bar and a status line.
 
@@ -171,6 +175,18 @@ class Task(widgets.HBox):
         if self.state is not None:
             self.state.report_busy(self, text)
 
+    def _heartbeat(self, token: StepToken) -> None:
+        """Redraw the app's busy line every :data:`HEARTBEAT` seconds while this run holds the
+        model, so that its seconds move also through work that reports no steps (a ROME edit
+        said "0 s" until it ended)."""
+        state = self.state
+        while True:
+            time.sleep(HEARTBEAT)
+            # `token` is this run's: a later run of the same task starts its own heartbeat.
+            if state is None or self.token is not token or not self._active or state.busy_task is not self:
+                return
+            state.report_busy(self, self.status.value)
+
     def run(self, fn: Callable[[StepToken], Any], on_done: Callable[[Any], None] | None = None,
             *, busy: str = "running…", after: Callable[[], None] | None = None) -> None:
         """Run ``fn(token)``, then ``on_done(result)`` if it finished; ``after()`` in any case,
@@ -216,6 +232,8 @@ class Task(widgets.HBox):
                     self.status.value = busy
                     self._work_start = time.perf_counter()
                     self.state.report_busy(self, busy)
+                    if self.background:
+                        threading.Thread(target=self._heartbeat, args=(self.token,), daemon=True).start()
                 result = fn(self.token)
                 if held:
                     self.state.finishing = self  # the model's work is done: quick calls wait for the release
