@@ -81,7 +81,8 @@ class Workbench(widgets.VBox):
                           *([warm] if warm is not None else [])])
         self.add_class("wb-app")
         self._update_header()
-        _prepare_edits(model, getattr(getattr(self, "edit", None), "method", None))
+        edit_panel = self.panels.get("edit")
+        _prepare_edits(model, getattr(getattr(edit_panel, "method", None), "value", None))
         if fact is not None or hasattr(self.fact, "pick"):
             try:
                 if fact is not None:
@@ -182,12 +183,11 @@ def _load_quietly(load_model, name):
             hf_logging.enable_progress_bar()
 
 
-def _prepare_edits(model, method_field) -> None:
+def _prepare_edits(model, method: str | None) -> None:
     """The default edit method's one-time costs, paid while the app loads (ROME: 0.4-0.7 s of
     its first Apply), with key statistics only from disk (`workbench app` computed them)."""
     from workbench.editing import prepare
 
-    method = getattr(method_field, "value", None)
     if not method:
         return
     try:
