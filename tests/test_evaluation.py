@@ -271,6 +271,36 @@ def test_cancel_and_interrupt_leave_no_edit(model, monkeypatch):
     assert model.prompt_edits == [] and active_edits(model) == []
 
 
+def test_cli_sigterm_writes_the_facts_done(model, monkeypatch, tmp_path):
+    # A background job's shell ignores SIGINT; SIGTERM must stop a run as Ctrl-C does.
+    import signal
+    import sys
+
+    from workbench.cli import main
+
+    ev = sys.modules["workbench.evaluation.evaluate"]
+    real = ev._Independent.run
+    calls = {"n": 0}
+
+    def terminated(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            os.kill(os.getpid(), signal.SIGTERM)  # its handler raises at the next bytecode
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(ev._Independent, "run", terminated)
+    data, report = tmp_path / "facts.json", tmp_path / "report.json"
+    wb.write_facts(known_facts(model, 4), data)
+    before = signal.getsignal(signal.SIGTERM)
+    rc = main(["evaluate", "--method", "in-context", "--dataset", str(data), "--model", "tiny-llama",
+               "--report", str(report), "--metrics", "teacher", "--every", "2", "--perplexity-texts", "2",
+               "--fluency-tokens", "4"])
+    assert rc == 130
+    done = json.loads(report.read_text())
+    assert done["summary"]["interrupted"] and done["summary"]["n"] == 2  # the third fact was in hand
+    assert signal.getsignal(signal.SIGTERM) is before  # the CLI's handler is gone again
+
+
 @pytest.mark.parametrize("mode", ["independent", "sequential"])
 def test_time_limit_keeps_what_was_measured(model, monkeypatch, mode):
     """Past the time limit no new edit starts; the report covers the facts done."""

@@ -26,6 +26,30 @@ def test_completeness_tiny(name, request):
         _complete(model, layer)
 
 
+def _same_as_full_forward(model, layers, prompt=PROMPT, target="Paris"):
+    for layer in layers:
+        fast = integrated_gradients(model, prompt, target, layer=layer)
+        full = integrated_gradients(model, prompt, target, layer=layer, full_forward=True)
+        scale = float(full.attributions.abs().max())
+        assert scale > 0
+        assert float((fast.attributions - full.attributions).abs().max()) <= 1e-4 * scale, layer
+        assert fast.prob_full == pytest.approx(full.prob_full, abs=1e-5)
+        assert fast.prob_baseline == pytest.approx(full.prob_baseline, abs=1e-5)
+
+
+@pytest.mark.parametrize("name", ["tiny_gemma", "tiny_llama", "tiny_olmo", "tiny_phi3"])
+def test_last_position_run_matches_full_forward(name, request):
+    # The default runs only blocks layer.. at the last position; the reference runs
+    # the whole prompt through every block for every integration step.
+    model = request.getfixturevalue(name)
+    _same_as_full_forward(model, range(model.n_layers))
+    _same_as_full_forward(model, [0], prompt="Paris", target=" France")  # one token where there is no BOS: no earlier positions
+
+
+def test_last_position_run_matches_full_forward_gemma(gemma):
+    _same_as_full_forward(gemma, [9, 17])
+
+
 @pytest.mark.slow
 def test_completeness_gemma(gemma):
     _complete(gemma, 16)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -72,6 +73,13 @@ def run(args: argparse.Namespace) -> int:
     earlier = read_report(args.resume) if args.resume else None
     model = load_model(args.model)
     kwargs = {"layers": args.layers} if args.layers else {}
+
+    def on_term(signum, frame):
+        # SIGTERM (kill, a job scheduler, a shell's background job, where SIGINT is
+        # ignored) stops the run like Ctrl-C: the facts done are written, --resume goes on.
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_term)
     try:
         report = evaluate(
             model, facts, method=args.method, mode=args.mode, limit=args.limit, every=args.every,
@@ -90,6 +98,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(f"workbench evaluate: interrupted after {n} facts (give --report PATH to keep them)", file=sys.stderr)
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if args.report:
         report.to_json(args.report, indent=1)
     summary = report.to_dict()["summary"]

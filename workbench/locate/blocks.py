@@ -146,6 +146,7 @@ class BlockRunner:
         keep: bool = False,
         first: int = 0,
         prefix: list[tuple[Tensor, Tensor]] | None = None,
+        grad: bool = False,
     ) -> Float[Tensor, "batch d_model"] | States:
         """Blocks ``start..n_layers-1`` on ``x``, then the final norm at the last position.
 
@@ -160,13 +161,15 @@ class BlockRunner:
             prefix: ``prefix[s]`` keys and values of block ``s`` (``[batch, kv_heads, pos, d_head]``,
                 at least ``first`` positions; repeated along the batch when
                 ``x`` holds several copies of its rows); needed when ``first`` > 0.
+            grad: build the autograd graph (integrated gradients differentiate through
+                the run with respect to a tensor a hook puts in); off, nothing is recorded.
         """
         if first and prefix is None:
             raise ValueError("running from a later position needs the keys and values of the earlier ones (prefix=)")
         n, batch = self.model.n_layers, x.shape[0]
         kept: list[Tensor] = [x] if keep else []
         kv: list = [None] * start
-        with torch.no_grad(), self.model.bridge.hooks(fwd_hooks=hooks or []):
+        with torch.set_grad_enabled(grad), self.model.bridge.hooks(fwd_hooks=hooks or []):
             for layer in range(start, n):
                 before = None
                 if first:
