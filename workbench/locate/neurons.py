@@ -278,8 +278,9 @@ def knowledge_neurons(
         power: integration grid, see :func:`integrated_gradients`.
         threshold: keep keys with attribution >= threshold x the prompt's max.
         share: report keys kept for at least this fraction of the prompts.
-        layers: layers to attribute (default all). Cost: one batched forward and
-            backward pass per (prompt, layer).
+        layers: layers to attribute (default all). Cost per prompt: one clean run, then
+            per layer one batched forward and backward pass of the blocks from that
+            layer up, at the last position only.
         top_n: how many of the largest mean attributions to list in ``top``.
         measure: also measure suppressing / amplifying the neurons.
         cancel: a token the UI can trip to stop between layers.
