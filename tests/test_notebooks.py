@@ -39,3 +39,13 @@ def test_notebook_runs(path, tmp_path):
         for out in cell.get("outputs", []) if out.get("output_type") == "error"
     ]
     assert not errors, errors[0].get("evalue")
+
+
+def test_app_notebook_is_committed_without_outputs():
+    # The app notebook is what `workbench app` serves and JupyterLab opens: a saved run of it
+    # (widget views whose state is gone, progress bars) is noise in every diff.
+    import json
+
+    app = json.loads((NOTEBOOKS[0].parent / "workbench.ipynb").read_text())
+    code = [c for c in app["cells"] if c["cell_type"] == "code"]
+    assert code and all(not c["outputs"] and c["execution_count"] is None for c in code)
