@@ -1,4 +1,4 @@
-"""Write a 3-kind trace's and a ROME edit's numbers on a model to JSON, or compare two such files.
+"""Write a 3-kind trace's, ROME, MEMIT and retrieval edits' and an evaluation's numbers on a model to JSON, or compare two such files.
 
 For changes that should not change behaviour (a restructure, a refactor): run it on
 the old checkout and on the new one, then compare. Only the public API is used, so
@@ -39,6 +39,29 @@ def dump(path: str, model_name: str | None) -> None:
     }
     handle.revert()
     out["revert_bitwise"] = all(torch.equal(p, before[n]) for n, p in model.hf_model.named_parameters())
+
+    facts = wb.bundled_facts()
+    known = list(wb.filter_known(model, facts[:40]))[:10]
+    h = wb.edit(model, known, method="memit")
+    out["memit_change"] = {
+        n: [float((p.detach() - before[n]).double().abs().sum()), float((p.detach() - before[n]).double().norm())]
+        for n, p in model.hf_model.named_parameters() if not torch.equal(p, before[n])
+    }
+    out["memit_probe"] = [[t.prob for t in p.targets] for p in
+                          wb.probe(model, [f.text for f in known], targets=[known[0].target_new]).prompts]
+    h.revert()
+    h = wb.edit(model, fact, method="retrieval")
+    out["retrieval_probe"] = [[t.prob for t in p.targets] for p in
+                              wb.probe(model, [fact.text, *fact.paraphrase_prompts], targets=["Paris", "Rome"]).prompts]
+    h.revert()
+    report = wb.evaluate(model, facts, method="rome", limit=10, every=5,
+                         metrics=("teacher", "generation", "question", "plus"))
+    out["evaluate_summary"] = {k: v for k, v in report.summary.items()
+                               if k not in ("seconds_total", "seconds_per_edit", "seconds")
+                               and not k.startswith("seconds")}
+    out["evaluate_rows"] = [{k: v for k, v in r.to_dict().items() if not k.startswith("seconds")}
+                            for r in report.rows]
+    out["revert_bitwise_end"] = all(torch.equal(p, before[n]) for n, p in model.hf_model.named_parameters())
     with open(path, "w") as f:
         json.dump(out, f)
     print(f"wrote {path}: ROME at layer {out['rome_info']['layer']}, p(Paris, Rome) after = {out['probe'][0]}")
