@@ -10,7 +10,7 @@ Rates in %, 95 % bootstrap intervals over facts, the number of facts that carry 
 Usage::
 
     python benchmarks/implications_table.py            # print
-    python benchmarks/implications_table.py --readme   # also write it into README.md
+    python benchmarks/implications_table.py --docs     # also write it into docs/results.md (--readme: the same)
 """
 
 from __future__ import annotations
@@ -86,17 +86,17 @@ def table() -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--readme", action="store_true")
+    ap.add_argument("--docs", "--readme", dest="docs", action="store_true")
     args = ap.parse_args(argv)
     text = table()
     print(text)
-    if args.readme:
-        readme = ROOT / "README.md"
+    if args.docs:
+        readme = ROOT / "docs" / "results.md"
         body = readme.read_text(encoding="utf-8")
         new, n = re.subn(r"(<!-- implications:start -->\n).*?(<!-- implications:end -->)",
                          lambda m: m.group(1) + text + "\n" + m.group(2), body, flags=re.S)
         if n != 1:
-            raise SystemExit("README.md has no implications:start/end markers")
+            raise SystemExit("docs/results.md has no implications:start/end markers")
         readme.write_text(new, encoding="utf-8")
     return 0
 

@@ -220,8 +220,14 @@ def write_docs() -> str:
         lines += ["", "The retrieval threshold table is rewritten by any `benchmarks/results.py` run without `--no-sweep`."]
     text = "\n".join(lines) + "\n"
     DOCS.parent.mkdir(parents=True, exist_ok=True)
-    DOCS.write_text(text)
-    _write_readme_table(runs)
+    old = DOCS.read_text() if DOCS.exists() else ""
+    if _GEN_START in old and _GEN_END in old:
+        head, rest = old.split(_GEN_START, 1)
+        _, tail = rest.split(_GEN_END, 1)
+        DOCS.write_text(head + _GEN_START + "\n" + text + _GEN_END + tail)
+    else:
+        DOCS.write_text(text)
+    _write_short_table(runs)
     return text
 
 
@@ -276,13 +282,14 @@ def _memit_lambda_lines() -> list[str]:
     return lines
 
 
-README = ROOT / "README.md"
 _MARK_START, _MARK_END = "<!-- results:start -->", "<!-- results:end -->"
+# docs/results.md: the generated tables go between these; the hand-written sections around them stay.
+_GEN_START, _GEN_END = "<!-- generated:start -->", "<!-- generated:end -->"
 
 
 def _implication_cell(run: dict) -> str:
     """The method's rate on the implication facts (``assets/results/implications/``), for its
-    independent runs: many more implication probes than CounterFact's few (README, "Implications")."""
+    independent runs: many more implication probes than CounterFact's few (docs/results.md, "Implications")."""
     s = run["summary"]
     path = ROOT / "assets" / "results" / "implications" / f"{s['method']}_independent.json"
     if s.get("mode") != "independent" or not path.exists() or "critics" in _label(run) or "(" in _label(run):
@@ -292,11 +299,11 @@ def _implication_cell(run: dict) -> str:
     return f"{_fmt(other.get('implication_score'), True, iv)} ({other.get('n')})"
 
 
-def _write_readme_table(runs: list[dict]) -> None:
-    """The short version of the table, between the README's results markers."""
-    if not README.exists():
+def _write_short_table(runs: list[dict]) -> None:
+    """The short version of the table, between the results markers of docs/results.md."""
+    if not DOCS.exists():
         return
-    readme = README.read_text()
+    readme = DOCS.read_text()
     if _MARK_START not in readme or _MARK_END not in readme:
         return
     short = [("n", "n", False), ("efficacy_score", "ES", True), ("gen_efficacy", "ES said", True),
@@ -310,7 +317,7 @@ def _write_readme_table(runs: list[dict]) -> None:
         rows.append(f"| {_label(r)} | {s['mode']} | {_where(r)} | {_cells(r, short)} | {_implication_cell(r)} |")
     head, rest = readme.split(_MARK_START, 1)
     _, tail = rest.split(_MARK_END, 1)
-    README.write_text(head + _MARK_START + "\n" + "\n".join(rows) + "\n" + _MARK_END + tail)
+    DOCS.write_text(head + _MARK_START + "\n" + "\n".join(rows) + "\n" + _MARK_END + tail)
 
 
 def threshold_sweep(facts) -> dict:
@@ -395,7 +402,7 @@ def main(argv=None) -> int:
     p.add_argument("--metrics", default="teacher,generation,question,plus",
                    help="measures to take (see workbench evaluate --help); default all but letter")
     p.add_argument("--out", default=None,
-                   help="write the JSON files here instead of assets/results/ (docs and README untouched)")
+                   help="write the JSON files here instead of assets/results/ (docs untouched)")
     p.add_argument("--parallel", type=int, default=0, metavar="N",
                    help="run the (method, mode) pairs side by side, each as a Ray task on one of N workers "
                         "(the cluster extra; each worker holds its own model)")
