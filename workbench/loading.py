@@ -20,7 +20,9 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 
@@ -30,6 +32,8 @@ from workbench.errors import UnknownModelError
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "gemma-3-270m"
+
+T = TypeVar("T")
 
 _GGUF_MODELS = {
     # name: (package whose folder holds the GGUF, file name or None to assemble)
@@ -93,11 +97,52 @@ def converted_dir(name: str) -> Path:
     return build_atomically(target, lambda tmp: _convert_gguf(name, tmp))
 
 
+class _CorruptConversion(Exception):
+    """A converted model that loads but is wrong (its message says how)."""
+
+
+def _json_problem(folder: Path) -> str | None:
+    """The first JSON file of ``folder`` that does not parse, said in a few words (None: all parse)."""
+    for path in sorted(folder.glob("*.json")):
+        try:
+            json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            return f"{path.name} is not valid JSON ({type(exc).__name__})"
+    return None
+
+
+def _from_converted(name: str, load: Callable[[Path], T]) -> T:
+    """``load(folder)`` on the converted ``name``; a corrupt conversion is made again, once.
+
+    The cache is ours and can be made again from the package's GGUF, so a broken file
+    there (garbage JSON, truncated weights) costs a conversion, not every later run.
+    """
+    for attempt in (1, 2):
+        path = converted_dir(name)
+        try:
+            return load(path)
+        except Exception as exc:  # noqa: BLE001 - a truncated, missing or corrupt file: convert again
+            # Only now are the JSON files read again: naming the broken one costs nothing on a good load.
+            if isinstance(exc, _CorruptConversion):
+                reason = str(exc)
+            else:
+                first = str(exc).splitlines()[0][:160] if str(exc) else "unreadable"
+                reason = _json_problem(path) or f"{type(exc).__name__}: {first}"
+        if attempt == 2:
+            raise UnknownModelError(
+                f"the converted {name} in {str(path)!r} is corrupt ({reason}) even after converting it again; "
+                f"remove that folder and reinstall the package that ships it (make setup)"
+            )
+        log.warning("the converted model in %s is corrupt (%s); converting it again (about a minute)", path, reason)
+        shutil.rmtree(path, ignore_errors=True)
+    raise AssertionError("unreachable")
+
+
 def load_tokenizer(name: str):
-    """The tokenizer of a built-in model (from the conversion cache)."""
+    """The tokenizer of a built-in model (from the conversion cache, converted again once if corrupt)."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(converted_dir(name))
+    return _from_converted(name, AutoTokenizer.from_pretrained)
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
@@ -118,25 +163,15 @@ def load_hf(name: str, *, dtype: torch.dtype, device_map=None):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if name in _GGUF_MODELS:
-        for attempt in (1, 2):
-            path = converted_dir(name)
-            try:
-                tokenizer = AutoTokenizer.from_pretrained(path)
-                model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, device_map=device_map)
-                bad = non_finite_parameter(model)
-                if bad is None:
-                    return model.eval(), tokenizer, str(path)
-                reason = f"NaN or infinite weights in {bad}"
-            except Exception as exc:  # noqa: BLE001 - a truncated, missing or corrupt file: convert again
-                reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else 'unreadable'}"
-            if attempt == 2:
-                raise UnknownModelError(
-                    f"the converted {name} in {str(path)!r} is corrupt ({reason}) even after converting it again; "
-                    "reinstall the package that ships it (make setup)"
-                )
-            # The cache is ours and can be made again from the package's GGUF: do so, once.
-            log.warning("the converted model in %s is corrupt (%s); converting it again (about a minute)", path, reason)
-            shutil.rmtree(path, ignore_errors=True)
+        def load(path: Path):
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, device_map=device_map)
+            bad = non_finite_parameter(model)
+            if bad is not None:
+                raise _CorruptConversion(f"NaN or infinite weights in {bad}")
+            return model.eval(), tokenizer, str(path)
+
+        return _from_converted(name, load)
     if name in _TINY_MODELS:
         from workbench.architecture import tiny_config
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from contextlib import contextmanager
 from collections.abc import Callable
@@ -45,7 +46,9 @@ def _params(model) -> dict[str, torch.nn.Parameter]:
 
 
 def tensor_hash(t: Tensor) -> str:
-    return hashlib.sha256(t.detach().contiguous().cpu().numpy().tobytes()).hexdigest()[:16]
+    # Raw bytes (the same as numpy's for every dtype numpy has): bfloat16 hashes too.
+    raw = t.detach().contiguous().cpu().reshape(-1).view(torch.uint8)
+    return hashlib.sha256(raw.numpy().tobytes()).hexdigest()[:16]
 
 
 # eq=False: two handles are the same edit only if they are the same object. Two edits
@@ -206,6 +209,7 @@ class EditHandle(Result):
             "seconds": self.seconds,
             "info": self.info,
             "before_hashes": {k: tensor_hash(v) for k, v in self.before.items()},
+            "memory_hashes": {k: tensor_hash(v) for k, v in self.memory.items()},
             "prompt_edit": self.prompt_edit.to_dict() if self.prompt_edit is not None else None,
         }
         tensors = {k: v.contiguous().cpu() for k, v in self.after.items()}
@@ -260,40 +264,49 @@ def commit_weights(
         # Checked after the cast: a float64 update can be finite yet overflow the weight dtype.
         if not torch.isfinite(value).all():
             raise WorkbenchError(f"{method} produced NaN or inf weights for {name}; the edit was aborted and nothing changed")
+    # Built before any weight is written: a malformed argument fails here, with nothing changed.
+    handle = EditHandle(
+        method=method, layers=sorted(set(layers)), facts=facts,
+        seconds=0.0, before=before, after=after,
+        info=info or {}, model=model,
+        memory={k: v.detach().cpu().clone() for k, v in (memory or {}).items()},
+    )
+    stack = _stack(model)
     try:
         with torch.no_grad():
             for name, value in after.items():
                 params[name].copy_(value)
+        stack.append(handle)
     except BaseException:
-        # Ctrl-C between two copies: put every parameter back, so none is left half-edited.
+        # Ctrl-C between two copies, or a failure before the edit is on the stack (where
+        # no revert could find it): put every parameter back, so none is left edited.
         with torch.no_grad():
             for name, value in before.items():
                 params[name].copy_(value)
         raise
-    handle = EditHandle(
-        method=method, layers=sorted(set(layers)), facts=facts,
-        seconds=time.perf_counter() - start, before=before, after=after,
-        info=info or {}, model=model,
-        memory={k: v.detach().cpu().clone() for k, v in (memory or {}).items()},
-    )
-    _stack(model).append(handle)
+    handle.seconds = time.perf_counter() - start
     return handle
 
 
 def commit_prompt_edit(model, method: str, facts: list[dict], prompt_edit, *, info: dict | None = None,
                        seconds: float = 0.0, layers: list[int] | None = None) -> EditHandle:
     """Activate a no-weight edit (an object with ``rewrite(prompt)``; ``attach(model)`` too if it hooks the forward pass)."""
-    model.prompt_edits.append(prompt_edit)
-    if hasattr(prompt_edit, "attach"):
-        try:
-            prompt_edit.attach(model)
-        except BaseException:
-            model.prompt_edits.remove(prompt_edit)
-            raise
     # layers: where an in-forward memory acts (GRACE, WISE); no weight there changes.
+    # The handle comes first: a malformed argument must fail before the edit acts.
     handle = EditHandle(method=method, layers=list(layers or []), facts=facts, seconds=seconds,
                         prompt_edit=prompt_edit, info=info or {}, model=model)
-    _stack(model).append(handle)
+    stack = _stack(model)
+    model.prompt_edits.append(prompt_edit)
+    try:
+        if hasattr(prompt_edit, "attach"):
+            prompt_edit.attach(model)
+        stack.append(handle)
+    except BaseException:
+        # By identity: an equal edit applied earlier must stay.
+        model.prompt_edits[:] = [e for e in model.prompt_edits if e is not prompt_edit]
+        if hasattr(prompt_edit, "detach"):
+            prompt_edit.detach()
+        raise
     return handle
 
 
@@ -356,8 +369,10 @@ def revert_all(model) -> int:
 def load_edit(model, path: str | Path, *, prompt_edit_loader: Callable[[dict], Any] | None = None) -> EditHandle:
     """Re-apply an edit saved with :meth:`EditHandle.save`.
 
-    Refuses a file made for another model (fingerprint), or when the weights it
-    changes are not, right now, what they were when it was made.
+    The whole file is checked before anything is applied: its metadata (keys and
+    types), its tensors (names, dtypes and shapes against the model, memory tensors
+    against their saved hashes), and that the weights it changes are, right now, what
+    they were when it was made. Anything wrong is one :class:`WorkbenchError` line.
     """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -372,54 +387,164 @@ def load_edit(model, path: str | Path, *, prompt_edit_loader: Callable[[dict], A
         raise WorkbenchError(f"edit metadata {str(meta_path)!r} is corrupt (not JSON)") from None
     if not isinstance(meta, dict) or meta.get("format") != "workbench-edit/1":
         raise WorkbenchError(f"{str(meta_path)!r} is not a workbench edit file")
-    if meta.get("fingerprint") != model.fingerprint:
+    if "fingerprint" in meta and meta["fingerprint"] != model.fingerprint:
         raise WorkbenchError(
             f"this edit was made for model {meta.get('model')!r} (fingerprint {meta.get('fingerprint')}), "
             f"not for the loaded {model.name!r} ({model.fingerprint})"
         )
+    problem = _metadata_problem(meta, model)
+    if problem is not None:
+        raise WorkbenchError(f"edit file {str(path)!r} is corrupt: {problem}")
     try:
         after = load_file(str(path))
     except (OSError, SafetensorError) as exc:
         raise WorkbenchError(f"edit weights {str(path)!r} are unreadable or corrupt ({exc})") from None
     memory = {k[len(MEMORY_PREFIX):]: after.pop(k) for k in [k for k in after if k.startswith(MEMORY_PREFIX)]}
     params = _params(model)
-    hashes = meta.get("before_hashes")
-    if not isinstance(hashes, dict) or set(hashes) != set(after):
-        # Every weight applied must be one the metadata vouches for, with the hash of what it replaces.
-        listed = set(hashes) if isinstance(hashes, dict) else set()
-        odd = sorted(set(after) ^ listed)
-        raise WorkbenchError(
-            f"edit file {str(path)!r} is corrupt: its weights and its metadata's before_hashes disagree"
-            + (f" ({odd[0]})" if odd else " (no before_hashes)")
-        )
-    if meta.get("prompt_edit") is None and not after:
-        raise WorkbenchError(f"edit file {str(path)!r} is corrupt: it holds no weights and no prompt edit")
-    for name, want in hashes.items():
-        if name not in params:
-            raise WorkbenchError(f"edit file {str(path)!r} changes {name}, which the loaded model does not have")
-        if after[name].shape != params[name].shape:
-            raise WorkbenchError(
-                f"edit file {str(path)!r} is corrupt: {name} has shape {tuple(after[name].shape)}, "
-                f"the model's {tuple(params[name].shape)}"
-            )
+    problem = _tensor_problem(meta, after, memory, params)
+    if problem is not None:
+        raise WorkbenchError(f"edit file {str(path)!r} is corrupt: {problem}")
+    for name, want in meta["before_hashes"].items():
         if tensor_hash(params[name]) != want:
             raise WorkbenchError(
                 f"the model's {name} is not what it was when this edit was made "
                 "(another edit is applied?); revert other edits first"
             )
-    facts = meta.get("facts", [])
-    if meta.get("prompt_edit") is not None:
-        saved = meta["prompt_edit"]
-        if prompt_edit_loader is None:
-            from workbench.editing.memory import LOADERS
+    facts, info = meta.get("facts", []), meta.get("info", {})
+    saved = meta.get("prompt_edit")
+    if saved is None:
+        return commit_weights(model, meta["method"], meta["layers"], facts, lambda: dict(after),
+                              info=info, memory=memory)
+    kind = saved["kind"]
+    if prompt_edit_loader is None:
+        from workbench.editing.memory import LOADERS
 
-            kind = saved.get("kind") if isinstance(saved, dict) else None
-            if kind not in LOADERS:
-                raise WorkbenchError(f"{meta['method']} edits cannot be loaded without their loader")
-            prompt_edit = LOADERS[kind](saved, model)
-        else:
-            prompt_edit = prompt_edit_loader(saved)
-        return commit_prompt_edit(model, meta["method"], facts, prompt_edit, info=meta.get("info"),
-                                  layers=meta.get("layers") or [])
-    return commit_weights(model, meta["method"], meta.get("layers", []), facts, lambda: dict(after),
-                          info=meta.get("info"), memory=memory)
+        if kind not in LOADERS:
+            raise WorkbenchError(f"{meta['method']} edits cannot be loaded without their loader")
+        prompt_edit_loader = lambda d: LOADERS[kind](d, model)  # noqa: E731
+    try:
+        prompt_edit = prompt_edit_loader(saved)
+    except WorkbenchError:
+        raise  # already one line (a missing package, a damaged memory), and nothing was applied
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise WorkbenchError(
+            f"edit file {str(path)!r} is corrupt: its {kind} edit cannot be rebuilt ({type(exc).__name__}: {exc})"
+        ) from None
+    return commit_prompt_edit(model, meta["method"], facts, prompt_edit, info=info, layers=meta["layers"])
+
+
+#: The metadata keys :meth:`EditHandle.save` writes: these must be there ...
+_REQUIRED_META = ("format", "fingerprint", "method", "layers", "before_hashes")
+#: ... these may be (files from before ``memory_hashes`` have none).
+_OPTIONAL_META = ("model", "facts", "seconds", "info", "memory_hashes", "prompt_edit")
+
+
+def _is_whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return (_is_whole(value) or isinstance(value, float)) and math.isfinite(value)
+
+
+def _is_text(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+def _is_texts(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(x, str) for x in value)
+
+
+def _is_hashes(value: Any) -> bool:
+    return isinstance(value, dict) and all(isinstance(h, str) for h in value.values())
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+#: Each metadata key's check, and what it must be (for the message).
+_META_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "model": (_is_text, "a model name"),
+    "method": (lambda v: isinstance(v, str) and bool(v), "a method name"),
+    "facts": (lambda v: isinstance(v, list) and all(isinstance(f, dict) for f in v), "a list of facts"),
+    "seconds": (lambda v: _is_number(v) and v >= 0, "a number of seconds"),
+    "info": (lambda v: isinstance(v, dict), "a dict"),
+    "before_hashes": (_is_hashes, "weight names and hashes"),
+    "memory_hashes": (_is_hashes, "memory names and hashes"),
+    "prompt_edit": (lambda v: v is None or (isinstance(v, dict) and isinstance(v.get("kind"), str)),
+                    "null or a saved no-weight edit with its 'kind'"),
+}
+
+#: The fields of the built-in no-weight edits whose loaders do not check them:
+#: kind -> field -> (required, check, what it must be). GRACE and WISE check their own.
+_PROMPT_EDIT_FIELDS: dict[str, dict[str, tuple[bool, Callable[[Any], bool], str]]] = {
+    "in-context": {"statements": (True, _is_texts, "a list of texts"),
+                   "demonstrations": (False, _is_whole, "a whole number"),
+                   "template": (False, _is_text, "a text")},
+    "retrieval": {"keys": (True, _is_texts, "a list of texts"),
+                  "statements": (True, _is_texts, "a list of texts"),
+                  "threshold": (False, _is_number, "a number"),
+                  "template": (False, _is_text, "a text")},
+}
+
+
+def _metadata_problem(meta: dict, model) -> str | None:
+    """What is wrong with a saved edit's metadata, or None."""
+    for key in _REQUIRED_META:
+        if key not in meta:
+            return f"its metadata has no {key!r}"
+    unknown = sorted(set(meta) - set(_REQUIRED_META) - set(_OPTIONAL_META))
+    if unknown:
+        return f"its metadata has an unknown key {unknown[0]!r}"
+    layers = meta["layers"]
+    if not isinstance(layers, list) or not all(_is_whole(l) and 0 <= l < model.n_layers for l in layers):
+        return f"'layers' must be a list of layer numbers 0..{model.n_layers - 1}, not {_short(layers)}"
+    for key, (ok, what) in _META_CHECKS.items():
+        if key in meta and not ok(meta[key]):
+            return f"{key!r} must be {what}, not {_short(meta[key])}"
+    saved = meta.get("prompt_edit")
+    if saved is None:
+        return None
+    kind = saved["kind"]
+    for name, (required, ok, what) in _PROMPT_EDIT_FIELDS.get(kind, {}).items():
+        if name not in saved:
+            if required:
+                return f"its {kind} edit has no {name!r}"
+        elif not ok(saved[name]):
+            return f"its {kind} edit's {name!r} must be {what}, not {_short(saved[name])}"
+    if kind == "retrieval" and len(saved["keys"]) != len(saved["statements"]):
+        return f"its retrieval edit has {len(saved['keys'])} keys but {len(saved['statements'])} statements"
+    return None
+
+
+def _tensor_problem(meta: dict, after: dict[str, Tensor], memory: dict[str, Tensor],
+                    params: dict[str, torch.nn.Parameter]) -> str | None:
+    """What is wrong with a saved edit's tensors, given its (checked) metadata, or None."""
+    hashes = meta["before_hashes"]
+    if set(hashes) != set(after):
+        # Every weight applied must be one the metadata vouches for, with the hash of what it replaces.
+        odd = sorted(set(after) ^ set(hashes))
+        return "its weights and its metadata's before_hashes disagree" + (f" ({odd[0]})" if odd else "")
+    listed = meta.get("memory_hashes", {})
+    for name in sorted(set(memory) ^ set(listed)):
+        if name in memory:
+            return f"it holds a memory tensor {MEMORY_PREFIX + name!r} that its metadata does not list"
+        return f"its metadata lists a memory tensor {MEMORY_PREFIX + name!r} that it does not hold"
+    for name, value in memory.items():
+        if tensor_hash(value) != listed[name]:
+            return f"its memory tensor {MEMORY_PREFIX + name!r} is not what was saved"
+    if meta.get("prompt_edit") is None and not after:
+        return "it holds no weights and no prompt edit"
+    if meta.get("prompt_edit") is not None and after:
+        return "it holds both weights and a no-weight edit"
+    for name, value in after.items():
+        if name not in params:
+            return f"it changes {name}, which the loaded model does not have"
+        if value.dtype != params[name].dtype:
+            # A cast would hide the tampering (or the rounding) that made the dtype change.
+            return f"{name} is stored as {value.dtype}, the model's weight is {params[name].dtype}"
+        if value.shape != params[name].shape:
+            return f"{name} has shape {tuple(value.shape)}, the model's {tuple(params[name].shape)}"
+    return None
