@@ -1,0 +1,73 @@
+"""Figures of the second half of recall: attention knockout curves and the subject's attribute rate.
+
+Pure functions of :class:`~workbench.locate.knockout.KnockoutResult` and
+:class:`~workbench.locate.enrichment.EnrichmentResult`: nothing is computed here.
+
+Example:
+    >>> fig = knockout_figure(wb.knockout(model, fact))
+    >>> fig.show()   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+
+from workbench.locate.enrichment import EnrichmentResult
+from workbench.locate.knockout import KnockoutResult
+
+#: The paper's colours: the subject's edges stand out, the others recede.
+GROUP_COLORS = {"subject": "#d62728", "other": "#1f77b4", "last": "#2ca02c"}
+GROUP_NAMES = {"subject": "subject → last", "other": "non-subject → last", "last": "last → last"}
+_SPARE_COLORS = ("#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#7f7f7f")
+
+
+def knockout_figure(result: KnockoutResult, *, title: str | None = None) -> go.Figure:
+    """One line per edge group over the window's centre layer: the change in p(answer), in %.
+
+    Example:
+        >>> knockout_figure(r).data[0].name
+        'subject → last'
+    """
+    fig = go.Figure()
+    spare = iter(_SPARE_COLORS * 4)
+    for group, changes in result.changes.items():
+        positions = result.positions.get(group, [])
+        where = ", ".join(repr(result.tokens[p]) for p in positions) or "none"
+        fig.add_trace(go.Scatter(
+            x=result.layers, y=[None if c is None else 100 * c for c in changes], mode="lines+markers",
+            name=GROUP_NAMES.get(group, group), line_color=GROUP_COLORS.get(group) or next(spare),
+            customdata=[[lo, hi - 1, p] for (lo, hi), p in zip(result.windows, result.probs[group])],
+            hovertemplate=(f"blocked from {where}<br>layers %{{customdata[0]}}–%{{customdata[1]}}"
+                           "<br>p = %{customdata[2]:.4f}<br>change %{y:.1f}%<extra></extra>"),
+        ))
+    fig.add_hline(y=0, line_color="#999", line_width=1)
+    fig.update_layout(
+        title=title or (f"Attention knockout into the last token: p({result.answer.strip()!r}) = "
+                        f"{result.clean_prob:.3f} unblocked; window {result.window}"),
+        xaxis_title="layer (centre of the blocked window)", yaxis_title="% change in p(answer)",
+        yaxis_ticksuffix="%", height=380, legend=dict(orientation="h", y=-0.25),
+    )
+    return fig
+
+
+def enrichment_figure(result: EnrichmentResult, *, title: str | None = None) -> go.Figure:
+    """The attribute rate of the subject's last token over layers, with each layer's hits on hover.
+
+    Example:
+        >>> enrichment_figure(e).data[0].y[:3]   # doctest: +SKIP
+        (0.0, 0.02, 0.04)
+    """
+    token = result.tokens[result.position]
+    hover = [", ".join(repr(t) for t in h) or "none" for h in result.hits]
+    tops = [", ".join(repr(t) for t in row[:8]) for row in result.top]
+    fig = go.Figure(go.Scatter(
+        x=result.layers, y=[100 * r for r in result.rate], mode="lines+markers", name="attribute rate",
+        line_color="#9467bd", customdata=list(zip(hover, tops)),
+        hovertemplate="layer %{x}: %{y:.0f}%<br>attributes: %{customdata[0]}<br>top: %{customdata[1]}<extra></extra>",
+    ))
+    fig.update_layout(
+        title=title or f"Subject enrichment at {token!r}: attributes among the top {result.top_k} tokens",
+        xaxis_title="layer (residual after block)", yaxis_title="attribute rate", yaxis_ticksuffix="%",
+        yaxis_rangemode="tozero", height=320,
+    )
+    return fig
