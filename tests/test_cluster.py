@@ -102,7 +102,7 @@ def test_two_workers_give_the_serial_report(local_ray, tiny_gemma):
 def test_failed_and_killed_workers_leave_every_fact_accounted_for(pool, tiny_gemma, tmp_path, monkeypatch):
     import ray.cloudpickle
 
-    ev = sys.modules["workbench.evaluation.evaluate"]  # the package's `evaluate` is the function
+    ev = sys.modules["workbench.evaluation.independent"]  # where the runner looks _run_fact up
     facts = _facts(6)
     serial = evaluate(tiny_gemma, facts, **EVAL)
     # The workers import this test module's function by value (it is not on their path).

@@ -77,15 +77,15 @@ def test_save_load_round_trip(tiny, tmp_path):
 
 def test_nan_in_optimisation_leaves_weights(tiny, monkeypatch):
     snap = _snapshot(tiny)
-    real = optimize.optimize_deltas
+    from workbench.editing import targets
 
-    def poisoned(*args, **kwargs):
-        res = real(*args, **kwargs)
+    def poison(res):
         res.deltas = {n: torch.full_like(d, float("nan")) for n, d in res.deltas.items()}
         return res
 
-    for module in ("rome", "memit"):
-        monkeypatch.setattr(f"workbench.editing.{module}.optimize_deltas", poisoned)
+    one, many = targets.optimize_deltas, targets.search_deltas
+    monkeypatch.setattr("workbench.editing.rome.optimize_deltas", lambda *a, **k: poison(one(*a, **k)))
+    monkeypatch.setattr("workbench.editing.memit.search_deltas", lambda *a, **k: [poison(r) for r in many(*a, **k)])
     with pytest.raises(wb.WorkbenchError, match="NaN|non-finite"):
         wb.edit(tiny, FACTS[0], method="rome", layers=[1], **FAST["rome"])
     with pytest.raises(wb.WorkbenchError, match="NaN|non-finite"):
@@ -146,7 +146,7 @@ def test_search_settings_live_in_one_place():
     import inspect
 
     from workbench.editing.memit import memit, spread_edit
-    from workbench.editing.optimize import optimize_deltas
+    from workbench.editing.targets import optimize_deltas
     from workbench.editing.pmet import pmet
     from workbench.editing.rome import rome
     from workbench.editing.search import METHOD_DEFAULTS, SearchParams

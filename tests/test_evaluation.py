@@ -252,7 +252,7 @@ def test_cancel_and_interrupt_leave_no_edit(model, monkeypatch):
 
     import sys
 
-    ev = sys.modules["workbench.evaluation.evaluate"]  # the package attribute is the function
+    ev = sys.modules["workbench.evaluation.sequential"]  # the sequential runner's module
 
     real = ev.score_facts
     seen = {"edits": 0}
@@ -444,13 +444,12 @@ def test_drift_off_skips_perplexity_and_fluency_and_keeps_the_rates(model, monke
     full = evaluate(model, facts, method="in-context", **FAST)
     import sys
 
-    ev = sys.modules["workbench.evaluation.evaluate"]  # the module: the package re-exports the function
-
     def never(*args, **kwargs):
         raise AssertionError("measured with drift=False")
 
-    monkeypatch.setattr(ev, "perplexity", never)
-    monkeypatch.setattr(ev, "fluency", never)
+    for name in ("workbench.evaluation.run", "workbench.evaluation.independent"):  # where the runs measure drift
+        monkeypatch.setattr(sys.modules[name], "perplexity", never)
+        monkeypatch.setattr(sys.modules[name], "fluency", never)
     quick = evaluate(model, facts, method="in-context", drift=False, **FAST)
     for key in ("perplexity_before", "perplexity_after", "fluency_before", "fluency"):
         assert quick.summary[key] is None and full.summary[key] is not None, key
@@ -566,7 +565,7 @@ def test_conflicting_new_objects(model):
 
 def test_methods_that_check_known_facts_are_not_asked_twice(model):
     """evaluate filters known facts itself, then tells methods that check again not to."""
-    from workbench.editing import CHECKS_KNOWN, METHODS, register_method
+    from workbench.editing import METHODS, SPECS, register_method
     from workbench.editing.incontext import in_context
 
     seen: dict[str, list] = {"checking": [], "plain": []}
@@ -576,8 +575,8 @@ def test_methods_that_check_known_facts_are_not_asked_twice(model):
             def method(model, facts, *, layers=None, _name=name, **kw):
                 seen[_name].append(kw)
                 return in_context(model, facts)
-    assert "test-checking" in CHECKS_KNOWN and "test-plain" not in CHECKS_KNOWN
-    assert {"rome", "memit", "pmet", "kn", "ft"} <= CHECKS_KNOWN
+    assert SPECS["test-checking"].checks_known and not SPECS["test-plain"].checks_known
+    assert all(SPECS[m].checks_known for m in ("rome", "memit", "pmet", "kn", "ft"))
     facts = known_facts(model, 2)
     evaluate(model, facts, method="test-checking", **FAST)
     evaluate(model, facts, method="test-plain", **FAST)

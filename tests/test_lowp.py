@@ -11,7 +11,8 @@ import workbench as wb
 from workbench.bfloat16 import bf16_copies
 from workbench import lowp
 from workbench.lowp import LowPrecisionBlocks
-from workbench.editing.optimize import context_prefixes, optimize_deltas
+from workbench.editing.optimize import context_prefixes
+from workbench.editing.targets import optimize_deltas
 from workbench.editing.search import SearchParams
 
 os.environ.setdefault("WORKBENCH_PROGRESS", "0")

@@ -225,7 +225,7 @@ def _ctrl_c_at_scoring(monkeypatch, call: int):
     """Make evaluate's ``call``-th score_fact raise KeyboardInterrupt (Ctrl-C mid-run); returns the module."""
     import sys
 
-    ev = sys.modules["workbench.evaluation.evaluate"]
+    ev = sys.modules["workbench.evaluation.independent"]
     real, calls = ev.score_fact, {"n": 0}
 
     def interrupting(*a, **k):

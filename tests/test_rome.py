@@ -94,7 +94,8 @@ def test_suffix_only_search_equals_full_forward(name, site_layer, extra_layers):
     Site at layer 2: blocks 0-1 are run once and skipped after; an earlier edit at layer 0
     (below, baked into that first pass) and one at layer 2 (run every step) must both act.
     """
-    from workbench.editing.optimize import SuffixRunner, build_batch, optimize_deltas, virtual_update_hooks
+    from workbench.editing.optimize import SuffixRunner, build_batch, virtual_update_hooks
+    from workbench.editing.targets import optimize_deltas
     from workbench.editing.search import SearchParams
 
     model = wb.load_model(name)

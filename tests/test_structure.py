@@ -123,3 +123,53 @@ def test_every_package_says_what_it_holds_and_may_import():
     for package in ("locate", "editing", "evaluation", "figures", "ui", "cli"):
         doc = ast.get_docstring(ast.parse((PACKAGE / package / "__init__.py").read_text())) or ""
         assert "may import" in doc, f"workbench/{package}/__init__.py does not say what it may import"
+
+
+#: Functions allowed over :data:`MAX_FUNCTION_LINES`, each with its reason.
+LONG_FUNCTIONS: dict[str, str] = {}
+MAX_FUNCTION_LINES = 120
+
+
+def test_no_function_is_longer_than_the_limit():
+    long = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                where = f"{path.relative_to(PACKAGE.parent)}:{node.name}"
+                if lines > MAX_FUNCTION_LINES and where not in LONG_FUNCTIONS:
+                    long.append(f"{where} is {lines} lines")
+    assert not long, "\n".join(long)
+
+
+def _docstring_nodes(tree: ast.AST) -> set[int]:
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                out.add(id(first.value))
+    return out
+
+
+def test_ui_cli_and_evaluation_never_name_a_method():
+    """What a method is lives in its record (workbench.editing.registry.MethodSpec): the layers
+    above the editors read the record, so a method added in one file is offered everywhere."""
+    from workbench.editing import method_names
+
+    names = set(method_names())
+    found = []
+    for package in ("ui", "cli", "evaluation"):
+        for path in sorted((PACKAGE / package).rglob("*.py")):
+            tree = ast.parse(path.read_text(), filename=str(path))
+            docs = _docstring_nodes(tree)
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Constant) and node.value in names and id(node) not in docs:
+                    found.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno} names {node.value!r}")
+    assert not found, "\n".join(found)
+
+
+def test_readme_is_short():
+    """The README is a newcomer's page; results live in docs/results.md, timings in docs/performance.md."""
+    lines = (PACKAGE.parent / "README.md").read_text(encoding="utf-8").splitlines()
+    assert len(lines) <= 200, f"README.md has {len(lines)} lines; move detail to docs/ (at most 200)"

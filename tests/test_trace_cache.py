@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import workbench as wb
-from workbench.locate import trace_cache
+from workbench.locate import TraceSettings, trace_cache
 from workbench.locate.trace_cache import cached_trace, store_trace, trace_key
 
 FACT = wb.Fact("Eiffel Tower", "The {} is located in the city of", "Paris", "Rome")
@@ -84,6 +84,73 @@ def test_the_trace_panel_answers_a_repeated_trace_from_the_cache(tiny_gemma):
     assert app.trace.figures.children  # drawn, and clickable as before
     app.trace.select(2, 1)
     assert "Selected token 2" in app.trace.selection.value
+
+
+@pytest.fixture
+def sweeps(monkeypatch):
+    """How many exact traces were computed (not read from the cache), counted at the sweep."""
+    from workbench.locate import tracing
+
+    count = {"n": 0}
+    real = tracing.sweep
+
+    def counting(*args, **kwargs):
+        count["n"] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tracing, "sweep", counting)
+    return count
+
+
+def _cli_trace(capsys, *extra: str) -> dict:
+    from workbench.cli import main
+
+    assert main(["trace", "--model", "tiny-gemma3", "--subject", FACT.subject, "--prompt", FACT.prompt,
+                 "--kind", "mlp", "--samples", "2", "--window", "4", "--json", *extra]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_trace_and_the_cli_share_the_cache_on_unedited_weights(tiny_gemma, sweeps, capsys):
+    settings = TraceSettings(**SETTINGS)
+    first = wb.trace(tiny_gemma, FACT, settings=settings, cache=True)
+    assert sweeps["n"] == 1 and len(list(trace_cache.user_folder().glob("*.json"))) == 1
+    again = wb.trace(tiny_gemma, FACT, cache=True, **SETTINGS)  # keywords: the same settings, the same key
+    assert sweeps["n"] == 1
+    np.testing.assert_array_equal(again.scores["mlp"], first.scores["mlp"])
+    out = _cli_trace(capsys)  # the CLI loads its own copy of the same weights
+    assert sweeps["n"] == 1 and out["method"] == "trace"
+    np.testing.assert_array_equal(np.asarray(out["scores"]["mlp"]), first.scores["mlp"])
+    assert out["seconds"] == first.seconds  # the kept trace, not a new one
+    _cli_trace(capsys, "--no-cache")
+    assert sweeps["n"] == 2
+    wb.trace(tiny_gemma, FACT, settings=settings)  # the library's default: computed, nothing read or kept
+    assert sweeps["n"] == 3 and len(list(trace_cache.user_folder().glob("*.json"))) == 1
+    wb.trace(tiny_gemma, FACT, settings=settings, method="attribution", cache=True)  # a preview is never kept
+    assert len(list(trace_cache.user_folder().glob("*.json"))) == 1
+
+
+def test_trace_and_the_cli_never_use_the_cache_on_edited_weights(tiny_gemma, sweeps, capsys, monkeypatch):
+    import workbench.model
+
+    settings = TraceSettings(**SETTINGS)
+    wb.trace(tiny_gemma, FACT, settings=settings, cache=True)
+    kept = sorted(trace_cache.user_folder().glob("*.json"))
+    assert tiny_gemma.is_unedited() and sweeps["n"] == 1 and len(kept) == 1
+    h = wb.edit(tiny_gemma, FACT, method="rome", layers=[1], steps=2, samples=500, check_known=False, min_prob=0.0)
+    try:
+        assert not tiny_gemma.is_unedited()
+        edited = wb.trace(tiny_gemma, FACT, settings=settings, cache=True)
+        assert sweeps["n"] == 2  # computed on the edited weights, not read
+        monkeypatch.setattr(workbench.model, "load_model", lambda name=None, **kw: tiny_gemma)  # the CLI gets it
+        out = _cli_trace(capsys)
+        assert sweeps["n"] == 3
+        np.testing.assert_array_equal(np.asarray(out["scores"]["mlp"]), edited.scores["mlp"])
+        assert sorted(trace_cache.user_folder().glob("*.json")) == kept  # nothing kept either
+    finally:
+        h.revert()
+    assert tiny_gemma.is_unedited()
+    wb.trace(tiny_gemma, FACT, settings=settings, cache=True)
+    assert sweeps["n"] == 3  # the weights are back: the kept trace answers again
 
 
 @pytest.mark.slow

@@ -234,7 +234,7 @@ def test_attribution_equals_finite_differences():
     from workbench.locate.prepare import prepare
 
     model = wb.load_model("tiny-gemma3", dtype=torch.float64)
-    setup = prepare(model, FACT, subject=None, samples=2, noise=3.0, noise_std=None, seed=0, answer=None)
+    setup = prepare(model, FACT, wb.TraceSettings(samples=2, noise=3.0, seed=0))
     grads = layer_attributions(model, setup.runner, setup.x0, setup.answer_id)
     roles, runner = model.roles, setup.runner
     clean = {"resid": runner.resid[1:], "mlp": runner.acts["mlp"], "attn": runner.acts["attn"]}

@@ -364,9 +364,9 @@ def test_apply_leaves_the_known_check_to_the_fact_tab_until_edits_stack(app, mod
     """With no edit applied the Fact tab has said whether the model knows the fact, so Apply
     skips the method's own check; on top of an edit (the Fact tab says nothing then) it runs."""
     import workbench.ui.edit as edit_ui
-    from workbench.editing import CHECKS_KNOWN
+    from workbench.editing import SPECS
 
-    assert "rome" in CHECKS_KNOWN and "in-context" not in CHECKS_KNOWN
+    assert SPECS["rome"].checks_known and not SPECS["in-context"].checks_known
     calls = []
     real = edit_ui.edit
     monkeypatch.setattr(edit_ui, "edit", lambda m, f, **kw: calls.append(kw.get("check_known")) or real(m, f, **kw))

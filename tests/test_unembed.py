@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import workbench as wb
-from workbench.editing.optimize import build_batch, context_prefixes, optimize_deltas
+from workbench.editing.optimize import build_batch, context_prefixes
+from workbench.editing.targets import optimize_deltas
 from workbench.editing.search import SearchParams
 from workbench.unembed import MixedUnembed
 

@@ -336,106 +336,11 @@ class Pool:
         Raises:
             Cancelled: ``cancel`` tripped. KeyboardInterrupt: Ctrl-C (the actors are stopped either way).
         """
-        ray = self._ray
-        n = len(items)
-        results: list[Outcome | None] = [None] * n
-        queue = collections.deque(range(n))
-        retry_queue: collections.deque[int] = collections.deque()
-        attempts = collections.Counter()
-        tried_on: dict[int, set[int]] = collections.defaultdict(set)
-        errors: dict[int, str] = {}
-        inflight: dict[Any, tuple[int, int]] = {}  # ref -> (item, worker)
-        busy: set[int] = set()
-        shared_refs: dict[Hashable, tuple[Any, int]] = {}  # key -> (ref, worker that computes it)
-        stopping = False
-
-        def idle_workers() -> list[int]:
-            return [w for w in self._actors if w not in busy]
-
-        def submit(i: int, wid: int) -> None:
-            actor = self._actors[wid]
-            args = [items[i]]
-            if shared is not None:
-                key, setup, setup_args = shared(i)
-                if key not in shared_refs:
-                    shared_refs[key] = (actor.call.remote(_run_setup, (setup, setup_args)), wid)
-                args.append(shared_refs[key][0])
-            attempts[i] += 1
-            tried_on[i].add(wid)
-            inflight[actor.call.remote(fn, *args)] = (i, wid)
-            busy.add(wid)
-
-        def dispatch() -> None:
-            nonlocal stopping
-            for wid in idle_workers():
-                if retry_queue:
-                    # A retry goes to an actor it has not failed on, if one is idle.
-                    i = next((j for j in retry_queue if wid not in tried_on[j]), retry_queue[0])
-                    retry_queue.remove(i)
-                elif queue and not stopping and stop is not None and stop():
-                    stopping = True
-                    continue
-                elif queue and not stopping:
-                    i = queue.popleft()
-                else:
-                    continue
-                submit(i, wid)
-
-        def actor_died(wid: int) -> None:
-            self._actors.pop(wid, None)
-            busy.discard(wid)
-            for key in [k for k, (_, w) in shared_refs.items() if w == wid]:
-                del shared_refs[key]
-            # Keep the pool at strength, within reason: a function that kills every actor must end.
-            if self._replacements < 2 * self.workers:
-                self._replacements += 1
-                new = self._start_actor()
-                log.warning("a Ray worker died; started worker %d in its place", new)
-            elif not self._actors:
-                raise WorkbenchError("every Ray worker died; the items not done are reported as errors")
-
-        def forget_failed_setup(i: int) -> None:
-            # Item i failed: if its shared setup failed too, the retry must do the setup again.
-            if shared is not None:
-                key = shared(i)[0]
-                if key in shared_refs and _failed(ray, shared_refs[key][0]):
-                    del shared_refs[key]
-
-        def completions():
-            while True:
-                dispatch()
-                if not inflight:
-                    return
-                ready, _ = ray.wait(list(inflight), num_returns=1)
-                ref = ready[0]
-                i, wid = inflight.pop(ref)
-                busy.discard(wid)
-                try:
-                    value = ray.get(ref)
-                except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
-                    errors[i] = _describe(exc)
-                    # The error may be a dependency's (the actor computing the shared setup died):
-                    # only an actor that does not answer is dead.
-                    if not _alive(ray, self._actors.get(wid)):
-                        actor_died(wid)
-                    forget_failed_setup(i)
-                except ray.exceptions.RayTaskError as exc:
-                    errors[i] = _describe(exc)
-                    forget_failed_setup(i)
-                else:
-                    results[i] = Outcome(i, value, attempts=attempts[i])
-                    yield i
-                    continue
-                if attempts[i] <= retries:
-                    log.warning("item %d failed on worker %d (%s); trying it again", i, wid, errors[i])
-                    retry_queue.append(i)
-                else:
-                    results[i] = Outcome(i, error=f"failed {attempts[i]} times; last: {errors[i]}", attempts=attempts[i])
-                    yield i
-
+        run = _MapRun(self, fn, items, shared=shared, stop=stop, retries=retries)
+        n, results, attempts, errors = len(items), run.results, run.attempts, run.errors
         finished = False
         try:
-            for _ in progress(completions(), desc=desc, total=n, cancel=cancel):
+            for _ in progress(run.completions(), desc=desc, total=n, cancel=cancel):
                 pass
             finished = True
         except KeyboardInterrupt:
@@ -452,6 +357,112 @@ class Pool:
                 # Cancelled or Ctrl-C: what is running cannot be interrupted in a plain actor; stop them.
                 self.close()
         return results
+
+
+class _MapRun:
+    """The bookkeeping of one :meth:`Pool.map`: what is queued, in flight, retried and done."""
+
+    def __init__(self, pool: Pool, fn: Callable, items: Sequence, *, shared, stop, retries: int) -> None:
+        self.pool, self.fn, self.items = pool, fn, items
+        self.shared, self.stop, self.retries = shared, stop, retries
+        n = len(items)
+        self.results: list[Outcome | None] = [None] * n
+        self.queue = collections.deque(range(n))
+        self.retry_queue: collections.deque[int] = collections.deque()
+        self.attempts = collections.Counter()
+        self.tried_on: dict[int, set[int]] = collections.defaultdict(set)
+        self.errors: dict[int, str] = {}
+        self.inflight: dict[Any, tuple[int, int]] = {}  # ref -> (item, worker)
+        self.busy: set[int] = set()
+        self.shared_refs: dict[Hashable, tuple[Any, int]] = {}  # key -> (ref, worker that computes it)
+        self.stopping = False
+
+    def idle_workers(self) -> list[int]:
+        return [w for w in self.pool._actors if w not in self.busy]
+
+    def submit(self, i: int, wid: int) -> None:
+        actor = self.pool._actors[wid]
+        args = [self.items[i]]
+        if self.shared is not None:
+            key, setup, setup_args = self.shared(i)
+            if key not in self.shared_refs:
+                self.shared_refs[key] = (actor.call.remote(_run_setup, (setup, setup_args)), wid)
+            args.append(self.shared_refs[key][0])
+        self.attempts[i] += 1
+        self.tried_on[i].add(wid)
+        self.inflight[actor.call.remote(self.fn, *args)] = (i, wid)
+        self.busy.add(wid)
+
+    def dispatch(self) -> None:
+        for wid in self.idle_workers():
+            if self.retry_queue:
+                # A retry goes to an actor it has not failed on, if one is idle.
+                i = next((j for j in self.retry_queue if wid not in self.tried_on[j]), self.retry_queue[0])
+                self.retry_queue.remove(i)
+            elif self.queue and not self.stopping and self.stop is not None and self.stop():
+                self.stopping = True
+                continue
+            elif self.queue and not self.stopping:
+                i = self.queue.popleft()
+            else:
+                continue
+            self.submit(i, wid)
+
+    def actor_died(self, wid: int) -> None:
+        pool = self.pool
+        pool._actors.pop(wid, None)
+        self.busy.discard(wid)
+        for key in [k for k, (_, w) in self.shared_refs.items() if w == wid]:
+            del self.shared_refs[key]
+        # Keep the pool at strength, within reason: a function that kills every actor must end.
+        if pool._replacements < 2 * pool.workers:
+            pool._replacements += 1
+            new = pool._start_actor()
+            log.warning("a Ray worker died; started worker %d in its place", new)
+        elif not pool._actors:
+            raise WorkbenchError("every Ray worker died; the items not done are reported as errors")
+
+    def forget_failed_setup(self, i: int) -> None:
+        # Item i failed: if its shared setup failed too, the retry must do the setup again.
+        if self.shared is not None:
+            key = self.shared(i)[0]
+            if key in self.shared_refs and _failed(self.pool._ray, self.shared_refs[key][0]):
+                del self.shared_refs[key]
+
+    def completions(self):
+        """Yields each item's index as it ends (done, or failed past its retries)."""
+        ray = self.pool._ray
+        while True:
+            self.dispatch()
+            if not self.inflight:
+                return
+            ready, _ = ray.wait(list(self.inflight), num_returns=1)
+            ref = ready[0]
+            i, wid = self.inflight.pop(ref)
+            self.busy.discard(wid)
+            try:
+                value = ray.get(ref)
+            except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
+                self.errors[i] = _describe(exc)
+                # The error may be a dependency's (the actor computing the shared setup died):
+                # only an actor that does not answer is dead.
+                if not _alive(ray, self.pool._actors.get(wid)):
+                    self.actor_died(wid)
+                self.forget_failed_setup(i)
+            except ray.exceptions.RayTaskError as exc:
+                self.errors[i] = _describe(exc)
+                self.forget_failed_setup(i)
+            else:
+                self.results[i] = Outcome(i, value, attempts=self.attempts[i])
+                yield i
+                continue
+            if self.attempts[i] <= self.retries:
+                log.warning("item %d failed on worker %d (%s); trying it again", i, wid, self.errors[i])
+                self.retry_queue.append(i)
+            else:
+                self.results[i] = Outcome(i, error=f"failed {self.attempts[i]} times; last: {self.errors[i]}",
+                                          attempts=self.attempts[i])
+                yield i
 
 
 class PoolInterrupted(KeyboardInterrupt):

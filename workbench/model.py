@@ -118,6 +118,16 @@ class Model:
             prompt = edit.rewrite(prompt)
         return prompt
 
+    def is_unedited(self) -> bool:
+        """True while no edit is applied: the weights are the fingerprinted ones and nothing
+        rewrites prompts or hooks the forward pass (what may reuse results kept on disk).
+
+        Example:
+            >>> model.is_unedited()
+            True
+        """
+        return not self.edit_stack and not self.prompt_edits
+
     # -- tokens ---------------------------------------------------------------------
     def encode(self, text: str, *, prompt: bool = True) -> list[int]:
         """Token ids of ``text``. A prompt gets the tokenizer's usual specials (BOS);

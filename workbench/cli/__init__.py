@@ -16,11 +16,11 @@ import argparse
 import os
 import sys
 
-from workbench.cli import app, edit, evaluate, info, lens, memories, neurons, probe, trace
+from workbench.cli import app, edit, evaluate, info, knockout, lens, memories, methods, neurons, probe, trace
 from workbench.errors import WorkbenchError
 
 #: Modules in this package that add a subcommand, in help order.
-COMMANDS = (probe, evaluate, app, memories, neurons, lens, edit, trace, info)
+COMMANDS = (probe, evaluate, app, memories, neurons, lens, edit, methods, trace, knockout, info)
 
 
 def build_parser() -> argparse.ArgumentParser:

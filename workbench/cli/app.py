@@ -112,18 +112,20 @@ def run(args: argparse.Namespace) -> int:
     return serve(cmd, env)
 
 
-def prepare(model_name: str | None = None, *, method: str = "rome") -> list[Path]:
+def prepare(model_name: str | None = None, *, method: str | None = None) -> list[Path]:
     """Compute what the app's first default edit reads and would otherwise compute in the
-    class's first Apply: ``method``'s FFN key statistics at its default layer (about 20 s
+    class's first Apply: ``method``'s (default: the Edit panel's first) FFN key statistics at its default layer (about 20 s
     on 2 cores, once per machine; cached under ``WORKBENCH_CACHE``). Returns their files.
 
     Example:
         >>> [p.name for p in prepare()]                            # doctest: +SKIP
         ['3f2a..._stats_20000tok_L4.pt']
     """
+    from workbench.editing import method_names
     from workbench.editing.stats import statistics_files
     from workbench.model import load_model
 
+    method = method or method_names()[0]
     model = load_model(model_name) if model_name else load_model()
     print(f"workbench app: {method}'s key statistics for {model.name} (computed once per machine)…",
           file=sys.stderr)

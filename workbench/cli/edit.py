@@ -10,8 +10,8 @@ from workbench.cli.arguments import add_model_argument, check_output_path, emit_
 
 
 def register(sub) -> None:
-    p = sub.add_parser("edit", help="edit a fact (rome, memit, pmet, ft, kn, ...) and probe before/after")
-    p.add_argument("--method", default="rome", help="editing method (default rome)")
+    p = sub.add_parser("edit", help="edit a fact (see `workbench methods`) and probe before/after")
+    p.add_argument("--method", default=None, help="editing method (see `workbench methods`; default: the first listed)")
     p.add_argument("--subject", required=True)
     p.add_argument("--prompt", required=True, help='relation template with {} for the subject, e.g. "The {} is located in"')
     p.add_argument("--target-new", required=True)
@@ -36,7 +36,7 @@ def _summary(model, prompts: list[str], new: str, true: str) -> list[dict]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from workbench.editing import edit
+    from workbench.editing import edit, method_names, method_spec
     from workbench.editing.handle import edit_path
     from workbench.errors import WorkbenchError
     from workbench.facts import Fact, check_template
@@ -50,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
         except ValueError:
             raise WorkbenchError(f"--layers must be comma-separated integers, got {args.layers!r}") from None
     # Everything that can be checked without the model is checked before it loads.
+    args.method = method_spec(args.method).name if args.method is not None else method_names()[0]
     if not args.subject.strip():
         raise WorkbenchError("--subject is empty")
     if not args.target_new.strip():

@@ -18,7 +18,7 @@ from workbench.cli.arguments import (
 
 def register(sub) -> None:
     p = sub.add_parser("evaluate", help="evaluate an editing method on a dataset of facts")
-    p.add_argument("--method", required=True, help="editing method (rome, memit, pmet, emmet, alphaedit, kn, ft, grace, wise, in-context, retrieval)")
+    p.add_argument("--method", required=True, help="editing method (see `workbench methods`)")
     p.add_argument("--dataset", required=True, help="facts: CounterFact, EasyEdit, known_1000 or workbench JSON")
     p.add_argument("--mode", default="independent", choices=["independent", "sequential", "batch"])
     p.add_argument("--limit", type=int, default=None, help="at most N facts the model knows")

@@ -8,7 +8,7 @@ the no-weight baselines), which applies it atomically and records how to undo it
 
 What it holds::
 
-    registry     METHODS by name, register_method
+    registry     MethodSpec: what each method is, in one record; register_method, method_spec
     handle       EditHandle: apply atomically, revert bitwise, save, load, stack
     search       SearchParams: the target-search settings and each method's defaults
     optimize     prefixes, batches, activation capture and the v* search itself
@@ -34,11 +34,21 @@ from collections.abc import Sequence
 # The built-in methods register themselves on import (a few milliseconds in all).
 from workbench.editing import alphaedit, emmet, ft, grace, incontext, kn, memit, pmet, retrieval, rome, wise  # noqa: F401
 from workbench.editing.handle import EditHandle, active_edits, load_edit, revert_all, unedited
-from workbench.editing.registry import CHECKS_KNOWN, METHODS, PREPARE, check_hparams, register_method
+from workbench.editing.registry import (
+    METHODS,
+    SPECS,
+    MethodSpec,
+    import_plugins,
+    method_names,
+    method_spec,
+    register_method,
+)
 from workbench import checks
 from workbench.errors import WorkbenchError
 from workbench.facts import Fact
 from workbench.probing import probe
+
+import_plugins()
 
 
 def check_facts(facts: Fact | Sequence[Fact]) -> list[Fact]:
@@ -111,9 +121,8 @@ def edit(
         ' Rome'
         >>> h.revert()                                                    # doctest: +SKIP
     """
-    if method not in METHODS:
-        raise WorkbenchError(f"unknown editing method {method!r}; choose one of {', '.join(sorted(METHODS))}")
-    check_hparams(method, hparams)
+    spec = method_spec(method)
+    spec.check(hparams)
     facts = check_facts(facts)
     _refuse_offloaded(model)
     for fact in facts:
@@ -125,10 +134,33 @@ def edit(
         if not layers:
             raise WorkbenchError("layers is empty: give at least one layer, or None for the method's default")
     min_prob = checks.number("min_prob", min_prob, low=0, high=1)
-    handle = METHODS[method](model, facts, layers=layers, **hparams)
+    handle = spec.fn(model, facts, layers=layers, **hparams)
     if min_prob:
         _refuse_if_weak(model, handle, facts, min_prob)
     return handle
+
+
+def plan_search(model, fact: Fact, method: str, **kwargs):
+    """The v* search ``edit(model, fact, method=method, **kwargs)`` would run on the unedited
+    weights, as a :class:`~workbench.editing.targets.SearchRequest`; None when the method
+    declares none or the arguments are not valid (the edit itself then says why).
+
+    Example:
+        >>> reqs = [plan_search(model, f, "rome") for f in facts]           # doctest: +SKIP
+        >>> with prefetched(model, reqs):                                   # doctest: +SKIP
+        ...     handles = [edit(model, f, method="rome") for f in facts]  # each takes its search
+    """
+    spec = method_spec(method)
+    if spec.plan_search is None:
+        return None
+    settings = {k: v for k, v in kwargs.items() if k != "min_prob"}
+    try:
+        spec.check({k: v for k, v in settings.items() if k != "layers"})
+        if settings.get("layers") is not None:
+            settings["layers"] = [model.layer_index(l) for l in settings["layers"]]
+        return spec.plan_search(model, fact, **settings)
+    except (WorkbenchError, TypeError, ValueError):
+        return None
 
 
 def prepare(model, method: str = "rome", *, layers: Sequence[int] | None = None,
@@ -147,11 +179,10 @@ def prepare(model, method: str = "rome", *, layers: Sequence[int] | None = None,
     """
     import time
 
-    if method not in METHODS:
-        raise WorkbenchError(f"unknown editing method {method!r}; choose one of {', '.join(sorted(METHODS))}")
+    spec = method_spec(method)
     start = time.perf_counter()
-    if method in PREPARE:
-        PREPARE[method](model, layers, compute_statistics=compute_statistics)
+    if spec.prepare is not None:
+        spec.prepare(model, layers, compute_statistics=compute_statistics)
     return time.perf_counter() - start
 
 
@@ -188,5 +219,5 @@ def _refuse_if_weak(model, handle: EditHandle, facts: list[Fact], min_prob: floa
     )
 
 
-__all__ = ["CHECKS_KNOWN", "EditHandle", "METHODS", "active_edits", "check_facts", "edit", "load_edit", "prepare",
-           "register_method", "revert_all", "unedited"]
+__all__ = ["EditHandle", "METHODS", "MethodSpec", "SPECS", "active_edits", "check_facts", "edit", "load_edit",
+           "import_plugins", "method_names", "method_spec", "plan_search", "prepare", "register_method", "revert_all", "unedited"]

@@ -46,7 +46,7 @@ import torch
 from torch import Tensor
 
 from workbench.checks import Number
-from workbench.editing.defaults import default_layers
+from workbench.editing.defaults import window_layers
 from workbench.editing.handle import EditHandle, active_edits
 from workbench.editing.memit import SPREAD_LIMITS, spread_edit
 from workbench.editing.registry import register_method
@@ -91,9 +91,12 @@ def kept_keys(model, layer: int) -> Tensor | None:
     return torch.cat(parts, dim=1) if parts else None
 
 
-@register_method("alphaedit", checks_known=True, key_statistics=True, limits={
-    **SPREAD_LIMITS, "null_energy": Number(0, 1, strict=True), "l2": Number(0, strict=True),
-})
+@register_method(
+    "alphaedit", order=4, layers=window_layers, checks_known=True, key_statistics=True,
+    limits={**SPREAD_LIMITS, "null_energy": Number(0, 1, strict=True), "l2": Number(0, strict=True)},
+    summary="AlphaEdit (Fang et al. 2025): MEMIT's update projected onto the preserved keys' null space",
+    description="AlphaEdit (Fang et al. 2025): MEMIT's update projected onto the null space of the keys of text "
+                "it should leave alone, so that later edits disturb earlier ones less.")
 def alphaedit(model, facts: Sequence[Fact], *, layers: Sequence[int] | None = None,
               null_energy: float = NULL_ENERGY, l2: float = L2, **hparams) -> EditHandle:
     """Edit facts over MEMIT's window with the null-space-projected solve (module docstring).
@@ -112,7 +115,7 @@ def alphaedit(model, facts: Sequence[Fact], *, layers: Sequence[int] | None = No
     if "mom2_weight" in hparams:
         raise WorkbenchError("alphaedit does not use mom2_weight (the projection replaces MEMIT's λC); "
                              "its settings are null_energy and l2")
-    layers = list(layers) if layers is not None else default_layers(model, "memit")
+    layers = list(layers) if layers is not None else window_layers(model)
     last = max(model.layer_index(int(l)) for l in layers)
     sites = [model.roles.hook("ffn_out", last)]
     memory: dict[str, Tensor] = {}

@@ -60,17 +60,38 @@ def best_rome_layer(model) -> tuple[int, str]:
 
 
 def default_layers(model, method: str) -> list[int]:
-    """The layers ``method`` edits by default on ``model``."""
-    layer, _ = best_rome_layer(model)
-    if method in ("rome", "ft", "kn", "emmet"):
-        return [layer]
-    if method in ("grace", "wise"):
-        return [memory_layer(model)]
-    if method in ("memit", "pmet", "alphaedit"):
-        last = layer
-        first = max(0, last - WINDOW + 1)
-        return list(range(first, last + 1))
-    raise WorkbenchError(f"no default layers for method {method!r}")
+    """The layers ``method`` edits by default on ``model`` (its record's layer rule).
+
+    Raises:
+        WorkbenchError: the method edits no layer (it changes no weights at a layer).
+    """
+    from workbench.editing.registry import method_spec
+
+    layers = method_spec(method).default_layers(model)
+    if layers is None:
+        raise WorkbenchError(f"no default layers for method {method!r}: it edits no layer")
+    return layers
+
+
+def rome_layers(model) -> list[int]:
+    """One layer: the best of the model's ROME sweep (the rule of ROME, EMMET, KN and FT)."""
+    return [best_rome_layer(model)[0]]
+
+
+def window_layers(model) -> list[int]:
+    """:data:`WINDOW` consecutive layers ending at the best ROME layer (MEMIT, PMET, AlphaEdit)."""
+    last = best_rome_layer(model)[0]
+    return list(range(max(0, last - WINDOW + 1), last + 1))
+
+
+def upper_half_layers(model) -> list[int]:
+    """The upper half of the model: where knowledge neurons are searched (KN)."""
+    return list(range(model.n_layers // 2, model.n_layers))
+
+
+def memory_layers(model) -> list[int]:
+    """One layer, :func:`memory_layer` (GRACE and WISE)."""
+    return [memory_layer(model)]
 
 
 def memory_layer(model) -> int:

@@ -28,18 +28,18 @@ import torch
 from torch import Tensor
 
 from workbench.checks import Number
-from workbench.editing.defaults import single_layer
+from workbench.editing.defaults import rome_layers, single_layer
 from workbench.editing.handle import EditHandle, commit_weights
 from workbench.editing.optimize import (
     as_matrix,
     build_batch,
     capture,
-    optimize_deltas,
     to_stored,
     warn_if_unknown,
 )
 from workbench.editing.registry import register_method
-from workbench.editing.rome import ROME_LIMITS, layer_site
+from workbench.editing.targets import optimize_deltas, search_deltas
+from workbench.editing.rome import ROME_LIMITS, layer_site, plan_rome_search
 from workbench.editing.search import SearchParams
 from workbench.editing.stats import DEFAULT_SAMPLES
 from workbench.errors import WorkbenchError
@@ -75,8 +75,17 @@ def equality_update(keys: Tensor, deltas: Tensor, solve, *, constraint_ridge: fl
     return X.T @ U.T
 
 
-@register_method("emmet", checks_known=True, key_statistics=True,
-                 limits={**ROME_LIMITS, "constraint_ridge": Number(0)})
+def plan_emmet_search(model, fact: Fact, *, constraint_ridge: float = 0.0, **settings):
+    """One fact's EMMET search is ROME's (the constraints only combine several facts' δs)."""
+    return plan_rome_search(model, fact, **settings)
+
+
+@register_method(
+    "emmet", plan_search=plan_emmet_search, order=3, layers=rome_layers, limits={**ROME_LIMITS, "constraint_ridge": Number(0)},
+    checks_known=True, key_statistics=True,
+    summary="EMMET (Gupta et al. 2024): ROME's equality constraint for a batch of facts",
+    description="EMMET (Gupta et al. 2024): many facts in one closed-form batch update under equality "
+                "constraints.")
 def emmet(
     model,
     facts: Sequence[Fact],

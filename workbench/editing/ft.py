@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from workbench.editing.defaults import single_layer
+from workbench.editing.defaults import rome_layers, single_layer
 from workbench.editing.handle import EditHandle, commit_weights
 from workbench.editing.optimize import as_matrix, build_batch, context_prefixes, to_stored, value_param, warn_if_unknown
 from workbench.checks import Number, Whole
@@ -26,7 +26,11 @@ from workbench.errors import WorkbenchError
 from workbench.facts import Fact
 
 
-@register_method("ft", checks_known=True, limits={
+@register_method(
+    "ft", order=6, layers=rome_layers, checks_known=True,
+    summary="Constrained fine-tuning (Zhu et al. 2020): clamped gradient steps on one FFN",
+    description="Constrained fine-tuning (Zhu et al. 2020): gradient steps on one layer's FFN weights, each "
+                "change clamped to a small norm.", limits={
     "steps": Whole(1, 10_000), "lr": Number(0, strict=True), "linf": Number(0, strict=True),
     "max_norm": Number(0, strict=True), "n_prefixes": Whole(0, 100), "stop_nll": Number(0),
 })

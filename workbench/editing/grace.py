@@ -52,6 +52,7 @@ from workbench.editing.memory import (
     encode_tensor,
     register_loader,
 )
+from workbench.editing.defaults import memory_layers
 from workbench.editing.registry import register_method
 from workbench.errors import WorkbenchError
 from workbench.facts import Fact
@@ -252,7 +253,11 @@ def fit_entries(model, layer: int, fact: Fact, *, steps: int = 100, lr: float = 
             "nll": best_nll, "nll_before": first_nll, "steps": step}
 
 
-@register_method("grace", limits={"radius": Number(0, 100, strict=True), "steps": Whole(1, 10_000),
+@register_method(
+    "grace", order=7, kind="overlay", layers=memory_layers, holds="a codebook",
+    summary="GRACE (Hartvigsen et al. 2023): a codebook at one FFN answers prompts near a stored key",
+    description="GRACE (Hartvigsen et al. 2023): a codebook at one layer replaces the hidden state of prompts "
+                "near a stored key; no weight changes.", limits={"radius": Number(0, 100, strict=True), "steps": Whole(1, 10_000),
                                   "lr": Number(0, 100, strict=True), "stop_nll": Number(0, 100, strict=True)})
 def grace(model, facts: list[Fact], *, layers=None, radius: float = DEFAULT_RADIUS, steps: int = 100,
           lr: float = 0.1, stop_nll: float = 0.05) -> EditHandle:

@@ -92,7 +92,11 @@ def _load(saved: dict, model=None) -> InContextEdit:
     return InContextEdit.from_dict(saved)
 
 
-@register_method("in-context", limits={"demonstrations": Whole(0, len(DEMONSTRATIONS)),
+@register_method(
+    "in-context", order=9, kind="prompt", compare_default=True,
+    summary="In context: the new fact written before every prompt; no weight changes",
+    description="In-context baseline: the new fact is written as a sentence before every prompt; no weight "
+                "changes.", limits={"demonstrations": Whole(0, len(DEMONSTRATIONS)),
                                        "template": template_check})
 def in_context(model, facts: list[Fact], *, layers=None, demonstrations: int = 0,
                template: str = "New fact: {}\n") -> EditHandle:

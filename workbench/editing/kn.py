@@ -26,6 +26,7 @@ from torch import Tensor
 from workbench.editing.handle import EditHandle, commit_weights
 from workbench.editing.optimize import param_name, warn_if_unknown
 from workbench.checks import Number, Whole
+from workbench.editing.defaults import upper_half_layers
 from workbench.editing.registry import register_method
 from workbench.errors import WorkbenchError
 from workbench.facts import Fact
@@ -41,7 +42,11 @@ def _direction(model, layer: int, token: int) -> Tensor:
     return emb / emb.norm()
 
 
-@register_method("kn", checks_known=True, limits={
+@register_method(
+    "kn", order=5, layers=upper_half_layers, checks_known=True,
+    summary="Knowledge neurons (Dai et al. 2022): FFN neurons found by integrated gradients, values rewritten",
+    description="Knowledge neurons (Dai et al. 2022): find FFN neurons by integrated gradients and rewrite their "
+                "value vectors.", limits={
     "strength": Number(0, strict=True), "threshold": Number(0, 1, strict=True), "share": Number(0, 1, strict=True),
     "max_neurons": Whole(1, 10_000), "steps": Whole(1, 1000),
 })
@@ -66,7 +71,7 @@ def kn(
         max_neurons: at most this many neurons per fact (the highest attributions).
     """
     if layers is None:
-        layers = list(range(model.n_layers // 2, model.n_layers))
+        layers = upper_half_layers(model)
     layers = [model.layer_index(int(l)) for l in layers]
     if any(f.target_true is None for f in facts):
         raise WorkbenchError("kn needs target_true: it moves value vectors away from the old object")

@@ -42,7 +42,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from workbench.editing.defaults import default_layers
+from workbench.editing.defaults import window_layers
 from workbench.editing.handle import EditHandle, commit_weights
 from workbench.editing.optimize import (
     _add_at,
@@ -50,7 +50,6 @@ from workbench.editing.optimize import (
     build_batch,
     capture,
     context_prefixes,
-    optimize_deltas,
     to_stored,
     value_param,
     virtual_update_hooks,
@@ -58,6 +57,7 @@ from workbench.editing.optimize import (
 )
 from workbench.checks import Number, Whole
 from workbench.editing.registry import register_method
+from workbench.editing.targets import optimize_deltas, search_deltas
 from workbench.editing.restrain import check_prune, check_rect, original_weight, prune_singular_values, rect_mask
 from workbench.editing.search import SearchParams
 from workbench.editing.stats import DEFAULT_SAMPLES, second_moments
@@ -172,20 +172,8 @@ def spread_edit(
             :class:`~workbench.editing.search.SearchParams`, each method's defaults there too).
     """
     params = SearchParams.from_kwargs(search, method=method)
-    layers = sorted(model.layer_index(int(l)) for l in layers)
-    if len(set(layers)) != len(layers):
-        raise WorkbenchError(f"repeated layers in {layers}")
+    layers, mom2_weight = _checked(model, layers, method, targets, mom2_weight, target_sites, keep_sites)
     last = layers[-1]
-    if mom2_weight is None:
-        # targets="each": 5·d_mlp, chosen on 100 facts outside the first 110 of known_facts.json
-        # (layers 0-4 of gemma-3-270m, evaluate's scorer): λ 4·d_mlp gave efficacy / neighbourhood
-        # 97 / 69.1 %, 6·d_mlp 89 / 73.3 %; λ trades the one for the other, and 5·d_mlp sits
-        # between the issue's 90 and 70 (assets/sweeps/README.md has the sweep).
-        mom2_weight = float(model.d_mlp) * (5 if targets == "each" else 1)
-    if targets not in ("last", "each"):
-        raise WorkbenchError(f"targets must be 'last' (MEMIT) or 'each' (a δ per layer), got {targets!r}")
-    if targets == "each" and list(keep_sites) != list(target_sites):
-        raise WorkbenchError(f"targets='each' is for MEMIT's FFN-only targets, not {method}'s")
     per_layer = {model.roles.hook("ffn_out", l): l for l in layers} if targets == "each" else {}
     if per_layer:
         target_sites = keep_sites = list(per_layer)
@@ -200,18 +188,8 @@ def spread_edit(
         Cs = second_moments(model, layers, samples=samples)
         info["stats_seconds"] = time.perf_counter() - t0
         prefixes = context_prefixes(model, params.n_prefixes)
-        deltas = {n: torch.zeros(len(facts), 1, dtype=torch.float64) for n in keep_sites}
         t0 = time.perf_counter()
-        for i, fact in enumerate(progress(facts, desc=f"{method} targets")):
-            res = optimize_deltas(
-                model, fact, list(target_sites), prefixes=prefixes, params=params,
-                alone=list(keep_sites) if list(keep_sites) != list(target_sites) else (),
-            )
-            for n in keep_sites:
-                if deltas[n].shape[1] != res.deltas[n].shape[0]:
-                    deltas[n] = torch.zeros(len(facts), res.deltas[n].shape[0], dtype=torch.float64)
-                deltas[n][i] = res.deltas[n]
-            info["facts"].append({"subject": fact.subject, "nll": res.nll, "prob": res.prob, "steps": res.steps})
+        deltas = _targets(model, facts, list(target_sites), list(keep_sites), prefixes, params, info, method)
         info["target_seconds"] = time.perf_counter() - t0
         z = residual_targets(model, facts, prefixes, last, deltas)
         keys_batch = build_batch(model, facts, prefixes, kl_prompt=None, with_targets=False)
@@ -247,22 +225,7 @@ def spread_edit(
             # How much of what this layer was asked for its update gives (0 = all, 1 = none): λC's price.
             miss = (dW @ K - E).norm(dim=0) / E.norm(dim=0).clamp(min=1e-12)
             info["misses"].setdefault(layer, []).append(float(miss.mean()))
-        new = {}
-        for layer in layers:
-            name, param = value_param(model, layer)
-            W = as_matrix(model, param.detach()).double()
-            upd = updates[layer].double()
-            if rect is not None:
-                upd = rect_mask(upd, W, rect)
-                info.setdefault("restraint", {}).setdefault("rect_kept", {})[layer] = float((upd != 0).double().mean())
-            if prune:
-                W0 = as_matrix(model, original_weight(model, name, param.detach())).double().to(W.device)
-                total, n_big = prune_singular_values(W + upd - W0, float(torch.linalg.matrix_norm(W0, ord=2)))
-                if n_big:
-                    upd = W0 + total - W
-                info.setdefault("restraint", {}).setdefault("pruned_singular_values", {})[layer] = n_big
-            updates[layer] = upd.to(updates[layer].dtype)
-            new[name] = to_stored(model, W + upd).to(param.dtype)
+        new = _restrained(model, layers, updates, rect=rect, prune=prune, info=info)
         # How much of the residual is still missing after all layers (0 = every target met).
         final = capture(model, keys_batch, [resid_hook], extra_hooks=virtual_update_hooks(model, updates))
         info["final_residual_norm"] = float((z - final[resid_hook]).norm(dim=-1).mean())
@@ -297,7 +260,74 @@ def _mean_rms(model, batch, out_hook: str, updates: dict[int, Tensor]) -> Tensor
     return sums / counts
 
 
-@register_method("memit", checks_known=True, key_statistics=True, limits=SPREAD_LIMITS)
+def _checked(model, layers, method: str, targets: str, mom2_weight: float | None, target_sites, keep_sites):
+    """The window's layers sorted, and λ (its default when None), after refusing what does not fit."""
+    layers = sorted(model.layer_index(int(l)) for l in layers)
+    if len(set(layers)) != len(layers):
+        raise WorkbenchError(f"repeated layers in {layers}")
+    if targets not in ("last", "each"):
+        raise WorkbenchError(f"targets must be 'last' (MEMIT) or 'each' (a δ per layer), got {targets!r}")
+    if targets == "each" and list(keep_sites) != list(target_sites):
+        raise WorkbenchError(f"targets='each' is for MEMIT's FFN-only targets, not {method}'s")
+    if mom2_weight is None:
+        # The default λ: d_mlp, or 5·d_mlp with targets="each" (docs/results.md has the sweep behind it).
+        mom2_weight = float(model.d_mlp) * (5 if targets == "each" else 1)
+    return layers, mom2_weight
+
+
+def _restrained(model, layers: Sequence[int], updates: dict[int, Tensor], *, rect: float | None, prune: bool,
+                info: dict) -> dict[str, Tensor]:
+    """The new weights of ``layers``, each update first restrained by RECT and PRUNE if asked
+    (``updates`` is rewritten with what is applied; ``info["restraint"]`` says what they did)."""
+    new = {}
+    for layer in layers:
+        name, param = value_param(model, layer)
+        W = as_matrix(model, param.detach()).double()
+        upd = updates[layer].double()
+        if rect is not None:
+            upd = rect_mask(upd, W, rect)
+            info.setdefault("restraint", {}).setdefault("rect_kept", {})[layer] = float((upd != 0).double().mean())
+        if prune:
+            W0 = as_matrix(model, original_weight(model, name, param.detach())).double().to(W.device)
+            total, n_big = prune_singular_values(W + upd - W0, float(torch.linalg.matrix_norm(W0, ord=2)))
+            if n_big:
+                upd = W0 + total - W
+            info.setdefault("restraint", {}).setdefault("pruned_singular_values", {})[layer] = n_big
+        updates[layer] = upd.to(updates[layer].dtype)
+        new[name] = to_stored(model, W + upd).to(param.dtype)
+    return new
+
+
+#: Facts whose target searches run as one batch (each fact's search is independent of the others').
+TARGET_CHUNK = 8
+
+
+def _targets(model, facts: Sequence[Fact], target_sites: list[str], keep_sites: list[str], prefixes, params,
+             info: dict, method: str) -> dict[str, Tensor]:
+    """Each fact's δ at ``keep_sites`` (``[n_facts, d]`` per site), searched :data:`TARGET_CHUNK` facts a batch."""
+    alone = keep_sites if keep_sites != target_sites else ()
+    deltas: dict[str, Tensor] = {}
+    chunks = [list(facts[i:i + TARGET_CHUNK]) for i in range(0, len(facts), TARGET_CHUNK)]
+    i = 0
+    for chunk in progress(chunks, desc=f"{method} targets"):
+        results = (search_deltas(model, chunk, target_sites, prefixes=prefixes, params=params, alone=alone)
+                   if len(chunk) > 1 else
+                   [optimize_deltas(model, chunk[0], target_sites, prefixes=prefixes, params=params, alone=alone)])
+        for fact, res in zip(chunk, results):
+            for n in keep_sites:
+                if n not in deltas:
+                    deltas[n] = torch.zeros(len(facts), res.deltas[n].shape[0], dtype=torch.float64)
+                deltas[n][i] = res.deltas[n]
+            info["facts"].append({"subject": fact.subject, "nll": res.nll, "prob": res.prob, "steps": res.steps})
+            i += 1
+    return deltas
+
+
+@register_method(
+    "memit", order=1, layers=window_layers, limits=SPREAD_LIMITS, search=True, checks_known=True,
+    key_statistics=True, summary="MEMIT (Meng et al. 2023): ROME's update spread over a window of FFN layers",
+    description="MEMIT (Meng et al. 2023): ROME's update spread over a window of FFN layers, built for many facts "
+                "at once.")
 def memit(model, facts: Sequence[Fact], *, layers: Sequence[int] | None = None, **hparams) -> EditHandle:
     """Edit many facts in one update over a window of layers.
 
@@ -310,7 +340,7 @@ def memit(model, facts: Sequence[Fact], *, layers: Sequence[int] | None = None, 
     Example:
         >>> h = wb.edit(model, facts[:100], method="memit")     # doctest: +SKIP
     """
-    layers = list(layers) if layers is not None else default_layers(model, "memit")
+    layers = list(layers) if layers is not None else window_layers(model)
     last = max(layers)
     sites = [model.roles.hook("ffn_out", last)]
     return spread_edit(model, facts, layers, method="memit", target_sites=sites, keep_sites=sites, divide="linear", **hparams)

@@ -6,22 +6,22 @@
   position of the last subject token and of every target token.
 * :func:`capture` — activations at the last subject token (averaged over the
   prefixes), optionally with virtual weight updates applied through hooks.
-* :func:`optimize_deltas` — the v* search: vectors added to chosen hook points
-  at the last subject token, optimised with Adam so the model says the new object.
+* :class:`SuffixRunner` — runs only the positions a δ at the last subject token can
+  change, for the v* search (:mod:`~workbench.editing.targets`).
 
 Everything here reads the model through hooks and never writes a weight;
 ``commit_weights`` does that, once.
 
 Example:
     >>> prefixes = context_prefixes(model, n=5)                         # doctest: +SKIP
-    >>> res = optimize_deltas(model, fact, {"blocks.4.mlp.hook_out": 640}, prefixes=prefixes)  # doctest: +SKIP
+    >>> batch = build_batch(model, [fact], prefixes)                    # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
+import logging
 import math
 import re
 from collections.abc import Sequence
@@ -35,37 +35,16 @@ from workbench.cache import cache_dir, write_file_atomically
 from workbench.lowp import LowPrecisionBlocks
 from workbench.lowp import usable as lowp_usable
 from workbench.editing.search import SearchParams
+from workbench.editing.weights import as_matrix, param_name, to_stored, value_param  # noqa: F401 (re-exported)
 from workbench.errors import WorkbenchError
 from workbench.facts import Fact, top_begins_true_object
 from workbench.model import StopForward
 from workbench.probing import target_ids
 from workbench.unembed import MixedUnembed
 
+log = logging.getLogger(__name__)
+
 _STARTERS = ("The", "Therefore", "Because", "I", "You", "It", "In", "However", "When", "She")
-
-
-def param_name(model, param: torch.nn.Parameter) -> str:
-    """The Hugging Face name of a parameter (as ``commit_weights`` wants it), by identity."""
-    for name, p in model.hf_model.named_parameters(remove_duplicate=False):
-        if p is param:
-            return name
-    raise WorkbenchError("parameter not found in the model (was the bridge rebuilt?)")
-
-
-def value_param(model, layer: int) -> tuple[str, torch.nn.Parameter]:
-    """Name and parameter of the FFN output matrix of ``layer``."""
-    p = model.roles.value_weight(model.bridge, layer)
-    return param_name(model, p), p
-
-
-def to_stored(model, dW: Float[Tensor, "d_model d_mlp"]) -> Tensor:
-    """An update written as ``[d_model, d_mlp]`` (out x in) in the parameter's own layout."""
-    return dW.T if model.roles.value_weight_rows_are_values else dW
-
-
-def as_matrix(model, weight: Tensor) -> Float[Tensor, "d_model d_mlp"]:
-    """The stored FFN output parameter as an ``[d_model, d_mlp]`` matrix (v = W k)."""
-    return weight.T if model.roles.value_weight_rows_are_values else weight
 
 
 # -- context prefixes --------------------------------------------------------------------
@@ -79,6 +58,7 @@ def context_prefixes(model, n: int = 10, *, min_tokens: int = 5, max_tokens: int
         >>> context_prefixes(model, n=2)                       # doctest: +SKIP
         ['The first time I saw the movie. ', 'Therefore, the court ruled. ']
     """
+    from workbench.editing.handle import unedited
     from workbench.probing import generate
 
     if n <= 0:
@@ -87,20 +67,43 @@ def context_prefixes(model, n: int = 10, *, min_tokens: int = 5, max_tokens: int
     if path.exists():
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-            if isinstance(data, list) and len(data) == n and all(isinstance(x, str) for x in data):
-                return data
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            pass  # a corrupt cache entry is generated again (and overwritten below)
+            reason = _prefixes_problem(model, data, n, max_tokens)
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+            reason = f"unreadable ({type(exc).__name__})"
+        if reason is None:
+            return data
+        # Every later edit would read these prefixes: generate them again (overwritten below).
+        log.warning("cached context prefixes %s are unusable (%s); generating them again", path, reason)
     out = []
-    for i in range(n):
-        start = _STARTERS[i % len(_STARTERS)]
-        length = min_tokens + i % (max_tokens - min_tokens + 1)
-        text = start + generate(model, start, max_new_tokens=length, do_sample=True, top_k=5, seed=seed + i)
-        # Braces would break str.format-style templates; newlines look odd in a prompt.
-        text = " ".join(text.replace("{", "(").replace("}", ")").split())
-        out.append(text.rstrip(".") + ". ")
+    # Cached under the unedited model's fingerprint: generated with every edit set aside.
+    with unedited(model):
+        for i in range(n):
+            start = _STARTERS[i % len(_STARTERS)]
+            length = min_tokens + i % (max_tokens - min_tokens + 1)
+            text = start + generate(model, start, max_new_tokens=length, do_sample=True, top_k=5, seed=seed + i)
+            # Braces would break str.format-style templates; newlines look odd in a prompt.
+            text = " ".join(text.replace("{", "(").replace("}", ")").split())
+            out.append(text.rstrip(".") + ". ")
     write_file_atomically(path, json.dumps(out).encode())
     return out
+
+
+def _prefixes_problem(model, data, n: int, max_tokens: int) -> str | None:
+    """Why a cached list of context prefixes is not one :func:`context_prefixes` could have made, or None."""
+    if not isinstance(data, list) or len(data) != n:
+        return f"expected a list of {n} prefixes"
+    # A starter word, at most max_tokens generated tokens and ". ": decoded and encoded again,
+    # the text may take some more tokens, never dozens more.
+    limit = 4 * max_tokens + 8
+    for text in data:
+        if not isinstance(text, str) or not text.endswith(". ") or not text[:-2].strip():
+            return "a prefix is not a short sentence ending in '. '"
+        if any(c in text for c in "{}\n"):
+            return "a prefix holds a brace or a newline"
+        # Characters first: a huge entry is refused before it is tokenised.
+        if len(text) > 32 * limit or len(model.encode(text, prompt=False)) > limit:
+            return f"a prefix is longer than {limit} tokens"
+    return None
 
 
 # -- batches -----------------------------------------------------------------------------
@@ -242,23 +245,6 @@ def capture(
     return {n: s / counts[:, None].clamp(min=1) for n, s in sums.items()}
 
 
-# -- the v* search -----------------------------------------------------------------------
-@dataclass
-class DeltaResult:
-    """What :func:`optimize_deltas` found for one fact.
-
-    ``deltas[name]`` is the vector added at hook ``name`` at the last subject
-    token; ``init[name]`` the unedited activation there (mean over contexts).
-    """
-
-    deltas: dict[str, Tensor]
-    init: dict[str, Tensor]
-    losses: list[float]
-    nll: float
-    prob: float
-    steps: int
-
-
 def _add_at(rows: Tensor, cols: Tensor, vec: Tensor):
     def hook(acts, hook=None):
         add = torch.zeros_like(acts)
@@ -329,6 +315,22 @@ class SuffixRunner:
         if self.start_block:
             self._below = self._output_of_block(self.start_block - 1)
 
+    def select(self, rows: Sequence[int]) -> SuffixRunner:
+        """A runner for only ``rows`` of this one's batch, sharing its prefix cache and the
+        blocks' output below ``start_block`` (no forward pass).
+
+        Example:
+            >>> smaller = runner.select([0, 1, 2])          # doctest: +SKIP
+        """
+        index = torch.tensor(list(rows), dtype=torch.long, device=self.ids.device)
+        other = copy.copy(self)
+        other.ids, other.mask, other.pos = self.ids[index], self.mask[index], self.pos[index]
+        if self.cache is not None:
+            other.cache = copy.deepcopy(self.cache)
+            other.cache.batch_select_indices(index)
+        other._below = _select_rows(self._below, index, len(self.ids))
+        return other
+
     def _run(self, hooks: Sequence[tuple]):
         s = self.split
         # The forward appends the suffix to the cache it is given: hand it a copy.
@@ -374,6 +376,15 @@ class SuffixRunner:
                 vars(block).pop("forward", None)
 
 
+def _select_rows(value, index: Tensor, n_rows: int):
+    """``value`` (a tensor, or tuples/lists of them, as a block returns) with only rows ``index``."""
+    if isinstance(value, Tensor):
+        return value[index] if value.dim() and value.shape[0] == n_rows else value
+    if isinstance(value, (tuple, list)):
+        return type(value)(_select_rows(v, index, n_rows) for v in value)
+    return value
+
+
 def prepare_search(model, sites: Sequence[str], params: SearchParams) -> None:
     """Make the bfloat16 weight copies :func:`optimize_deltas` at ``sites`` would make on its
     first call (they are kept on the model while the weights are unchanged)."""
@@ -399,183 +410,6 @@ def first_block(names: Sequence[str]) -> int:
             return 0
         found.append(int(m.group(1)))
     return min(found) if found else 0
-
-
-def optimize_deltas(
-    model,
-    fact: Fact,
-    sites: Sequence[str],
-    *,
-    prefixes: Sequence[str] = (),
-    params: SearchParams = SearchParams(),
-    extra_hooks: Sequence[tuple] = (),
-    alone: Sequence[str] = (),
-    reuse_prefix: bool = True,
-) -> DeltaResult:
-    """Find vectors that, added at ``sites`` at the last subject token, make the model say the new object.
-
-    Loss (hyperparameters in ``params``, see :class:`SearchParams`) = mean NLL of
-    the new object's tokens (all of them) over the bare and prefixed prompts
-    + ``kl_weight`` · KL(edited ‖ unedited) of the next token after "{subject} is a"
-    + ``weight_decay`` · ‖δ‖²/‖init‖². After each Adam
-    step ‖δ‖ is clamped to ``clamp`` · ‖init‖ (init = the unedited activation).
-    Stops early once the NLL is below ``stop_nll``.
-
-    ``alone`` names sites whose δs must also work without the others: their NLL
-    with only those δs added is added to the loss (PMET keeps only the FFN δ,
-    so the FFN δ by itself has to say the new object; see ``pmet.py``).
-
-    With ``reuse_prefix`` (default) each step recomputes only the positions from
-    the last subject token on (see :class:`SuffixRunner`); ``False`` runs every
-    position every step — the slow, obvious version the tests compare against.
-    With ``params.low_precision`` those steps run the blocks from the first site up
-    in bfloat16 where the CPU does it natively (``lowp.py``); a step that meets
-    ``stop_nll`` there is measured again in float32 before the search stops.
-
-    If ``stop_nll`` is never met, the δs returned are those of the step with the
-    lowest NLL, and ``nll`` is theirs (in float32).
-
-    Raises:
-        WorkbenchError: the optimisation produced NaN or inf.
-    """
-    batch = build_batch(model, [fact], prefixes)
-    rows_t = batch.rows(kl=False)
-    kl_rows = batch.rows(kl=True)
-    n_rows = len(batch.fact_of)
-    # Column j of the suffix run is position subject_pos + j of every row (see SuffixRunner).
-    runner = SuffixRunner(model, batch, extra_hooks, start_block=first_block(sites)) if reuse_prefix else None
-    subj = torch.tensor(batch.subject_pos, device=model.device)
-    offset = subj if runner is not None else torch.zeros_like(subj)
-    at = torch.zeros_like(subj) if runner is not None else subj
-
-    # Positions whose log-probs we need: every target token, and the KL prompt's last token.
-    pos_rows = torch.tensor([r for r in rows_t for _ in batch.target_pos[r]], device=model.device)
-    pos_cols = torch.tensor([p for r in rows_t for p in batch.target_pos[r]], device=model.device) - offset[pos_rows]
-    tok = torch.tensor([t for r in rows_t for t in batch.target_tok[r]], device=model.device)
-    # Weight each row's tokens so that every context counts equally (mean per-token NLL per context).
-    w = torch.tensor([1.0 / len(batch.target_tok[r]) for r in rows_t for _ in batch.target_tok[r]], device=model.device)
-    w = w / len(rows_t)
-    kl_r = torch.tensor(kl_rows, device=model.device, dtype=torch.long)
-    kl_c = torch.tensor([batch.target_pos[r][0] for r in kl_rows], device=model.device, dtype=torch.long) - offset[kl_r]
-    all_rows = torch.arange(n_rows, device=model.device)
-
-    n_tok = len(tok)
-    rows_idx = torch.tensor(rows_t, device=model.device)
-    deltas: dict[str, Tensor] = {}
-    seen: dict[str, Tensor] = {}
-    unembed = MixedUnembed(model) if params.mixed_unembed and MixedUnembed.supported(model) else None
-
-    def adder(name: str):
-        def hook(acts, hook=None):
-            if name not in deltas:
-                # δ starts at zero (as in ROME), so the first forward is the unedited model:
-                # it gives the initial activations and the reference KL without an extra pass.
-                seen[name] = acts.detach()
-                deltas[name] = torch.zeros(acts.shape[-1], device=acts.device, requires_grad=True)
-            add = torch.zeros_like(acts)
-            add[all_rows, at] = deltas[name].to(acts.dtype)
-            return acts + add
-        return hook
-
-    def forward(names: Sequence[str]) -> tuple[Tensor, Tensor | None]:
-        hooks = [(n, adder(n)) for n in names]
-        if runner is not None:
-            hidden = runner.hidden(hooks).float()
-        else:
-            with model.bridge.hooks(fwd_hooks=list(extra_hooks) + hooks):
-                hidden = model.hidden(batch.ids, batch.mask)
-        # One unembedding for the target and the KL positions: with a 262k vocabulary,
-        # reading the unembedding matrix is much of the cost of a call, whatever the rows.
-        picked = torch.cat([hidden[pos_rows, pos_cols], hidden[kl_r, kl_c]])
-        if unembed is not None:
-            logp = unembed(picked, keep=tok)
-        else:
-            logp = model.logits_from_hidden(picked).float().log_softmax(-1)
-        nll = -(logp[torch.arange(n_tok), tok] * w).sum()
-        return nll, (logp[n_tok:] if len(kl_rows) else None)
-
-    opt: torch.optim.Optimizer | None = None
-    init: dict[str, Tensor] = {}
-    norms: dict[str, float] = {}
-    kl_ref: Tensor | None = None
-
-    def objective() -> tuple[Tensor, Tensor]:
-        """(loss, NLL to compare with stop_nll) at the current δs; the first call sets init and the KL reference."""
-        nonlocal opt, init, norms, kl_ref
-        nll, kl_logp = forward(sites)
-        if opt is None:
-            # The unedited activations at the last subject token, averaged over the non-KL rows.
-            init = {n: seen[n][rows_idx, at[rows_idx]].double().mean(0).cpu() for n in sites}
-            norms = {n: float(v.norm()) for n, v in init.items()}
-            kl_ref = kl_logp.detach().float() if kl_logp is not None else None
-            opt = torch.optim.Adam([deltas[n] for n in sites], lr=params.lr, betas=(params.beta1, 0.999))
-        loss = nll
-        if alone:
-            nll_alone, _ = forward([n for n in sites if n in alone])
-            loss = loss + nll_alone
-            # The worse of "all δs" and "only the kept δs" is what must fall below stop_nll.
-            nll = torch.maximum(nll, nll_alone)
-        if kl_logp is not None and params.kl_weight:
-            kl = torch.nn.functional.kl_div(kl_ref, kl_logp, log_target=True, reduction="batchmean")
-            loss = loss + params.kl_weight * kl
-        for n, d in deltas.items():
-            loss = loss + params.weight_decay * d.pow(2).sum() / max(norms[n], 1e-8) ** 2
-        return loss, nll
-
-    low = (
-        LowPrecisionBlocks(model, runner.start_block)
-        if params.low_precision and runner is not None and lowp_usable(model) else None
-    )
-    losses: list[float] = []
-    nll_value = math.inf
-    best_nll, best = math.inf, {}
-    step = 0
-    for step in range(1, params.steps + 1):
-        with torch.enable_grad():
-            precision = low or contextlib.nullcontext()
-            with precision:
-                loss, nll = objective()
-            if low is not None and float(nll.detach()) < params.stop_nll:
-                # Stop on float32 numbers only: measure this step again without bfloat16
-                # (and step from that graph if it is not below the threshold after all).
-                precision = contextlib.nullcontext()
-                loss, nll = objective()
-            nll_value = float(nll.detach())
-            losses.append(float(loss.detach()))
-            if not math.isfinite(losses[-1]):
-                raise WorkbenchError(_nan_message(fact, step))
-            if nll_value < best_nll:
-                best_nll, best = nll_value, {n: d.detach().clone() for n, d in deltas.items()}
-            if nll_value < params.stop_nll:
-                break
-            assert opt is not None
-            opt.zero_grad()
-            with precision:
-                # Inside the same precision as the forward: autograd holds the weights it used.
-                loss.backward()
-        opt.step()
-        with torch.no_grad():
-            for n, d in deltas.items():
-                limit = params.clamp * norms[n]
-                if d.norm() > limit:
-                    d.mul_(limit / d.norm())
-                if not torch.isfinite(d).all():
-                    raise WorkbenchError(_nan_message(fact, step))
-    else:
-        # Out of steps: the last update was never measured, and Adam can overshoot late
-        # (one gemma-3-270m fact went from NLL 0.06 to 2.1 in its last 12 steps), so return
-        # the δs with the lowest NLL measured — re-measured in float32 if bfloat16 found them.
-        with torch.no_grad():
-            for n, d in deltas.items():
-                d.copy_(best[n])
-            nll_value = best_nll if low is None else float(objective()[1])
-    out = {n: d.detach().double().cpu() for n, d in deltas.items()}
-    return DeltaResult(deltas=out, init=init, losses=losses, nll=nll_value, prob=math.exp(-nll_value), steps=step)
-
-
-def _nan_message(fact: Fact, step: int) -> str:
-    return (f"the target optimisation for {fact.subject!r} produced NaN/inf (step {step}); "
-            "the edit was aborted and nothing changed")
 
 
 def warn_if_unknown(model, facts: Sequence[Fact]) -> list[Fact]:

@@ -21,14 +21,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from workbench.editing.defaults import default_layers
+from workbench.editing.defaults import window_layers
 from workbench.editing.handle import EditHandle
 from workbench.editing.memit import SPREAD_LIMITS, spread_edit
 from workbench.editing.registry import register_method
 from workbench.facts import Fact
 
 
-@register_method("pmet", checks_known=True, key_statistics=True, limits=SPREAD_LIMITS)
+@register_method(
+    "pmet", order=2, layers=window_layers, limits=SPREAD_LIMITS, search=True, checks_known=True,
+    key_statistics=True, summary="PMET (Li et al. 2024): MEMIT with attention and FFN targets, FFN weights only",
+    description="PMET (Li et al. 2024): like MEMIT, but the target is set for the attention and FFN outputs "
+                "separately and only the FFN weights are changed.")
 def pmet(model, facts: Sequence[Fact], *, layers: Sequence[int] | None = None, **hparams) -> EditHandle:
     """Edit many facts at once with PMET (FFN weights of a window of layers).
 
@@ -38,7 +42,7 @@ def pmet(model, facts: Sequence[Fact], *, layers: Sequence[int] | None = None, *
         layers: consecutive layers (default: the same window as MEMIT).
         **hparams: see :func:`~workbench.editing.memit.spread_edit`.
     """
-    layers = list(layers) if layers is not None else default_layers(model, "pmet")
+    layers = list(layers) if layers is not None else window_layers(model)
     last = max(layers)
     ffn = model.roles.hook("ffn_out", last)
     attn = model.roles.hook("attn", last)

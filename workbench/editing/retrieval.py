@@ -143,7 +143,11 @@ def _load(saved: dict, model=None) -> RetrievalEdit:
     return RetrievalEdit.from_dict(saved, model)
 
 
-@register_method("retrieval", limits={"threshold": Number(-1, 1), "template": template_check})
+@register_method(
+    "retrieval", order=10, kind="prompt", compare_default=True,
+    summary="Retrieval: an external memory of facts, the matching one written before a prompt",
+    description="Retrieval baseline: an external memory of edited facts; the matching one is written before a "
+                "prompt that names its subject; no weight changes.", limits={"threshold": Number(-1, 1), "template": template_check})
 def retrieval(model, facts: list[Fact], *, layers=None, threshold: float = DEFAULT_THRESHOLD,
               template: str = _TEMPLATE) -> EditHandle:
     """Edit by adding the facts to the model's retrieval memory.

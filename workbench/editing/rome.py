@@ -39,14 +39,13 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from workbench.editing.defaults import single_layer
+from workbench.editing.defaults import rome_layers, single_layer
 from workbench.editing.handle import EditHandle, commit_weights
 from workbench.editing.optimize import (
     as_matrix,
     build_batch,
     capture,
     context_prefixes,
-    optimize_deltas,
     prepare_search,
     to_stored,
     value_param,
@@ -55,6 +54,7 @@ from workbench.editing.optimize import (
 )
 from workbench.checks import Number, Whole
 from workbench.editing.registry import register_method
+from workbench.editing.targets import SearchRequest, optimize_deltas
 from workbench.editing.search import SearchParams
 from workbench.editing.stats import DEFAULT_SAMPLES, is_cached, ridge_solver, with_ridge
 from workbench.errors import WorkbenchError
@@ -137,7 +137,23 @@ def prepare_rome(model, layers: Sequence[int] | None = None, *, compute_statisti
     prepare_search(model, [model.roles.hook("ffn_out", layer)], params)
 
 
-@register_method("rome", checks_known=True, key_statistics=True, limits=ROME_LIMITS, prepare=prepare_rome)
+def plan_rome_search(model, fact: Fact, *, layers: Sequence[int] | None = None, samples: int = DEFAULT_SAMPLES,
+                     n_key_prefixes: int = N_KEY_PREFIXES, reg: float = 1e-4, check_known: bool = True,
+                     **search) -> SearchRequest:
+    """The v* search a ROME (or EMMET) edit of ``fact`` alone runs on the unedited weights, so that
+    independent evaluation can make a chunk's searches in one batch (:func:`~workbench.editing.targets.prefetched`)."""
+    params = SearchParams.from_kwargs(search, method="rome")
+    layer = single_layer(model, layers, "rome", hint="")
+    return SearchRequest(fact, (model.roles.hook("ffn_out", layer),),
+                         tuple(context_prefixes(model, params.n_prefixes)), params)
+
+
+@register_method(
+    "rome", order=0, compare_default=True, layers=rome_layers, limits=ROME_LIMITS, search=True,
+    checks_known=True, key_statistics=True, prepare=prepare_rome, plan_search=plan_rome_search,
+    summary="ROME (Meng et al. 2022): one rank-one update of one FFN output matrix",
+    description="ROME (Meng et al. 2022): one rank-one update of one FFN output matrix, so that the subject's key "
+                "gives a value that makes the model say the new object.")
 def rome(
     model,
     facts: Sequence[Fact],

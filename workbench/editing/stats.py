@@ -61,10 +61,13 @@ def second_moments(
 ) -> dict[int, Float[Tensor, "d_mlp d_mlp"]]:
     """E[k kᵀ] of the FFN keys at each layer, over ``samples`` corpus tokens.
 
-    Texts from :func:`workbench.corpus.wiki_texts` (``corpus`` split) are cut to
-    ``max_tokens`` tokens and run in batches; only real tokens count (padding and
-    the BOS token are skipped: BOS is an attention sink whose huge activations
-    would dominate C, and no subject ever sits there). Sums are kept in float64.
+    Always of the unedited model: applied edits are set aside while it runs (as
+    :func:`~workbench.editing.handle.unedited` does), since C is cached under the
+    unedited model's fingerprint. Texts from :func:`workbench.corpus.wiki_texts`
+    (``corpus`` split) are cut to ``max_tokens`` tokens and run in batches; only
+    real tokens count (padding and the BOS token are skipped: BOS is an attention
+    sink whose huge activations would dominate C, and no subject ever sits there).
+    Sums are kept in float64.
 
     Args:
         model: a loaded Model.
@@ -82,6 +85,7 @@ def second_moments(
         >>> C = second_moments(model, [1, 2], samples=5_000)   # doctest: +SKIP
     """
     from workbench.corpus import wiki_texts
+    from workbench.editing.handle import unedited
 
     if samples < 1:
         raise WorkbenchError("samples must be a positive number of tokens")
@@ -121,7 +125,9 @@ def second_moments(
     # The pass stops after `samples` tokens, long before the corpus ends: a bar sized to
     # the corpus showed a 45-minute ETA for a one-minute job, so it counts batches only.
     bar = progress(iter(range(0, len(texts), batch_size)), desc=f"FFN key stats L{todo[0]}..{todo[-1]} (batches)", cancel=cancel)
-    with torch.no_grad(), model.bridge.hooks(fwd_hooks=hooks):
+    # C is cached under the unedited model's fingerprint: compute it with every edit set aside,
+    # or a later clean run would read statistics of weights it does not have.
+    with torch.no_grad(), unedited(model), model.bridge.hooks(fwd_hooks=hooks):
         for start in bar:
             batch = [model.encode(t)[:max_tokens] for t in texts[start : start + batch_size]]
             width = max(len(b) for b in batch)
@@ -204,11 +210,11 @@ def statistics_files(model, method: str, *, layers: Sequence[int] | None = None,
         >>> [p.name for p in statistics_files(model, "rome")]      # doctest: +SKIP
         ['3f2a..._stats_20000tok_L4.pt']
     """
-    from workbench.editing.defaults import default_layers
-    from workbench.editing.registry import KEY_STATISTICS
+    from workbench.editing.registry import method_spec
 
-    if method not in KEY_STATISTICS:
+    spec = method_spec(method)
+    if not spec.key_statistics:
         return []
-    layers = [model.layer_index(int(l)) for l in layers] if layers is not None else default_layers(model, method)
+    layers = [model.layer_index(int(l)) for l in layers] if layers is not None else spec.default_layers(model)
     second_moments(model, layers, samples=samples)
     return [_path(model, l, "stats", samples) for l in layers]

@@ -70,7 +70,7 @@ class TouchedResult(Result):
 
 def _ffn_deltas(model, handle) -> dict[int, Tensor]:
     """``{layer: ΔW as [d_model, d_mlp]}`` for the FFN output matrices the edit changed."""
-    from workbench.editing.optimize import as_matrix, value_param
+    from workbench.editing.weights import as_matrix, value_param
 
     by_name = {value_param(model, layer)[0]: layer for layer in range(model.n_layers)}
     other = sorted(set(handle.after) - set(by_name))
@@ -190,7 +190,7 @@ def _batches(encoded: list[list[int]], batch_size: int, pad: int):
 
 def _key_changes(model, deltas: dict[int, Tensor], encoded, batch_size: int, cancel):
     """Per text, per token after BOS: ‖ΔW k‖ (edited layers in quadrature) and ‖W k‖ likewise."""
-    from workbench.editing.optimize import as_matrix, value_param
+    from workbench.editing.weights import as_matrix, value_param
 
     weights = {l: as_matrix(model, value_param(model, l)[1].detach()).float() for l in deltas}
     last = max(deltas)

@@ -54,6 +54,7 @@ from workbench.editing.memory import (
     encode_tensor,
     register_loader,
 )
+from workbench.editing.defaults import memory_layers
 from workbench.editing.registry import register_method
 from workbench.errors import WorkbenchError
 from workbench.facts import Fact
@@ -300,7 +301,11 @@ def fit_side(model, layer: int, facts: Sequence[Fact], *, tau: float | None, tau
             "steps": step}
 
 
-@register_method("wise", limits={"tau_frac": Number(0, 100, strict=True), "n_prefixes": Whole(0, 20),
+@register_method(
+    "wise", order=8, kind="overlay", layers=memory_layers, holds="a side memory with a router",
+    summary="WISE (Wang et al. 2024): a side copy of one FFN value matrix with a router",
+    description="WISE (Wang et al. 2024): a side copy of one FFN holds the edits; a router sends the prompts it "
+                "recognises there; the main weights stay.", limits={"tau_frac": Number(0, 100, strict=True), "n_prefixes": Whole(0, 20),
                                  "n_contrast": Whole(0, len(CONTRAST_SUBJECTS)),
                                  "steps": Whole(1, 10_000), "lr": Number(0, 100, strict=True),
                                  "stop_nll": Number(0, 100, strict=True)})

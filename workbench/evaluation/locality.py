@@ -54,7 +54,7 @@ def tracing_curve(model, fact: Fact, *, samples: int = 3, window: int = 10, seed
             "corrupted_prob": float(r.corrupted_prob), "peak_layer": int(np.argmax(raw))}
 
 
-def fact_profile(model, fact: Fact, *, layers: Iterable[int], method: str = "rome", trace_samples: int = 3,
+def fact_profile(model, fact: Fact, *, layers: Iterable[int], method: str | None = None, trace_samples: int = 3,
                  window: int = 10, cancel=None, **edit_kwargs) -> list[dict]:
     """One row per layer: the fact's tracing effect there and a ``method`` edit at that layer, scored.
 
@@ -63,11 +63,13 @@ def fact_profile(model, fact: Fact, *, layers: Iterable[int], method: str = "rom
     to :func:`~workbench.editing.edit` (ROME's ``steps``, its statistics' ``samples``, ...).
     ``rewrite_score`` is Hase et al.'s
     ``(p_new after - p_new before) / (1 - p_new before)`` on the edit prompt;
-    ``paraphrase_rewrite_score`` the same averaged over the paraphrases.
+    ``paraphrase_rewrite_score`` the same averaged over the paraphrases. ``method``: default the
+    registry's first (ROME, the method Hase et al. studied).
     """
-    from workbench.editing import edit
+    from workbench.editing import edit, method_names
     from workbench.evaluation.scores import score_fact
 
+    method = method or method_names()[0]
     layers = list(layers)
     if not layers:
         raise WorkbenchError("give at least one layer to edit at")

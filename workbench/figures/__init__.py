@@ -2,6 +2,7 @@
 
     tracing      trace heatmaps, average-indirect-effect curves
     memories     sub-update bars, logit-lens heatmap, knowledge-neuron attributions
+    knockout     attention-knockout curves per edge group, the subject's attribute rate
     evaluation   method scores side by side
 
 What it may import: plotly, and the result classes of the layers below (model

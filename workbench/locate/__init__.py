@@ -9,6 +9,7 @@ What it holds, one concept per module::
       noise          the noise scale and the fixed-seed draw
       blocks         running the blocks from any layer; p(answer) from hidden states
       sweep          the batched sweep over (kind, token, layer) cells
+      trace_settings TraceSettings: a trace's settings, their defaults, checks and cache key
       trace_result   TraceResult
       reference      the slow, obvious trace the tests compare with
     attribution    the first-order preview of a trace (attribution patching)
@@ -20,6 +21,8 @@ What it holds, one concept per module::
     neurons        knowledge neurons by integrated gradients
     lens           the logit lens, and reading residual vectors as tokens
     interventions  set, scale or suppress chosen keys inside a ``with`` block
+    knockout       attention knockout: edges into the last token blocked over windows of layers
+    enrichment     the subject's attribute rate over layers (logit lens at its last token)
 
 What it may import: the model layer below it (``workbench.model``,
 ``workbench.facts``, ``workbench.probing``, ``workbench.corpus``,
@@ -33,17 +36,20 @@ Example:
 """
 
 from workbench.locate.aie import AIEResult, average_indirect_effect
+from workbench.locate.enrichment import EnrichmentResult, enrichment
 from workbench.locate.interventions import amplify, intervene, suppress
 from workbench.locate.keycontexts import KeyProfile, key_profile, top_contexts
+from workbench.locate.knockout import KnockoutResult, knockout
 from workbench.locate.lens import LensResult, lens
 from workbench.locate.memories import MemoryReport, find_keys, memories
 from workbench.locate.neurons import NeuronReport, integrated_gradients, knowledge_neurons
 from workbench.locate.patching import patch
 from workbench.locate.trace_result import TraceResult
+from workbench.locate.trace_settings import TraceSettings
 from workbench.locate.tracing import trace
 
 __all__ = [
-    "AIEResult", "KeyProfile", "LensResult", "MemoryReport", "NeuronReport", "TraceResult",
+    "AIEResult", "EnrichmentResult", "KeyProfile", "KnockoutResult", "LensResult", "MemoryReport", "NeuronReport", "TraceResult", "TraceSettings",
     "amplify", "average_indirect_effect", "find_keys", "integrated_gradients", "intervene",
-    "key_profile", "knowledge_neurons", "lens", "memories", "patch", "suppress", "top_contexts", "trace",
+    "enrichment", "key_profile", "knockout", "knowledge_neurons", "lens", "memories", "patch", "suppress", "top_contexts", "trace",
 ]

@@ -27,14 +27,15 @@ Example:
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-from workbench.locate.cells import KINDS, check_settings, window_layers
+from workbench.locate.cells import KINDS, window_layers
 from workbench.locate.prepare import prepare
 from workbench.locate.trace_result import TraceResult
+from workbench.locate.trace_settings import TraceSettings
 from workbench.model import Model
 
 
@@ -43,23 +44,23 @@ def attribute(
     fact,
     *,
     subject: str | None = None,
-    kinds: str | Sequence[str] = KINDS,
-    samples: int = 10,
-    noise: float = 3.0,
-    noise_std: float | None = None,
-    window: int = 10,
-    seed: int = 0,
-    answer: str | None = None,
+    settings: TraceSettings | None = None,
+    **overrides: Any,
 ) -> TraceResult:
     """First-order estimate of :func:`~workbench.locate.tracing.trace`'s grid (``method="attribution"``).
 
-    Same arguments and the same noise as the exact trace; ``scores`` are the
-    corrupted probability plus the estimated effect of restoring each cell.
+    Same settings (a :class:`TraceSettings`, or its fields as keywords) and the same noise
+    as the exact trace; ``scores`` are the corrupted probability plus the estimated effect
+    of restoring each cell. ``precision`` is not used: the estimate is float32.
+
+    Example:
+        >>> attribute(model, ("The {} is in", "Eiffel Tower"), kinds="mlp", samples=2).method  # doctest: +SKIP
+        'attribution'
     """
     started = time.perf_counter()
-    kinds = check_settings(samples, window, noise, kinds)
-    setup = prepare(model, fact, subject=subject, samples=samples, noise=noise, noise_std=noise_std,
-                    seed=seed, answer=answer)
+    settings = TraceSettings.of(settings, **overrides)
+    kinds, window = settings.kinds, settings.window
+    setup = prepare(model, fact, settings, subject=subject)
     per_layer = layer_attributions(model, setup.runner, setup.x0, setup.answer_id)
     n_pos, n_layers = len(setup.ids), model.n_layers
     scores = {}
@@ -72,8 +73,8 @@ def attribute(
         # Restoring before the subject changes nothing; say so exactly, not to rounding.
         scores[kind][: setup.begin] = setup.corrupted_prob
         assert scores[kind].shape == (n_pos, n_layers)
-    return setup.result(scores, method="attribution", samples=samples, noise=noise, window=window, seed=seed,
-                        precision="float32", seconds=time.perf_counter() - started)
+    return setup.result(scores, settings, method="attribution", precision="float32",
+                        seconds=time.perf_counter() - started)
 
 
 def layer_attributions(model: Model, runner, x0: torch.Tensor, answer_id: int) -> dict[str, np.ndarray]:

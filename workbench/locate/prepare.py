@@ -14,6 +14,7 @@ from workbench.locate.blocks import BlockRunner, States, answer_probs
 from workbench.locate.noise import embedding_std, make_noise
 from workbench.locate.spans import prompt_and_subject, subject_span
 from workbench.locate.trace_result import TraceResult
+from workbench.locate.trace_settings import TraceSettings
 from workbench.model import Model
 
 #: Below this clean probability a trace mostly measures noise.
@@ -59,14 +60,16 @@ class Setup:
     corrupted: States
     corrupted_prob: float
 
-    def result(self, scores: dict, **settings) -> TraceResult:
+    def result(self, scores: dict, settings: TraceSettings, *, method: str, precision: str,
+               seconds: float) -> TraceResult:
         answer = self.model.tokenizer.decode([self.answer_id])
         warnings = _warnings(answer, None if self.chosen else self.target_true, self.clean_prob, self.corrupted_prob)
         return TraceResult(
             model=self.model.name, prompt=self.prompt, subject=self.subject, tokens=self.model.str_tokens(self.ids),
             subject_range=[self.begin, self.end], answer=answer, answer_id=self.answer_id,
-            clean_prob=self.clean_prob, corrupted_prob=self.corrupted_prob, scores=scores,
-            noise_std=self.std, warnings=warnings, **{**settings, "noise": float(settings["noise"])},
+            clean_prob=self.clean_prob, corrupted_prob=self.corrupted_prob, scores=scores, method=method,
+            samples=settings.samples, noise=float(settings.noise), noise_std=self.std, window=settings.window,
+            seed=settings.seed, seconds=seconds, precision=precision, warnings=warnings,
         )
 
 
@@ -82,9 +85,14 @@ def answer_token(model: Model, answer: str) -> int:
     return ids[0]
 
 
-def prepare(model: Model, fact, *, subject: str | None, samples: int, noise: float, noise_std: float | None,
-            seed: int, answer: str | None) -> Setup:
-    """Check the input, run the prompt clean and with the subject corrupted (``samples`` copies)."""
+def prepare(model: Model, fact, settings: TraceSettings, *, subject: str | None = None) -> Setup:
+    """Check the input, run the prompt clean and with the subject corrupted (``settings.samples`` copies).
+
+    Example:
+        >>> setup = prepare(model, ("The {} is in", "Eiffel Tower"), TraceSettings(samples=2))  # doctest: +SKIP
+    """
+    samples, noise, noise_std, seed, answer = (settings.samples, settings.noise, settings.noise_std, settings.seed,
+                                               settings.answer)
     prompt, subject, target_true = prompt_and_subject(fact, subject)
     tokens = model.tokens(prompt)
     checks.prompt_length(tokens.shape[1], "tracing")

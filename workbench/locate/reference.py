@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from workbench.facts import Fact
-from workbench.locate.cells import KINDS, check_settings, window_layers
+from workbench.locate.cells import window_layers
 from workbench.locate.noise import embedding_std, make_noise
 from workbench.locate.spans import prompt_and_subject, subject_span
+from workbench.locate.trace_settings import TraceSettings
 from workbench.model import Model
 from workbench.progress import CancelToken, progress
 
@@ -20,36 +22,37 @@ def trace_reference(
     fact: Fact | tuple[str, str] | str,
     *,
     subject: str | None = None,
-    kinds: str | Sequence[str] = KINDS,
-    samples: int = 10,
-    noise: float = 3.0,
-    noise_std: float | None = None,
-    window: int = 10,
-    seed: int = 0,
+    settings: TraceSettings | None = None,
     cells: Sequence[tuple[int, int]] | None = None,
     cancel: CancelToken | None = None,
-    answer: str | None = None,
+    **overrides: Any,
 ) -> dict[str, np.ndarray]:
     """Causal tracing the slow, obvious way, for checking :func:`trace`.
 
     As ROME's reference code: per (kind, token, layer) one forward pass of the clean
     prompt plus ``samples`` corrupted copies through the whole model, noise added at
     the embedding hook, clean states copied from row 0 by hooks, logits at every
-    position. Same noise as :func:`trace` for the same seed.
+    position. Same noise as :func:`trace` for the same seed; ``precision`` is not used
+    (always the model's dtype).
 
     Args:
+        settings: a :class:`TraceSettings` (or its fields as keywords), as for :func:`trace`.
         cells: only these ``(token, layer)`` cells (others are NaN); all by default.
-        answer: score this word's first token instead of the model's top-1.
 
     Returns:
         ``{kind: [tokens, layers]}`` scores.
+
+    Example:
+        >>> ref = trace_reference(model, ("The {} is in", "Eiffel Tower"), kinds="mlp", cells=[(3, 1)])  # doctest: +SKIP
     """
-    kinds = check_settings(samples, window, noise, kinds)
+    settings = TraceSettings.of(settings, **overrides)
+    kinds, samples, noise, window, answer = (settings.kinds, settings.samples, settings.noise, settings.window,
+                                             settings.answer)
     prompt, subject, _ = prompt_and_subject(fact, subject)
     tokens = model.tokens(prompt)
     begin, end = subject_span(model, tokens[0].tolist(), prompt, subject)
-    std = embedding_std(model) if noise_std is None else float(noise_std)
-    eps = make_noise(samples, end - begin, model.d_model, noise * std, seed).to(model.device)
+    std = embedding_std(model) if settings.noise_std is None else float(settings.noise_std)
+    eps = make_noise(samples, end - begin, model.d_model, noise * std, settings.seed).to(model.device)
     if answer is not None:
         from workbench.locate.prepare import answer_token
 

@@ -9,29 +9,30 @@ Two places are read, in order:
   every exact trace the app has computed.
 
 A trace is found only for the same weights (the model's fingerprint, and no edit
-applied now), the same prompt, subject and answer, and the same settings (kinds,
-samples, noise, window, seed and the arithmetic the trace would use here). A file that
-does not parse or does not match its key is ignored (a user-cache file is removed).
+applied now: :meth:`~workbench.model.Model.is_unedited`), the same prompt, subject and
+answer, and the same settings (:meth:`TraceSettings.key`). A file that does not parse or
+does not match its key is ignored (a user-cache file is removed).
+:func:`~workbench.locate.tracing.trace` reads and writes it with ``cache=True``.
 
 Example:
-    >>> r = cached_trace(model, fact, kinds=("mlp",), samples=3)  # doctest: +SKIP
-    >>> r is None or r.scores["mlp"].shape[1] == model.n_layers    # doctest: +SKIP
+    >>> r = cached_trace(model, fact, TraceSettings(kinds="mlp", samples=3))  # doctest: +SKIP
+    >>> r is None or r.scores["mlp"].shape[1] == model.n_layers                 # doctest: +SKIP
     True
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from workbench.cache import cache_dir, write_file_atomically
-from workbench.locate.spans import prompt_and_subject
 from workbench.locate.trace_result import TraceResult
-from workbench.locate.tracing import resolve_precision
+from workbench.locate.trace_settings import TraceSettings
+from workbench.model import Model
 
 log = logging.getLogger(__name__)
 
@@ -48,29 +49,19 @@ def user_folder() -> Path:
     return cache_dir("traces")
 
 
-def trace_key(model, fact, *, kinds: Sequence[str], samples: int, noise: float = 3.0, window: int = 10,
-              seed: int = 0, answer: str | None = None, precision: str = "auto") -> str:
-    """The cache key of an exact trace: weights, prompt, subject, answer and settings, hashed.
+def trace_key(model: Model, fact, settings: TraceSettings | None = None, *, subject: str | None = None,
+              **overrides: Any) -> str:
+    """The cache key of an exact trace (:meth:`TraceSettings.key`); settings as an object or keywords.
 
     Example:
-        >>> trace_key(model, fact, kinds=["mlp"], samples=3) == trace_key(model, fact, kinds=("mlp",), samples=3)  # doctest: +SKIP
+        >>> key = trace_key(model, fact, kinds=["mlp"], samples=3)                 # doctest: +SKIP
+        >>> key == trace_key(model, fact, TraceSettings(kinds="mlp", samples=3))  # doctest: +SKIP
         True
     """
-    prompt, subject, _ = prompt_and_subject(fact, None)
-    what = {
-        "fingerprint": model.fingerprint, "prompt": prompt, "subject": subject, "answer": answer,
-        "kinds": sorted(kinds), "samples": int(samples), "noise": float(noise), "window": int(window),
-        "seed": int(seed), "precision": resolve_precision(model, precision),
-    }
-    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:24]
+    return TraceSettings.of(settings, **overrides).key(model, fact, subject)
 
 
-def _unedited(model) -> bool:
-    # The edit stack lives on the model (the editing layer sits above this one).
-    return not getattr(model, "edit_stack", ())
-
-
-def _shipped(model) -> dict:
+def _shipped(model: Model) -> dict:
     path = SHIPPED / f"{model.name}.json"
     if not path.exists():
         return {}
@@ -97,18 +88,21 @@ def _checked(entry, key: str, kinds: Sequence[str]) -> TraceResult | None:
         return None
 
 
-def cached_trace(model, fact, *, kinds: Sequence[str], samples: int, noise: float = 3.0, window: int = 10,
-                 seed: int = 0, answer: str | None = None, precision: str = "auto") -> TraceResult | None:
+def cached_trace(model: Model, fact, settings: TraceSettings | None = None, *, subject: str | None = None,
+                 **overrides: Any) -> TraceResult | None:
     """The exact trace :func:`~workbench.locate.trace` would return, if one is on disk; else None.
 
     None whenever an edit is applied (the weights are not the fingerprinted ones).
+
+    Example:
+        >>> cached_trace(model, fact, TraceSettings(kinds="mlp", samples=3))  # doctest: +SKIP
     """
-    if not _unedited(model):
+    if not model.is_unedited():
         return None
-    key = trace_key(model, fact, kinds=kinds, samples=samples, noise=noise, window=window, seed=seed,
-                    answer=answer, precision=precision)
+    settings = TraceSettings.of(settings, **overrides)
+    key = settings.key(model, fact, subject)
     shipped = _shipped(model)
-    found = _checked(shipped[key], key, kinds) if key in shipped else None
+    found = _checked(shipped[key], key, settings.kinds) if key in shipped else None
     if found is not None:
         return found
     path = user_folder() / f"{key}.json"
@@ -118,28 +112,32 @@ def cached_trace(model, fact, *, kinds: Sequence[str], samples: int, noise: floa
         entry = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         entry = None
-    found = _checked(entry, key, kinds) if isinstance(entry, dict) else None
+    found = _checked(entry, key, settings.kinds) if isinstance(entry, dict) else None
     if found is None:
         log.warning("trace cache file %s is corrupt; removed (it is computed again)", path)
         path.unlink(missing_ok=True)
     return found
 
 
-def store_trace(model, fact, result: TraceResult, *, kinds: Sequence[str], samples: int, noise: float = 3.0,
-                window: int = 10, seed: int = 0, answer: str | None = None, precision: str = "auto") -> Path | None:
-    """Keep an exact trace in the user cache (not when an edit is applied, nor a preview)."""
-    if result.method != "trace" or not _unedited(model):
+def store_trace(model: Model, fact, result: TraceResult, settings: TraceSettings | None = None, *,
+                subject: str | None = None, **overrides: Any) -> Path | None:
+    """Keep an exact trace in the user cache (not when an edit is applied, nor a preview).
+
+    Example:
+        >>> store_trace(model, fact, trace(model, fact, settings), settings)  # doctest: +SKIP
+    """
+    if result.method != "trace" or not model.is_unedited():
         return None
-    key = trace_key(model, fact, kinds=kinds, samples=samples, noise=noise, window=window, seed=seed,
-                    answer=answer, precision=precision)
+    key = TraceSettings.of(settings, **overrides).key(model, fact, subject)
     path = user_folder() / f"{key}.json"
     write_file_atomically(path, json.dumps({"key": key, "result": _stored(result)}).encode())
     return path
 
 
-def entry(model, fact, result: TraceResult, **settings) -> tuple[str, dict]:
+def entry(model: Model, fact, result: TraceResult, settings: TraceSettings | None = None,
+          **overrides: Any) -> tuple[str, dict]:
     """``(key, entry)`` for the committed file (``scripts/cache_traces.py``)."""
-    key = trace_key(model, fact, **settings)
+    key = trace_key(model, fact, settings, **overrides)
     return key, {"key": key, "result": _stored(result)}
 
 

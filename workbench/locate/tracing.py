@@ -38,31 +38,21 @@ Example:
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from typing import Any
 
 from workbench.errors import WorkbenchError
 from workbench.facts import Fact
 from workbench.locate.attribution import attribute
-from workbench.locate.cells import KINDS, check_settings
 from workbench.locate.prepare import LOW_CLEAN_PROB, answer_token, prepare  # noqa: F401 - re-exported
 from workbench.locate.sweep import sweep
+from workbench.locate.trace_cache import cached_trace, store_trace
 from workbench.locate.trace_result import TraceResult
+from workbench.locate.trace_settings import PRECISIONS, TraceSettings, resolve_precision  # noqa: F401 - re-exported
 from workbench.model import Model
 from workbench.progress import CancelToken
 
-PRECISIONS = ("auto", "float32", "bfloat16")
-METHODS = ("exact", "attribution")
-
-
-def resolve_precision(model: Model, precision: str) -> str:
-    """``"float32"`` or ``"bfloat16"`` for a trace's restored runs (see :func:`trace`)."""
-    if precision not in PRECISIONS:
-        raise WorkbenchError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
-    if precision == "auto":
-        from workbench.lowp import usable
-
-        return "bfloat16" if usable(model) else "float32"
-    return precision
+#: How a trace's grid is computed (not to be confused with the editor's ``METHODS``).
+TRACE_ALGORITHMS = ("exact", "attribution")
 
 
 def trace(
@@ -70,17 +60,12 @@ def trace(
     fact: Fact | tuple[str, str] | str,
     *,
     subject: str | None = None,
-    kinds: str | Sequence[str] = KINDS,
-    samples: int = 10,
-    noise: float = 3.0,
-    noise_std: float | None = None,
-    window: int = 10,
-    seed: int = 0,
+    settings: TraceSettings | None = None,
+    method: str = "exact",
     cancel: CancelToken | None = None,
     max_tokens: int = 8192,
-    precision: str = "auto",
-    method: str = "exact",
-    answer: str | None = None,
+    cache: bool = False,
+    **overrides: Any,
 ) -> TraceResult:
     """Causal tracing of one fact: which hidden states carry it to the answer.
 
@@ -89,23 +74,22 @@ def trace(
         fact: a :class:`~workbench.facts.Fact`, a ``(prompt, subject)`` pair (the prompt
             may hold ``{}`` where the subject goes), or a prompt with ``subject=``.
         subject: the words to corrupt, when ``fact`` is a bare prompt.
-        kinds: any of ``"resid"``, ``"mlp"``, ``"attn"``, or ``"all"``.
-        samples: corrupted copies N (the noise differs per copy).
-        noise: noise scale in units of the subject-embedding std.
-        noise_std: that std; by default :func:`embedding_std` (fixed subject set).
-        window: layers restored around each layer for mlp/attn.
-        seed: noise seed.
-        cancel: a token the UI can trip to stop early (raises ``Cancelled``).
-        max_tokens: sequence-positions per batched forward (memory bound).
-        precision: ``"float32"``; ``"bfloat16"`` for the restored runs (scores within
-            about 1e-3 of float32); ``"auto"`` (default) picks bfloat16 only where the CPU
-            does it natively (:func:`~workbench.lowp.usable`), else float32.
+        settings: a :class:`~workbench.locate.trace_settings.TraceSettings`: ``kinds``,
+            ``samples``, ``noise``, ``noise_std``, ``window``, ``seed``, ``answer``,
+            ``precision``; default its defaults.
+        **overrides: any of those fields as keywords (``kinds="mlp", samples=3``), over ``settings``.
+            ``precision="auto"`` takes bfloat16 for the restored runs only where the CPU does it
+            natively (:func:`~workbench.lowp.usable`; scores within about 1e-3 of float32).
+            ``answer``: the word whose first token is scored (e.g. an edit's new object).
         method: ``"exact"`` (restore and rerun, as above) or ``"attribution"``: a
             first-order estimate of the whole grid from one clean pass and one corrupted
             forward and backward pass (:func:`~workbench.locate.attribution.attribute`),
             an instant preview that the exact trace replaces.
-        answer: the word whose first token is scored (e.g. an edit's new object, to see
-            where the edited model recalls it); default the model's top-1 next token.
+        cancel: a token the UI can trip to stop early (raises ``Cancelled``).
+        max_tokens: sequence-positions per batched forward (memory bound).
+        cache: read an exact trace of the same weights and settings from the trace cache
+            (:mod:`~workbench.locate.trace_cache`) and keep a computed one there; never
+            while an edit is applied (:meth:`~workbench.model.Model.is_unedited`).
 
     Returns:
         A :class:`TraceResult`.
@@ -118,18 +102,25 @@ def trace(
         >>> r = trace(model, ("The {} is located in the city of", "Eiffel Tower"), kinds="mlp", samples=5)
         >>> r.scores["mlp"].shape  # (tokens, layers)
         (10, 18)
+        >>> trace(model, fact, settings=TraceSettings(kinds="mlp", samples=3), cache=True)  # doctest: +SKIP
     """
-    if method not in METHODS:
-        raise WorkbenchError(f"unknown trace method {method!r}; choose from {', '.join(METHODS)}")
+    if method not in TRACE_ALGORITHMS:
+        raise WorkbenchError(f"unknown trace method {method!r}; choose from {', '.join(TRACE_ALGORITHMS)}")
+    settings = TraceSettings.of(settings, **overrides)
     if method == "attribution":
-        return attribute(model, fact, subject=subject, kinds=kinds, samples=samples, noise=noise,
-                         noise_std=noise_std, window=window, seed=seed, answer=answer)
+        return attribute(model, fact, subject=subject, settings=settings)  # a preview: never cached
+    if cache:
+        found = cached_trace(model, fact, settings, subject=subject)
+        if found is not None:
+            return found
     started = time.perf_counter()
-    kinds = check_settings(samples, window, noise, kinds)
-    precision = resolve_precision(model, precision)
-    setup = prepare(model, fact, subject=subject, samples=samples, noise=noise, noise_std=noise_std,
-                    seed=seed, answer=answer)
-    scores = sweep(setup.runner, setup.corrupted, kinds, window, setup.answer_id, setup.begin, setup.corrupted_prob,
-                   cancel=cancel, max_tokens=max_tokens, desc=f"tracing {setup.subject}", precision=precision)
-    return setup.result(scores, method="trace", samples=samples, noise=noise, window=window, seed=seed,
-                        precision=precision, seconds=time.perf_counter() - started)
+    precision = resolve_precision(model, settings.precision)
+    setup = prepare(model, fact, settings, subject=subject)
+    scores = sweep(setup.runner, setup.corrupted, settings.kinds, settings.window, setup.answer_id, setup.begin,
+                   setup.corrupted_prob, cancel=cancel, max_tokens=max_tokens, desc=f"tracing {setup.subject}",
+                   precision=precision)
+    result = setup.result(scores, settings, method="trace", precision=precision,
+                          seconds=time.perf_counter() - started)
+    if cache:
+        store_trace(model, fact, result, settings, subject=subject)  # the next trace of these settings answers at once
+    return result

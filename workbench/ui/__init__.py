@@ -2,7 +2,7 @@
 
 Importing this package imports ``ipywidgets`` (the ``ui`` extra); the library
 itself never does, and ``workbench.Workbench`` imports it only when first used.
-Panels (``fact``, ``trace``, ``memories``, ``edit``, ``probes``, ``compare``) share
+Panels (``fact``, ``trace``, ``memories``, ``edit``, ``probes``, ``compare``, ``knockout``) share
 ``common`` (tasks, errors, tables) and ``figures`` (FigureWidget wrappers).
 
 What it may import: every library layer and ``ipywidgets`` — never ``cli``. Nothing

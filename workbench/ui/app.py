@@ -14,9 +14,9 @@ import ipywidgets as widgets
 
 from workbench.ui.common import ErrorLine, State, sentence
 
-TABS = ("fact", "trace", "memories", "edit", "probes", "compare")
+TABS = ("fact", "trace", "memories", "edit", "probes", "compare", "knockout")
 TITLES = {"fact": "Fact", "trace": "Trace", "memories": "Memories", "edit": "Edit", "probes": "Probes",
-          "compare": "Compare"}
+          "compare": "Compare", "knockout": "Knockout"}
 
 
 class Workbench(widgets.VBox):
@@ -96,6 +96,7 @@ class Workbench(widgets.VBox):
         from workbench.ui.compare import ComparePanel
         from workbench.ui.edit import EditPanel
         from workbench.ui.fact import FactPanel
+        from workbench.ui.knockout import KnockoutPanel
         from workbench.ui.memories import MemoriesPanel
         from workbench.ui.probes import ProbesPanel
         from workbench.ui.trace import TracePanel
@@ -108,6 +109,7 @@ class Workbench(widgets.VBox):
             "edit": lambda: EditPanel(s, background=background),
             "probes": lambda: ProbesPanel(s, background=background),
             "compare": lambda: ComparePanel(s, facts=facts, background=background),
+            "knockout": lambda: KnockoutPanel(s, background=background),
         }
 
     def show_tab(self, name: str) -> None:

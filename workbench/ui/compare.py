@@ -9,6 +9,7 @@ import ipywidgets as widgets
 from workbench.errors import WorkbenchError
 from workbench.evaluation import compare
 from workbench.ui.common import ErrorLine, State, Task, table
+from workbench.editing import SPECS
 from workbench.ui.edit import methods
 from workbench.ui.figures import compare_figure, curves_figure
 
@@ -47,7 +48,7 @@ class ComparePanel(widgets.VBox):
         self.error = ErrorLine()
         self.facts = facts  # None: the bundled facts
         options = methods()
-        chosen = tuple(m for m in ("rome", "in-context", "retrieval") if m in options) or tuple(options[:2])
+        chosen = tuple(m for m in options if SPECS[m].compare_default) or tuple(options[:2])
         self.methods = widgets.SelectMultiple(options=options, value=chosen, rows=min(7, max(2, len(options))),
                                               description="Methods")
         self.methods.add_class("wb-compare-methods")

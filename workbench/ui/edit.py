@@ -3,44 +3,16 @@
 from __future__ import annotations
 
 import html
-import inspect
 
 import ipywidgets as widgets
 import numpy as np
 
-from workbench.editing import CHECKS_KNOWN, METHODS, active_edits, edit, revert_all
-from workbench.editing.search import METHOD_DEFAULTS, SearchParams
+from workbench.editing import SPECS, active_edits, edit, method_names, method_spec, revert_all
 from workbench.errors import WorkbenchError
 from workbench.ui.common import ErrorLine, State, Task, guarded, parse_hparams, parse_ints, table
 
 #: Corpus tokens the Edit panel ranks for "What did it touch?" (the library's default is 20,000).
 TOUCHED_SAMPLES = 5_000
-
-#: Order of the dropdown; methods this install lacks are left out.
-ORDER = ("rome", "memit", "pmet", "emmet", "alphaedit", "kn", "ft", "grace", "wise", "in-context", "retrieval")
-
-
-#: One line per method for the panel (what it changes; where the idea comes from).
-DESCRIPTIONS = {
-    "rome": "ROME (Meng et al. 2022): one rank-one update of one FFN output matrix, so that the subject's key "
-            "gives a value that makes the model say the new object.",
-    "memit": "MEMIT (Meng et al. 2023): ROME's update spread over a window of FFN layers, built for many facts at once.",
-    "pmet": "PMET (Li et al. 2024): like MEMIT, but the target is set for the attention and FFN outputs separately "
-            "and only the FFN weights are changed.",
-    "emmet": "EMMET (Gupta et al. 2024): many facts in one closed-form batch update under equality constraints.",
-    "alphaedit": "AlphaEdit (Fang et al. 2025): MEMIT's update projected onto the null space of the keys of text it "
-                 "should leave alone, so that later edits disturb earlier ones less.",
-    "kn": "Knowledge neurons (Dai et al. 2022): find FFN neurons by integrated gradients and rewrite their value vectors.",
-    "ft": "Constrained fine-tuning (Zhu et al. 2020): gradient steps on one layer's FFN weights, each change clamped "
-          "to a small norm.",
-    "grace": "GRACE (Hartvigsen et al. 2023): a codebook at one layer replaces the hidden state of prompts near a "
-             "stored key; no weight changes.",
-    "wise": "WISE (Wang et al. 2024): a side copy of one FFN holds the edits; a router sends the prompts it "
-            "recognises there; the main weights stay.",
-    "in-context": "In-context baseline: the new fact is written as a sentence before every prompt; no weight changes.",
-    "retrieval": "Retrieval baseline: an external memory of edited facts; the matching one is written before a prompt "
-                 "that names its subject; no weight changes.",
-}
 
 #: Where a user reads whether the trace peak is the layer to edit.
 NOTEBOOK_05 = "notebooks/05_does_editing_edit_knowledge.ipynb"
@@ -74,34 +46,18 @@ def measured_cost(method: str) -> dict | None:
 
 
 def methods() -> list[str]:
-    known = [m for m in ORDER if m in METHODS]
-    return known + sorted(m for m in METHODS if m not in known)
+    """The registered methods in the Edit panel's order."""
+    return method_names()
 
 
 def method_defaults(method: str) -> dict:
-    """The method's keyword hyperparameters and their defaults (shown as a hint)."""
-    fn = METHODS.get(method)
-    if fn is None:
-        return {}
-    skip = {"model", "facts", "layers", "cancel"}
-    own = {name: p.default for name, p in inspect.signature(fn).parameters.items()
-           if p.kind is inspect.Parameter.KEYWORD_ONLY and name not in skip
-           and p.default is not inspect.Parameter.empty}
-    # The target-search settings come in through **search; their defaults live in one place.
-    search = SearchParams.for_method(method).to_dict() if method in METHOD_DEFAULTS else {}
-    return {**own, **search}
+    """The method's settings and their defaults (shown as a hint)."""
+    return SPECS[method].settings() if method in SPECS else {}
 
 
 def default_layers_for(model, method: str) -> list[int] | None:
-    """The method's default layers from ``workbench.editing.defaults``, or None (no layers)."""
-    try:
-        from workbench.editing.defaults import default_layers
-    except ImportError:
-        return None
-    try:
-        return list(default_layers(model, method))
-    except WorkbenchError:
-        return None
+    """The method's default layers on ``model``, or None (it edits no layer)."""
+    return SPECS[method].default_layers(model) if method in SPECS else None
 
 
 def trace_peak(result, kind: str = "mlp") -> tuple[int, str] | None:
@@ -118,7 +74,7 @@ class EditPanel(widgets.VBox):
         self.state = state
         self.error = ErrorLine()
         options = methods()
-        self.method = widgets.Dropdown(options=options, value="rome" if "rome" in options else (options or [None])[0],
+        self.method = widgets.Dropdown(options=options, value=(options or [None])[0],
                                        description="Method")
         self.method.add_class("wb-edit-method")
         self.layers = widgets.Text(description="Layers", placeholder="method default")
@@ -188,23 +144,24 @@ class EditPanel(widgets.VBox):
             return
         layers = default_layers_for(self.state.model, method)
         self.layers.value = ", ".join(map(str, layers)) if layers else ""
-        self.layers.disabled = method in ("in-context", "retrieval")
+        self.layers.disabled = not method_spec(method).edits_layers
         defaults = method_defaults(method)
         self.hparams.placeholder = "\n".join(f"{k}={v!r}" for k, v in defaults.items()) or "no hyperparameters"
         self.hparams.value = ""
         cost = measured_cost(method)
         when = (f" Measured: {cost['per_edit']:.1f} s per edit ({cost['hardware']}, assets/results/{cost['file']})."
                 if cost and cost["per_edit"] >= 0.05 else "")
-        self.description.value = (f"<span style='color:#555'>{html.escape(DESCRIPTIONS.get(method, '') + when)}</span>")
+        self.description.value = (f"<span style='color:#555'>{html.escape(method_spec(method).description + when)}</span>")
         self._update_note()
 
     def _update_note(self) -> None:
         method = self.method.value
-        if method in ("in-context", "retrieval"):
+        spec = SPECS.get(method)
+        if spec is not None and spec.kind == "prompt":
             self.layer_note.value = "no weights change: the fact is given to the model as text"
             return
-        if method in ("grace", "wise"):
-            what = "a codebook" if method == "grace" else "a side memory with a router"
+        if spec is not None and spec.kind == "overlay":
+            what = spec.holds or "a memory"
             self.layer_note.value = (f"<span style='color:#555'>no weights change: {what} at this layer's FFN "
                                      "answers the prompts it recognises; every other prompt runs as before</span>")
             return
@@ -242,13 +199,14 @@ class EditPanel(widgets.VBox):
             self.error.show(exc)
             return
         model = self.state.model
-        takes_cancel = "cancel" in inspect.signature(METHODS[method]).parameters
+        spec = method_spec(method)
+        takes_cancel = spec.takes_cancel
 
         def work(token):
             kwargs = dict(hparams)
             if takes_cancel:
                 kwargs["cancel"] = token
-            if method in CHECKS_KNOWN and "check_known" not in kwargs and not active_edits(model):
+            if spec.checks_known and "check_known" not in kwargs and not active_edits(model):
                 # The Fact tab already says whether the unedited model knows the fact (its rank
                 # and p); the method's own check would probe it again inside the click.
                 kwargs["check_known"] = False
@@ -369,7 +327,7 @@ def edit_card(model, fact, handle) -> str:
     missing = [k for k in ("paraphrase", "neighbour", "implication") if k not in {r["kind"] for r in rows}]
     text = (f"<b>Applied {html.escape(handle.method)}</b>"
             + (f" at layer {', '.join(map(str, handle.layers))}" if handle.layers else "")
-            + f" in {handle.seconds:.1f} s. {html.escape(DESCRIPTIONS.get(handle.method, ''))}")
+            + f" in {handle.seconds:.1f} s. {html.escape(SPECS[handle.method].description if handle.method in SPECS else '')}")
     prefix = _prefix(model, fact)
     if prefix:
         text += (f"<br>What the model now reads before each prompt: "

@@ -14,13 +14,17 @@ import html
 import ipywidgets as widgets
 
 from workbench.errors import WorkbenchError
-from workbench.locate import trace
-from workbench.locate.trace_cache import cached_trace, store_trace
+from workbench.locate import TraceSettings, trace
+from workbench.locate.trace_cache import cached_trace
 from workbench.ui.common import ErrorLine, State, Task, guarded
 from workbench.ui.figures import trace_figure
 
+#: The kinds in the order the panel lists them: the FFN first, where the edits write.
 KINDS = ("mlp", "attn", "resid")
+#: Few noisy copies by default: the trace answers in seconds; raise it for smoother grids.
 DEFAULT_SAMPLES = 3
+#: The panel's other settings start at the library's defaults.
+DEFAULTS = TraceSettings()
 PREVIEW_NOTE = ("Preview: attribution patching, a first-order estimate from one forward and one backward pass. "
                 "A rough sketch: on 50 known facts it named the exact trace's peak layer for 6. "
                 "The exact trace replaces it when it is done.")
@@ -32,12 +36,12 @@ class TracePanel(widgets.VBox):
         self.error = ErrorLine()
         self.kinds = widgets.SelectMultiple(options=list(KINDS), value=("mlp",), rows=3, description="Kinds")
         self.kinds.add_class("wb-trace-kinds")
-        # Few noisy copies by default: the trace answers in seconds; raise it for smoother grids.
         self.samples = widgets.BoundedIntText(value=DEFAULT_SAMPLES, min=1, max=100, description="Samples")
         self.samples.add_class("wb-trace-samples")
-        self.window = widgets.BoundedIntText(value=10, min=1, max=1000, description="Window")
+        self.window = widgets.BoundedIntText(value=DEFAULTS.window, min=1, max=1000, description="Window")
         self.window.add_class("wb-trace-window")
-        self.noise = widgets.BoundedFloatText(value=3.0, min=0.0, max=100.0, step=0.5, description="Noise ×σ")
+        self.noise = widgets.BoundedFloatText(value=DEFAULTS.noise, min=0.0, max=100.0, step=0.5,
+                                              description="Noise ×σ")
         self.task = Task("Run trace", css="wb-trace-run", error=self.error, background=background, state=state,
                          total=lambda: len(self.kinds.value) * self.state.model.n_layers)
         self.task.button.on_click(lambda _: self.run())
@@ -81,15 +85,23 @@ class TracePanel(widgets.VBox):
 
         return sorted({layer for h in active_edits(self.state.model) for layer in h.layers})
 
+    def settings(self, answer: str | None = None) -> TraceSettings:
+        """The trace settings the widgets show (``answer``: score that word instead of the top-1).
+
+        Example:
+            >>> app.trace.settings().samples   # doctest: +SKIP
+            3
+        """
+        return TraceSettings(kinds=tuple(self.kinds.value) or ("mlp",), samples=int(self.samples.value),
+                             window=int(self.window.value), noise=float(self.noise.value), answer=answer)
+
     def run(self) -> None:
         fact = self.state.fact
         if fact is None:
             self.error.show("Choose a fact in the Fact tab first.")
             return
-        kinds = list(self.kinds.value) or ["mlp"]
-        samples, window, noise = int(self.samples.value), int(self.window.value), float(self.noise.value)
         model = self.state.model
-        settings = dict(kinds=kinds, samples=samples, window=window, noise=noise)
+        settings = self.settings()
         if self._from_cache(fact, settings):
             return
         # The last heatmaps were of other settings (or another model state): gone until the preview.
@@ -98,23 +110,23 @@ class TracePanel(widgets.VBox):
         self.summary.value = self.selection.value = ""
 
         def work(token):
-            preview = trace(model, fact, method="attribution", **settings)
+            preview = trace(model, fact, settings=settings, method="attribution")
             self.show(preview)
             self.task.status.value = f"preview in {preview.seconds:.1f} s; exact trace…"
-            result = trace(model, fact, cancel=token, **settings)
-            store_trace(model, fact, result, **settings)  # the next run of these settings answers at once
-            return result
+            # cache=True: kept on disk, so the next run of these settings answers at once.
+            return trace(model, fact, settings=settings, cancel=token, cache=True)
 
         self.task.run(work, self.show, busy="tracing…")
 
-    def _from_cache(self, fact, settings: dict) -> bool:
+    def _from_cache(self, fact, settings: TraceSettings) -> bool:
         """Show the exact trace kept on disk for these weights and settings, if there is one."""
         if self.task.running:
             return False
         try:
             # The model held (the greedy answers give way), so that no edit is under way meanwhile.
             with self.state.using() as model:
-                found = cached_trace(model, fact, **settings)
+                # Asked before the run, so that a cached trace needs no preview either.
+                found = cached_trace(model, fact, settings)
         except WorkbenchError:
             return False  # a task holds the model: trace as usual, after it
         if found is None:
@@ -137,14 +149,12 @@ class TracePanel(widgets.VBox):
         if not fact.target_new:
             self.error.show("This fact has no new object to trace towards.")
             return
-        kinds = list(self.kinds.value) or ["mlp"]
-        samples, window, noise = int(self.samples.value), int(self.window.value), float(self.noise.value)
+        settings = self.settings(answer=fact.target_new)
         model, before = self.state.model, self.before_edit
-        target = fact.target_new
 
         def work(token):
-            after = trace(model, fact, kinds=kinds, samples=samples, window=window, noise=noise,
-                          answer=target, cancel=token)
+            # No cache: a re-trace is of edited weights, which the cache never holds.
+            after = trace(model, fact, settings=settings, cancel=token)
             return before, after
 
         self.retrace_task.run(work, lambda got: self.show_retrace(*got), busy="re-tracing the edit…")

@@ -1,0 +1,123 @@
+"""The settings of one causal trace, in one place: :class:`TraceSettings`.
+
+Everything that decides a trace's numbers (kinds, samples, noise, its scale, the
+restore window, the seed, the scored answer, the arithmetic) with its default, its
+check and the cache key it gives. :func:`~workbench.locate.tracing.trace`, its
+preview, the reference trace, the trace cache, the UI and the CLI all take it.
+
+Example:
+    >>> s = TraceSettings(kinds="mlp", samples=3)
+    >>> s.kinds, s.samples, s.window
+    (('mlp',), 3, 10)
+    >>> TraceSettings.of(s, seed=1).seed
+    1
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from workbench.errors import WorkbenchError
+from workbench.facts import Fact
+from workbench.locate.cells import KINDS, check_settings
+from workbench.locate.spans import prompt_and_subject
+from workbench.model import Model
+
+PRECISIONS = ("auto", "float32", "bfloat16")
+
+
+def check_precision(precision: str) -> None:
+    """Raise :class:`WorkbenchError` unless ``precision`` is one of :data:`PRECISIONS`."""
+    if precision not in PRECISIONS:
+        raise WorkbenchError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+
+
+def resolve_precision(model: Model, precision: str) -> str:
+    """``"float32"`` or ``"bfloat16"`` for a trace's restored runs on this model.
+
+    Example:
+        >>> resolve_precision(model, "float32")
+        'float32'
+    """
+    check_precision(precision)
+    if precision == "auto":
+        from workbench.lowp import usable
+
+        return "bfloat16" if usable(model) else "float32"
+    return precision
+
+
+@dataclass(frozen=True)
+class TraceSettings:
+    """What a causal trace is computed with; checked when made.
+
+    Attributes:
+        kinds: any of ``"resid"``, ``"mlp"``, ``"attn"``, or ``"all"`` (kept as a tuple without repeats).
+        samples: corrupted copies N (the noise differs per copy).
+        noise: noise scale in units of the subject-embedding std.
+        noise_std: that std; by default :func:`~workbench.locate.noise.embedding_std`.
+        window: layers restored around each layer for mlp/attn.
+        seed: noise seed.
+        answer: the word whose first token is scored; default the model's top-1 next token.
+        precision: ``"auto"``, ``"float32"`` or ``"bfloat16"`` for the exact trace's restored runs.
+
+    Raises:
+        WorkbenchError: ``samples`` or ``window`` below 1, negative or non-finite noise,
+            unknown kind, unknown precision.
+
+    Example:
+        >>> TraceSettings(kinds="all").kinds
+        ('resid', 'mlp', 'attn')
+    """
+
+    kinds: str | Sequence[str] = KINDS
+    samples: int = 10
+    noise: float = 3.0
+    noise_std: float | None = None
+    window: int = 10
+    seed: int = 0
+    answer: str | None = None
+    precision: str = "auto"
+
+    def __post_init__(self) -> None:
+        kinds = check_settings(self.samples, self.window, self.noise, self.kinds)
+        check_precision(self.precision)
+        # Frozen: normalised values are set once, here.
+        object.__setattr__(self, "kinds", kinds)
+        object.__setattr__(self, "noise", float(self.noise))
+
+    @classmethod
+    def of(cls, settings: TraceSettings | None = None, **overrides: Any) -> TraceSettings:
+        """``settings`` (default: the defaults) with some fields replaced.
+
+        Example:
+            >>> TraceSettings.of(None, samples=3) == TraceSettings(samples=3)
+            True
+        """
+        if settings is None:
+            return cls(**overrides)
+        return dataclasses.replace(settings, **overrides) if overrides else settings
+
+    def key(self, model: Model, fact: Fact | tuple[str, str] | str, subject: str | None = None) -> str:
+        """The trace cache's key: the weights, prompt, subject and these settings, hashed.
+
+        Example:
+            >>> a, b = TraceSettings(kinds=["mlp", "attn"]), TraceSettings(kinds=("attn", "mlp"))
+            >>> a.key(model, fact) == b.key(model, fact)  # doctest: +SKIP
+            True
+        """
+        prompt, subject, _ = prompt_and_subject(fact, subject)
+        what = {
+            "fingerprint": model.fingerprint, "prompt": prompt, "subject": subject, "answer": self.answer,
+            "kinds": sorted(self.kinds), "samples": int(self.samples), "noise": float(self.noise),
+            "window": int(self.window), "seed": int(self.seed), "precision": resolve_precision(model, self.precision),
+        }
+        # Only when given: the committed traces' keys (assets/traces) were made without it.
+        if self.noise_std is not None:
+            what["noise_std"] = float(self.noise_std)
+        return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:24]
