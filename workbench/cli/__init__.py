@@ -2,8 +2,9 @@
 
 Each subcommand lives in its own module with ``register(subparsers)``; add a
 module to :data:`COMMANDS` to add a command (the options they share are in
-:mod:`~workbench.cli.arguments`). Bad input prints one sentence to stderr and
-exits with status 2 (no traceback).
+:mod:`~workbench.cli.arguments`, with :data:`~workbench.cli.arguments.LIMITS`, the
+range of every numeric option: a new one needs an entry there). Bad input prints one
+sentence to stderr and exits with status 2 (no traceback).
 
 What it may import: any library layer (each subcommand imports what it calls
 when it runs, so that ``workbench --help`` starts quickly) — never ``workbench.ui``,
@@ -17,6 +18,7 @@ import os
 import sys
 
 from workbench.cli import app, edit, evaluate, info, knockout, lens, memories, methods, neurons, probe, trace
+from workbench.cli.arguments import check_limits
 from workbench.errors import WorkbenchError
 
 #: Modules in this package that add a subcommand, in help order.
@@ -40,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "json", False):
         os.environ.setdefault("WORKBENCH_PROGRESS", "0")
     try:
+        check_limits(args)  # every numeric option in its declared range, before anything loads
         return int(args.handler(args) or 0)
     except WorkbenchError as exc:
         print(f"workbench {args.command}: error: {exc}", file=sys.stderr)

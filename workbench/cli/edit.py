@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
-from workbench.cli.arguments import add_model_argument, check_output_path, emit_json
+from workbench.cli.arguments import add_model_argument, check_value, emit_json
 
 
 def register(sub) -> None:
@@ -19,6 +20,7 @@ def register(sub) -> None:
     p.add_argument("--layers", default=None, help="comma-separated layers, e.g. 5,6 (default: the method's default)")
     p.add_argument("--probe", action="append", default=[], metavar="PROMPT", help="extra prompt to probe (repeatable)")
     p.add_argument("--save", default=None, metavar="PATH", help="save the edit (safetensors + JSON)")
+    p.add_argument("--overwrite", action="store_true", help="let --save replace an edit saved there before")
     p.add_argument("--min-prob", type=float, default=None, metavar="P",
                    help="refuse an edit that leaves p(new) below P (default 0.05; 0 keeps any edit)")
     add_model_argument(p)
@@ -41,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from workbench.errors import WorkbenchError
     from workbench.facts import Fact, check_template
     from workbench.model import load_model
+    from workbench.outputs import check_output
     from workbench.probing import probe
 
     layers = None
@@ -49,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
             layers = [int(x) for x in args.layers.split(",") if x.strip()]
         except ValueError:
             raise WorkbenchError(f"--layers must be comma-separated integers, got {args.layers!r}") from None
+        check_value("edit", "layers", layers)
     # Everything that can be checked without the model is checked before it loads.
     args.method = method_spec(args.method).name if args.method is not None else method_names()[0]
     if not args.subject.strip():
@@ -57,10 +61,10 @@ def run(args: argparse.Namespace) -> int:
         raise WorkbenchError("--target-new is empty")
     check_template(args.prompt)
     if args.save:
-        check_output_path(args.save, "--save")
-        taken = [str(p) for p in (edit_path(args.save), Path(str(edit_path(args.save)) + ".json")) if p.exists()]
-        if taken:
-            raise WorkbenchError(f"--save: {taken[0]!r} already exists (nothing was run)")
+        # Both files it writes, checked (writable, not a folder or a device, not there
+        # unless --overwrite) before the model loads.
+        for path in (edit_path(args.save), Path(str(edit_path(args.save)) + ".json")):
+            check_output(path, "--save", overwrite=args.overwrite)
     model = load_model(args.model)
     text = args.prompt.format(args.subject)
     true = args.target_true
@@ -78,8 +82,7 @@ def run(args: argparse.Namespace) -> int:
                   **({} if args.min_prob is None else {"min_prob": args.min_prob}))
     seconds = time.perf_counter() - start
     after = _summary(model, prompts, fact.target_new, true)
-    if args.save:
-        handle.save(args.save)
+    unsaved = _save(handle, args.save, args.overwrite) if args.save else None
     out = {
         "method": args.method, "layers": handle.layers, "seconds": seconds,
         "target_true": true, "target_new": fact.target_new,
@@ -87,11 +90,38 @@ def run(args: argparse.Namespace) -> int:
     }
     if args.json:
         emit_json(out)
-        return 0
+    else:
+        _print(args, handle, seconds, true, fact, out)
+    if unsaved:
+        raise WorkbenchError(unsaved)
+    return 0
+
+
+def _save(handle, path: str, overwrite: bool) -> str | None:
+    """Save the edit; if that fails (a full or read-only disk since the check), save it in a
+    fallback folder. Returns None, or the line that says what happened and where it is."""
+    from workbench.outputs import fallback_folders
+
+    try:
+        handle.save(path, overwrite=overwrite)
+        return None
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+    name = Path(path).name
+    for folder in fallback_folders():
+        spare = folder / f"workbench-{time.strftime('%Y%m%d-%H%M%S')}-{name}"
+        try:
+            kept = handle.save(spare)
+        except Exception:  # noqa: BLE001 - the next folder, then the message
+            continue
+        return f"could not save the edit to {path!r} ({reason}); it is saved in {str(kept)!r}"
+    return f"could not save the edit to {path!r} ({reason}), nor in {', '.join(map(str, fallback_folders()))}"
+
+
+def _print(args, handle, seconds, true, fact, out) -> None:
     print(f"{args.method} edit at layers {handle.layers} in {seconds:.1f} s: {true!r} -> {fact.target_new!r}")
     for row in out["probes"]:
         b, a = row["before"], row["after"]
         print(row["prompt"])
         print(f"    before: top {b['top']!r:<14} p_new={b['p_new']:.3g} p_true={b['p_true']:.3g}")
         print(f"    after:  top {a['top']!r:<14} p_new={a['p_new']:.3g} p_true={a['p_true']:.3g}")
-    return 0

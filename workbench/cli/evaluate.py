@@ -7,13 +7,7 @@ import signal
 import sys
 from pathlib import Path
 
-from workbench.cli.arguments import (
-    add_model_argument,
-    check_output_path,
-    emit_json,
-    json_text,
-    parse_workers,
-)
+from workbench.cli.arguments import add_model_argument, check_value, emit_json, json_text, parse_workers
 
 
 def register(sub) -> None:
@@ -48,7 +42,10 @@ def register(sub) -> None:
                    help="write the summary as JSON to OUT (or stdout with no OUT)")
     p.add_argument("--report", default=None, metavar="PATH", help="write the full report (per-fact rows, curve) as JSON")
     p.add_argument("--resume", default=None, metavar="PATH",
-                   help="independent mode: go on from the --report a stopped run wrote (same arguments)")
+                   help="independent mode: go on from the --report a stopped run wrote (same arguments; "
+                        "--report may name the same file)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="let --report and --json replace existing files (never the dataset)")
     p.set_defaults(handler=run)
 
 
@@ -58,13 +55,18 @@ def run(args: argparse.Namespace) -> int:
     from workbench.evaluation.generated import check_metrics
     from workbench.facts import read_facts
     from workbench.model import load_model
+    from workbench.outputs import check_output
 
-    if args.limit is not None and args.limit < 1:
-        raise WorkbenchError("--limit must be >= 1")
+    if args.limit is not None:
+        check_value("evaluate", "limit", args.limit)
     # Read (and validate) the data and the output paths before the model load: bad input
-    # fails in a second, not after the run.
-    check_output_path(args.report, "--report")
-    check_output_path(args.json, "--json")
+    # fails in a second, not after the run. The dataset and the report a resumed run goes
+    # on from are never replaced by accident; --resume R --report R writes R again.
+    outputs = dict(inputs=[args.dataset], overwrite=args.overwrite)
+    report_path = check_output(args.report, "--report", replaceable=[args.resume], **outputs)
+    json_path = check_output(args.json, "--json", **outputs)
+    if report_path is not None and report_path == json_path:
+        raise WorkbenchError("--report and --json name the same file; give them two (nothing was run)")
     metrics = check_metrics(args.metrics)
     workers = parse_workers(args.workers)
     if args.address is not None and workers == 1:
@@ -76,10 +78,12 @@ def run(args: argparse.Namespace) -> int:
 
     def on_term(signum, frame):
         # SIGTERM (kill, a job scheduler, a shell's background job, where SIGINT is
-        # ignored) stops the run like Ctrl-C: the facts done are written, --resume goes on.
+        # ignored) and SIGHUP (the terminal closed) stop the run like Ctrl-C: the facts
+        # done are written, --resume goes on.
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, on_term)
+    stops = [signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
+    previous = {sig: signal.signal(sig, on_term) for sig in stops}
     try:
         report = evaluate(
             model, facts, method=args.method, mode=args.mode, limit=args.limit, every=args.every,
@@ -91,25 +95,30 @@ def run(args: argparse.Namespace) -> int:
         # Ctrl-C: write what was finished, so that nothing done is lost and --resume can go on.
         n = stop.report.summary["n"]
         if args.report:
-            stop.report.to_json(args.report, indent=1)
-            resume = f"; go on with --resume {args.report}" if args.mode == "independent" else ""
-            print(f"workbench evaluate: interrupted after {n} facts; the partial report is in {args.report}{resume}",
-                  file=sys.stderr)
+            failures: list[str] = []
+            where = _write(report_path, stop.report.to_json(indent=1), "--report", failures)
+            said = failures[0] if failures else f"the partial report is in {where}"
+            resume = f"; go on with --resume {where}" if args.mode == "independent" and where else ""
+            print(f"workbench evaluate: interrupted after {n} facts; {said}{resume}", file=sys.stderr)
         else:
             print(f"workbench evaluate: interrupted after {n} facts (give --report PATH to keep them)", file=sys.stderr)
         return 130
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    # The run is done: a file that cannot be written now is kept elsewhere, and said so at the end.
+    failures = []
     if args.report:
-        report.to_json(args.report, indent=1)
+        _write(report_path, report.to_json(indent=1), "--report", failures)
     summary = report.to_dict()["summary"]
     failed = [r for r in report.rows if r.error is not None]
     if report.rows and len(failed) == len(report.rows):
-        raise WorkbenchError(f"every one of the {len(failed)} edits failed; the first: {failed[0].error}")
+        raise WorkbenchError("; ".join([f"every one of the {len(failed)} edits failed; the first: {failed[0].error}",
+                                        *failures]))
     if args.json == "-":
         emit_json(summary)
     elif args.json:
-        Path(args.json).write_text(json_text(summary, indent=1) + "\n")
+        _write(json_path, json_text(summary, indent=1) + "\n", "--json", failures)
     if args.json != "-":
         ivs, counts = summary.get("intervals") or {}, summary.get("counts") or {}
         width = max(len(k) for k in summary)
@@ -122,4 +131,19 @@ def run(args: argparse.Namespace) -> int:
             if key in counts:
                 text += f"  n={counts[key]}"
             print(f"{key:<{width}} {text}")
+    if failures:
+        raise WorkbenchError("; ".join(failures))
     return 0
+
+
+def _write(path: Path, text: str, what: str, failures: list[str]) -> str:
+    """Write an output file atomically (a reader never sees half of it). Where that fails,
+    its message (with the fallback file that holds the text) is added to ``failures``.
+    Returns where the text is ("" if nowhere)."""
+    from workbench.outputs import OutputNotWritten, write_output
+
+    try:
+        return str(write_output(path, text, what))
+    except OutputNotWritten as exc:
+        failures.append(str(exc))
+        return "" if exc.kept is None else str(exc.kept)

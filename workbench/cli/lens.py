@@ -17,6 +17,28 @@ def register(sub) -> None:
     p.set_defaults(handler=run)
 
 
+def refuse_non_finite(r) -> None:
+    """Refuse a lens whose probabilities are not finite, naming the first layer and position.
+
+    NaN is no reading: the JSON would carry it as ``null`` and the table as ``nan``, both
+    looking like an answer. It comes from a residual stream that is not finite (an edit
+    that broke the model, weights gone bad in memory).
+    """
+    import math
+
+    from workbench.errors import WorkbenchError
+
+    for layer, per_pos in enumerate(r.top):
+        for pos, tops in enumerate(per_pos):
+            scores = [t.score for t in tops] + ([r.watch_prob[layer][pos]] if r.watch_prob else [])
+            if not all(math.isfinite(x) for x in scores):
+                raise WorkbenchError(
+                    f"the logit lens is not finite (NaN or infinity) after layer {layer} at position {pos} "
+                    f"({r.tokens[pos]!r}): the model's residual stream there is broken (an edit that broke it, "
+                    "or corrupt weights); nothing is printed"
+                )
+
+
 def run(args: argparse.Namespace) -> int:
     from workbench.checks import top_k
     from workbench.locate.lens import lens
@@ -25,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
     top_k(args.top_k, name="--top-k")  # before the model loads
     model = load_model(args.model)
     r = lens(model, args.prompt, watch=args.watch, top_k=args.top_k)
+    refuse_non_finite(r)
     if args.json:
         emit_json(r.to_dict())
         return 0

@@ -23,6 +23,11 @@ from workbench.checks import number, whole
 from workbench.errors import WorkbenchError
 
 
+#: The most Adam steps a target search takes: a search that has not met ``stop_nll`` in
+#: 1,000 steps (ROME's default is 25; one step is about 0.1 s on 2 CPU cores) will not.
+MAX_STEPS = 1000
+
+
 @dataclass(frozen=True)
 class SearchParams:
     """Settings of the target (v*) search, shared by ROME, MEMIT and PMET.
@@ -100,6 +105,9 @@ class SearchParams:
         whole("steps", self.steps)
         if self.steps < 1:
             raise WorkbenchError(f"steps must be at least 1 (the first step measures the unedited model), got {self.steps}")
+        if self.steps > MAX_STEPS:  # 10**12 ran past 10 minutes, unrefused
+            raise WorkbenchError(f"steps must be at most {MAX_STEPS} (a search that has not converged by then "
+                                 f"will not), got {self.steps}")
         number("lr", self.lr, low=0, strict=True)
         number("beta1", self.beta1)
         if not 0 <= self.beta1 < 1:

@@ -45,6 +45,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from workbench.activations import hooked
 from workbench.errors import WorkbenchError
 from workbench.facts import Fact
 from workbench.locate.blocks import BlockRunner
@@ -54,6 +55,10 @@ from workbench.locate.lens import check_prompt, first_token_id
 from workbench.model import Model
 from workbench.progress import CancelToken, progress
 from workbench.results import Result
+
+#: The most integration steps: they run as one batch (Dai et al. use 20); the KN editor's
+#: ``steps`` stops at the same number.
+MAX_STEPS = 1000
 
 
 @dataclass
@@ -115,6 +120,8 @@ def integrated_gradients(
     layer = model.layer_index(layer)
     if not isinstance(steps, int) or steps < 1:
         raise WorkbenchError(f"steps must be a positive integer, got {steps!r}")
+    if steps > MAX_STEPS:  # all steps are one batch: 10**9 asked for 8 GB
+        raise WorkbenchError(f"steps must be at most {MAX_STEPS} (they run as one batch), got {steps!r}")
     tokens = check_prompt(model, prompt)
     token_id = first_token_id(model, prompt, target)
     if coefficients is None:
@@ -138,7 +145,7 @@ def integrated_gradients(
     hooks = [(model.roles.hook("ffn_keys", layer), replace_last)]
     with torch.enable_grad():
         if full_forward:
-            with model.bridge.hooks(fwd_hooks=hooks):
+            with hooked(model, hooks):
                 probs = next_token_prob(model, tokens.expand(len(alphas), -1), token_id)
         else:
             if runner is None:
@@ -293,6 +300,8 @@ def knowledge_neurons(
         >>> r.effect.suppressed < r.effect.before
         True
     """
+    if isinstance(steps, int) and steps > MAX_STEPS:  # refused before the first layer's work
+        raise WorkbenchError(f"steps must be at most {MAX_STEPS} (they run as one batch), got {steps!r}")
     prompts, target = _prompts(fact_or_prompts, target)
     layer_list = list(range(model.n_layers)) if layers is None else [model.layer_index(l) for l in layers]
     if not layer_list:

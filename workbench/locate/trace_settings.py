@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from workbench.checks import number, whole
 from workbench.errors import WorkbenchError
 from workbench.facts import Fact
 from workbench.locate.cells import KINDS, check_settings
@@ -29,6 +30,17 @@ from workbench.locate.spans import prompt_and_subject
 from workbench.model import Model
 
 PRECISIONS = ("auto", "float32", "bfloat16")
+
+#: Upper bounds of a trace's settings (the CLI declares the same: workbench/cli/arguments.py).
+#: Samples run as one batch of noisy copies (attribution back-propagates them all at once;
+#: 10**8 asked for 51 GB); ROME uses 10 and the app offers up to 100.
+MAX_SAMPLES = 100
+#: In subject-embedding stds (ROME: 3); far beyond it the subject is noise at any scale.
+MAX_NOISE = 100.0
+#: Layers restored around each layer; clipped to the model's depth anyway.
+MAX_WINDOW = 1024
+#: The noise generator takes a 64-bit seed.
+MAX_SEED = 2**63 - 1
 
 
 def check_precision(precision: str) -> None:
@@ -67,8 +79,9 @@ class TraceSettings:
         precision: ``"auto"``, ``"float32"`` or ``"bfloat16"`` for the exact trace's restored runs.
 
     Raises:
-        WorkbenchError: ``samples`` or ``window`` below 1, negative or non-finite noise,
-            unknown kind, unknown precision.
+        WorkbenchError: ``samples`` outside 1..:data:`MAX_SAMPLES`, ``window`` outside
+            1..:data:`MAX_WINDOW`, noise outside 0..:data:`MAX_NOISE`, ``seed`` outside
+            0..:data:`MAX_SEED`, unknown kind, unknown precision.
 
     Example:
         >>> TraceSettings(kinds="all").kinds
@@ -86,6 +99,11 @@ class TraceSettings:
 
     def __post_init__(self) -> None:
         kinds = check_settings(self.samples, self.window, self.noise, self.kinds)
+        # Bounded above too: a huge count is refused here, not by the out-of-memory killer.
+        whole("samples", self.samples, low=1, high=MAX_SAMPLES)
+        whole("window", self.window, low=1, high=MAX_WINDOW)
+        number("noise", self.noise, low=0, high=MAX_NOISE)
+        whole("seed", self.seed, low=0, high=MAX_SEED)
         check_precision(self.precision)
         # Frozen: normalised values are set once, here.
         object.__setattr__(self, "kinds", kinds)
