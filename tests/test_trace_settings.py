@@ -102,7 +102,7 @@ def test_keywords_and_a_settings_object_give_the_same_numbers(tiny_gemma):
 def test_the_trace_panel_reads_its_widgets_into_settings(tiny_gemma):
     pytest.importorskip("ipywidgets")
     from workbench.ui.trace import DEFAULT_SAMPLES, TracePanel
-    from workbench.ui.common import State
+    from workbench.ui.state import State
 
     panel = TracePanel(State(tiny_gemma), background=False)
     assert panel.settings() == TraceSettings(kinds="mlp", samples=DEFAULT_SAMPLES)
@@ -110,3 +110,26 @@ def test_the_trace_panel_reads_its_widgets_into_settings(tiny_gemma):
     panel.window.value = 4
     assert panel.settings(answer="Rome") == TraceSettings(kinds=("mlp", "resid"), samples=DEFAULT_SAMPLES,
                                                           window=4, answer="Rome")
+
+
+def test_auto_precision_follows_the_measured_bfloat16_bound(tiny_gemma, monkeypatch, tmp_path):
+    """'auto' takes bfloat16 only on a CPU that does it natively and where the committed
+    measurement for the model is within the bound; the default model's is not (1.5e-2)."""
+    import json
+
+    import workbench.lowp
+    from workbench.locate import trace_settings as ts
+
+    monkeypatch.setattr(workbench.lowp, "usable", lambda model: True)
+    measured = tmp_path / "bf16.json"
+    monkeypatch.setattr(ts, "BF16_MEASURED", measured)
+    assert ts.resolve_precision(tiny_gemma, "auto") == "float32"  # never measured
+    for error, want in ((5e-4, "bfloat16"), (1.46e-2, "float32")):
+        measured.write_text(json.dumps({"models": {tiny_gemma.name: {"max_abs_difference": error}}}))
+        assert ts.resolve_precision(tiny_gemma, "auto") == want
+    monkeypatch.setattr(workbench.lowp, "usable", lambda model: False)
+    assert ts.resolve_precision(tiny_gemma, "auto") == "float32"
+    assert ts.resolve_precision(tiny_gemma, "bfloat16") == "bfloat16"  # asked for by name: given
+    monkeypatch.undo()
+    committed = json.loads(ts.BF16_MEASURED.read_text())["models"]["gemma-3-270m"]["max_abs_difference"]
+    assert committed > ts.BF16_BOUND

@@ -384,7 +384,8 @@ def test_quick_calls_preempt_the_answers_task(model):
     """A quick call (a probe after a click) stops a running preemptible task instead of failing 'busy'."""
     import threading
 
-    from workbench.ui.common import ErrorLine, State, Task
+    from workbench.ui.state import State, Task
+    from workbench.ui.widgets import ErrorLine
 
     state = State(model)
     started, steps = threading.Event(), []

@@ -77,7 +77,7 @@ def test_implication_lines_need_a_target_and_an_empty_true_object_is_refused(app
 def test_the_fact_panel_says_whether_the_model_knows_the_fact(app, model):
     result = wb.probe(model, FACT.text, targets=[FACT.target_true, FACT.target_new], top_k=1)[0]
     true = result.target("Paris")
-    assert f"rank {true.rank}" in app.fact.predictions.value
+    assert f"ranked {true.rank}" in app.fact.predictions.value
     # The rank is the true object's first token's place among all next tokens.
     import torch
 
@@ -118,9 +118,9 @@ def test_one_busy_line_with_cancel_and_quick_buttons_disabled(model):
 def test_the_busy_line_counts_seconds_through_work_without_steps(model, monkeypatch):
     """A task that reports no steps (a ROME edit) still has its seconds move in the busy line."""
     from workbench.ui import Workbench
-    from workbench.ui import common
+    from workbench.ui import state as ui_state
 
-    monkeypatch.setattr(common, "HEARTBEAT", 0.3)
+    monkeypatch.setattr(ui_state, "HEARTBEAT", 0.3)
     a = Workbench(model, fact=FACT, facts=[FACT], background=True)
     a.probes.answers_on.value = False
     seen = []
@@ -140,7 +140,7 @@ def test_a_success_clears_the_error_an_earlier_click_left(app):
 
 
 def test_remaining_time_from_the_pace_so_far():
-    from workbench.ui.common import remaining
+    from workbench.ui.state import remaining
 
     assert remaining(10.0, 2, 6) == 20.0
     assert remaining(1.0, 0, 6) is None and remaining(5.0, 6, 6) is None
@@ -402,7 +402,8 @@ def test_the_layer_note_says_why_the_default_differs_from_the_trace_peak(app):
 def test_a_run_started_while_the_last_one_ends_is_not_refused():
     """The greedy answers restart from the kernel's loop while the stopped run's thread is
     still ending: that start must run, not be taken for "already running" (and lost)."""
-    from workbench.ui.common import ErrorLine, Task
+    from workbench.ui.state import Task
+    from workbench.ui.widgets import ErrorLine
 
     task = Task("Answer", css="wb-x", error=ErrorLine(), background=True)
     ran = []
@@ -445,8 +446,9 @@ def test_a_quick_call_waits_a_moment_for_a_task_to_say_it_gives_way(model, monke
     """The race JupyterLab hit: the answers task holds the lock but has not yet marked itself
     preemptible when a quick call arrives; the call must preempt it, not report "busy"."""
     from workbench.errors import WorkbenchError
-    from workbench.ui import common
-    from workbench.ui.common import ErrorLine, State, Task
+    from workbench.ui import state as ui_state
+    from workbench.ui.state import State, Task
+    from workbench.ui.widgets import ErrorLine
 
     def start(state):
         task = Task("Answer", css="wb-x", error=ErrorLine(), background=True, state=state, preemptible=True)
@@ -465,7 +467,7 @@ def test_a_quick_call_waits_a_moment_for_a_task_to_say_it_gives_way(model, monke
     task.join(10)
     assert not task.running and task.preempted
     # Without the grace the same moment reads as "busy" (what the browser test saw).
-    monkeypatch.setattr(common, "GRACE", 0.0)
+    monkeypatch.setattr(ui_state, "GRACE", 0.0)
     state = State(model)
     task = start(state)
     with pytest.raises(WorkbenchError, match="busy"):
@@ -479,10 +481,11 @@ def test_a_quick_call_waits_a_moment_for_a_task_to_say_it_gives_way(model, monke
 def test_probes_refused_by_a_busy_model_at_a_fact_change_follow_when_it_is_free(model, monkeypatch):
     """What the JupyterLab run showed: the fact changed while a task held the model, and the
     Probes table stayed empty. It must say why, show no error, and fill itself once the task ends."""
-    from workbench.ui import Workbench, common
-    from workbench.ui.common import Task
+    from workbench.ui import Workbench
+    from workbench.ui import state as ui_state
+    from workbench.ui.state import Task
 
-    monkeypatch.setattr(common, "GRACE", 0.05)
+    monkeypatch.setattr(ui_state, "GRACE", 0.05)
     wb.revert_all(model)
     app = Workbench(model, fact=FACT, facts=[FACT, *wb.bundled_facts()[:5]], background=False)
     app.probes.answers_on.value = False

@@ -124,10 +124,16 @@ def busy_and_cancel(page, answered: Answered) -> None:
     assert page.locator("button.wb-fact-use").is_disabled()
     assert page.locator("button.wb-probe-run").is_disabled()
     assert page.locator("button.wb-memory-run").is_disabled()
+    # A fact is not half-chosen meanwhile: the list waits too, and the busy line says so (issue 41).
+    assert page.locator(".wb-fact-list select").is_disabled()
+    assert "choosing a fact" in busy.inner_text(), busy.inner_text()
     page.locator("button.wb-busy-cancel").click()
     page.locator(".wb-trace-panel .wb-status", has_text="cancelled").wait_for(timeout=SLOW)
     # The busy line lets go of the trace (the greedy answers may refill in the background, quietly).
     page.wait_for_function("() => !document.querySelector('.wb-busy').innerText.includes('Busy')", timeout=SLOW)
+    # The greedy answers that refill now make no line of their own ("in the background … 0.0 s").
+    page.wait_for_function("() => document.querySelector('.wb-busy').innerText.trim() === ''", timeout=SLOW)
+    assert not page.locator(".wb-fact-list select").is_disabled()
     note = page.locator(".wb-trace-panel .wb-error span")
     assert note.inner_text().strip() == "Cancelled."
     assert "176, 0, 32" not in note.evaluate("e => getComputedStyle(e).color")  # not the error red
@@ -226,3 +232,24 @@ def compare_in_context(page, answered: Answered) -> None:
     # Its follow-ups done (the panels redrawn on the reverted weights): no busy line left.
     page.locator(".wb-compare-run-task .wb-status", has_text="done in").wait_for(timeout=SLOW)
     assert page.locator(".wb-compare-panel .wb-error").first.inner_text().strip() == ""
+
+
+#: Every label and button text a person reads in the app (descriptions, checkboxes, buttons).
+LABELS = ".wb-app label.widget-label, .wb-app label.widget-label-basic, .wb-app button"
+
+
+def labels_fit(page, shots: Path) -> None:
+    """No label or button text is cut ("Hyper-par…", "Find knowledge ne…"): in every tab,
+    each visible label's text fits its box (issue 41)."""
+    cut = {}
+    for title in ("Fact", "Trace", "Memories", "Edit", "Probes", "Compare", "Knockout"):
+        open_tab(page, title)
+        page.wait_for_timeout(300)
+        found = page.evaluate(
+            "(sel) => [...document.querySelectorAll(sel)]"
+            ".filter(e => e.offsetParent !== null && e.innerText.trim() && e.scrollWidth > e.clientWidth + 1)"
+            ".map(e => e.innerText.trim())", LABELS)
+        if found:
+            cut[title] = found
+            page.screenshot(path=str(shots / f"voila-cut-labels-{title.lower()}.png"), full_page=True)
+    assert not cut, f"labels cut off: {cut}"

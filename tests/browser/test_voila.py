@@ -49,7 +49,7 @@ def test_voila_answers_only_loopback_hosts_with_the_token(voila_server):
 def test_voila_app_for_a_live_class(voila_server, page, screenshots):
     """Issue 20's points in the real browser; prints each action's time to first answer."""
     from class_flow import (Answered, back_to_eiffel, busy_and_cancel, cached_example_trace, compare_in_context,
-                            edit_card_and_generations, free_prompts, out_of_range_layer, typed_fact)
+                            edit_card_and_generations, free_prompts, labels_fit, out_of_range_layer, typed_fact)
 
     timer, answered = Timer(), Answered()
     page.goto(f"{voila_server}/?token={TOKEN}", timeout=SLOW)
@@ -63,6 +63,7 @@ def test_voila_app_for_a_live_class(voila_server, page, screenshots):
     edit_card_and_generations(page, answered, screenshots, timer)
     compare_in_context(page, answered)
     page.screenshot(path=str(screenshots / "voila-compare.png"), full_page=True)
+    labels_fit(page, screenshots)
     no_inline_errors(page)
     print("voila class timings (s):", timer.marks)
     print("voila class: seconds from click to first answer:", answered.seconds)

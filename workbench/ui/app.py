@@ -12,7 +12,8 @@ import html
 
 import ipywidgets as widgets
 
-from workbench.ui.common import ErrorLine, State, sentence
+from workbench.ui.state import BusyLine, State
+from workbench.ui.widgets import ErrorLine, sentence
 
 TABS = ("fact", "trace", "memories", "edit", "probes", "compare", "knockout")
 TITLES = {"fact": "Fact", "trace": "Trace", "memories": "Memories", "edit": "Edit", "probes": "Probes",
@@ -48,12 +49,8 @@ class Workbench(widgets.VBox):
         self.header = widgets.HTML()
         self.header.add_class("wb-header")
         # One busy line for the whole app: what holds the model, for how long, and its Cancel.
-        self.busy = widgets.HTML()
-        self.busy.add_class("wb-busy")
-        self.busy_cancel = widgets.Button(description="Cancel", button_style="warning",
-                                          layout=widgets.Layout(display="none"))
-        self.busy_cancel.add_class("wb-busy-cancel")
-        self.busy_cancel.on_click(lambda _: self._cancel_busy())
+        self.busy_line = BusyLine(self.state, where=self._tab_of)
+        self.busy, self.busy_cancel = self.busy_line.text, self.busy_line.cancel_button
         self.panels: dict[str, widgets.Widget] = {}
         builders = self._builders(facts, background)
         for name in TABS:
@@ -73,11 +70,10 @@ class Workbench(widgets.VBox):
         self.state.select_tab = self.show_tab
         self.state.on("weights", self._update_header)
         self.state.on("fact", self._update_header)
-        self.state.on("busy", self._update_busy)
         # A tiny figure out of sight: the browser loads and starts plotly.js while the class
         # reads the Fact tab, not on the first trace.
         warm = _warm_figures()
-        super().__init__([self.header, widgets.HBox([self.busy, self.busy_cancel]), self.tabs,
+        super().__init__([self.header, self.busy_line, self.tabs,
                           *([warm] if warm is not None else [])])
         self.add_class("wb-app")
         self._update_header()
@@ -115,32 +111,9 @@ class Workbench(widgets.VBox):
     def show_tab(self, name: str) -> None:
         self.tabs.selected_index = TABS.index(name)
 
-    def _cancel_busy(self) -> None:
-        task = self.state.busy_task
-        if task is not None:
-            task.cancel()
-
-    def _update_busy(self) -> None:
-        task = self.state.busy_task
-        if task is None:
-            self.busy.value = ""
-            self.busy_cancel.layout.display = "none"
-            return
-        # Which tab the task lives in: the panel whose tree holds its button.
-        where = next((TITLES[n] for n, p in self.panels.items() if _holds(p, task)), "")
-        text = task.status.value or self.state.busy_text
-        if task.preemptible:
-            # The greedy answers refill after every change and stop for any click: not "busy".
-            self.busy.value = (f"<span style='color:#777'>in the background: {html.escape(task.button.description)}"
-                               + (f" ({html.escape(where)} tab)" if where else "")
-                               + f" · {html.escape(_plain(text))} — any click takes over</span>")
-            self.busy_cancel.layout.display = "none"
-            return
-        self.busy.value = (f"<span style='color:#8a4b00'><b>Busy</b>: {html.escape(task.button.description)}"
-                           + (f" ({html.escape(where)} tab)" if where else "")
-                           + f" · {self.state.busy_seconds:.0f} s · {html.escape(_plain(text))} — buttons that "
-                             "need the model wait for it</span>")
-        self.busy_cancel.layout.display = "" if not task.cancel_button.disabled else "none"
+    def _tab_of(self, task) -> str:
+        """The title of the tab whose panel holds ``task``'s button ("" if none)."""
+        return next((TITLES[n] for n, p in self.panels.items() if _holds(p, task)), "")
 
     def _update_header(self) -> None:
         from workbench.editing import active_edits
@@ -162,12 +135,6 @@ def _holds(widget, task) -> bool:
     if widget is task:
         return True
     return any(_holds(child, task) for child in getattr(widget, "children", ()) or ())
-
-
-def _plain(text: str) -> str:
-    import re
-
-    return html.unescape(re.sub(r"<[^>]+>", "", text or ""))
 
 
 def _load_quietly(load_model, name):

@@ -8,7 +8,8 @@ import ipywidgets as widgets
 
 from workbench.errors import WorkbenchError
 from workbench.evaluation import compare
-from workbench.ui.common import ErrorLine, State, Task, table
+from workbench.ui.state import State, Task
+from workbench.ui.widgets import WIDE, ClampedIntText, ErrorLine, table
 from workbench.editing import SPECS
 from workbench.ui.edit import methods
 from workbench.ui.figures import compare_figure, curves_figure
@@ -50,16 +51,16 @@ class ComparePanel(widgets.VBox):
         options = methods()
         chosen = tuple(m for m in options if SPECS[m].compare_default) or tuple(options[:2])
         self.methods = widgets.SelectMultiple(options=options, value=chosen, rows=min(7, max(2, len(options))),
-                                              description="Methods")
+                                              description="Methods", style=WIDE)
         self.methods.add_class("wb-compare-methods")
         # Five facts at least by default: with three, every rate moves in 33-point steps.
-        self.limit = widgets.BoundedIntText(value=MIN_FACTS, min=1, max=1000, description="Facts",
-                                            tooltip=f"with fewer than {MIN_FACTS} facts a rate moves in steps of "
-                                                    f"{100 // (MIN_FACTS - 1)} points or more")
+        self.limit = ClampedIntText(value=MIN_FACTS, lo=1, hi=1000, description="Facts",
+                                    tooltip=f"with fewer than {MIN_FACTS} facts a rate moves in steps of "
+                                            f"{100 // (MIN_FACTS - 1)} points or more")
         self.limit.add_class("wb-compare-limit")
         self.mode = widgets.Dropdown(options=["independent", "sequential", "batch"], value="independent",
                                      description="Mode")
-        self.said = widgets.Checkbox(value=True, indent=False,
+        self.said = widgets.Checkbox(value=True, indent=False, layout=widgets.Layout(width="auto"),
                                      description="Also score the generated answers (about twice the time)")
         self.said.add_class("wb-compare-said")
         self.estimate = widgets.HTML()
@@ -75,6 +76,7 @@ class ComparePanel(widgets.VBox):
         self.facts_line = widgets.HTML()
         self.facts_line.add_class("wb-compare-facts")
         self.curves_button = widgets.Button(description="Committed 1,000-edit curves",
+                                            layout=widgets.Layout(width="auto"),  # its label whole
                                             tooltip="every method's sequential run on the shared CounterFact "
                                                     "records, as measured and committed (no model needed)")
         self.curves_button.add_class("wb-compare-curves-button")
@@ -88,7 +90,7 @@ class ComparePanel(widgets.VBox):
                          "<i>said</i> reads the model's own greedy answer (as their critics do). "
                          "± is a 95 % bootstrap interval over the facts; with a handful of facts it is wide. "
                          "Edits are reverted after scoring."),
-            widgets.HBox([self.methods, widgets.VBox([self.limit, self.mode, self.said])]),
+            widgets.HBox([self.methods, widgets.VBox([self.limit.row, self.mode, self.said])]),
             self.task, self.estimate, self.error, self.table, self.facts_line, self.chart,
             widgets.HTML("<b>Many edits, one after another.</b> In <i>sequential</i> mode the run's own "
                          "curve appears above; the committed runs (up to 1,000 edits each) are here:"),
@@ -139,8 +141,11 @@ class ComparePanel(widgets.VBox):
         # measured only in the modes whose curves show them.
         # Independent runs fill the table fact by fact: the first row is read while the rest run.
         growing = self.show_partial if mode == "independent" else None
+        # search_chunk=1: each fact's target search in its own edit, so the first row comes
+        # after one search, not after a batch of them.
         self.task.run(lambda token: compare(model, facts, methods=chosen, mode=mode, limit=limit, cancel=token,
-                                            metrics=metrics, drift=mode != "independent", on_update=growing),
+                                            metrics=metrics, drift=mode != "independent", on_update=growing,
+                                            search_chunk=1),
                       self.show, busy="evaluating…")
 
     def show_partial(self, report) -> None:

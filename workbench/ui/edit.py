@@ -9,7 +9,8 @@ import numpy as np
 
 from workbench.editing import SPECS, active_edits, edit, method_names, method_spec, revert_all
 from workbench.errors import WorkbenchError
-from workbench.ui.common import ErrorLine, State, Task, guarded, parse_hparams, parse_ints, table
+from workbench.ui.state import State, Task
+from workbench.ui.widgets import WIDE, ErrorLine, guarded, parse_hparams, parse_ints, quoted, table
 
 #: Corpus tokens the Edit panel ranks for "What did it touch?" (the library's default is 20,000).
 TOUCHED_SAMPLES = 5_000
@@ -81,7 +82,8 @@ class EditPanel(widgets.VBox):
         self.layers.add_class("wb-edit-layers")
         self.layer_note = widgets.HTML()
         self.layer_note.add_class("wb-edit-layer-note")
-        self.hparams = widgets.Textarea(description="Hyper-params", rows=3, layout=widgets.Layout(width="70%"))
+        self.hparams = widgets.Textarea(description="Hyper-params", rows=3, layout=widgets.Layout(width="70%"),
+                                        style=WIDE)
         self.hparams.add_class("wb-edit-hparams")
         self.target = widgets.HTML()
         self.description = widgets.HTML()
@@ -320,7 +322,7 @@ def edit_card(model, fact, handle) -> str:
         top_b, top_a = b.top[0].token, a.top[0].token
         ok = bool(top_a.strip()) and want.strip().lower().startswith(top_a.strip().lower())
         out.append({"kind": row["kind"], "prompt": row["prompt"], "should say": want,
-                    "top-1 before → after": f"{top_b!r} → {top_a!r}",
+                    "top-1 before → after": f"{quoted(top_b)} → {quoted(top_a)}",
                     "p(should say) before → after": f"{b.target(want).prob:.3f} → {a.target(want).prob:.3f}",
                     "": "✓" if ok else "✗"})
         styles.append("background:#e3f4e1" if ok else "background:#fbe3e3")

@@ -17,7 +17,8 @@ import plotly.graph_objects as go
 
 from workbench.figures.knockout import enrichment_figure, knockout_figure
 from workbench.locate import enrichment, knockout
-from workbench.ui.common import ErrorLine, State, Task
+from workbench.ui.state import State, Task
+from workbench.ui.widgets import ErrorLine, quoted
 
 #: The paper's window of layers; a shallower model gets its depth.
 WINDOW = 9
@@ -91,7 +92,7 @@ class KnockoutPanel(widgets.VBox):
                           for g, i in worst.items())
         warn = "".join(f"<li>{html.escape(w)}</li>" for w in result.warnings)
         self.summary.value = (
-            f"Answer <b>{html.escape(result.answer)}</b>: p={result.clean_prob:.3f} unblocked; largest drops: "
+            f"Answer <b>{html.escape(quoted(result.answer))}</b>: p={result.clean_prob:.3f} unblocked; largest drops: "
             f"{drops}; {result.seconds:.1f} s" + (f"<ul style='color:#8a5a00'>{warn}</ul>" if warn else ""))
         figs = [go.FigureWidget(knockout_figure(result))]
         if enriched is not None:

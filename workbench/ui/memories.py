@@ -15,7 +15,8 @@ import ipywidgets as widgets
 from workbench.errors import WorkbenchError
 from workbench.locate import intervene, key_profile, knowledge_neurons, memories
 from workbench.probing import probe
-from workbench.ui.common import ErrorLine, State, Task, guarded, parse_ints, table
+from workbench.ui.state import State, Task
+from workbench.ui.widgets import ClampedIntText, ErrorLine, guarded, parse_ints, quoted, table, visible
 from workbench.ui.figures import neuron_figure, sub_update_figure
 
 AMPLIFY = 2.0
@@ -47,7 +48,7 @@ def readable(token: str) -> bool:
 
 def _tokens(scores, n: int = 6, *, only_readable: bool = False) -> str:
     items = [t for t in scores if readable(t.token)] if only_readable else list(scores)
-    return " ".join(repr(t.token) for t in items[:n])
+    return " ".join(quoted(t.token) for t in items[:n])
 
 
 class MemoriesPanel(widgets.VBox):
@@ -59,7 +60,8 @@ class MemoriesPanel(widgets.VBox):
         self.layer.add_class("wb-memory-layer")
         self.position = widgets.Dropdown(options=[], description="Token")
         self.position.add_class("wb-memory-position")
-        self.top_k = widgets.BoundedIntText(value=12, min=1, max=200, description="Keys")
+        self.top_k = ClampedIntText(value=12, lo=1, hi=200, description="Keys")
+        self.top_k.add_class("wb-memory-keys")
         self.readable_only = widgets.Checkbox(value=True, indent=False, description="readable tokens only",
                                               tooltip="hide tokens with no letters or digits, control "
                                                       "characters and missing glyphs")
@@ -71,7 +73,7 @@ class MemoriesPanel(widgets.VBox):
         state.needs_model(self.show_button)
         self.header = widgets.HTML()
         self.header.add_class("wb-memory-summary")
-        self.table = widgets.GridBox(layout=widgets.Layout(grid_template_columns="90px 90px 80px 80px auto 90px 90px"))
+        self.table = widgets.GridBox(layout=widgets.Layout(grid_template_columns="90px 90px 80px 80px auto 105px 105px"))
         self.table.add_class("wb-memory-table")
         self.profile = widgets.HTML()
         self.profile.add_class("wb-memory-profile")
@@ -91,7 +93,8 @@ class MemoriesPanel(widgets.VBox):
         self.kn_error = ErrorLine()
         self.kn_layers = widgets.Text(description="Layers", placeholder="all, or e.g. 8-17")
         self.kn_layers.add_class("wb-neurons-layers")
-        self.kn_steps = widgets.BoundedIntText(value=20, min=1, max=200, description="Steps")
+        self.kn_steps = ClampedIntText(value=20, lo=1, hi=200, description="Steps")
+        self.kn_steps.add_class("wb-neurons-steps")
         self.kn_task = Task("Find knowledge neurons", css="wb-neurons-run", error=self.kn_error, background=background, state=state)
         self.kn_task.button.on_click(lambda _: self.run_neurons())
         self.kn_summary = widgets.HTML()
@@ -106,10 +109,11 @@ class MemoriesPanel(widgets.VBox):
             widgets.HTML("<b>FFN memories</b>: the layer's output at a token is a sum of sub-updates "
                          "m<sub>i</sub>·v<sub>i</sub>; the largest are listed with the tokens they promote."),
             widgets.HBox([self.layer, self.position, self.top_k, self.show_button, self.readable_only]),
+            self.top_k.note,
             self.error, self.header, self.table, self.effect, self.profile_task, self.profile, self.chart,
             widgets.HTML("<hr><b>Knowledge neurons</b> (Dai et al. 2022): integrated gradients of "
                          "p(true object) over the fact's prompt and paraphrases."),
-            widgets.HBox([self.kn_layers, self.kn_steps]), self.kn_task, self.kn_error,
+            widgets.HBox([self.kn_layers, self.kn_steps, self.kn_steps.note]), self.kn_task, self.kn_error,
             self.kn_summary, self.kn_figure,
         ])
         self.add_class("wb-memories-panel")
@@ -130,7 +134,7 @@ class MemoriesPanel(widgets.VBox):
             return
         model = self.state.model
         tokens = model.str_tokens(model.tokens(fact.text))
-        self.position.options = [(f"{i}: {t!r}", i) for i, t in enumerate(tokens)]
+        self.position.options = [(f"{i}: {quoted(t)}", i) for i, t in enumerate(tokens)]
         self.position.value = len(tokens) - 1
 
     def _weights_changed(self) -> None:
@@ -167,7 +171,7 @@ class MemoriesPanel(widgets.VBox):
         self.profile.value = self.effect.value = ""
         clean = bool(self.readable_only.value)
         self.header.value = (
-            f"Layer <b>{report.layer}</b>, token {report.position} <b>{html.escape(repr(report.token))}</b>: "
+            f"Layer <b>{report.layer}</b>, token {report.position} <b>{html.escape(quoted(report.token))}</b>: "
             f"|FFN out|={report.ffn_norm:.2f}; the {len(report.sub_updates)} listed keys carry "
             f"{100 * report.top_weight_share:.1f}% of Σ|m|·|v|. Whole update promotes: "
             f"{html.escape(_tokens(report.ffn_promotes, only_readable=clean))}. Logit lens after the layer: "
@@ -182,9 +186,9 @@ class MemoriesPanel(widgets.VBox):
                                  tooltip="show this key's profile")
             key.add_class("wb-memory-key")
             key.on_click(guarded(self.error, lambda _, k=u.key: self.show_profile(k)))
-            sup = widgets.ToggleButton(description="suppress", layout=widgets.Layout(width="85px"))
+            sup = widgets.ToggleButton(description="suppress", layout=widgets.Layout(width="100px"))
             sup.add_class("wb-memory-suppress")
-            amp = widgets.ToggleButton(description=f"amplify ×{AMPLIFY:g}", layout=widgets.Layout(width="85px"))
+            amp = widgets.ToggleButton(description=f"amplify ×{AMPLIFY:g}", layout=widgets.Layout(width="100px"))
             amp.add_class("wb-memory-amplify")
             sup.observe(guarded(self.error, lambda ch, k=u.key, other=amp: self._toggle(k, "suppress", ch["new"], other)), "value")
             amp.observe(guarded(self.error, lambda ch, k=u.key, other=sup: self._toggle(k, "amplify", ch["new"], other)), "value")
@@ -233,7 +237,7 @@ class MemoriesPanel(widgets.VBox):
             changed = probe(model, fact.text, targets=targets or None, top_k=3)[0]
         rows = []
         for name, res in (("as is", base), ("keys changed", changed)):
-            row = {"": name, "top-1": res.top[0].token, "p(top-1)": res.top[0].prob}
+            row = {"": name, "top-1": visible(res.top[0].token), "p(top-1)": res.top[0].prob}
             for t in res.targets:
                 row[f"p({t.target})"] = t.prob
             rows.append(row)
@@ -269,7 +273,7 @@ class MemoriesPanel(widgets.VBox):
         tokens, acts = getattr(profile, "prompt_tokens", None), getattr(profile, "prompt_activations", None)
         if tokens and acts:
             parts.append("coefficient over the prompt: " + html.escape(
-                " ".join(f"{t!r}:{a:+.2f}" for t, a in zip(tokens, acts))))
+                " ".join(f"{quoted(t)}:{a:+.2f}" for t, a in zip(tokens, acts))))
         contexts = getattr(profile, "contexts", None) or getattr(profile, "top_contexts", None) or []
         rows = []
         for c in list(contexts)[:10]:
@@ -300,7 +304,7 @@ class MemoriesPanel(widgets.VBox):
     def show_neurons(self, report) -> None:
         n = len(report.neurons)
         effect = report.effect
-        text = f"{n} knowledge neuron{'s' if n != 1 else ''} for {html.escape(repr(report.target_token))}"
+        text = f"{n} knowledge neuron{'s' if n != 1 else ''} for {html.escape(quoted(report.target_token))}"
         if n:
             text += ": " + ", ".join(f"L{x.layer}·{x.key}" for x in report.neurons[:10])
         if effect is not None:

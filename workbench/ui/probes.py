@@ -30,7 +30,8 @@ from workbench.evaluation.judge import first_sentence, judge
 from workbench.evaluation.relations import question_prompt
 from workbench.probing import generate_many, probe
 from workbench.progress import Cancelled
-from workbench.ui.common import ErrorLine, State, Task, guarded, split_arrow, table
+from workbench.ui.state import State, Task
+from workbench.ui.widgets import ClampedIntText, ErrorLine, guarded, split_arrow, table, visible
 
 GOOD, BAD = "background:#e3f4e1", "background:#fbe3e3"
 #: Prompts generated per step of the answers task (preempted, it stops within one token).
@@ -129,7 +130,8 @@ class ProbesPanel(widgets.VBox):
         self.table.add_class("wb-probe-table")
         self.timing = widgets.HTML()
         self.timing.add_class("wb-probe-timing")
-        self.gen_tokens = widgets.BoundedIntText(value=20, min=1, max=200, description="Tokens")
+        self.gen_tokens = ClampedIntText(value=20, lo=1, hi=200, description="Tokens")
+        self.gen_tokens.add_class("wb-generate-tokens")
         self.gen_task = Task("Generate", css="wb-generate-run", error=self.error, background=background, state=state)
         self.gen_task.button.on_click(lambda _: self.run_generations())
         self.generations = widgets.HTML()
@@ -138,7 +140,8 @@ class ProbesPanel(widgets.VBox):
         self.rows: list[dict] = []
         self.last: list = []
         self.gen_before: dict[tuple[str, int], str] = {}  # (prompt, tokens) -> generation with no edit
-        self.answers_on = widgets.Checkbox(value=True, description="Greedy answers after each probe", indent=False)
+        self.answers_on = widgets.Checkbox(value=True, description="Greedy answers after each probe", indent=False,
+                                           layout=widgets.Layout(width="auto"))
         self.answers_on.add_class("wb-answers-on")
         self.answer_task = Task("Answer", css="wb-answers-run", error=self.error, background=background, state=state,
                                 preemptible=True)
@@ -161,7 +164,7 @@ class ProbesPanel(widgets.VBox):
             self.free, widgets.HBox([self.refresh_button, self.answers_on]), self.answer_task, self.error,
             self.table, self.timing,
             widgets.HTML("<b>Generations</b> (greedy), before the edits and now"),
-            widgets.HBox([self.gen_tokens]), self.gen_task, self.generations,
+            self.gen_tokens.row, self.gen_task, self.generations,
         ])
         self.add_class("wb-probes-panel")
 
@@ -338,8 +341,8 @@ class ProbesPanel(widgets.VBox):
                 "p(true) before": None if own else p(before, t_true),
                 "p(true) now": None if own else p(now, t_true),
                 "p(new) before": p(before, other), "p(new) now": p(now, other),
-                "top-1 before": before.top[0].token if before is not None and before.top else "",
-                "top-1 now": now.top[0].token if now.top else "",
+                "top-1 before": visible(before.top[0].token) if before is not None and before.top else "",
+                "top-1 now": visible(now.top[0].token) if now.top else "",
             }
             if own and row["targets"]:
                 entry["kind"] = f"{row['kind']} ({row['targets'][0]})"

@@ -16,7 +16,8 @@ import ipywidgets as widgets
 from workbench.errors import WorkbenchError
 from workbench.locate import TraceSettings, trace
 from workbench.locate.trace_cache import cached_trace
-from workbench.ui.common import ErrorLine, State, Task, guarded
+from workbench.ui.state import State, Task
+from workbench.ui.widgets import ClampedFloatText, ClampedIntText, ErrorLine, guarded, quoted, visible
 from workbench.ui.figures import trace_figure
 
 #: The kinds in the order the panel lists them: the FFN first, where the edits write.
@@ -36,12 +37,13 @@ class TracePanel(widgets.VBox):
         self.error = ErrorLine()
         self.kinds = widgets.SelectMultiple(options=list(KINDS), value=("mlp",), rows=3, description="Kinds")
         self.kinds.add_class("wb-trace-kinds")
-        self.samples = widgets.BoundedIntText(value=DEFAULT_SAMPLES, min=1, max=100, description="Samples")
+        # Fields that say when they clamp (a bounded field turned 250 samples into 100 unseen).
+        self.samples = ClampedIntText(value=DEFAULT_SAMPLES, lo=1, hi=100, description="Samples")
         self.samples.add_class("wb-trace-samples")
-        self.window = widgets.BoundedIntText(value=DEFAULTS.window, min=1, max=1000, description="Window")
+        self.window = ClampedIntText(value=DEFAULTS.window, lo=1, hi=1000, description="Window")
         self.window.add_class("wb-trace-window")
-        self.noise = widgets.BoundedFloatText(value=DEFAULTS.noise, min=0.0, max=100.0, step=0.5,
-                                              description="Noise ×σ")
+        self.noise = ClampedFloatText(value=DEFAULTS.noise, lo=0.0, hi=100.0, step=0.5, description="Noise ×σ")
+        self.noise.add_class("wb-trace-noise")
         self.task = Task("Run trace", css="wb-trace-run", error=self.error, background=background, state=state,
                          total=lambda: len(self.kinds.value) * self.state.model.n_layers)
         self.task.button.on_click(lambda _: self.run())
@@ -55,6 +57,8 @@ class TracePanel(widgets.VBox):
         self.note.add_class("wb-trace-note")
         #: The last exact trace on unedited weights (what a re-trace is shown beside).
         self.before_edit = None
+        #: Why the last run traced the true object and not the model's top-1 ("" when it did not).
+        self.answer_note = ""
         self.summary = widgets.HTML()
         self.summary.add_class("wb-trace-summary")
         self.figures = widgets.VBox()
@@ -66,7 +70,7 @@ class TracePanel(widgets.VBox):
         super().__init__([
             widgets.HTML("<b>Causal tracing</b>: noise on the subject, then restore one hidden state at a time. "
                          "Click a cell to open the FFN memories at that token and layer."),
-            widgets.HBox([self.kinds, widgets.VBox([self.samples, self.window, self.noise])]),
+            widgets.HBox([self.kinds, widgets.VBox([self.samples.row, self.window.row, self.noise.row])]),
             widgets.HBox([self.task, self.retrace_task]), self.error, self.note, self.summary, self.figures,
             self.selection,
         ])
@@ -78,6 +82,7 @@ class TracePanel(widgets.VBox):
         self.summary.value = ""
         self.selection.value = ""
         self.note.value = ""
+        self.answer_note = ""
         self.before_edit = None
 
     def _edited_layers(self) -> list[int]:
@@ -101,36 +106,61 @@ class TracePanel(widgets.VBox):
             self.error.show("Choose a fact in the Fact tab first.")
             return
         model = self.state.model
-        settings = self.settings()
-        if self._from_cache(fact, settings):
+        decided = self._from_cache(fact)
+        if decided is True:
             return
+        settings = decided
+
+        def work(token):
+            chosen = settings
+            if chosen is None:  # the model was busy at the click: what to trace is decided now
+                answer, self.answer_note = self._answer(model, fact)
+                chosen = self.settings(answer=answer)
+            preview = trace(model, fact, settings=chosen, method="attribution")
+            self.show(preview)
+            self.task.status.value = f"preview in {preview.seconds:.1f} s; exact trace…"
+            # cache=True: kept on disk, so the next run of these settings answers at once.
+            return trace(model, fact, settings=chosen, cancel=token, cache=True)
+
         # The last heatmaps were of other settings (or another model state): gone until the preview.
         self.figures.children = ()
         self.figure_widgets = {}
         self.summary.value = self.selection.value = ""
-
-        def work(token):
-            preview = trace(model, fact, settings=settings, method="attribution")
-            self.show(preview)
-            self.task.status.value = f"preview in {preview.seconds:.1f} s; exact trace…"
-            # cache=True: kept on disk, so the next run of these settings answers at once.
-            return trace(model, fact, settings=settings, cancel=token, cache=True)
-
         self.task.run(work, self.show, busy="tracing…")
 
-    def _from_cache(self, fact, settings: TraceSettings) -> bool:
-        """Show the exact trace kept on disk for these weights and settings, if there is one."""
+    def _answer(self, model, fact) -> tuple[str | None, str]:
+        """The word to trace, and why: None (the model's top-1) when that begins the true object
+        or an edit is applied; else the true object, which the app knows (a fact the model does
+        not know traced its top token, e.g. a space, and drew "p()")."""
+        from workbench.editing import active_edits
+        from workbench.facts import top_begins_true_object
+        from workbench.probing import probe
+
+        if not fact.target_true or active_edits(model):
+            return None, ""
+        top = probe(model, fact.text, top_k=1)[0].top[0].token
+        if top_begins_true_object(model, fact, top):
+            return None, ""
+        return fact.target_true, (f"The model does not know this fact (its top answer is {quoted(top)}): traced "
+                                  f"towards the true object {fact.target_true!r} (its first token) instead.")
+
+    def _from_cache(self, fact) -> TraceSettings | bool | None:
+        """Decide what to trace, and show the exact trace kept on disk for these weights and
+        settings if there is one: True when shown, else the settings to trace (None: the
+        model is busy, decide in the run)."""
         if self.task.running:
-            return False
+            return None
         try:
             # The model held (the greedy answers give way), so that no edit is under way meanwhile.
             with self.state.using() as model:
+                answer, self.answer_note = self._answer(model, fact)
+                settings = self.settings(answer=answer)
                 # Asked before the run, so that a cached trace needs no preview either.
                 found = cached_trace(model, fact, settings)
         except WorkbenchError:
-            return False  # a task holds the model: trace as usual, after it
+            return None  # a task holds the model: trace as usual, after it
         if found is None:
-            return False
+            return settings
         self.error.clear()
         self.show(found)
         self.task.status.value = (f"from the trace cache (the same weights and settings, computed earlier in "
@@ -168,8 +198,10 @@ class TracePanel(widgets.VBox):
             self.before_edit = result
         self.state.emit("trace")
         warn = "".join(f"<li>{html.escape(w)}</li>" for w in getattr(result, "warnings", []) or [])
+        towards = (f"<div class='wb-trace-answer-note' style='color:#8a4b00'>{html.escape(self.answer_note)}</div>"
+                   if self.answer_note else "")
         self.summary.value = (
-            f"Answer <b>{html.escape(result.answer)}</b>: clean p={result.clean_prob:.3f}, "
+            towards + f"Answer <b>{html.escape(quoted(result.answer))}</b>: clean p={result.clean_prob:.3f}, "
             f"corrupted p={result.corrupted_prob:.3f}; {getattr(result, 'seconds', 0):.1f} s"
             + (f"<ul style='color:#8a5a00'>{warn}</ul>" if warn else "")
         )
@@ -183,12 +215,12 @@ class TracePanel(widgets.VBox):
         peak = {k: int(after.scores[k].max(axis=0).argmax()) for k in after.scores}
         peaks = "; ".join(f"{k} peaks at layer {v}" for k, v in peak.items())
         self.note.value = (
-            f"<b>After the edit</b> (written at layer {where}): tracing p({html.escape(after.answer)}), "
+            f"<b>After the edit</b> (written at layer {where}): tracing p({html.escape(visible(after.answer))}), "
             f"clean p={after.clean_prob:.3f}, corrupted p={after.corrupted_prob:.3f}; {peaks}."
             + ("" if before is not None else " <i>Run a trace before editing to see the two side by side.</i>"))
         self.summary.value = (
             "" if before is None else
-            f"<b>Before the edit</b>: p({html.escape(before.answer)}) clean {before.clean_prob:.3f}, "
+            f"<b>Before the edit</b>: p({html.escape(visible(before.answer))}) clean {before.clean_prob:.3f}, "
             f"corrupted {before.corrupted_prob:.3f}")
         self._draw(after, before=before)
 
@@ -204,8 +236,8 @@ class TracePanel(widgets.VBox):
         for kind, fig in figs.items():
             beside = [trace_figure(before, kind)] if before is not None and kind in before.scores else []
             if beside:
-                beside[0].update_layout(title=f"{kind}: before the edit, p({before.answer.strip()})", width=560)
-                fig.update_layout(title=f"{kind}: after the edit, p({result.answer.strip()})", width=560)
+                beside[0].update_layout(title=f"{kind}: before the edit, p({visible(before.answer.strip() or before.answer)})", width=560)
+                fig.update_layout(title=f"{kind}: after the edit, p({visible(result.answer.strip() or result.answer)})", width=560)
             box = widgets.HBox(beside + [fig]) if beside else widgets.VBox([fig])
             box.add_class("wb-trace-heatmap")
             box.add_class(f"wb-trace-heatmap-{kind}")
@@ -233,6 +265,6 @@ class TracePanel(widgets.VBox):
         """What a click on cell (position, layer) does."""
         result = self.state.trace
         token = result.tokens[position] if result is not None else "?"
-        self.selection.value = (f"Selected token {position} <b>{html.escape(repr(token))}</b>, layer <b>{layer}</b> "
+        self.selection.value = (f"Selected token {position} <b>{html.escape(quoted(token))}</b>, layer <b>{layer}</b> "
                                 f"({kind}) → Memories tab")
         self.state.select(position, layer)

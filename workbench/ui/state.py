@@ -1,5 +1,7 @@
-"""Shared pieces of the panels: inline errors, long tasks with progress and Cancel,
-and HTML tables.
+"""What the panels share and how long work runs: :class:`State` (the model, the current
+fact, the last trace, the selection, the edit history, and who holds the model now),
+:class:`Task` (a Run button with progress and Cancel, in a thread), and
+:class:`BusyLine`, the app's one line saying what holds the model.
 
 The UI never computes: every panel calls a library function and shows its result.
 Long calls run in a background thread so the notebook stays responsive; the
@@ -12,10 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import html
+import re
 import threading
 import time
-import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from contextlib import contextmanager
 from typing import Any
 
@@ -23,54 +25,7 @@ import ipywidgets as widgets
 
 from workbench.errors import WorkbenchError
 from workbench.progress import Cancelled, CancelToken
-
-
-def sentence(exc: BaseException) -> str:
-    """One sentence for the user; never a traceback."""
-    if isinstance(exc, Cancelled):
-        return "Cancelled."
-    if isinstance(exc, WorkbenchError):
-        text = str(exc)
-    else:
-        # An unexpected failure still reads as a sentence; the traceback goes to the log.
-        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        text = "something went wrong (" + text.splitlines()[0] + ")"
-    text = text.strip() or "something went wrong"
-    text = text[0].upper() + text[1:]
-    return text if text.endswith((".", "!", "?", ")")) else text + "."
-
-
-class ErrorLine(widgets.HTML):
-    """An inline message line: empty when all is well, a sentence otherwise."""
-
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.add_class("wb-error")
-        self.last_exception: BaseException | None = None
-
-    def show(self, exc_or_text: BaseException | str) -> None:
-        if isinstance(exc_or_text, BaseException):
-            self.last_exception = exc_or_text
-            if not isinstance(exc_or_text, WorkbenchError):
-                traceback.print_exception(exc_or_text)  # the log, not the panel
-            text = sentence(exc_or_text)
-        else:
-            text = exc_or_text
-        self.value = f'<span style="color:#b00020">{html.escape(text)}</span>'
-
-    def note(self, text: str) -> None:
-        self.value = f'<span class="wb-note" style="color:#555">{html.escape(text)}</span>'
-
-    def clear(self) -> None:
-        self.value = ""
-        self.last_exception = None
-
-    @property
-    def text(self) -> str:
-        """The message without markup (for tests)."""
-        import re
-
-        return html.unescape(re.sub(r"<[^>]+>", "", self.value))
+from workbench.ui.widgets import ErrorLine
 
 
 class StepToken(CancelToken):
@@ -114,7 +69,9 @@ class Task(widgets.HBox):
     def __init__(self, label: str, *, css: str, error: ErrorLine, background: bool = True,
                  total: Callable[[], int | None] | None = None, state: State | None = None,
                  preemptible: bool = False) -> None:
-        self.button = widgets.Button(description=label, button_style="primary")
+        # As wide as its label ("Find knowledge neurons" was cut at the default width).
+        self.button = widgets.Button(description=label, button_style="primary",
+                                     layout=widgets.Layout(width="auto", min_width="148px"))
         self.button.add_class(css)
         self.cancel_button = widgets.Button(description="Cancel", disabled=True)
         self.cancel_button.add_class(css + "-cancel")
@@ -167,7 +124,8 @@ class Task(widgets.HBox):
             self.bar.max = steps + max(1, steps // 4)
         self.bar.value = steps
         elapsed = time.perf_counter() - self._work_start
-        text = f"step {steps} of ~{self.bar.max} · {time.perf_counter() - self._start:.1f} s"
+        of = f" of ~{self.bar.max}" if self._known_total else ""
+        text = f"step {steps}{of} · {time.perf_counter() - self._start:.1f} s"
         left = remaining(elapsed, steps, self.bar.max) if self._known_total and not grew else None
         if left is not None:
             text += f" · ~{left:.0f} s left"
@@ -185,7 +143,9 @@ class Task(widgets.HBox):
             # `token` is this run's: a later run of the same task starts its own heartbeat.
             if state is None or self.token is not token or not self._active or state.busy_task is not self:
                 return
-            state.report_busy(self, self.status.value)
+            # Only while it still holds the model: the run may let it go between the check above
+            # and this line, and a plain report would then take the busy line back for good.
+            state.report_busy(self, self.status.value, holding=True)
 
     def run(self, fn: Callable[[StepToken], Any], on_done: Callable[[Any], None] | None = None,
             *, busy: str = "running…", after: Callable[[], None] | None = None) -> None:
@@ -208,7 +168,9 @@ class Task(widgets.HBox):
         self._known_total = bool(total)
         self.bar.value = 0
         self.bar.bar_style = "info" if total else ""
-        self.bar.layout.visibility = "visible"
+        # A bar only where the total is known: one that fills at the first of an unknown number
+        # of steps (the greedy answers) says "done" while the work has just begun.
+        self.bar.layout.visibility = "visible" if total else "hidden"
         self.button.disabled = True
         self.cancel_button.disabled = False
         self.status.value = busy
@@ -291,113 +253,6 @@ def remaining(elapsed: float, steps: int, total: int) -> float | None:
     return elapsed / steps * (total - steps)
 
 
-def split_arrow(line: str) -> tuple[str, str | None]:
-    """``"prompt → target"`` (or ``->``) → ``(prompt, target)``; a line without an arrow → ``(line, None)``.
-
-    Example:
-        >>> split_arrow(" The Louvre is in the city of -> Paris "), split_arrow("Paris is")
-        (('The Louvre is in the city of', 'Paris'), ('Paris is', None))
-    """
-    line = line.strip()
-    for arrow in ("→", "->"):
-        if arrow in line:
-            prompt, target = (part.strip() for part in line.rsplit(arrow, 1))
-            return prompt, target
-    return line, None
-
-
-def guarded(error: ErrorLine, fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Wrap a widget callback so that any exception becomes an inline sentence."""
-
-    def call(*args, **kwargs):
-        try:
-            error.clear()
-            return fn(*args, **kwargs)
-        except Exception as exc:  # noqa: BLE001
-            error.show(exc)
-            return None
-
-    return call
-
-
-def table(rows: Sequence[dict], columns: Sequence[str], *, css: str = "wb-table",
-          row_styles: Sequence[str] | None = None, formats: dict[str, str] | None = None,
-          headers: dict[str, str] | None = None) -> str:
-    """An HTML table (escaped) with optional per-row inline styles."""
-    formats = formats or {}
-    headers = headers or {}
-    head = "".join(f"<th style='text-align:left;padding:2px 8px'>{html.escape(headers.get(c, c))}</th>" for c in columns)
-    body = []
-    for i, row in enumerate(rows):
-        style = row_styles[i] if row_styles else ""
-        cells = []
-        for c in columns:
-            v = row.get(c, "")
-            if v is None:
-                v = ""
-            elif c in formats and isinstance(v, (int, float)):
-                v = format(v, formats[c])
-            cells.append(f"<td style='padding:2px 8px'>{html.escape(str(v))}</td>")
-        body.append(f"<tr class='wb-row' style='{style}'>{''.join(cells)}</tr>")
-    return (f"<table class='{css}' style='border-collapse:collapse;font-size:12px'>"
-            f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
-
-
-def parse_ints(text: str, *, what: str = "layers") -> list[int] | None:
-    """``"5"``, ``"4, 5, 6"`` or ``"4-6"`` → a list; empty → None."""
-    text = (text or "").strip()
-    if not text:
-        return None
-    out: list[int] = []
-    for part in text.replace(";", ",").split(","):
-        part = part.strip()
-        if not part:
-            continue
-        try:
-            if "-" in part[1:]:
-                a, b = part.split("-", 1) if not part.startswith("-") else (part, None)
-                out.extend(range(int(a), int(b) + 1))
-            else:
-                out.append(int(part))
-        except (TypeError, ValueError):
-            raise WorkbenchError(f"{what} must be integers like '5' or '4,5,6' or '4-6', got {text!r}") from None
-    return out
-
-
-def parse_hparams(text: str) -> dict[str, Any]:
-    """``key=value`` lines (or JSON) → a dict; values read as JSON where they parse."""
-    import json
-
-    text = (text or "").strip()
-    if not text:
-        return {}
-    if text.startswith("{"):
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise WorkbenchError(f"hyperparameters are not valid JSON ({exc.msg})") from None
-        if not isinstance(value, dict):
-            raise WorkbenchError("hyperparameters must be a JSON object or key=value lines")
-        return value
-    out: dict[str, Any] = {}
-    for line in text.replace(",", "\n").splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        if "=" not in line:
-            raise WorkbenchError(f"hyperparameter line {line!r} is not key=value")
-        key, value = (s.strip() for s in line.split("=", 1))
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
-
-
-def section(title: str) -> widgets.HTML:
-    return widgets.HTML(f"<b>{html.escape(title)}</b>")
-
-
 #: Seconds a quick call waits for a preemptible task to stop at its next step.
 PREEMPT_WAIT = 30.0
 #: Seconds a quick call waits for a task that has just taken the model to say whether it gives way.
@@ -434,29 +289,36 @@ class State:
         self.busy_text = ""
         self.busy_since: float | None = None
         self._busy_shown = 0.0
-        #: Buttons whose click calls the model at once: disabled while a task holds it.
-        self._quick: list[widgets.Button] = []
+        self._busy_lock = threading.RLock()
+        #: Controls whose use calls the model at once: disabled while a task holds it.
+        self._quick: list[widgets.Widget] = []
 
-    def needs_model(self, *buttons: widgets.Button) -> None:
-        """Register quick buttons (they call the model in the click): disabled while a task runs."""
-        self._quick.extend(buttons)
+    def needs_model(self, *controls: widgets.Widget) -> None:
+        """Register quick controls (they call the model when used: a button, the fact list):
+        disabled while a task that does not give way holds the model."""
+        self._quick.extend(controls)
 
-    def report_busy(self, task: Task | None, text: str) -> None:
+    def report_busy(self, task: Task | None, text: str, *, holding: bool = False) -> None:
         """A task took the model (``task``), reports progress, or let it go (``None``): emits ``"busy"``.
 
         Progress reports are throttled to two a second; taking and releasing always emit.
+        ``holding``: only a progress report of the task that holds the model now (a heartbeat),
+        never a taking.
         """
-        now = time.perf_counter()
-        changed = task is not self.busy_task
-        if not changed and now - self._busy_shown < 0.5:
-            return
-        if changed:
-            self.busy_since = now if task is not None else None
-            # A preemptible task (the greedy answers) gives way to quick calls: nothing to disable.
-            blocking = task is not None and not task.preemptible
-            for button in self._quick:
-                button.disabled = blocking
-        self.busy_task, self.busy_text, self._busy_shown = task, text, now
+        with self._busy_lock:  # the check and the change as one: see Task._heartbeat
+            if holding and task is not self.busy_task:
+                return
+            now = time.perf_counter()
+            changed = task is not self.busy_task
+            if not changed and now - self._busy_shown < 0.5:
+                return
+            if changed:
+                self.busy_since = now if task is not None else None
+                # A preemptible task (the greedy answers) gives way to quick calls: nothing to disable.
+                blocking = task is not None and not task.preemptible
+                for control in self._quick:
+                    control.disabled = blocking
+            self.busy_task, self.busy_text, self._busy_shown = task, text, now
         self.emit("busy")
 
     @property
@@ -536,3 +398,55 @@ class State:
         self.emit("select")
         if open_panel and self.select_tab is not None:
             self.select_tab("memories")
+
+
+class BusyLine(widgets.HBox):
+    """The app's one busy line: which task holds the model, in which tab, for how long, its
+    progress, and its Cancel; empty while the model is free.
+
+    Args:
+        state: the shared :class:`State`; the line redraws on its ``"busy"`` event.
+        where: names the tab a task lives in ("" when unknown).
+    """
+
+    def __init__(self, state: State, *, where: Callable[[Task], str] | None = None) -> None:
+        self.state = state
+        self.where = where or (lambda task: "")
+        self.text = widgets.HTML()
+        self.text.add_class("wb-busy")
+        self.cancel_button = widgets.Button(description="Cancel", button_style="warning",
+                                            layout=widgets.Layout(display="none"))
+        self.cancel_button.add_class("wb-busy-cancel")
+        self.cancel_button.on_click(lambda _: self.cancel())
+        super().__init__([self.text, self.cancel_button])
+        state.on("busy", self.update)
+
+    def cancel(self) -> None:
+        task = self.state.busy_task
+        if task is not None:
+            task.cancel()
+
+    def update(self) -> None:
+        task = self.state.busy_task
+        if task is None:
+            self.text.value = ""
+            self.cancel_button.layout.display = "none"
+            return
+        if task.preemptible:
+            # The greedy answers refill after every change and stop for any click: the model is
+            # not busy for the user, and a line about them read as noise (their own row in the
+            # Probes tab says how far they are).
+            self.text.value = ""
+            self.cancel_button.layout.display = "none"
+            return
+        where = self.where(task)
+        text = task.status.value or self.state.busy_text
+        self.text.value = (f"<span style='color:#8a4b00'><b>Busy</b>: {html.escape(task.button.description)}"
+                           + (f" ({html.escape(where)} tab)" if where else "")
+                           + f" · {self.state.busy_seconds:.0f} s · {html.escape(_plain(text))} — choosing a "
+                             "fact and the buttons that need the model wait for it</span>")
+        self.cancel_button.layout.display = "" if not task.cancel_button.disabled else "none"
+
+
+def _plain(text: str) -> str:
+    return html.unescape(re.sub(r"<[^>]+>", "", text or ""))
