@@ -173,9 +173,9 @@ def test_prepare_pays_the_first_edits_costs_and_changes_no_result(tmp_path, monk
     # Statistics only from disk: none there, so none computed and no factor kept.
     prepare(warm, "rome", compute_statistics=False)
     assert not _path(warm, layer, "stats", 20_000).exists()
-    assert not getattr(warm, "_workbench_ridge_factors", {})
+    assert not list(warm.memo.keys("ridge_factor"))
     prepare(warm, "rome")
-    assert _path(warm, layer, "stats", 20_000).exists() and warm._workbench_ridge_factors
+    assert _path(warm, layer, "stats", 20_000).exists() and list(warm.memo.keys("ridge_factor"))
     kw = dict(min_prob=0, steps=3, check_known=False)
     h = wb.edit(warm, fact, method="rome", **kw)
     after_warm = value_param(warm, layer)[1].detach().clone()

@@ -10,11 +10,13 @@ from __future__ import annotations
 import functools
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
-_CACHE_ATTR = "_workbench_bf16_copies"
+if TYPE_CHECKING:
+    from workbench.model import Model
 
 
 @functools.cache
@@ -35,8 +37,8 @@ def native_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def bf16_copies(model, params: list[Tensor]) -> list[Tensor]:
-    """bfloat16 copies of ``params``, kept on the model while each weight is unchanged.
+def bf16_copies(model: Model, params: list[Tensor]) -> list[Tensor]:
+    """bfloat16 copies of ``params``, kept in ``model.memo`` while each weight is unchanged.
 
     Shared by :class:`~workbench.lowp.LowPrecisionBlocks` and :class:`~workbench.unembed.MixedUnembed`.
 
@@ -45,15 +47,10 @@ def bf16_copies(model, params: list[Tensor]) -> list[Tensor]:
         >>> bf16_copies(model, [w])[0] is bf16_copies(model, [w])[0]  # doctest: +SKIP
         True
     """
-    held: dict[int, tuple[tuple, Tensor]] = getattr(model, _CACHE_ATTR, None) or {}
     out = []
     for p in params:
-        # An edit writes weights in place (bumping _version) or replaces them (new data_ptr).
-        key = (p.data_ptr(), p._version, p.device, tuple(p.shape))
-        got = held.get(id(p))
-        if got is None or got[0] != key:
-            got = (key, p.detach().to(torch.bfloat16))
-            held[id(p)] = got
-        out.append(got[1])
-    setattr(model, _CACHE_ATTR, held)
+        # An edit writes weights in place (bumping _version) or replaces them (new data_ptr):
+        # either changes the stamp, and the copy is made again.
+        stamp = (p.data_ptr(), p._version, p.device, tuple(p.shape))
+        out.append(model.memo.get(("bf16", id(p)), lambda p=p: p.detach().to(torch.bfloat16), stamp=stamp))
     return out

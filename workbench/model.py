@@ -14,7 +14,9 @@ import json
 import logging
 import numbers
 import time
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import torch
 from jaxtyping import Float, Int
@@ -24,6 +26,8 @@ from workbench.architecture import Roles, check_roles, roles_for
 from workbench.errors import WorkbenchError
 from workbench.loading import DEFAULT_MODEL, load_hf
 
+T = TypeVar("T")
+
 
 class StopForward(Exception):
     """Raised from a hook once a forward pass has given what it was run for.
@@ -31,6 +35,59 @@ class StopForward(Exception):
     The caller catches it around the forward call; the blocks above the hook are
     skipped (statistics, key capture, key contexts read only early layers).
     """
+
+
+class Memo:
+    """What is computed from a model and kept on it, in one typed store (``Model.memo``).
+
+    A key is a tuple whose first element names the kind of thing held (``"ridge_factor"``,
+    ``"null_projector"``, ``"bf16"``, ``"stop_ids"``); the rest says what it was made from.
+    An entry may carry a ``stamp``: when the stamp given to :meth:`get` differs from the one
+    it was built under (a weight written in place or replaced), it is built again. Things
+    computed from the unedited weights (C, its factor, its projector) or from the tokenizer
+    need no stamp: no edit changes them.
+
+    Example:
+        >>> memo = Memo()
+        >>> memo.get(("square", 3), lambda: 9)
+        9
+        >>> memo.get(("square", 3), lambda: 0)          # kept: not built again
+        9
+        >>> memo.get(("w",), lambda: 1, stamp=1), memo.get(("w",), lambda: 2, stamp=2)
+        (1, 2)
+        >>> sorted(memo.keys())
+        [('square', 3), ('w',)]
+    """
+
+    def __init__(self) -> None:
+        self._held: dict[Hashable, tuple[Hashable, Any]] = {}
+
+    def get(self, key: Hashable, build: Callable[[], T], *, stamp: Hashable = None) -> T:
+        """The value kept under ``key``; ``build()`` makes (and keeps) it if there is none,
+        or if the one there was made under another ``stamp``."""
+        held = self._held.get(key)
+        if held is None or held[0] != stamp:
+            held = (stamp, build())
+            self._held[key] = held
+        return held[1]
+
+    def keys(self, kind: str | None = None) -> Iterator[Hashable]:
+        """The keys held (only those of ``kind``, the first element of a tuple key, if given)."""
+        return iter([k for k in self._held if kind is None or (isinstance(k, tuple) and k[:1] == (kind,))])
+
+    def clear(self, kind: str | None = None) -> None:
+        """Forget everything held, or only the entries of ``kind``."""
+        for k in list(self.keys(kind)):
+            del self._held[k]
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._held
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def __repr__(self) -> str:
+        return f"Memo({len(self)} entries)"
 
 
 @dataclass
@@ -60,6 +117,9 @@ class Model:
     edit_stack: list = field(default_factory=list)
     #: the ``device_map`` it was loaded with (None: one device); parallel workers load it alike.
     device_map: object = None
+    #: What is computed from the model and kept on it (C's Cholesky factors, AlphaEdit's
+    #: null-space projectors, bfloat16 weight copies, generation's stop ids): see :class:`Memo`.
+    memo: Memo = field(default_factory=Memo, repr=False, compare=False)
 
     @property
     def hf_model(self):
@@ -177,6 +237,8 @@ class Model:
 
     def run_for_hooks(self, tokens: Int[Tensor, "batch pos"], attention_mask: Tensor | None = None) -> None:
         """Run the forward pass only for what its hooks record; a hook may end it with :class:`StopForward`.
+
+        To read activations use :func:`workbench.activations.capture`, which is built on this.
 
         Example:
             >>> def grab(acts, hook=None):

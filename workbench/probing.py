@@ -419,8 +419,8 @@ def _stop_ids(model: Model) -> frozenset[int]:
     token, yet the text-only 270M model emits it in runs after an answer; every
     added token spelt ``<...>`` counts as a stop.
     """
-    cached = getattr(model, "_stop_ids", None)
-    if cached is None:
+
+    def build() -> frozenset[int]:
         tok = model.tokenizer
         eos = model.hf_model.generation_config.eos_token_id
         ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
@@ -428,6 +428,7 @@ def _stop_ids(model: Model) -> frozenset[int]:
         ids.update(k for k, v in tok.added_tokens_decoder.items()
                    if v.content.startswith("<") and v.content.endswith(">") and " " not in v.content)
         ids.discard(tok.bos_token_id)
-        cached = frozenset(i for i in ids if i is not None)
-        model._stop_ids = cached
-    return cached
+        return frozenset(i for i in ids if i is not None)
+
+    # From the tokenizer and generation config only: no edit changes them.
+    return model.memo.get(("stop_ids",), build)

@@ -46,6 +46,7 @@ from workbench.editing.registry import (
 from workbench import checks
 from workbench.errors import WorkbenchError
 from workbench.facts import Fact
+from workbench.model import Model
 from workbench.probing import probe
 
 import_plugins()
@@ -93,7 +94,7 @@ MIN_PROB = 0.05
 
 
 def edit(
-    model,
+    model: Model,
     facts: Fact | Sequence[Fact],
     *,
     method: str = "rome",
@@ -140,7 +141,7 @@ def edit(
     return handle
 
 
-def plan_search(model, fact: Fact, method: str, **kwargs):
+def plan_search(model: Model, fact: Fact, method: str, **kwargs):
     """The v* search ``edit(model, fact, method=method, **kwargs)`` would run on the unedited
     weights, as a :class:`~workbench.editing.targets.SearchRequest`; None when the method
     declares none or the arguments are not valid (the edit itself then says why).
@@ -163,7 +164,7 @@ def plan_search(model, fact: Fact, method: str, **kwargs):
         return None
 
 
-def prepare(model, method: str = "rome", *, layers: Sequence[int] | None = None,
+def prepare(model: Model, method: str = "rome", *, layers: Sequence[int] | None = None,
             compute_statistics: bool = True) -> float:
     """Pay ``method``'s one-time costs on ``model`` now rather than in its first edit; returns seconds.
 
@@ -186,7 +187,7 @@ def prepare(model, method: str = "rome", *, layers: Sequence[int] | None = None,
     return time.perf_counter() - start
 
 
-def _refuse_offloaded(model) -> None:
+def _refuse_offloaded(model: Model) -> None:
     """An edit writes weights: every weight must be in memory (not offloaded to disk by a device_map)."""
     offloaded = [n for n, p in model.hf_model.named_parameters() if p.device.type == "meta"]
     if offloaded:
@@ -197,7 +198,7 @@ def _refuse_offloaded(model) -> None:
         )
 
 
-def _refuse_if_weak(model, handle: EditHandle, facts: list[Fact], min_prob: float) -> None:
+def _refuse_if_weak(model: Model, handle: EditHandle, facts: list[Fact], min_prob: float) -> None:
     """Revert ``handle`` and raise unless most facts reach p(new) >= ``min_prob``."""
     try:
         result = probe(model, [f.text for f in facts], targets=[[f.target_new] for f in facts], top_k=0)

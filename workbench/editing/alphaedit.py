@@ -52,6 +52,7 @@ from workbench.editing.memit import SPREAD_LIMITS, spread_edit
 from workbench.editing.registry import register_method
 from workbench.errors import WorkbenchError
 from workbench.facts import Fact
+from workbench.model import Model
 
 #: The null space holds C's smallest directions up to this share of its trace.
 NULL_ENERGY = 1e-2
@@ -75,16 +76,13 @@ def null_projector(C: Tensor, energy: float = NULL_ENERGY) -> tuple[Tensor, int]
     return free @ free.T, int(free.shape[1])
 
 
-def _projector(model, layer: int, C: Tensor, energy: float) -> tuple[Tensor, int]:
+def _projector(model: Model, layer: int, C: Tensor, energy: float) -> tuple[Tensor, int]:
     # An eigendecomposition of d_mlp × d_mlp costs seconds: once per (layer, C, energy) per model.
-    held: dict = model.__dict__.setdefault("_workbench_null_projectors", {})
-    key = (layer, energy, float(C.trace()), tuple(C.shape))
-    if key not in held:
-        held[key] = null_projector(C, energy)
-    return held[key]
+    key = ("null_projector", layer, energy, float(C.trace()), tuple(C.shape))
+    return model.memo.get(key, lambda: null_projector(C, energy))
 
 
-def kept_keys(model, layer: int) -> Tensor | None:
+def kept_keys(model: Model, layer: int) -> Tensor | None:
     """The keys ``[d_mlp, m]`` of the AlphaEdit edits applied to ``model`` at ``layer`` (None: none)."""
     parts = [h.memory[f"keys.L{layer}"] for h in active_edits(model)
              if h.method == "alphaedit" and f"keys.L{layer}" in h.memory]
@@ -97,7 +95,7 @@ def kept_keys(model, layer: int) -> Tensor | None:
     summary="AlphaEdit (Fang et al. 2025): MEMIT's update projected onto the preserved keys' null space",
     description="AlphaEdit (Fang et al. 2025): MEMIT's update projected onto the null space of the keys of text "
                 "it should leave alone, so that later edits disturb earlier ones less.")
-def alphaedit(model, facts: Sequence[Fact], *, layers: Sequence[int] | None = None,
+def alphaedit(model: Model, facts: Sequence[Fact], *, layers: Sequence[int] | None = None,
               null_energy: float = NULL_ENERGY, l2: float = L2, **hparams) -> EditHandle:
     """Edit facts over MEMIT's window with the null-space-projected solve (module docstring).
 

@@ -19,17 +19,18 @@ import json
 from pathlib import Path
 
 from workbench.errors import WorkbenchError
+from workbench.model import Model
 
 SWEEPS = Path(__file__).resolve().parent.parent.parent / "assets" / "sweeps"
 #: How many consecutive layers MEMIT/PMET spread an edit over.
 WINDOW = 5
 
 
-def _model_key(model) -> str:
+def _model_key(model: Model) -> str:
     return str(model.name).replace("/", "_")
 
 
-def sweep_path(model) -> Path:
+def sweep_path(model: Model) -> Path:
     return SWEEPS / f"{_model_key(model)}_rome.json"
 
 
@@ -41,7 +42,7 @@ def sweep_score(row: dict) -> float:
     return (row["efficacy"] + row["paraphrase"] + row["neighborhood"]) / 3.0
 
 
-def best_rome_layer(model) -> tuple[int, str]:
+def best_rome_layer(model: Model) -> tuple[int, str]:
     """(layer, source): the best layer of the model's ROME sweep, or a rule of thumb."""
     path = sweep_path(model)
     n = model.n_layers
@@ -59,7 +60,7 @@ def best_rome_layer(model) -> tuple[int, str]:
     return n // 4, "rule of thumb (no sweep for this model): a quarter of the way up"
 
 
-def default_layers(model, method: str) -> list[int]:
+def default_layers(model: Model, method: str) -> list[int]:
     """The layers ``method`` edits by default on ``model`` (its record's layer rule).
 
     Raises:
@@ -73,28 +74,28 @@ def default_layers(model, method: str) -> list[int]:
     return layers
 
 
-def rome_layers(model) -> list[int]:
+def rome_layers(model: Model) -> list[int]:
     """One layer: the best of the model's ROME sweep (the rule of ROME, EMMET, KN and FT)."""
     return [best_rome_layer(model)[0]]
 
 
-def window_layers(model) -> list[int]:
+def window_layers(model: Model) -> list[int]:
     """:data:`WINDOW` consecutive layers ending at the best ROME layer (MEMIT, PMET, AlphaEdit)."""
     last = best_rome_layer(model)[0]
     return list(range(max(0, last - WINDOW + 1), last + 1))
 
 
-def upper_half_layers(model) -> list[int]:
+def upper_half_layers(model: Model) -> list[int]:
     """The upper half of the model: where knowledge neurons are searched (KN)."""
     return list(range(model.n_layers // 2, model.n_layers))
 
 
-def memory_layers(model) -> list[int]:
+def memory_layers(model: Model) -> list[int]:
     """One layer, :func:`memory_layer` (GRACE and WISE)."""
     return [memory_layer(model)]
 
 
-def memory_layer(model) -> int:
+def memory_layer(model: Model) -> int:
     """The layer GRACE and WISE keep their memory at by default: two thirds of the way up.
 
     They read a key at every position and answer with an FFN output there, so a late FFN,
@@ -105,7 +106,7 @@ def memory_layer(model) -> int:
     return (2 * model.n_layers) // 3
 
 
-def single_layer(model, layers, method: str, *, hint: str = "") -> int:
+def single_layer(model: Model, layers, method: str, *, hint: str = "") -> int:
     """The one layer a single-layer method edits: ``layers`` or the method's default.
 
     Raises:

@@ -44,6 +44,7 @@ from workbench.editing.search import SearchParams
 from workbench.editing.stats import DEFAULT_SAMPLES
 from workbench.errors import WorkbenchError
 from workbench.facts import Fact
+from workbench.model import Model
 from workbench.progress import progress
 
 
@@ -75,7 +76,7 @@ def equality_update(keys: Tensor, deltas: Tensor, solve, *, constraint_ridge: fl
     return X.T @ U.T
 
 
-def plan_emmet_search(model, fact: Fact, *, constraint_ridge: float = 0.0, **settings):
+def plan_emmet_search(model: Model, fact: Fact, *, constraint_ridge: float = 0.0, **settings):
     """One fact's EMMET search is ROME's (the constraints only combine several facts' δs)."""
     return plan_rome_search(model, fact, **settings)
 
@@ -87,7 +88,7 @@ def plan_emmet_search(model, fact: Fact, *, constraint_ridge: float = 0.0, **set
     description="EMMET (Gupta et al. 2024): many facts in one closed-form batch update under equality "
                 "constraints.")
 def emmet(
-    model,
+    model: Model,
     facts: Sequence[Fact],
     *,
     layers: Sequence[int] | None = None,

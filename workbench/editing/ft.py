@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from workbench.activations import hooked
 from workbench.editing.defaults import rome_layers, single_layer
 from workbench.editing.handle import EditHandle, commit_weights
 from workbench.editing.optimize import as_matrix, build_batch, context_prefixes, to_stored, value_param, warn_if_unknown
@@ -24,6 +25,7 @@ from workbench.checks import Number, Whole
 from workbench.editing.registry import register_method
 from workbench.errors import WorkbenchError
 from workbench.facts import Fact
+from workbench.model import Model
 
 
 @register_method(
@@ -35,7 +37,7 @@ from workbench.facts import Fact
     "max_norm": Number(0, strict=True), "n_prefixes": Whole(0, 100), "stop_nll": Number(0),
 })
 def ft(
-    model,
+    model: Model,
     facts: Sequence[Fact],
     *,
     layers: Sequence[int] | None = None,
@@ -89,7 +91,7 @@ def ft(
         bound = max_norm * float(W.norm())
         for step in range(steps):
             opt.zero_grad()
-            with torch.enable_grad(), model.bridge.hooks(fwd_hooks=hooks):
+            with torch.enable_grad(), hooked(model, hooks):
                 hidden = model.hidden(batch.ids, batch.mask)
                 logp = model.logits_from_hidden(hidden[pr, pc]).float().log_softmax(-1)
                 loss = -(logp[torch.arange(len(tok)), tok] * w).sum()

@@ -56,6 +56,7 @@ from workbench.editing.defaults import memory_layers
 from workbench.editing.registry import register_method
 from workbench.errors import WorkbenchError
 from workbench.facts import Fact
+from workbench.model import Model
 from workbench.probing import target_ids
 
 #: Relative deferral radius (‖h - key‖ / ‖key‖). See the module docstring and
@@ -63,7 +64,7 @@ from workbench.probing import target_ids
 DEFAULT_RADIUS = 0.2
 
 
-def default_layer(model) -> int:
+def default_layer(model: Model) -> int:
     """GRACE's default layer (:func:`~workbench.editing.defaults.memory_layer`: two thirds of the way up)."""
     from workbench.editing.defaults import memory_layer
 
@@ -138,7 +139,7 @@ class GraceMemory(LayerMemory):
                 "values": encode_tensor(self.values), "radii": encode_tensor(self.radii), "labels": self.labels}
 
     @classmethod
-    def from_dict(cls, d: dict, model=None) -> GraceMemory:
+    def from_dict(cls, d: dict, model: Model | None = None) -> GraceMemory:
         """Rebuild from :meth:`to_dict` (pass ``model`` to join its codebook)."""
         try:
             layer, labels = int(d["layer"]), [str(x) for x in d["labels"]]
@@ -186,7 +187,7 @@ def effective_radii(keys: Tensor, radii: Tensor, labels: Sequence[str]) -> Tenso
     return r
 
 
-def _edit_positions(model, fact: Fact) -> tuple[list[int], list[int], list[int]]:
+def _edit_positions(model: Model, fact: Fact) -> tuple[list[int], list[int], list[int]]:
     """(sequence ids, positions that predict the new object's tokens, those tokens)."""
     prompt = model.contextualize(fact.text)
     ids = model.encode(prompt)
@@ -195,7 +196,7 @@ def _edit_positions(model, fact: Fact) -> tuple[list[int], list[int], list[int]]
     return seq, list(range(len(ids) - 1, len(seq))), tgt
 
 
-def fit_entries(model, layer: int, fact: Fact, *, steps: int = 100, lr: float = 0.1,
+def fit_entries(model: Model, layer: int, fact: Fact, *, steps: int = 100, lr: float = 0.1,
                 stop_nll: float = 0.05) -> dict:
     """Keys at the positions that predict ``fact.target_new`` and values that make the model say it.
 
@@ -259,7 +260,7 @@ def fit_entries(model, layer: int, fact: Fact, *, steps: int = 100, lr: float = 
     description="GRACE (Hartvigsen et al. 2023): a codebook at one layer replaces the hidden state of prompts "
                 "near a stored key; no weight changes.", limits={"radius": Number(0, 100, strict=True), "steps": Whole(1, 10_000),
                                   "lr": Number(0, 100, strict=True), "stop_nll": Number(0, 100, strict=True)})
-def grace(model, facts: list[Fact], *, layers=None, radius: float = DEFAULT_RADIUS, steps: int = 100,
+def grace(model: Model, facts: list[Fact], *, layers=None, radius: float = DEFAULT_RADIUS, steps: int = 100,
           lr: float = 0.1, stop_nll: float = 0.05) -> EditHandle:
     """Edit by adding codebook entries at one FFN (no weight changes).
 
@@ -299,11 +300,11 @@ def grace(model, facts: list[Fact], *, layers=None, radius: float = DEFAULT_RADI
 
 
 @register_loader("grace")
-def _load(saved: dict, model=None) -> GraceMemory:
+def _load(saved: dict, model: Model | None = None) -> GraceMemory:
     return GraceMemory.from_dict(saved, model)
 
 
-def distance_sweep(model, facts: Sequence[Fact], layer: int | None = None) -> dict:
+def distance_sweep(model: Model, facts: Sequence[Fact], layer: int | None = None) -> dict:
     """Relative distances from each fact's key (last prompt position) to its paraphrases' and neighbours'.
 
     What :data:`DEFAULT_RADIUS` is chosen from: a paraphrase inside the radius is

@@ -27,6 +27,7 @@ from torch import Tensor
 
 from workbench.cache import write_file_atomically
 from workbench.errors import WorkbenchError
+from workbench.model import Model
 from workbench.results import Result
 
 
@@ -34,14 +35,14 @@ from workbench.results import Result
 MEMORY_PREFIX = "memory::"
 
 
-def _stack(model) -> list[EditHandle]:
+def _stack(model: Model) -> list[EditHandle]:
     # Stored on the Model object itself so every caller sees the same history.
     if not hasattr(model, "edit_stack"):  # a stand-in model (tests, remote views)
         object.__setattr__(model, "edit_stack", [])
     return model.edit_stack
 
 
-def _params(model) -> dict[str, torch.nn.Parameter]:
+def _params(model: Model) -> dict[str, torch.nn.Parameter]:
     return dict(model.hf_model.named_parameters(remove_duplicate=False))
 
 
@@ -233,7 +234,7 @@ def edit_path(path: str | Path) -> Path:
 
 
 def commit_weights(
-    model,
+    model: Model,
     method: str,
     layers: list[int],
     facts: list[dict],
@@ -288,7 +289,7 @@ def commit_weights(
     return handle
 
 
-def commit_prompt_edit(model, method: str, facts: list[dict], prompt_edit, *, info: dict | None = None,
+def commit_prompt_edit(model: Model, method: str, facts: list[dict], prompt_edit, *, info: dict | None = None,
                        seconds: float = 0.0, layers: list[int] | None = None) -> EditHandle:
     """Activate a no-weight edit (an object with ``rewrite(prompt)``; ``attach(model)`` too if it hooks the forward pass)."""
     # layers: where an in-forward memory acts (GRACE, WISE); no weight there changes.
@@ -310,13 +311,13 @@ def commit_prompt_edit(model, method: str, facts: list[dict], prompt_edit, *, in
     return handle
 
 
-def active_edits(model) -> list[EditHandle]:
+def active_edits(model: Model) -> list[EditHandle]:
     """The model's applied edits, oldest first."""
     return list(_stack(model))
 
 
 @contextmanager
-def unedited(model):
+def unedited(model: Model):
     """Inside, ``model`` runs as if no edit were applied; after, every edit is back, bitwise.
 
     For measuring "before" while edits stay applied: changed weights take their values
@@ -357,7 +358,7 @@ def unedited(model):
             e.attach(model)
 
 
-def revert_all(model) -> int:
+def revert_all(model: Model) -> int:
     """Revert every edit, newest first; the weights come back bitwise. Returns how many."""
     stack = _stack(model)
     n = len(stack)
@@ -366,7 +367,7 @@ def revert_all(model) -> int:
     return n
 
 
-def load_edit(model, path: str | Path, *, prompt_edit_loader: Callable[[dict], Any] | None = None) -> EditHandle:
+def load_edit(model: Model, path: str | Path, *, prompt_edit_loader: Callable[[dict], Any] | None = None) -> EditHandle:
     """Re-apply an edit saved with :meth:`EditHandle.save`.
 
     The whole file is checked before anything is applied: its metadata (keys and
@@ -490,7 +491,7 @@ _PROMPT_EDIT_FIELDS: dict[str, dict[str, tuple[bool, Callable[[Any], bool], str]
 }
 
 
-def _metadata_problem(meta: dict, model) -> str | None:
+def _metadata_problem(meta: dict, model: Model) -> str | None:
     """What is wrong with a saved edit's metadata, or None."""
     for key in _REQUIRED_META:
         if key not in meta:

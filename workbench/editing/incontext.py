@@ -29,6 +29,7 @@ from workbench.editing.memory import register_loader
 from workbench.editing.registry import register_method
 from workbench.errors import WorkbenchError
 from workbench.facts import Fact
+from workbench.model import Model
 
 #: (new fact, prompt, answer): copy, update (paraphrase), retain (other subject).
 DEMONSTRATIONS = (
@@ -88,7 +89,7 @@ class InContextEdit:
 
 
 @register_loader("in-context")
-def _load(saved: dict, model=None) -> InContextEdit:
+def _load(saved: dict, model: Model | None = None) -> InContextEdit:
     return InContextEdit.from_dict(saved)
 
 
@@ -98,7 +99,7 @@ def _load(saved: dict, model=None) -> InContextEdit:
     description="In-context baseline: the new fact is written as a sentence before every prompt; no weight "
                 "changes.", limits={"demonstrations": Whole(0, len(DEMONSTRATIONS)),
                                        "template": template_check})
-def in_context(model, facts: list[Fact], *, layers=None, demonstrations: int = 0,
+def in_context(model: Model, facts: list[Fact], *, layers=None, demonstrations: int = 0,
                template: str = "New fact: {}\n") -> EditHandle:
     """Edit by stating the new facts in the context of every prompt.
 

@@ -31,10 +31,11 @@ from workbench.editing.registry import register_method
 from workbench.errors import WorkbenchError
 from workbench.facts import Fact
 from workbench.locate.neurons import knowledge_neurons
+from workbench.model import Model
 from workbench.probing import target_ids
 
 
-def _direction(model, layer: int, token: int) -> Tensor:
+def _direction(model: Model, layer: int, token: int) -> Tensor:
     emb = model.hf_model.get_output_embeddings().weight[token].detach().double()
     gain = model.roles.value_direction_gain(model.bridge, layer)
     if gain is not None:
@@ -51,7 +52,7 @@ def _direction(model, layer: int, token: int) -> Tensor:
     "max_neurons": Whole(1, 10_000), "steps": Whole(1, 1000),
 })
 def kn(
-    model,
+    model: Model,
     facts: Sequence[Fact],
     *,
     layers: Sequence[int] | None = None,

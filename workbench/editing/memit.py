@@ -42,6 +42,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+from workbench import activations
 from workbench.editing.defaults import window_layers
 from workbench.editing.handle import EditHandle, commit_weights
 from workbench.editing.optimize import (
@@ -63,7 +64,7 @@ from workbench.editing.search import SearchParams
 from workbench.editing.stats import DEFAULT_SAMPLES, second_moments
 from workbench.errors import WorkbenchError
 from workbench.facts import Fact
-from workbench.model import StopForward
+from workbench.model import Model
 from workbench.progress import progress
 
 
@@ -72,7 +73,9 @@ SPREAD_LIMITS = {"samples": Whole(1), "mom2_weight": Number(0, strict=True), "pa
                  "prune": check_prune, "rect": check_rect}
 
 
-def residual_targets(model, facts: Sequence[Fact], prefixes: Sequence[str], last: int, deltas: dict[str, Tensor]) -> Tensor:
+def residual_targets(
+    model: Model, facts: Sequence[Fact], prefixes: Sequence[str], last: int, deltas: dict[str, Tensor]
+) -> Tensor:
     """z_i: the residual after block ``last`` at the last subject token with fact i's δs added.
 
     ``deltas[hook_name]`` is ``[n_facts, d]``; returns ``[n_facts, d_model]`` (mean over contexts).
@@ -88,25 +91,20 @@ def residual_targets(model, facts: Sequence[Fact], prefixes: Sequence[str], last
     for start in range(0, len(rows), 64):
         sl = slice(start, start + 64)
         r = rows[sl]
-        got = {}
-
-        def grab(acts, hook=None):
-            got["z"] = acts
-            raise StopForward  # z is read; the blocks above cannot change it
-
         chunk_hooks = [
             (name, _add_at(torch.arange(len(r)), subj[sl].to(model.device), d[fact_of[sl]].float().to(model.device)))
             for name, d in deltas.items()
-        ] + [(resid, grab)]
-        with torch.no_grad(), model.bridge.hooks(fwd_hooks=chunk_hooks):
-            model.run_for_hooks(batch.ids[r], batch.mask[r])
-        z = got["z"][torch.arange(len(r)), subj[sl].to(got["z"].device)].double().cpu()
+        ]
+        # z is read at block `last`; the blocks above cannot change it.
+        got = activations.capture(model, batch.ids[r], [resid], mask=batch.mask[r], positions=subj[sl],
+                                  extra_hooks=chunk_hooks)
+        z = got[resid].double().cpu()
         out.index_add_(0, fact_of[sl], z)
         count.index_add_(0, fact_of[sl], torch.ones(len(r), dtype=torch.float64))
     return out / count[:, None]
 
 
-def _to_ffn_space(model, layer: int, share: Tensor, rms: Tensor) -> Tensor:
+def _to_ffn_space(model: Model, layer: int, share: Tensor, rms: Tensor) -> Tensor:
     """Map a wanted residual change to a change of the raw FFN output (see module doc)."""
     gain = model.roles.value_direction_gain(model.bridge, layer)
     if gain is None:
@@ -121,7 +119,7 @@ def _to_ffn_space(model, layer: int, share: Tensor, rms: Tensor) -> Tensor:
 
 
 def spread_edit(
-    model,
+    model: Model,
     facts: Sequence[Fact],
     layers: Sequence[int],
     *,
@@ -234,7 +232,7 @@ def spread_edit(
     return commit_weights(model, method, layers, [f.to_dict() for f in facts], compute, info=info, memory=memory)
 
 
-def _mean_rms(model, batch, out_hook: str, updates: dict[int, Tensor]) -> Tensor:
+def _mean_rms(model: Model, batch, out_hook: str, updates: dict[int, Tensor]) -> Tensor:
     """Per fact, the mean over contexts of rms(ffn_out) at the last subject token."""
     rows_all = batch.rows(kl=False)
     n = max(batch.fact_of) + 1
@@ -243,24 +241,18 @@ def _mean_rms(model, batch, out_hook: str, updates: dict[int, Tensor]) -> Tensor
     hooks = virtual_update_hooks(model, updates)
     for start in range(0, len(rows_all), 64):
         rows = rows_all[start : start + 64]
-        got = {}
-
-        def grab(acts, hook=None):
-            got["x"] = acts
-            raise StopForward
-
-        # Registered after the virtual updates so it sees the updated output of this layer.
-        with torch.no_grad(), model.bridge.hooks(fwd_hooks=hooks + [(out_hook, grab)]):
-            model.run_for_hooks(batch.ids[rows], batch.mask[rows])
         pos = torch.tensor([batch.subject_pos[r] for r in rows])
-        x = got["x"][torch.arange(len(rows)), pos.to(got["x"].device)].double().cpu()
+        # Read after the virtual updates (extra hooks come first), so it sees this layer's updated output.
+        got = activations.capture(model, batch.ids[rows], [out_hook], mask=batch.mask[rows], positions=pos,
+                                  extra_hooks=hooks)
+        x = got[out_hook].double().cpu()
         idx = torch.tensor([batch.fact_of[r] for r in rows])
         sums.index_add_(0, idx, x.pow(2).mean(-1).sqrt())
         counts.index_add_(0, idx, torch.ones(len(rows), dtype=torch.float64))
     return sums / counts
 
 
-def _checked(model, layers, method: str, targets: str, mom2_weight: float | None, target_sites, keep_sites):
+def _checked(model: Model, layers, method: str, targets: str, mom2_weight: float | None, target_sites, keep_sites):
     """The window's layers sorted, and λ (its default when None), after refusing what does not fit."""
     layers = sorted(model.layer_index(int(l)) for l in layers)
     if len(set(layers)) != len(layers):
@@ -275,7 +267,7 @@ def _checked(model, layers, method: str, targets: str, mom2_weight: float | None
     return layers, mom2_weight
 
 
-def _restrained(model, layers: Sequence[int], updates: dict[int, Tensor], *, rect: float | None, prune: bool,
+def _restrained(model: Model, layers: Sequence[int], updates: dict[int, Tensor], *, rect: float | None, prune: bool,
                 info: dict) -> dict[str, Tensor]:
     """The new weights of ``layers``, each update first restrained by RECT and PRUNE if asked
     (``updates`` is rewritten with what is applied; ``info["restraint"]`` says what they did)."""
@@ -302,7 +294,7 @@ def _restrained(model, layers: Sequence[int], updates: dict[int, Tensor], *, rec
 TARGET_CHUNK = 8
 
 
-def _targets(model, facts: Sequence[Fact], target_sites: list[str], keep_sites: list[str], prefixes, params,
+def _targets(model: Model, facts: Sequence[Fact], target_sites: list[str], keep_sites: list[str], prefixes, params,
              info: dict, method: str) -> dict[str, Tensor]:
     """Each fact's δ at ``keep_sites`` (``[n_facts, d]`` per site), searched :data:`TARGET_CHUNK` facts a batch."""
     alone = keep_sites if keep_sites != target_sites else ()
@@ -328,7 +320,7 @@ def _targets(model, facts: Sequence[Fact], target_sites: list[str], keep_sites: 
     key_statistics=True, summary="MEMIT (Meng et al. 2023): ROME's update spread over a window of FFN layers",
     description="MEMIT (Meng et al. 2023): ROME's update spread over a window of FFN layers, built for many facts "
                 "at once.")
-def memit(model, facts: Sequence[Fact], *, layers: Sequence[int] | None = None, **hparams) -> EditHandle:
+def memit(model: Model, facts: Sequence[Fact], *, layers: Sequence[int] | None = None, **hparams) -> EditHandle:
     """Edit many facts in one update over a window of layers.
 
     Args:

@@ -32,6 +32,7 @@ import torch
 from torch import Tensor
 
 from workbench.errors import WorkbenchError
+from workbench.model import Model
 
 
 def encode_tensor(t: Tensor) -> dict:
@@ -77,11 +78,11 @@ class LayerMemory:
 
     # -- the hook ---------------------------------------------------------------------
     @staticmethod
-    def module(model, layer: int):
+    def module(model: Model, layer: int):
         """The module whose forward the memory hooks: block ``layer``'s FFN (WISE: its value matrix)."""
         return model.bridge.blocks[layer].mlp
 
-    def attach(self, model) -> None:
+    def attach(self, model: Model) -> None:
         """Start acting on ``model`` (called by ``commit_prompt_edit``)."""
         if self._hook is None:
             self._hook = self.module(model, self.layer).register_forward_hook(self._forward_hook)

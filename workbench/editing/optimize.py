@@ -31,6 +31,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from workbench import activations
+from workbench.activations import hooked, virtual_update_hooks  # noqa: F401 (virtual_update_hooks re-exported)
 from workbench.cache import cache_dir, write_file_atomically
 from workbench.lowp import LowPrecisionBlocks
 from workbench.lowp import usable as lowp_usable
@@ -38,7 +40,7 @@ from workbench.editing.search import SearchParams
 from workbench.editing.weights import as_matrix, param_name, to_stored, value_param  # noqa: F401 (re-exported)
 from workbench.errors import WorkbenchError
 from workbench.facts import Fact, top_begins_true_object
-from workbench.model import StopForward
+from workbench.model import Model, StopForward
 from workbench.probing import target_ids
 from workbench.unembed import MixedUnembed
 
@@ -48,7 +50,9 @@ _STARTERS = ("The", "Therefore", "Because", "I", "You", "It", "In", "However", "
 
 
 # -- context prefixes --------------------------------------------------------------------
-def context_prefixes(model, n: int = 10, *, min_tokens: int = 5, max_tokens: int = 10, seed: int = 0) -> list[str]:
+def context_prefixes(
+    model: Model, n: int = 10, *, min_tokens: int = 5, max_tokens: int = 10, seed: int = 0
+) -> list[str]:
     """``n`` short texts sampled from the model, each ending in ``". "``; cached per model.
 
     ROME averages keys and optimises targets over the edit prompt preceded by
@@ -88,7 +92,7 @@ def context_prefixes(model, n: int = 10, *, min_tokens: int = 5, max_tokens: int
     return out
 
 
-def _prefixes_problem(model, data, n: int, max_tokens: int) -> str | None:
+def _prefixes_problem(model: Model, data, n: int, max_tokens: int) -> str | None:
     """Why a cached list of context prefixes is not one :func:`context_prefixes` could have made, or None."""
     if not isinstance(data, list) or len(data) != n:
         return f"expected a list of {n} prefixes"
@@ -129,13 +133,14 @@ class Batch:
         return [i for i in range(len(self.fact_of)) if kl is None or self.is_kl[i] == kl]
 
 
-def subject_end(model, text: str, end_char: int) -> int:
+def subject_end(model: Model, text: str, end_char: int) -> int:
     """Index of the token that holds character ``end_char - 1`` of ``text`` (with BOS)."""
     return len(model.encode(text[:end_char])) - 1
 
 
 def build_batch(
-    model, facts: Sequence[Fact], prefixes: Sequence[str], *, target: str = "new", kl_prompt: str | None = "{} is a",
+    model: Model, facts: Sequence[Fact], prefixes: Sequence[str], *, target: str = "new",
+    kl_prompt: str | None = "{} is a",
     with_targets: bool = True,
 ) -> Batch:
     """The bare and prefixed edit prompts of every fact (+ one KL prompt per fact).
@@ -185,29 +190,12 @@ def build_batch(
 
 
 # -- hooks -------------------------------------------------------------------------------
-def virtual_update_hooks(model, updates: dict[int, Tensor]) -> list[tuple]:
-    """Hooks that make the model behave as if ``W_l += updates[l]`` (``[d_model, d_mlp]``).
-
-    Reading the key at ``ffn_keys`` and adding ``ΔW k`` at ``ffn_out`` is exactly
-    a weight change, without touching the weights (so nothing can be left half-edited).
-    """
-    hooks = []
-    for layer, dW in updates.items():
-        store: dict[str, Tensor] = {}
-
-        def keep(acts, hook=None, store=store):
-            store["k"] = acts
-
-        def add(out, hook=None, store=store, dW=dW):
-            return out + (store["k"].to(dW.dtype) @ dW.T).to(out.dtype)
-
-        hooks.append((model.roles.hook("ffn_keys", layer), keep))
-        hooks.append((model.roles.hook("ffn_out", layer), add))
-    return hooks
+# virtual_update_hooks lives with the other ways into activations (workbench/activations.py);
+# imported above, so ``from workbench.editing.optimize import virtual_update_hooks`` still works.
 
 
 def capture(
-    model, batch: Batch, names: Sequence[str], *, extra_hooks: Sequence[tuple] = (), n_facts: int | None = None,
+    model: Model, batch: Batch, names: Sequence[str], *, extra_hooks: Sequence[tuple] = (), n_facts: int | None = None,
     chunk: int = 64,
 ) -> dict[str, Float[Tensor, "fact d"]]:
     """Activations at each non-KL row's last subject token, averaged per fact.
@@ -220,24 +208,12 @@ def capture(
     counts = torch.zeros(n_facts, dtype=torch.float64)
     for start in range(0, len(rows_all), chunk):
         rows = rows_all[start : start + chunk]
-        got: dict[str, Tensor] = {}
-
-        def grabber(name: str):
-            # Keyed by the name we asked for: an aliased hook reports its canonical name.
-            def grab(acts, hook=None):
-                got[name] = acts
-                if len(got) == len(names):
-                    # Everything asked for is in hand; the layers above cannot change it.
-                    raise StopForward
-            return grab
-
-        hooks = list(extra_hooks) + [(n, grabber(n)) for n in names]
-        with torch.no_grad(), model.bridge.hooks(fwd_hooks=hooks):
-            model.run_for_hooks(batch.ids[rows], batch.mask[rows])
         idx = torch.tensor([batch.fact_of[r] for r in rows])
         pos = torch.tensor([batch.subject_pos[r] for r in rows])
+        got = activations.capture(model, batch.ids[rows], names, mask=batch.mask[rows], positions=pos,
+                                  extra_hooks=extra_hooks)
         for n in names:
-            vals = got[n][torch.arange(len(rows)), pos.to(got[n].device)].double().cpu()
+            vals = got[n].double().cpu()
             if n not in sums:
                 sums[n] = torch.zeros(n_facts, vals.shape[-1], dtype=torch.float64)
             sums[n].index_add_(0, idx, vals)
@@ -276,7 +252,7 @@ class SuffixRunner:
     position ``subject_pos[i] + j``.
     """
 
-    def __init__(self, model, batch: Batch, extra_hooks: Sequence[tuple] = (), *, start_block: int = 0) -> None:
+    def __init__(self, model: Model, batch: Batch, extra_hooks: Sequence[tuple] = (), *, start_block: int = 0) -> None:
         self.model = model
         self.extra_hooks = list(extra_hooks)
         lens = batch.mask.sum(1).tolist()
@@ -297,7 +273,7 @@ class SuffixRunner:
         self.cache = None
         self._cache_kwarg = model.cache_kwarg
         if self.split > 0:
-            with torch.no_grad(), model.bridge.hooks(fwd_hooks=self.extra_hooks):
+            with torch.no_grad(), hooked(model, self.extra_hooks):
                 out = model.hf_model.base_model(
                     input_ids=self.ids[:, : self.split], attention_mask=self.mask[:, : self.split],
                     position_ids=self.pos[:, : self.split], use_cache=True,
@@ -335,7 +311,7 @@ class SuffixRunner:
         s = self.split
         # The forward appends the suffix to the cache it is given: hand it a copy.
         cache = copy.deepcopy(self.cache) if self.cache is not None else None
-        with self.model.bridge.hooks(fwd_hooks=list(hooks)):
+        with hooked(self.model, hooks):
             return self.model.hf_model.base_model(
                 input_ids=self.ids[:, s:], attention_mask=self.mask, position_ids=self.pos[:, s:],
                 use_cache=cache is not None, **{self._cache_kwarg: cache},
@@ -385,7 +361,7 @@ def _select_rows(value, index: Tensor, n_rows: int):
     return value
 
 
-def prepare_search(model, sites: Sequence[str], params: SearchParams) -> None:
+def prepare_search(model: Model, sites: Sequence[str], params: SearchParams) -> None:
     """Make the bfloat16 weight copies :func:`optimize_deltas` at ``sites`` would make on its
     first call (they are kept on the model while the weights are unchanged)."""
     from workbench.bfloat16 import bf16_copies
@@ -412,7 +388,7 @@ def first_block(names: Sequence[str]) -> int:
     return min(found) if found else 0
 
 
-def warn_if_unknown(model, facts: Sequence[Fact]) -> list[Fact]:
+def warn_if_unknown(model: Model, facts: Sequence[Fact]) -> list[Fact]:
     """Warn (``warnings.warn``) about facts whose true object the model does not prefer.
 
     Returns the facts it warned about. Facts without ``target_true`` are skipped.

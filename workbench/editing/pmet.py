@@ -26,6 +26,7 @@ from workbench.editing.handle import EditHandle
 from workbench.editing.memit import SPREAD_LIMITS, spread_edit
 from workbench.editing.registry import register_method
 from workbench.facts import Fact
+from workbench.model import Model
 
 
 @register_method(
@@ -33,7 +34,7 @@ from workbench.facts import Fact
     key_statistics=True, summary="PMET (Li et al. 2024): MEMIT with attention and FFN targets, FFN weights only",
     description="PMET (Li et al. 2024): like MEMIT, but the target is set for the attention and FFN outputs "
                 "separately and only the FFN weights are changed.")
-def pmet(model, facts: Sequence[Fact], *, layers: Sequence[int] | None = None, **hparams) -> EditHandle:
+def pmet(model: Model, facts: Sequence[Fact], *, layers: Sequence[int] | None = None, **hparams) -> EditHandle:
     """Edit many facts at once with PMET (FFN weights of a window of layers).
 
     Args:

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from workbench.errors import WorkbenchError
+from workbench.model import Model
 
 
 def prune_singular_values(delta: Tensor, sigma_max: float) -> tuple[Tensor, int]:
@@ -65,7 +66,7 @@ def rect_mask(delta: Tensor, weight: Tensor, keep: float) -> Tensor:
     return torch.where(rel >= cut, delta, torch.zeros_like(delta))
 
 
-def original_weight(model, name: str, current: Tensor) -> Tensor:
+def original_weight(model: Model, name: str, current: Tensor) -> Tensor:
     """The parameter ``name`` as it was before every active edit that changed it (``current`` if none)."""
     from workbench.editing.handle import active_edits
 

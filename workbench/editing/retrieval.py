@@ -53,6 +53,7 @@ from workbench.editing.memory import register_loader
 from workbench.editing.registry import register_method
 from workbench.errors import WorkbenchError
 from workbench.facts import Fact
+from workbench.model import Model
 
 #: Cosine similarity at or above which a stored fact is recalled (see module docstring).
 DEFAULT_THRESHOLD = 0.70
@@ -131,7 +132,7 @@ class RetrievalEdit:
                 "threshold": self.threshold, "template": self.template}
 
     @classmethod
-    def from_dict(cls, d: dict, model=None) -> RetrievalEdit:
+    def from_dict(cls, d: dict, model: Model | None = None) -> RetrievalEdit:
         """Rebuild from :meth:`to_dict` (pass ``model`` to join its shared memory)."""
         return cls(d["keys"], d["statements"], threshold=d.get("threshold", DEFAULT_THRESHOLD),
                    template=d.get("template", _TEMPLATE),
@@ -139,7 +140,7 @@ class RetrievalEdit:
 
 
 @register_loader("retrieval")
-def _load(saved: dict, model=None) -> RetrievalEdit:
+def _load(saved: dict, model: Model | None = None) -> RetrievalEdit:
     return RetrievalEdit.from_dict(saved, model)
 
 
@@ -148,7 +149,7 @@ def _load(saved: dict, model=None) -> RetrievalEdit:
     summary="Retrieval: an external memory of facts, the matching one written before a prompt",
     description="Retrieval baseline: an external memory of edited facts; the matching one is written before a "
                 "prompt that names its subject; no weight changes.", limits={"threshold": Number(-1, 1), "template": template_check})
-def retrieval(model, facts: list[Fact], *, layers=None, threshold: float = DEFAULT_THRESHOLD,
+def retrieval(model: Model, facts: list[Fact], *, layers=None, threshold: float = DEFAULT_THRESHOLD,
               template: str = _TEMPLATE) -> EditHandle:
     """Edit by adding the facts to the model's retrieval memory.
 

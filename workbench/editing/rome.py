@@ -59,6 +59,7 @@ from workbench.editing.search import SearchParams
 from workbench.editing.stats import DEFAULT_SAMPLES, is_cached, ridge_solver, with_ridge
 from workbench.errors import WorkbenchError
 from workbench.facts import Fact
+from workbench.model import Model
 
 
 def rank_one_update(
@@ -106,7 +107,7 @@ class LayerSite:
     out_hook: str
 
 
-def layer_site(model, layer: int, *, samples: int, reg: float, n_prefixes: int, n_key_prefixes: int,
+def layer_site(model: Model, layer: int, *, samples: int, reg: float, n_prefixes: int, n_key_prefixes: int,
                info: dict) -> LayerSite:
     """The :class:`LayerSite` of ``layer``; ``info["stats_seconds"]`` gets the time C took."""
     t0 = time.perf_counter()
@@ -123,7 +124,7 @@ N_KEY_PREFIXES = 20
 ROME_LIMITS = {"samples": Whole(1), "n_key_prefixes": Whole(0, 100), "reg": Number(0, strict=True)}
 
 
-def prepare_rome(model, layers: Sequence[int] | None = None, *, compute_statistics: bool = True,
+def prepare_rome(model: Model, layers: Sequence[int] | None = None, *, compute_statistics: bool = True,
                  samples: int = DEFAULT_SAMPLES, reg: float = 1e-4) -> None:
     """What ROME's first edit at ``layers`` (its default) computes once and keeps: the Cholesky
     factor of C + ridge, the context prefixes and the search's bfloat16 weight copies. With
@@ -137,7 +138,7 @@ def prepare_rome(model, layers: Sequence[int] | None = None, *, compute_statisti
     prepare_search(model, [model.roles.hook("ffn_out", layer)], params)
 
 
-def plan_rome_search(model, fact: Fact, *, layers: Sequence[int] | None = None, samples: int = DEFAULT_SAMPLES,
+def plan_rome_search(model: Model, fact: Fact, *, layers: Sequence[int] | None = None, samples: int = DEFAULT_SAMPLES,
                      n_key_prefixes: int = N_KEY_PREFIXES, reg: float = 1e-4, check_known: bool = True,
                      **search) -> SearchRequest:
     """The v* search a ROME (or EMMET) edit of ``fact`` alone runs on the unedited weights, so that
@@ -155,7 +156,7 @@ def plan_rome_search(model, fact: Fact, *, layers: Sequence[int] | None = None, 
     description="ROME (Meng et al. 2022): one rank-one update of one FFN output matrix, so that the subject's key "
                 "gives a value that makes the model say the new object.")
 def rome(
-    model,
+    model: Model,
     facts: Sequence[Fact],
     *,
     layers: Sequence[int] | None = None,

@@ -19,9 +19,10 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from workbench.activations import capture
 from workbench.cache import cache_dir, load_checked, save_checked
 from workbench.errors import WorkbenchError
-from workbench.model import StopForward
+from workbench.model import Model
 from workbench.progress import CancelToken, progress
 
 #: Default number of corpus tokens behind C: ten times d_mlp of Gemma 3 270M,
@@ -29,11 +30,11 @@ from workbench.progress import CancelToken, progress
 DEFAULT_SAMPLES = 20_000
 
 
-def _path(model, layer: int, corpus: str, samples: int):
+def _path(model: Model, layer: int, corpus: str, samples: int):
     return cache_dir("stats") / f"{model.fingerprint}_{corpus}_{samples}tok_L{layer}.pt"
 
 
-def is_cached(model, layer: int, *, samples: int = DEFAULT_SAMPLES, corpus: str = "stats") -> bool:
+def is_cached(model: Model, layer: int, *, samples: int = DEFAULT_SAMPLES, corpus: str = "stats") -> bool:
     """Whether C of ``layer`` is on disk and reads back whole (no corpus pass needed for it)."""
     return _load(_path(model, model.layer_index(int(layer)), corpus, samples), model.d_mlp) is not None
 
@@ -50,7 +51,7 @@ def _load(path, d_mlp: int) -> Tensor | None:
 
 
 def second_moments(
-    model,
+    model: Model,
     layers: Sequence[int],
     *,
     samples: int = DEFAULT_SAMPLES,
@@ -103,21 +104,7 @@ def second_moments(
 
     texts = wiki_texts(corpus)
     sums = {l: torch.zeros(model.d_mlp, model.d_mlp, dtype=torch.float64, device=model.device) for l in todo}
-    mask_holder: dict[str, Tensor] = {}
-
-    last = max(todo)
-
-    def make_hook(layer: int):
-        def hook(acts, hook=None):
-            keep = mask_holder["mask"]
-            k = acts[keep].double()  # [n_tokens, d_mlp]
-            sums[layer].addmm_(k.T, k)
-            if layer == last:
-                # Nothing above this layer is needed: skip the rest of the forward pass.
-                raise StopForward
-        return hook
-
-    hooks = [(model.roles.hook("ffn_keys", l), make_hook(l)) for l in todo]
+    sites = {l: model.roles.hook("ffn_keys", l) for l in todo}
     pad = model.tokenizer.pad_token_id or 0
     bos = model.tokenizer.bos_token_id
     count = 0
@@ -127,7 +114,7 @@ def second_moments(
     bar = progress(iter(range(0, len(texts), batch_size)), desc=f"FFN key stats L{todo[0]}..{todo[-1]} (batches)", cancel=cancel)
     # C is cached under the unedited model's fingerprint: compute it with every edit set aside,
     # or a later clean run would read statistics of weights it does not have.
-    with torch.no_grad(), unedited(model), model.bridge.hooks(fwd_hooks=hooks):
+    with torch.no_grad(), unedited(model):
         for start in bar:
             batch = [model.encode(t)[:max_tokens] for t in texts[start : start + batch_size]]
             width = max(len(b) for b in batch)
@@ -146,8 +133,12 @@ def second_moments(
                 cut = torch.zeros_like(keep.flatten())
                 cut[flat[:remaining]] = True
                 keep = cut.view_as(keep)
-            mask_holder["mask"] = keep.to(model.device)
-            model.run_for_hooks(ids.to(model.device), mask.long().to(model.device))
+            keep = keep.to(model.device)
+            # The pass stops at the highest layer asked for: nothing above it is needed.
+            got = capture(model, ids, list(sites.values()), mask=mask.long().to(model.device))
+            for l, site in sites.items():
+                k = got[site][keep].double()  # [n_tokens, d_mlp]
+                sums[l].addmm_(k.T, k)
             count += int(keep.sum())
             if count >= bar_total:
                 break
@@ -160,7 +151,7 @@ def second_moments(
     return out
 
 
-def second_moment(model, layer: int, **kwargs) -> Float[Tensor, "d_mlp d_mlp"]:
+def second_moment(model: Model, layer: int, **kwargs) -> Float[Tensor, "d_mlp d_mlp"]:
     """C for one layer; see :func:`second_moments`."""
     layer = model.layer_index(int(layer))
     return second_moments(model, [layer], **kwargs)[layer]
@@ -173,7 +164,9 @@ def with_ridge(C: Float[Tensor, "d d"], reg: float) -> Float[Tensor, "d d"]:
     return C + ridge * torch.eye(C.shape[0], dtype=torch.float64, device=C.device)
 
 
-def ridge_solver(model, layer: int, *, samples: int = DEFAULT_SAMPLES, reg: float = 1e-4) -> Callable[[Tensor], Tensor]:
+def ridge_solver(
+    model: Model, layer: int, *, samples: int = DEFAULT_SAMPLES, reg: float = 1e-4
+) -> Callable[[Tensor], Tensor]:
     """``x ↦ (C + reg·mean(diag C)·I)⁻¹ x`` in float64, for C of ``layer``.
 
     The Cholesky factor is computed once per (layer, samples, reg) and kept on the
@@ -185,21 +178,22 @@ def ridge_solver(model, layer: int, *, samples: int = DEFAULT_SAMPLES, reg: floa
         >>> u = solve(k)                                            # doctest: +SKIP
     """
     layer = model.layer_index(int(layer))
-    held: dict = model.__dict__.setdefault("_workbench_ridge_factors", {})
-    key = (layer, samples, reg, str(model.device))
-    if key not in held:
+
+    def build() -> Tensor:
         C = second_moment(model, layer, samples=samples).to(model.device)
         factor, info = torch.linalg.cholesky_ex(with_ridge(C, reg))
         if int(info) != 0:
             raise WorkbenchError(
                 f"C + ridge of layer {layer} is not positive definite (reg={reg}); use a larger reg"
             )
-        held[key] = factor
-    factor = held[key]
+        return factor
+
+    # C is the unedited model's (cached under its fingerprint): no edit makes the factor stale.
+    factor = model.memo.get(("ridge_factor", layer, samples, reg, str(model.device)), build)
     return lambda x: torch.cholesky_solve(x.double().reshape(len(x), -1), factor).reshape(x.shape)
 
 
-def statistics_files(model, method: str, *, layers: Sequence[int] | None = None,
+def statistics_files(model: Model, method: str, *, layers: Sequence[int] | None = None,
                      samples: int = DEFAULT_SAMPLES) -> list:
     """The cache files of C that ``method`` reads on ``layers`` (its default if None), computed now if missing.
 

@@ -25,8 +25,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from workbench.activations import capture
 from workbench.errors import WorkbenchError
-from workbench.model import StopForward
+from workbench.model import Model
 from workbench.progress import CancelToken, progress
 from workbench.results import Result
 
@@ -68,7 +69,7 @@ class TouchedResult(Result):
         return pd.DataFrame(rows)
 
 
-def _ffn_deltas(model, handle) -> dict[int, Tensor]:
+def _ffn_deltas(model: Model, handle) -> dict[int, Tensor]:
     """``{layer: ΔW as [d_model, d_mlp]}`` for the FFN output matrices the edit changed."""
     from workbench.editing.weights import as_matrix, value_param
 
@@ -162,7 +163,7 @@ def touched(
     )
 
 
-def _encode(model, texts: list[str], samples: int, max_tokens: int) -> list[list[int]]:
+def _encode(model: Model, texts: list[str], samples: int, max_tokens: int) -> list[list[int]]:
     """Texts as token ids (with BOS), cut to ``max_tokens``, until ``samples`` tokens are taken."""
     out, count = [], 0
     for text in texts:
@@ -188,28 +189,20 @@ def _batches(encoded: list[list[int]], batch_size: int, pad: int):
         yield start, batch, ids, mask
 
 
-def _key_changes(model, deltas: dict[int, Tensor], encoded, batch_size: int, cancel):
+def _key_changes(model: Model, deltas: dict[int, Tensor], encoded, batch_size: int, cancel):
     """Per text, per token after BOS: ‖ΔW k‖ (edited layers in quadrature) and ‖W k‖ likewise."""
     from workbench.editing.weights import as_matrix, value_param
 
     weights = {l: as_matrix(model, value_param(model, l)[1].detach()).float() for l in deltas}
-    last = max(deltas)
-    got: dict[int, Tensor] = {}
-
-    def grab(layer: int):
-        def fn(acts, hook=None):
-            got[layer] = acts.detach()
-            if layer == last:
-                raise StopForward  # nothing above the last edited layer is needed
-        return fn
-
-    hooks = [(model.roles.hook("ffn_keys", l), grab(l)) for l in deltas]
+    sites = {l: model.roles.hook("ffn_keys", l) for l in deltas}
     pad = model.tokenizer.pad_token_id or 0
     change, base = [], []
     steps = progress(list(_batches(encoded, batch_size, pad)), desc="what the edit touches", cancel=cancel)
-    with torch.no_grad(), model.bridge.hooks(fwd_hooks=hooks):
+    with torch.no_grad():
         for _, batch, ids, mask in steps:
-            model.run_for_hooks(ids.to(model.device), mask.to(model.device))
+            # The pass stops at the last edited layer: nothing above it is needed.
+            read = capture(model, ids, list(sites.values()), mask=mask.to(model.device))
+            got = {l: read[site] for l, site in sites.items()}
             sq_change = sum((got[l].float() @ deltas[l].T.to(got[l].device)).pow(2).sum(-1) for l in deltas)
             sq_base = sum((got[l].float() @ weights[l].T).pow(2).sum(-1) for l in deltas)
             for i, b in enumerate(batch):
@@ -218,7 +211,7 @@ def _key_changes(model, deltas: dict[int, Tensor], encoded, batch_size: int, can
     return change, base
 
 
-def _kl(model, handle, encoded, positions: list[int], batch_size: int) -> tuple[list[float], list[float]]:
+def _kl(model: Model, handle, encoded, positions: list[int], batch_size: int) -> tuple[list[float], list[float]]:
     """KL(unedited ‖ edited) of the next-token distribution at each text's chosen token
     (``positions`` count from the first token after BOS) and its mean over the text."""
     pad = model.tokenizer.pad_token_id or 0
@@ -244,7 +237,7 @@ def _kl(model, handle, encoded, positions: list[int], batch_size: int) -> tuple[
     return at, mean
 
 
-def _snippet(model, ids: list[int], pos: int, before: int = 12, after: int = 4) -> str:
+def _snippet(model: Model, ids: list[int], pos: int, before: int = 12, after: int = 4) -> str:
     """The text around token ``pos``, the token in ⟦ ⟧."""
     left = model.tokenizer.decode(ids[max(1, pos - before) : pos])
     right = model.tokenizer.decode(ids[pos + 1 : pos + 1 + after])

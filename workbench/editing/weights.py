@@ -16,9 +16,10 @@ from jaxtyping import Float
 from torch import Tensor
 
 from workbench.errors import WorkbenchError
+from workbench.model import Model
 
 
-def param_name(model, param: torch.nn.Parameter) -> str:
+def param_name(model: Model, param: torch.nn.Parameter) -> str:
     """The Hugging Face name of a parameter (as ``commit_weights`` wants it), by identity."""
     for name, p in model.hf_model.named_parameters(remove_duplicate=False):
         if p is param:
@@ -26,17 +27,17 @@ def param_name(model, param: torch.nn.Parameter) -> str:
     raise WorkbenchError("parameter not found in the model (was the bridge rebuilt?)")
 
 
-def value_param(model, layer: int) -> tuple[str, torch.nn.Parameter]:
+def value_param(model: Model, layer: int) -> tuple[str, torch.nn.Parameter]:
     """Name and parameter of the FFN output matrix of ``layer``."""
     p = model.roles.value_weight(model.bridge, layer)
     return param_name(model, p), p
 
 
-def to_stored(model, dW: Float[Tensor, "d_model d_mlp"]) -> Tensor:
+def to_stored(model: Model, dW: Float[Tensor, "d_model d_mlp"]) -> Tensor:
     """An update written as ``[d_model, d_mlp]`` (out x in) in the parameter's own layout."""
     return dW.T if model.roles.value_weight_rows_are_values else dW
 
 
-def as_matrix(model, weight: Tensor) -> Float[Tensor, "d_model d_mlp"]:
+def as_matrix(model: Model, weight: Tensor) -> Float[Tensor, "d_model d_mlp"]:
     """The stored FFN output parameter as an ``[d_model, d_mlp]`` matrix (v = W k)."""
     return weight.T if model.roles.value_weight_rows_are_values else weight

@@ -58,7 +58,7 @@ from workbench.editing.defaults import memory_layers
 from workbench.editing.registry import register_method
 from workbench.errors import WorkbenchError
 from workbench.facts import Fact
-from workbench.model import StopForward
+from workbench.model import Model, StopForward
 from workbench.probing import target_ids
 
 #: the router threshold as a share of the median FFN-output norm on corpus text. On the first
@@ -99,7 +99,7 @@ class WiseMemory(LayerMemory):
         return f"WiseMemory(layer={self.layer}, keys={len(self.keys)}, tau={self.tau:.3g})"
 
     @staticmethod
-    def module(model, layer: int):
+    def module(model: Model, layer: int):
         return model.bridge.blocks[layer].mlp.out  # the value matrix: its input is the FFN keys
 
     def side(self, members: list | None = None) -> tuple[Tensor, Tensor, float]:
@@ -134,7 +134,7 @@ class WiseMemory(LayerMemory):
                 "values": encode_tensor(self.values), "acts": encode_tensor(self.acts), "tau": self.tau}
 
     @classmethod
-    def from_dict(cls, d: dict, model=None) -> WiseMemory:
+    def from_dict(cls, d: dict, model: Model | None = None) -> WiseMemory:
         """Rebuild from :meth:`to_dict` (pass ``model`` to join its side memory)."""
         try:
             layer, tau = int(d["layer"]), float(d["tau"])
@@ -150,7 +150,7 @@ class WiseMemory(LayerMemory):
         return mem
 
 
-def _acts(model, layer: int, tokens: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+def _acts(model: Model, layer: int, tokens: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """FFN keys at ``layer`` and the value matrix's output there, for a batch (no gradient)."""
     got = {}
 
@@ -167,7 +167,7 @@ def _acts(model, layer: int, tokens: Tensor, mask: Tensor | None = None) -> tupl
     return got["a"], got["out"]
 
 
-def corpus_keys(model, layer: int, *, texts: int = 8, tokens: int = 48) -> tuple[Tensor, Tensor]:
+def corpus_keys(model: Model, layer: int, *, texts: int = 8, tokens: int = 48) -> tuple[Tensor, Tensor]:
     """FFN keys and output norms at ``layer`` over held-out corpus positions (what must stay unrouted)."""
     from workbench.corpus import wiki_texts
 
@@ -186,7 +186,7 @@ CONTRAST_SUBJECTS = ("Paris", "the Moon", "Microsoft", "Albert Einstein", "the T
                      "the Amazon River", "Japan", "the violin")
 
 
-def contrast_keys(model, layer: int, facts: Sequence[Fact], n: int) -> Tensor:
+def contrast_keys(model: Model, layer: int, facts: Sequence[Fact], n: int) -> Tensor:
     """FFN keys at the last position of each fact's prompt with ``n`` other subjects in it."""
     prompts = []
     for f in facts:
@@ -203,7 +203,7 @@ def contrast_keys(model, layer: int, facts: Sequence[Fact], n: int) -> Tensor:
     return acts[torch.arange(len(seqs), device=acts.device), last].cpu()
 
 
-def _rows(model, fact: Fact, prefixes: Sequence[str]) -> list[tuple[list[int], list[int], list[int]]]:
+def _rows(model: Model, fact: Fact, prefixes: Sequence[str]) -> list[tuple[list[int], list[int], list[int]]]:
     """(ids, positions predicting the new object, its tokens) for the bare and prefixed prompts."""
     rows = []
     for prefix in ("", *prefixes):
@@ -214,7 +214,7 @@ def _rows(model, fact: Fact, prefixes: Sequence[str]) -> list[tuple[list[int], l
     return rows
 
 
-def fit_side(model, layer: int, facts: Sequence[Fact], *, tau: float | None, tau_frac: float, n_prefixes: int,
+def fit_side(model: Model, layer: int, facts: Sequence[Fact], *, tau: float | None, tau_frac: float, n_prefixes: int,
              n_contrast: int, steps: int, lr: float, stop_nll: float, previous: list[WiseMemory],
              retain: float = 10.0, whiten_ridge: float = 0.1, margin_weight: float = 10.0) -> dict:
     """Learn one edit's side-memory term: keys from the edit prompts, values by Adam (see module docstring)."""
@@ -309,7 +309,7 @@ def fit_side(model, layer: int, facts: Sequence[Fact], *, tau: float | None, tau
                                  "n_contrast": Whole(0, len(CONTRAST_SUBJECTS)),
                                  "steps": Whole(1, 10_000), "lr": Number(0, 100, strict=True),
                                  "stop_nll": Number(0, 100, strict=True)})
-def wise(model, facts: list[Fact], *, layers=None, tau_frac: float = DEFAULT_TAU_FRAC, n_prefixes: int = 2,
+def wise(model: Model, facts: list[Fact], *, layers=None, tau_frac: float = DEFAULT_TAU_FRAC, n_prefixes: int = 2,
          n_contrast: int = 8, steps: int = 60, lr: float = 0.1, stop_nll: float = 0.05) -> EditHandle:
     """Edit by writing the facts into the side memory of one FFN value matrix (no weight changes).
 
@@ -346,5 +346,5 @@ def wise(model, facts: list[Fact], *, layers=None, tau_frac: float = DEFAULT_TAU
 
 
 @register_loader("wise")
-def _load(saved: dict, model=None) -> WiseMemory:
+def _load(saved: dict, model: Model | None = None) -> WiseMemory:
     return WiseMemory.from_dict(saved, model)

@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 from workbench.facts import Fact
+from workbench.model import Model
 
 #: Prompts used when a fact has no generation prompts of its own.
 DEFAULT_GENERATION_PROMPTS = ("{} is", "{} was known for", "The history of {}")
@@ -50,7 +51,7 @@ def generation_prompts(fact: Fact, *, limit: int = 2) -> list[str]:
 
 
 def fluency(
-    model,
+    model: Model,
     prompts: Sequence[str],
     *,
     max_new_tokens: int = 40,

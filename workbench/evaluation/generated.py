@@ -30,6 +30,7 @@ from workbench.errors import WorkbenchError
 from workbench.evaluation.judge import judge, letter_verdict
 from workbench.evaluation.relations import letter_prompts, question_prompt
 from workbench.facts import Fact
+from workbench.model import Model
 from workbench.probing import generate_many
 
 METRICS = ("teacher", "generation", "question", "plus", "letter")
@@ -92,7 +93,7 @@ def _answer_items(fact: Fact, metrics: tuple[str, ...]) -> list[tuple[str, str]]
     return items
 
 
-def measure(model, facts: Sequence[Fact], metrics: Sequence[str], *, max_new_tokens: int = ANSWER_TOKENS,
+def measure(model: Model, facts: Sequence[Fact], metrics: Sequence[str], *, max_new_tokens: int = ANSWER_TOKENS,
             letter_samples: int = LETTER_SAMPLES) -> list[dict]:
     """The generated measures of each fact as ``FactScores`` fields (``{}`` when none are chosen).
 
@@ -129,7 +130,7 @@ def measure(model, facts: Sequence[Fact], metrics: Sequence[str], *, max_new_tok
     return out
 
 
-def letter_test(model, facts: Sequence[Fact], *, samples: int = LETTER_SAMPLES, max_new_tokens: int = LETTER_TOKENS,
+def letter_test(model: Model, facts: Sequence[Fact], *, samples: int = LETTER_SAMPLES, max_new_tokens: int = LETTER_TOKENS,
                 seed: int = LETTER_SEED) -> list[list[dict]]:
     """Sampled continuations of each fact's letter prompts, with which objects they mention.
 

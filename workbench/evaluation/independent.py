@@ -179,7 +179,12 @@ def _independent_serial(run: Run, job: _Independent, kept: list[FactRow], todo: 
         # them: a run that stops at its time limit has not spent it on facts it never edits.
         if befores[i] is None:
             members = chunks[chunk_of[i]]
-            for j, scores in zip(members, score_facts(model, [facts[j] for j in members], metrics=s.metrics)):
+            try:
+                scored = score_facts(model, [facts[j] for j in members], metrics=s.metrics)
+            except WorkbenchError:
+                # One bad record must not cost its chunk: score this fact alone (its own error, if it is the bad one).
+                return score_facts(model, [facts[i]], metrics=s.metrics)[0]
+            for j, scores in zip(members, scored):
                 befores[j] = scores
         return befores[i]
 
@@ -191,8 +196,15 @@ def _independent_serial(run: Run, job: _Independent, kept: list[FactRow], todo: 
             if run.out_of_time():
                 stopped_early = True
                 break
-            with searches.ahead_of(i):
-                rows.append(job.run(model, i, facts[i], before_of(i)))
+            try:
+                with searches.ahead_of(i):
+                    rows.append(job.run(model, i, facts[i], before_of(i)))
+            except Cancelled:
+                raise
+            except WorkbenchError as exc:
+                # A fact that cannot be scored (a bad record) is its row's error; the run goes on.
+                f = facts[i]
+                rows.append(FactRow(i, f.subject, f.prompt, f.target_true, f.target_new, before={}, error=str(exc)))
             if s.on_row is not None:
                 s.on_row(partial_report(rows, method=s.method, mode=s.mode, model=model, n_total=len(facts),
                                         n_skipped=run.n_skipped, settings=run.record))

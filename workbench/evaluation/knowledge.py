@@ -37,6 +37,7 @@ from functools import lru_cache
 
 from workbench.errors import DatasetError
 from workbench.facts import ASSETS, Fact
+from workbench.model import Model
 
 TABLE_FILE = ASSETS / "knowledge" / "geo.json"
 
@@ -254,7 +255,7 @@ def counterfactual_targets(facts: Sequence[Fact], *, seed: int = 0) -> list[Fact
     return out
 
 
-def known_probes(model, probes: Sequence[Probe], *, batch_size: int = 32) -> tuple[list[Probe], int]:
+def known_probes(model: Model, probes: Sequence[Probe], *, batch_size: int = 32) -> tuple[list[Probe], int]:
     """The probes whose every second hop the model answers (greedy top-1 begins the answer); how many were dropped.
 
     Each distinct hop is asked once, however many probes share it.

@@ -32,12 +32,13 @@ from workbench.errors import WorkbenchError
 from workbench.evaluation import intervals
 from workbench.evaluation.intervals import mean_of
 from workbench.facts import Fact
+from workbench.model import Model
 
 #: What :func:`variance_explained` can explain: a per-(fact, layer) column of the rows.
 OUTCOMES = ("rewrite_score", "efficacy_magnitude", "paraphrase_rewrite_score", "efficacy", "paraphrase")
 
 
-def tracing_curve(model, fact: Fact, *, samples: int = 3, window: int = 10, seed: int = 0) -> dict:
+def tracing_curve(model: Model, fact: Fact, *, samples: int = 3, window: int = 10, seed: int = 0) -> dict:
     """The MLP causal-trace effect at the last subject token, per layer, normalised.
 
     Returns ``{"effect": [...], "raw": [...], "clean_prob", "corrupted_prob", "peak_layer"}``;
@@ -54,7 +55,7 @@ def tracing_curve(model, fact: Fact, *, samples: int = 3, window: int = 10, seed
             "corrupted_prob": float(r.corrupted_prob), "peak_layer": int(np.argmax(raw))}
 
 
-def fact_profile(model, fact: Fact, *, layers: Iterable[int], method: str | None = None, trace_samples: int = 3,
+def fact_profile(model: Model, fact: Fact, *, layers: Iterable[int], method: str | None = None, trace_samples: int = 3,
                  window: int = 10, cancel=None, **edit_kwargs) -> list[dict]:
     """One row per layer: the fact's tracing effect there and a ``method`` edit at that layer, scored.
 

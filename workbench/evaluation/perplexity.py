@@ -19,8 +19,10 @@ from collections.abc import Sequence
 
 import torch
 
+from workbench.model import Model
 
-def _context_and_text(model, text: str, max_tokens: int) -> tuple[list[int], int]:
+
+def _context_and_text(model: Model, text: str, max_tokens: int) -> tuple[list[int], int]:
     """Token ids of (context + text) and how many leading ids are context."""
     text_ids = model.encode(text)[:max_tokens]
     shown = model.contextualize(text)
@@ -32,7 +34,7 @@ def _context_and_text(model, text: str, max_tokens: int) -> tuple[list[int], int
 
 
 def perplexity(
-    model,
+    model: Model,
     texts: Sequence[str] | None = None,
     *,
     n_texts: int = 20,

@@ -155,7 +155,7 @@ class FactScores(Result):
         return {f.name: jsonable(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name not in hidden}
 
 
-def score_fact(model, fact: Fact, *, reference: FactScores | None = None, batch_size: int = 16,
+def score_fact(model: Model, fact: Fact, *, reference: FactScores | None = None, batch_size: int = 16,
                metrics: Sequence[str] = generated.DEFAULT_METRICS, max_new_tokens: int = generated.ANSWER_TOKENS,
                ) -> FactScores:
     """Score ``fact`` on ``model`` as it is now (with any edits applied).
@@ -188,7 +188,7 @@ def score_fact(model, fact: Fact, *, reference: FactScores | None = None, batch_
 
 
 def score_facts(
-    model, facts: Sequence[Fact], *, references: Sequence[FactScores | None] | None = None, batch_size: int = 32,
+    model: Model, facts: Sequence[Fact], *, references: Sequence[FactScores | None] | None = None, batch_size: int = 32,
     metrics: Sequence[str] = generated.DEFAULT_METRICS, max_new_tokens: int = generated.ANSWER_TOKENS,
 ) -> list[FactScores]:
     """:func:`score_fact` for many facts, their sequences batched together.
@@ -234,7 +234,7 @@ class _Plan:
     targets: list[list[int]]
 
 
-def _plan(model, fact: Fact, *, plus: bool = False) -> _Plan:
+def _plan(model: Model, fact: Fact, *, plus: bool = False) -> _Plan:
     if fact.target_true is None or fact.target_new is None:
         raise WorkbenchError(f"fact about {fact.subject!r} needs both target_true and target_new to be scored")
     items: list[tuple[str, int, str, str]] = []

@@ -26,6 +26,12 @@ if TYPE_CHECKING:
     from workbench.model import Model
 
 MODES = ("independent", "sequential", "batch")
+#: The largest value of each whole-number setting: beyond them a run asks for more memory or
+#: time than any machine here has (the held-out set holds about 1,000 texts).
+RANGES = {"every": 1_000_000, "limit": 1_000_000, "perplexity_texts": 1000, "perplexity_tokens": 2048,
+          "fluency_tokens": 1000, "fluency_prompts": 100, "batch_size": 10_000, "search_chunk": 1000,
+          "score_sample": 1_000_000}
+MAX_TIME_LIMIT = 30 * 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -71,7 +77,8 @@ class EvalSettings:
         edit_kwargs: passed to :func:`workbench.editing.edit` (``layers``, hyperparameters).
         search_chunk: independent mode, one worker: facts whose target searches (v*) run as one
             batch before they are edited one by one, for methods that declare their search
-            (``MethodSpec.plan_search``: ROME, EMMET); 1 searches each fact in its own edit.
+            (``MethodSpec.plan_search``: ROME, EMMET); 1 searches each fact in its own edit, as
+            ``workers`` always do (a parallel run gives the report of a serial one with 1).
         score_sample: sequential mode: the intermediate curve points score a fixed, seeded
             sample of this many of the facts edited so far; the last point scores every fact
             (None: every point scores every fact).
@@ -118,17 +125,21 @@ class EvalSettings:
         if self.on_row is not None and mode != "independent":
             raise WorkbenchError(f"on_row reports independent runs fact by fact; a {mode} run's rows are "
                                  "scored together at its curve points")
-        for name in ("search_chunk", "score_sample"):
-            value = getattr(self, name)
-            if (value is not None or name == "search_chunk") and (
-                    isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise WorkbenchError(f"{name} must be a positive integer, got {value!r}")
         if not isinstance(self.every, int) or self.every < 1:
             raise WorkbenchError(f"every must be a positive integer, got {self.every!r}")
         if self.limit is not None and (not isinstance(self.limit, int) or self.limit < 1):
             raise WorkbenchError(f"limit must be a positive integer, got {self.limit!r}")
         if self.time_limit is not None and not self.time_limit > 0:
             raise WorkbenchError(f"time_limit must be a positive number of seconds, got {self.time_limit!r}")
+        for name, high in RANGES.items():
+            value = getattr(self, name)
+            if value is None and name in ("limit", "score_sample"):
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
+                raise WorkbenchError(f"{name} must be a whole number from 1 to {high:,}, got {value!r}")
+        if self.time_limit is not None and not (0 < self.time_limit <= MAX_TIME_LIMIT):
+            raise WorkbenchError(f"time_limit must be a positive number of seconds up to {MAX_TIME_LIMIT:,} "
+                                 f"(30 days), got {self.time_limit!r}")
         from workbench.cluster import check_workers
         from workbench.editing import method_spec
 
@@ -140,6 +151,8 @@ class EvalSettings:
         if workers != 1 and mode != "independent":
             raise WorkbenchError(f"workers={workers} splits independent runs only: a {mode} run's edits build on "
                                  "each other (run several methods or settings side by side instead)")
+        if workers != 1:
+            object.__setattr__(self, "search_chunk", 1)  # each worker edits one fact at a time
         if workers != 1 and self.on_row is not None:
             raise WorkbenchError(f"on_row is for runs on one worker; workers={workers} finish facts out of order")
 

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from workbench.activations import hooked
 from workbench.locate.cells import KINDS, window_layers
 from workbench.locate.prepare import prepare
 from workbench.locate.trace_result import TraceResult
@@ -93,7 +94,7 @@ def layer_attributions(model: Model, runner, x0: torch.Tensor, answer_id: int) -
     x = x0.detach().clone()
     with torch.enable_grad():
         h = x.requires_grad_(True)
-        with model.bridge.hooks(fwd_hooks=hooks):
+        with hooked(model, hooks):
             for layer in range(n):
                 out = model.bridge.blocks[layer](h, *runner.block_args[layer], **runner.block_kwargs[layer])
                 h = out[0] if isinstance(out, tuple) else out

@@ -18,6 +18,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from workbench.activations import hooked
 from workbench.errors import WorkbenchError
 from workbench.model import Model
 
@@ -111,7 +112,7 @@ class BlockRunner:
         hooks += [(roles.hook(k, l), saver(self.acts[k], l)) for k in self.acts for l in range(n)]
         handles = [blk.register_forward_pre_hook(pre_hook(i), with_kwargs=True) for i, blk in enumerate(bridge.blocks)]
         try:
-            with torch.no_grad(), bridge.hooks(fwd_hooks=hooks):
+            with torch.no_grad(), hooked(model, hooks):
                 self.model.hf_model.base_model(input_ids=tokens, use_cache=False)
         finally:
             for h in handles:
@@ -169,7 +170,7 @@ class BlockRunner:
         n, batch = self.model.n_layers, x.shape[0]
         kept: list[Tensor] = [x] if keep else []
         kv: list = [None] * start
-        with torch.set_grad_enabled(grad), self.model.bridge.hooks(fwd_hooks=hooks or []):
+        with torch.set_grad_enabled(grad), hooked(self.model, hooks or []):
             for layer in range(start, n):
                 before = None
                 if first:

@@ -22,6 +22,7 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor
 
+from workbench.activations import hooked
 from workbench.errors import WorkbenchError
 from workbench.locate.ffn import key_index
 from workbench.model import Model
@@ -98,7 +99,7 @@ def intervene(
     plan = _normalise(model, changes)
     hooks = [(model.roles.hook("ffn_keys", layer), _hook_fn(ops, position)) for layer, ops in plan.items()]
     # The bridge's context removes exactly the hooks it added, in a finally block.
-    with model.bridge.hooks(fwd_hooks=hooks):
+    with hooked(model, hooks):
         yield model
 
 

@@ -33,7 +33,8 @@ from workbench.corpus import CORPUS_NAME, wiki_texts
 from workbench.errors import WorkbenchError
 from workbench.locate.ffn import key_coefficients, key_index, value_logits
 from workbench.locate.lens import TokenScore, check_prompt, top_tokens
-from workbench.model import Model, StopForward
+from workbench.activations import capture
+from workbench.model import Model
 from workbench.progress import CancelToken, progress
 from workbench.results import Result
 
@@ -147,23 +148,11 @@ def top_contexts(
     d_mlp = model.d_mlp
     neg = torch.full((0, d_mlp), 0.0)
     state = {l: [neg, neg.long(), neg, neg.long()] for l in missing}
-    captured: dict[int, Tensor] = {}
-    last = max(missing)
-
-    def saver(layer: int):
-        def save(acts, hook):
-            captured[layer] = acts.detach().float().cpu()
-            if layer == last:
-                raise StopForward
-            return acts
-
-        return save
-
-    hooks = [(model.roles.hook("ffn_keys", l), saver(l)) for l in missing]
+    sites = {l: model.roles.hook("ffn_keys", l) for l in missing}
     # Similar lengths together waste less compute on padding.
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    with torch.no_grad(), model.bridge.hooks(fwd_hooks=hooks):
+    with torch.no_grad():
         for batch in progress(batches, desc=f"key contexts, layers {missing}", total=len(batches), cancel=cancel):
             width = max(len(encoded[i]) for i in batch)
             ids = torch.full((len(batch), width), pad, dtype=torch.long)
@@ -173,10 +162,11 @@ def top_contexts(
                 mask[row, : len(encoded[i])] = True
             valid = mask & (ids != bos) if bos is not None else mask
             where = (torch.tensor(batch)[:, None] * max_tokens + torch.arange(width)[None]).reshape(-1)
-            model.run_for_hooks(ids.to(model.device), mask.long().to(model.device))
+            # The pass stops at the highest layer asked for.
+            got = capture(model, ids, list(sites.values()), mask=mask.long().to(model.device))
             flat_valid = valid.reshape(-1, 1)
             for l in missing:
-                acts = captured[l].reshape(-1, d_mlp)
+                acts = got[sites[l]].detach().float().cpu().reshape(-1, d_mlp)
                 k = min(top_n, acts.shape[0])
                 s = state[l]
                 v, r = acts.masked_fill(~flat_valid, float("-inf")).topk(k, dim=0)

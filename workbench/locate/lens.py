@@ -21,6 +21,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from workbench import checks
+from workbench.activations import capture
 from workbench.errors import WorkbenchError
 from workbench.model import Model
 from workbench.probing import target_ids
@@ -111,21 +112,13 @@ class LensResult(Result):
 
 
 def residuals(model: Model, tokens: Tensor, hooks: list[str]) -> dict[str, Float[Tensor, "pos d_model"]]:
-    """Activations at the named hooks for one prompt (batch dimension dropped)."""
-    store: dict[str, Tensor] = {}
+    """Activations at the named hooks for one prompt (batch dimension dropped).
 
-    def saver(name: str):
-        # Keyed by the name asked for: some hook names are aliases whose HookPoint
-        # reports another name.
-        def save(tensor, hook):
-            store[name] = tensor[0].detach()
-            return tensor
-
-        return save
-
-    with torch.no_grad(), model.bridge.hooks(fwd_hooks=[(name, saver(name)) for name in hooks]):
-        model.hidden(tokens)
-    return store
+    Keyed by the name asked for (some hook names are aliases whose HookPoint reports
+    another name); the pass stops once the last of them is read.
+    """
+    got = capture(model, tokens, hooks)
+    return {name: got[name][0].detach() for name in hooks if name in got}
 
 
 def lens(model: Model, prompt: str, *, watch: str | None = None, top_k: int = 5) -> LensResult:

@@ -9,7 +9,8 @@ from jaxtyping import Float
 from torch import Tensor
 
 from workbench.facts import ASSETS, read_facts
-from workbench.model import Model, StopForward
+from workbench.activations import capture
+from workbench.model import Model
 
 _STD_CACHE: dict[tuple[str, str], float] = {}
 KNOWN_1000 = ASSETS / "data" / "known_1000.json"
@@ -67,18 +68,9 @@ def _embed_rows(model: Model, ids: list[int], chunk: int = 4096) -> Float[Tensor
     out = []
     for i in range(0, len(ids), chunk):
         batch = torch.tensor(ids[i : i + chunk], device=model.device)[:, None]
-        got = {}
-
-        def grab(x, hook):
-            got["x"] = x.detach()
-            raise StopForward
-
-        try:
-            with torch.no_grad(), model.bridge.hooks(fwd_hooks=[(model.roles.hook("embed"), grab)]):
-                model.hf_model.base_model(input_ids=batch, use_cache=False)
-        except StopForward:
-            pass
-        out.append(got["x"][:, 0])
+        site = model.roles.hook("embed")
+        # The pass stops at the embedding: no block runs.
+        out.append(capture(model, batch, [site], positions=0)[site].detach())
     return torch.cat(out)
 
 

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from workbench.activations import hooked
 from workbench.errors import WorkbenchError
 from workbench.locate.blocks import BlockRunner, answer_probs
 from workbench.locate.cells import KINDS, check_kinds, check_window, window_layers
@@ -130,7 +131,7 @@ def patch_reference(
         else:
             lo, hi = window_layers(layer, window, n_layers)
             names = [roles.hook(kind, j) for j in range(lo, hi)]
-        with torch.no_grad(), model.bridge.hooks(fwd_hooks=[(n, restore(t)) for n in names]):
+        with torch.no_grad(), hooked(model, [(n, restore(t)) for n in names]):
             logits = model.bridge(batch)
         out[kind][t, layer] = float(logits[1, -1].float().softmax(-1)[answer_id])
     return out

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from workbench.activations import hooked
 from workbench.facts import Fact
 from workbench.locate.cells import window_layers
 from workbench.locate.noise import embedding_std, make_noise
@@ -85,7 +86,7 @@ def trace_reference(
             lo, hi = window_layers(layer, window, n_layers)
             names = [roles.hook(kind, j) for j in range(lo, hi)]
         hooks = [(roles.hook("embed"), add_noise)] + [(n, restore(t)) for n in names]
-        with torch.no_grad(), model.bridge.hooks(fwd_hooks=hooks):
+        with torch.no_grad(), hooked(model, hooks):
             logits = model.bridge(batch)
         probs = logits[1:, -1].float().softmax(-1)[:, answer_id]
         out[kind][t, layer] = float(probs.mean())

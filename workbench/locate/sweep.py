@@ -144,7 +144,7 @@ def _batches(groups: dict[tuple[int, int], list[Cell]], copies: int, n_pos: int,
     return out
 
 
-def _blocks_in(model, precision: str, start: int):
+def _blocks_in(model: Model, precision: str, start: int):
     if precision != "bfloat16":
         return contextlib.nullcontext()
     from workbench.lowp import LowPrecisionBlocks
@@ -152,13 +152,13 @@ def _blocks_in(model, precision: str, start: int):
     return LowPrecisionBlocks(model, start_block=start)
 
 
-def _mixed_ok(model) -> bool:
+def _mixed_ok(model: Model) -> bool:
     from workbench.unembed import MixedUnembed
 
     return MixedUnembed.supported(model)
 
 
-def _mixed_answer_probs(model, hidden: Tensor, answer_id: int, chunk: int = 256) -> Tensor:
+def _mixed_answer_probs(model: Model, hidden: Tensor, answer_id: int, chunk: int = 256) -> Tensor:
     from workbench.unembed import MixedUnembed
 
     unembed = MixedUnembed(model)

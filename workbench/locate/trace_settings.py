@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from pathlib import Path
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -49,8 +50,27 @@ def check_precision(precision: str) -> None:
         raise WorkbenchError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
 
 
+#: The largest difference from float32 a trace's scores may have for ``precision="auto"`` to
+#: take bfloat16 (absolute, p(answer), on the benchmark's grid).
+BF16_BOUND = 1e-3
+#: What ``benchmarks/bf16_trace.py`` measured: per model, the bfloat16 trace's largest difference.
+BF16_MEASURED = Path(__file__).resolve().parents[2] / "assets" / "results" / "bf16_trace.json"
+
+
+def bf16_error(model: Model) -> float | None:
+    """The committed measurement of this model's bfloat16 trace error (None: never measured)."""
+    try:
+        data = json.loads(BF16_MEASURED.read_text())
+        return float(data["models"][str(model.name)]["max_abs_difference"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def resolve_precision(model: Model, precision: str) -> str:
     """``"float32"`` or ``"bfloat16"`` for a trace's restored runs on this model.
+
+    ``"auto"`` takes bfloat16 only where the CPU does it natively *and* the committed
+    measurement for this model is within :data:`BF16_BOUND` of float32; otherwise float32.
 
     Example:
         >>> resolve_precision(model, "float32")
@@ -60,7 +80,8 @@ def resolve_precision(model: Model, precision: str) -> str:
     if precision == "auto":
         from workbench.lowp import usable
 
-        return "bfloat16" if usable(model) else "float32"
+        error = bf16_error(model)
+        return "bfloat16" if usable(model) and error is not None and error <= BF16_BOUND else "float32"
     return precision
 
 

@@ -79,7 +79,8 @@ def trace(
             ``precision``; default its defaults.
         **overrides: any of those fields as keywords (``kinds="mlp", samples=3``), over ``settings``.
             ``precision="auto"`` takes bfloat16 for the restored runs only where the CPU does it
-            natively (:func:`~workbench.lowp.usable`; scores within about 1e-3 of float32).
+            natively and its measured error is within 1e-3 of float32
+            (:func:`~workbench.locate.trace_settings.resolve_precision`).
             ``answer``: the word whose first token is scored (e.g. an edit's new object).
         method: ``"exact"`` (restore and rerun, as above) or ``"attribution"``: a
             first-order estimate of the whole grid from one clean pass and one corrupted
