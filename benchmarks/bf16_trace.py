@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     import workbench as wb
     import workbench.locate.sweep as sweep
     from workbench.locate.trace_settings import BF16_BOUND, BF16_MEASURED
-    from workbench.lowp import usable
+    from workbench.runtime.lowp import usable
 
     model = wb.load_model(args.model)
     fact = wb.Fact("Eiffel Tower", "The {} is located in the city of", "Paris")

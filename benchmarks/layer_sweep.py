@@ -69,7 +69,7 @@ def main(argv=None) -> int:
     if args.workers != "1" and todo:
         # Layers are independent settings: one Ray task per layer, each worker with its own model;
         # the key statistics computed above are shipped to the workers, not computed again.
-        from workbench.cluster import Pool, cache_files
+        from workbench.runtime.cluster import Pool, cache_files
         from workbench.editing.stats import statistics_files
 
         files = cache_files([f for layer in todo for f in statistics_files(model, "rome", layers=[layer],

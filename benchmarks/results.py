@@ -434,7 +434,7 @@ def main(argv=None) -> int:
     if args.parallel and len(jobs) > 1:
         # Each (method, mode) is one Ray task on its own worker (its own model); a sequential run
         # cannot be split, but several can run side by side.
-        from workbench.cluster import Pool, cache_files
+        from workbench.runtime.cluster import Pool, cache_files
         from workbench.editing.stats import DEFAULT_SAMPLES, statistics_files
 
         files = {}

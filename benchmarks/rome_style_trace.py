@@ -26,7 +26,7 @@ def load_plain(name: str):
     """The converted model as a plain ``AutoModelForCausalLM`` in float32 (a second copy)."""
     from transformers import AutoModelForCausalLM
 
-    from workbench.loading import converted_dir
+    from workbench.core.loading import converted_dir
 
     return AutoModelForCausalLM.from_pretrained(converted_dir(name), dtype=torch.float32).eval()
 

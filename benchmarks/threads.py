@@ -1,4 +1,4 @@
-"""Benchmark: the thread policies (workbench/threads.py), alone and beside a busy process.
+"""Benchmark: the thread policies (workbench/runtime/threads.py), alone and beside a busy process.
 
 Each policy runs in a fresh Python process (the OpenMP runtime reads its
 settings when torch loads, so a policy cannot be switched inside one process),
@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-#: Policies compared: WORKBENCH_THREADS values (see workbench/threads.py).
+#: Policies compared: WORKBENCH_THREADS values (see workbench/runtime/threads.py).
 POLICIES = ("torch", "passive", "1")
 #: The synthetic busy process: a pure-Python loop on one core (a browser, a server), or a
 #: second torch job with torch's own default threads (whose idle threads spin too).

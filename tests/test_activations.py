@@ -1,13 +1,13 @@
-"""The one door to activations (workbench/activations.py) and the model's memo (Model.memo)."""
+"""The one door to activations (workbench/core/activations.py) and the model's memo (Model.memo)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from workbench.activations import capture, hooked, virtual_update_hooks
-from workbench.bfloat16 import bf16_copies
-from workbench.model import Memo
+from workbench.core.activations import capture, hooked, virtual_update_hooks
+from workbench.runtime.bfloat16 import bf16_copies
+from workbench.core.model import Memo
 
 PROMPT = "The Eiffel Tower is located in the city of"
 

@@ -14,7 +14,7 @@ import types
 import pytest
 import torch
 
-from workbench.architecture import FAMILIES, Roles, check_roles, roles_for
+from workbench.core.architecture import FAMILIES, Roles, check_roles, roles_for
 from workbench.errors import WorkbenchError
 
 

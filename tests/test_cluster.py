@@ -50,7 +50,7 @@ def local_ray():
 @pytest.fixture(scope="module")
 def pool(local_ray, tiny_gemma):
     """Two warm workers shared by the tests below (evaluate and the average take a Pool as workers)."""
-    from workbench.cluster import Pool
+    from workbench.runtime.cluster import Pool
 
     with Pool(tiny_gemma, 2) as p:
         yield p
@@ -149,7 +149,7 @@ def test_pool_retries_on_another_worker_and_keeps_order(pool, tiny_gemma):
     # A stop before anything starts: nothing runs, nothing is lost.
     assert pool.map(_pid_or_fail, [0, 1], stop=lambda: True) == [None, None]
     # A model with other weights cannot borrow these workers.
-    from workbench.cluster import pool_for
+    from workbench.runtime.cluster import pool_for
 
     with pytest.raises(WorkbenchError, match="start a Pool for this model"):
         pool_for(wb.load_model("tiny-llama"), pool)
@@ -162,7 +162,7 @@ def _pid_or_fail(model, item):
 
 
 def test_workers_without_ray_is_a_clear_error(tiny_gemma, monkeypatch):
-    from workbench import cluster
+    from workbench.runtime import cluster
 
     with pytest.raises(WorkbenchError, match="independent runs only"):
         evaluate(tiny_gemma, _facts(2), workers="auto", **{**EVAL, "mode": "sequential"})
@@ -199,7 +199,7 @@ def test_resume_fills_the_holes_a_parallel_interrupt_leaves(tiny_gemma):
 
 
 def test_cli_workers_flags_fail_before_the_model_loads(monkeypatch, capsys):
-    from workbench import cluster
+    from workbench.runtime import cluster
     from workbench.cli import main
 
     monkeypatch.setattr(cluster, "ray_available", lambda: False)

@@ -29,7 +29,7 @@ def test_device_map_model_traces_edits_and_reverts_bitwise(placed, tiny_gemma):
 
 
 def test_workers_load_a_placed_model_with_its_device_map(placed):
-    from workbench.cluster import ModelSpec
+    from workbench.runtime.cluster import ModelSpec
 
     spec = ModelSpec.of(placed)
     assert spec.device_map == "auto" and spec.device is None

@@ -20,7 +20,7 @@ from workbench.evaluation import (
     perplexity,
     score_fact,
 )
-from workbench.progress import Cancelled, CancelToken
+from workbench.runtime.progress import Cancelled, CancelToken
 
 os.environ.setdefault("WORKBENCH_PROGRESS", "0")
 FAST = dict(every=2, perplexity_texts=2, perplexity_tokens=24, fluency_tokens=6, fluency_prompts=2)

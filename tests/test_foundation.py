@@ -285,7 +285,7 @@ def test_cached_generation_matches_recomputation(fixture, request):
 def test_fingerprint_ignores_where_the_weights_came_from(tiny_llama, tmp_path):
     """A saved edit must load on another machine: the fingerprint depends on weights and
     architecture, not on the cache folder the config was read from."""
-    from workbench.model import _fingerprint
+    from workbench.core.model import _fingerprint
 
     config = tiny_llama.hf_model.config
     before = _fingerprint("x", tiny_llama.hf_model)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import workbench as wb
-from workbench.unembed import MixedUnembed
+from workbench.runtime.unembed import MixedUnembed
 
 
 @pytest.mark.parametrize("fixture", ["tiny_gemma", "tiny_llama", pytest.param("gemma", marks=pytest.mark.slow)])

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import workbench as wb
-from workbench.editing.grace import GraceMemory, effective_radii
+from workbench.editing.grace import GraceOverlay, effective_radii
 from workbench.editing.handle import active_edits
 
 FAST = dict(layers=[2], steps=30, lr=0.5, min_prob=0)
@@ -43,7 +43,7 @@ def test_effective_radii_never_overlap_different_labels_and_a_newer_equal_key_sh
 def test_matching_equals_a_plain_loop():
     g = torch.Generator().manual_seed(0)
     keys, values = torch.randn(6, 8, generator=g), torch.randn(6, 8, generator=g)
-    mem = GraceMemory(0, keys, values, torch.full((6,), 1.5), [str(i) for i in range(6)])
+    mem = GraceOverlay(0, keys, values, torch.full((6,), 1.5), [str(i) for i in range(6)])
     inputs = torch.cat([keys[:3] + 0.01 * torch.randn(3, 8, generator=g), torch.randn(20, 8, generator=g)])
     out = torch.randn(len(inputs), 8, generator=g)
     got = mem.respond(inputs[None], out[None], [mem])

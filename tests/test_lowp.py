@@ -1,4 +1,4 @@
-"""The v* search's bfloat16 blocks (workbench/lowp.py): weights come back bitwise, numbers follow float32."""
+"""The v* search's bfloat16 blocks (workbench/runtime/lowp.py): weights come back bitwise, numbers follow float32."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import workbench as wb
-from workbench.bfloat16 import bf16_copies
-from workbench import lowp
-from workbench.lowp import LowPrecisionBlocks
+from workbench.runtime.bfloat16 import bf16_copies
+from workbench.runtime import lowp
+from workbench.runtime.lowp import LowPrecisionBlocks
 from workbench.editing.optimize import context_prefixes
 from workbench.editing.targets import optimize_deltas
 from workbench.editing.search import SearchParams

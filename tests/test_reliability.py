@@ -100,7 +100,7 @@ def _save_tiny_llama(tokenizer, folder) -> None:
     """A fresh tiny Llama saved like a Hugging Face checkpoint (a booted bridge cannot be saved)."""
     from transformers import AutoModelForCausalLM
 
-    from workbench.architecture import tiny_config
+    from workbench.core.architecture import tiny_config
 
     AutoModelForCausalLM.from_config(tiny_config("llama", vocab_size=len(tokenizer))).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -122,7 +122,7 @@ def test_a_model_folder_with_nan_weights_is_refused(tiny_llama, tmp_path):
 
 def test_a_corrupt_converted_model_is_converted_again(tiny_llama, tmp_path, monkeypatch, caplog):
     """A built-in model's cached conversion that holds NaN (or cannot be read) is rebuilt once."""
-    import workbench.loading as loading
+    import workbench.core.loading as loading
 
     monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path))
     monkeypatch.setitem(loading._GGUF_MODELS, "fake-gguf", ("unused", "unused.gguf"))

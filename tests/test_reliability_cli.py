@@ -45,12 +45,12 @@ def _one_gigabyte():
 @pytest.fixture
 def no_model(monkeypatch):
     """Loading a model is a failure: what is refused must be refused before the load."""
-    import workbench.model
+    import workbench.core.model
 
     def refuse(*a, **k):
         raise AssertionError("the model was loaded: the refusal came too late")
 
-    monkeypatch.setattr(workbench.model, "load_model", refuse)
+    monkeypatch.setattr(workbench.core.model, "load_model", refuse)
 
 
 def _one_line(capsys) -> str:
@@ -196,7 +196,7 @@ def test_resume_into_the_same_report_and_overwrite_still_work(tiny_llama, tmp_pa
 
 
 def test_a_write_that_fails_at_the_end_keeps_the_report_and_says_where(tiny_llama, tmp_path, monkeypatch, capsys):
-    import workbench.outputs as outputs
+    import workbench.runtime.outputs as outputs
 
     data, out = tmp_path / "facts.json", tmp_path / "out"
     out.mkdir()
@@ -226,7 +226,7 @@ def test_a_write_that_fails_at_the_end_keeps_the_report_and_says_where(tiny_llam
 
 
 def test_a_failed_write_leaves_the_old_file_whole(tmp_path, monkeypatch):
-    from workbench import outputs
+    from workbench.runtime import outputs
 
     path = tmp_path / "r.json"
     path.write_text('{"old": true}')
@@ -242,7 +242,7 @@ def test_a_failed_write_leaves_the_old_file_whole(tmp_path, monkeypatch):
 
 
 def test_edit_save_that_fails_keeps_the_edit_elsewhere(tmp_path, monkeypatch, capsys):
-    import workbench.outputs as outputs
+    import workbench.runtime.outputs as outputs
     from workbench.editing.handle import EditHandle
 
     real = EditHandle.save

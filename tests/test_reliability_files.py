@@ -252,8 +252,8 @@ def test_a_prefix_file_of_huge_or_odd_entries_is_rebuilt(tiny_gemma, tmp_path, m
 
 def _fake_gguf(monkeypatch, tmp_path, tokenizer, *, garbage_each_time: str | None = None) -> list:
     """Make 'fake-gguf' a built-in converted model whose conversion writes a tiny Llama."""
-    import workbench.loading as loading
-    from workbench.architecture import tiny_config
+    import workbench.core.loading as loading
+    from workbench.core.architecture import tiny_config
     from transformers import AutoModelForCausalLM
 
     monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path))
@@ -274,7 +274,7 @@ def _fake_gguf(monkeypatch, tmp_path, tokenizer, *, garbage_each_time: str | Non
 @pytest.mark.parametrize("garbage", ["tokenizer.json", "tokenizer_config.json"])
 def test_garbage_tokenizer_files_in_the_converted_model_are_converted_again(tiny_llama, tmp_path, monkeypatch,
                                                                              caplog, garbage):
-    import workbench.loading as loading
+    import workbench.core.loading as loading
 
     conversions = _fake_gguf(monkeypatch, tmp_path, tiny_llama.tokenizer)
     folder = loading.converted_dir("fake-gguf")
@@ -287,7 +287,7 @@ def test_garbage_tokenizer_files_in_the_converted_model_are_converted_again(tiny
 
 
 def test_a_conversion_that_keeps_writing_garbage_is_one_line(tiny_llama, tmp_path, monkeypatch):
-    import workbench.loading as loading
+    import workbench.core.loading as loading
 
     conversions = _fake_gguf(monkeypatch, tmp_path, tiny_llama.tokenizer, garbage_each_time="tokenizer_config.json")
     # The first converts twice; the second finds the broken folder left there and converts once.
@@ -301,7 +301,7 @@ def test_a_conversion_that_keeps_writing_garbage_is_one_line(tiny_llama, tmp_pat
 
 
 def test_stale_temporary_folders_of_a_killed_conversion_are_removed(tiny_llama, tmp_path, monkeypatch):
-    import workbench.loading as loading
+    import workbench.core.loading as loading
 
     _fake_gguf(monkeypatch, tmp_path, tiny_llama.tokenizer)
     models = tmp_path / "models"
@@ -327,7 +327,7 @@ def test_stale_temporary_folders_of_a_killed_conversion_are_removed(tiny_llama, 
 
 
 def test_a_cache_that_is_a_file_is_one_line(tmp_path, monkeypatch):
-    from workbench.cache import cache_dir
+    from workbench.runtime.cache import cache_dir
 
     plain = tmp_path / "plain-file"
     plain.write_text("not a folder")
@@ -342,7 +342,7 @@ def test_an_unwritable_cache_is_one_line(tiny_llama, tmp_path, monkeypatch, code
     """Simulated (the tests may run as root, who can write to read-only folders)."""
     import tempfile
 
-    from workbench.cache import build_atomically, cache_dir, write_file_atomically
+    from workbench.runtime.cache import build_atomically, cache_dir, write_file_atomically
 
     monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path))
     folder = cache_dir("prefixes")
@@ -373,7 +373,7 @@ def test_an_unwritable_cache_is_one_line(tiny_llama, tmp_path, monkeypatch, code
 
 
 def test_an_empty_cache_variable_is_unset(tmp_path, monkeypatch):
-    from workbench.cache import cache_dir
+    from workbench.runtime.cache import cache_dir
 
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("WORKBENCH_CACHE", "")

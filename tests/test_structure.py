@@ -3,7 +3,8 @@ and every import goes down the layers the package docstrings name.
 
 Layers, bottom to top (a module may import its own layer and those below):
 
-    foundation   the modules at the package root (model, facts, probing, ...)
+    foundation   the modules at the package root (facts, probing, ...) and its packages core/
+                 (the model, its loading and activations) and runtime/ (threads, cache, ...)
     locate       workbench/locate/
     editing      workbench/editing/
     evaluation   workbench/evaluation/

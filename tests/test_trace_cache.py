@@ -130,7 +130,7 @@ def test_trace_and_the_cli_share_the_cache_on_unedited_weights(tiny_gemma, sweep
 
 
 def test_trace_and_the_cli_never_use_the_cache_on_edited_weights(tiny_gemma, sweeps, capsys, monkeypatch):
-    import workbench.model
+    import workbench.core.model
 
     settings = TraceSettings(**SETTINGS)
     wb.trace(tiny_gemma, FACT, settings=settings, cache=True)
@@ -141,7 +141,7 @@ def test_trace_and_the_cli_never_use_the_cache_on_edited_weights(tiny_gemma, swe
         assert not tiny_gemma.is_unedited()
         edited = wb.trace(tiny_gemma, FACT, settings=settings, cache=True)
         assert sweeps["n"] == 2  # computed on the edited weights, not read
-        monkeypatch.setattr(workbench.model, "load_model", lambda name=None, **kw: tiny_gemma)  # the CLI gets it
+        monkeypatch.setattr(workbench.core.model, "load_model", lambda name=None, **kw: tiny_gemma)  # the CLI gets it
         out = _cli_trace(capsys)
         assert sweeps["n"] == 3
         np.testing.assert_array_equal(np.asarray(out["scores"]["mlp"]), edited.scores["mlp"])

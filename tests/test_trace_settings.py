@@ -117,17 +117,17 @@ def test_auto_precision_follows_the_measured_bfloat16_bound(tiny_gemma, monkeypa
     measurement for the model is within the bound; the default model's is not (1.5e-2)."""
     import json
 
-    import workbench.lowp
+    import workbench.runtime.lowp
     from workbench.locate import trace_settings as ts
 
-    monkeypatch.setattr(workbench.lowp, "usable", lambda model: True)
+    monkeypatch.setattr(workbench.runtime.lowp, "usable", lambda model: True)
     measured = tmp_path / "bf16.json"
     monkeypatch.setattr(ts, "BF16_MEASURED", measured)
     assert ts.resolve_precision(tiny_gemma, "auto") == "float32"  # never measured
     for error, want in ((5e-4, "bfloat16"), (1.46e-2, "float32")):
         measured.write_text(json.dumps({"models": {tiny_gemma.name: {"max_abs_difference": error}}}))
         assert ts.resolve_precision(tiny_gemma, "auto") == want
-    monkeypatch.setattr(workbench.lowp, "usable", lambda model: False)
+    monkeypatch.setattr(workbench.runtime.lowp, "usable", lambda model: False)
     assert ts.resolve_precision(tiny_gemma, "auto") == "float32"
     assert ts.resolve_precision(tiny_gemma, "bfloat16") == "bfloat16"  # asked for by name: given
     monkeypatch.undo()

@@ -17,7 +17,7 @@ from workbench.locate.cells import window_layers
 from workbench.locate.patching import patch, patch_reference
 from workbench.locate.reference import trace_reference
 from workbench.locate.spans import subject_span
-from workbench.progress import Cancelled, CancelToken
+from workbench.runtime.progress import Cancelled, CancelToken
 
 FACT = wb.Fact("Eiffel Tower", "The {} is located in the city of", "Paris")
 
@@ -231,10 +231,10 @@ def test_gemma_eiffel_tower_trace():
 def test_attribution_equals_finite_differences():
     """Each per-layer estimate is the derivative of the score along (clean - corrupted) at that state."""
     from workbench.locate.attribution import layer_attributions
-    from workbench.locate.prepare import prepare
+    from workbench.locate.setup import trace_setup
 
     model = wb.load_model("tiny-gemma3", dtype=torch.float64)
-    setup = prepare(model, FACT, wb.TraceSettings(samples=2, noise=3.0, seed=0))
+    setup = trace_setup(model, FACT, wb.TraceSettings(samples=2, noise=3.0, seed=0))
     grads = layer_attributions(model, setup.runner, setup.x0, setup.answer_id)
     roles, runner = model.roles, setup.runner
     clean = {"resid": runner.resid[1:], "mlp": runner.acts["mlp"], "attn": runner.acts["attn"]}
@@ -298,7 +298,7 @@ def test_trace_of_a_chosen_answer(tiny):
 
 
 def test_bfloat16_trace_follows_float32(tiny, monkeypatch):
-    from workbench import lowp
+    from workbench.runtime import lowp
 
     monkeypatch.setattr(lowp, "native_bf16", lambda: True)
     before = {n: p.detach().clone() for n, p in tiny.hf_model.named_parameters()}

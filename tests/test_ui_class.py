@@ -278,7 +278,7 @@ def test_a_cancel_while_the_before_is_made_leaves_no_pending_note(app, model, mo
     app.probes.gen_tokens.value = 4
     app.probes.gen_before.clear()
     import workbench.ui.probes as probes
-    from workbench.progress import Cancelled
+    from workbench.runtime.progress import Cancelled
 
     calls = []
     real = probes.generate_many

@@ -124,7 +124,7 @@ def test_choosing_a_fact_while_a_task_holds_the_model_changes_nothing(model, mon
 # -- 4. a fact the model does not know; whitespace tokens ------------------------------------
 def test_a_fact_the_model_does_not_know_is_traced_towards_its_true_object(app, model):
     from workbench.facts import top_begins_true_object
-    from workbench.locate.prepare import answer_token
+    from workbench.locate.setup import answer_token
 
     top = wb.probe(model, FACT.text, top_k=1)[0].top[0].token
     assert not top_begins_true_object(model, FACT, top)  # the random tiny model does not know it

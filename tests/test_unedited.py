@@ -127,7 +127,7 @@ def test_a_city_that_is_a_capital_is_not_asked_for_its_capital():
 
 
 def test_generate_many_gives_way_within_a_token_when_cancelled(tiny_gemma):
-    from workbench.progress import CancelToken, Cancelled
+    from workbench.runtime.progress import CancelToken, Cancelled
 
     class AfterSteps(CancelToken):
         """Set after HF has asked `cancelled` a few times (a click mid-generation)."""

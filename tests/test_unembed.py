@@ -9,7 +9,7 @@ import workbench as wb
 from workbench.editing.optimize import build_batch, context_prefixes
 from workbench.editing.targets import optimize_deltas
 from workbench.editing.search import SearchParams
-from workbench.unembed import MixedUnembed
+from workbench.runtime.unembed import MixedUnembed
 
 FACT = wb.Fact("Eiffel Tower", "The {} is located in the city of", "Paris", "Rome")
 

@@ -7,7 +7,7 @@ import torch
 
 import workbench as wb
 from workbench.editing.handle import active_edits
-from workbench.editing.wise import WiseMemory
+from workbench.editing.wise import WiseOverlay
 
 FAST = dict(layers=[2], steps=15, lr=0.5, n_prefixes=0, n_contrast=2, min_prob=0)
 
@@ -34,7 +34,7 @@ def _value_io(model, layer, prompt):
 def test_router_and_side_output_equal_the_formula():
     g = torch.Generator().manual_seed(0)
     keys, values = torch.randn(3, 16, generator=g), torch.randn(3, 4, generator=g)
-    mem = WiseMemory(0, keys, values, tau=2.0)
+    mem = WiseOverlay(0, keys, values, tau=2.0)
     acts, out = torch.randn(1, 10, 16, generator=g), torch.randn(1, 10, 4, generator=g)
     got = mem.respond(acts, out, [mem])
     side = torch.stack([sum(float(a @ k) * v for k, v in zip(keys, values)) for a in acts[0]])

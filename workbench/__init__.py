@@ -8,8 +8,8 @@ The public API, in the order a user meets it::
     wb.probe(model, fact.text, targets=["Paris", "Rome"])
 """
 
-# Before anything imports torch: the OpenMP runtime reads its settings once (workbench/threads.py).
-from workbench import threads as _threads
+# Before anything imports torch: the OpenMP runtime reads its settings once (workbench/runtime/threads.py).
+from workbench.runtime import threads as _threads
 
 _threads.apply()
 
@@ -23,13 +23,13 @@ from workbench.facts import (
     read_facts,
     write_facts,
 )
-from workbench.loading import BUILTIN_MODELS, DEFAULT_MODEL
-from workbench.model import Model, load_model
-from workbench.threads import policy as thread_policy
+from workbench.core.loading import BUILTIN_MODELS, DEFAULT_MODEL
+from workbench.core.model import Model, load_model
+from workbench.runtime.threads import policy as thread_policy
 
 _threads.settle()
 from workbench.probing import ProbeResult, generate, probe
-from workbench.progress import CancelToken, Cancelled
+from workbench.runtime.progress import CancelToken, Cancelled
 
 # -- locator --
 from workbench.locate import (

@@ -16,9 +16,9 @@ import torch
 
 from workbench import checks
 from workbench.errors import WorkbenchError
-from workbench.model import Model
+from workbench.core.model import Model
 from workbench.results import Result
-from workbench.unembed import MixedUnembed
+from workbench.runtime.unembed import MixedUnembed
 
 
 @dataclass
@@ -169,7 +169,7 @@ def probe(
     """Top-k next tokens of each prompt and the probability of each target.
 
     Args:
-        model: a loaded :class:`~workbench.model.Model`.
+        model: a loaded :class:`~workbench.core.model.Model`.
         prompts: one prompt or several.
         targets: target continuations scored after every prompt, or one list per prompt.
         top_k: how many next tokens to list.
@@ -248,7 +248,7 @@ def generate(
 
     Top-k sampling (``do_sample=True, top_k=k``) runs its own loop by default
     (``fast``): the candidates come from a bfloat16 unembedding and their logits
-    are recomputed in float32 (:meth:`~workbench.unembed.MixedUnembed.top_logits`),
+    are recomputed in float32 (:meth:`~workbench.runtime.unembed.MixedUnembed.top_logits`),
     then one ``torch.multinomial`` draw per token over the whole vocabulary, as
     Hugging Face's ``generate`` does, so the same seed gives the same text
     (bar a last-bit difference landing on a sampling boundary). Reading the 262k x 640
@@ -333,8 +333,8 @@ def generate_many(
 ) -> list[str]:
     """Continue many prompts at once (left-padded batches); greedy by default.
 
-    ``cancel``: a :class:`~workbench.progress.CancelToken` checked after every new token;
-    when it is set the call raises :class:`~workbench.progress.Cancelled` within one step
+    ``cancel``: a :class:`~workbench.runtime.progress.CancelToken` checked after every new token;
+    when it is set the call raises :class:`~workbench.runtime.progress.Cancelled` within one step
     (the app's greedy answers give way to a click this way).
     ``on_text``: called after every new token with each prompt's text so far (in the
     order of ``prompts``; "" for a prompt not begun), so that a caller can show the

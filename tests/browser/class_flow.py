@@ -1,7 +1,8 @@
 """The app as a lecturer drives it in front of a class (issue 20): a typed fact the model
 does not know, one busy line with Cancel, no stale or red status after a cancel, an
 out-of-range layer refused, free prompts with their own answer, an edit result card,
-generations without special tokens and with a "before" while the edit stays applied.
+"Did its knowledge change?": the fact's letters and a typed prompt written before the edit
+and now, without special tokens, with a "before" while the edit stays applied.
 Asserts on what a person sees; prints how long each action took to answer."""
 
 from __future__ import annotations
@@ -187,25 +188,53 @@ def edit_card_and_generations(page, answered: Answered, shots: Path, timer: Time
         first = page.locator(".wb-edit-card-rows tbody tr").first.inner_text()
         assert "Paris" in first and "Rome" in first, first
     page.screenshot(path=str(shots / "voila-edit-card.png"), full_page=True)
-    open_tab(page, "Probes")
-    table = page.locator(".wb-generations-table")
-    # The default 20 tokens; the first answer is the "now" column, the "before" one follows.
-    answered("Generate (20 tokens): first words of 'now'",
-             lambda: page.locator("button.wb-generate-run").click(), lambda: table.wait_for(timeout=SLOW))
-    answered.complete("Generate: both columns complete", lambda: page.locator(
-        ".wb-generate-run-task .wb-status", has_text="done in").wait_for(timeout=SLOW))
-    text = table.inner_text()
-    assert "<start_of_image>" not in text and "<eos>" not in text, text
-    heads = [h.strip() for h in table.locator("thead th").all_inner_texts()]
-    first = dict(zip(heads, (c.strip() for c in table.locator("tbody tr").first.locator("td").all_inner_texts())))
-    assert first["before the edits"], first  # measured on the unedited model, the edit still applied
-    if REAL:
-        assert "Paris" in first["before the edits"], first
-    page.screenshot(path=str(shots / "voila-generations.png"), full_page=True)
+    knowledge_view(page, answered, shots)
     open_tab(page, "Edit")
     page.locator("button.wb-edit-revert").click()
     page.locator(".wb-edit-history", has_text="reverted").wait_for(timeout=SLOW)
     assert page.locator(".wb-edit-card").inner_text().strip() == ""
+    no_inline_errors(page)
+
+
+#: A free prompt for the knowledge view: a letter the lecturer types, not one of the fact's own.
+LETTER = "Dear Sam, here is a postcard from the Eiffel Tower, in the city of"
+
+
+def knowledge_view(page, answered: Answered, shots: Path) -> None:
+    """Issue 39: after an edit, "Did its knowledge change?" writes the fact's letters and a typed
+    free prompt before the edit and now, the objects marked, a verdict per text and the counts."""
+    open_tab(page, "Probes")
+    free = page.locator(".wb-probe-free textarea")
+    free.fill(LETTER)
+    free.press("Tab")
+    view = page.locator(".wb-knowledge-view")
+    view.scroll_into_view_if_needed()
+    assert "Did its knowledge change?" in view.inner_text()
+    now = page.locator(".wb-knowledge-table .wb-knowledge-now")
+    answered("Knowledge view: first words of 'now'", lambda: page.locator("button.wb-knowledge-run").click(),
+             lambda: page.wait_for_function(
+                 "() => [...document.querySelectorAll('.wb-knowledge-table .wb-knowledge-now')]"
+                 ".some(td => td.innerText.replace('…', '').trim().length > 0)", timeout=SLOW))
+    answered.complete("Knowledge view: six letters 'now' with counts", lambda: page.locator(
+        ".wb-knowledge-counts", has_text="now:").first.wait_for(timeout=SLOW))
+    answered.complete("Knowledge view: complete (free prompt's 'before' too)", lambda: page.locator(
+        ".wb-knowledge-run-task .wb-status", has_text="done in").wait_for(timeout=SLOW))
+    counts = page.locator(".wb-knowledge-counts").inner_text()
+    assert "Letters" in counts and "now:" in counts and "before:" in counts and "of 6 name Rome" in counts, counts
+    assert "Free-prompt texts" in counts, counts
+    assert now.count() == 8, now.count()  # 3 letter prompts and the free one, 2 samples each
+    before = page.locator(".wb-knowledge-table .wb-knowledge-before").all_inner_texts()
+    assert all(t.strip() for t in before), before  # every "before" made on the unedited weights
+    verdicts = {t.strip() for t in page.locator(".wb-knowledge-verdict-now").all_inner_texts()}
+    assert verdicts <= {"new", "old", "both", "neither"} and verdicts, verdicts
+    assert page.locator(".wb-knowledge-table", has_text="Dear Sam").count() == 1
+    text = page.locator(".wb-knowledge-table").inner_text()
+    assert "<start_of_image>" not in text and "<eos>" not in text, text
+    if REAL:
+        # The unedited model writes Paris into some letter, marked in the old object's colour.
+        assert page.locator(".wb-knowledge-before mark.wb-mark-old").count() >= 1
+    view.scroll_into_view_if_needed()
+    page.screenshot(path=str(shots / "voila-knowledge-view.png"), full_page=True)
     no_inline_errors(page)
 
 

@@ -36,7 +36,7 @@ def notebook_path() -> Path:
         return NOTEBOOK
     import nbformat
 
-    from workbench.cache import cache_dir
+    from workbench.runtime.cache import cache_dir
 
     path = Path(cache_dir()) / "app" / "workbench.ipynb"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     if os.geteuid() == 0 and args.lab:
         cmd.append("--allow-root")
     # `import workbench` has set the thread policy (OMP_WAIT_POLICY) in this environment:
-    # the kernel inherits it before it imports torch (workbench/threads.py).
+    # the kernel inherits it before it imports torch (workbench/runtime/threads.py).
     env = dict(os.environ)
     # The panels draw their own progress bars; the library's tqdm bars would appear
     # below the app when drawn from the panels' worker threads.
@@ -123,7 +123,7 @@ def prepare(model_name: str | None = None, *, method: str | None = None) -> list
     """
     from workbench.editing import method_names
     from workbench.editing.stats import statistics_files
-    from workbench.model import load_model
+    from workbench.core.model import load_model
 
     method = method or method_names()[0]
     model = load_model(model_name) if model_name else load_model()

@@ -1,6 +1,6 @@
 """What the subcommands share: the ``--model`` option, one-JSON-object output, and
 :data:`LIMITS`, the declared range of every numeric option of every command (output
-files are checked and written by :mod:`workbench.outputs`)."""
+files are checked and written by :mod:`workbench.runtime.outputs`)."""
 
 from __future__ import annotations
 
@@ -112,7 +112,7 @@ def check_limits(args: argparse.Namespace) -> None:
 
 
 def add_model_argument(parser: argparse.ArgumentParser) -> None:
-    from workbench.loading import DEFAULT_MODEL
+    from workbench.core.loading import DEFAULT_MODEL
 
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"model name or path (default {DEFAULT_MODEL})")
 
@@ -142,7 +142,7 @@ def emit_json(obj) -> None:
 
 def parse_workers(text: str) -> int | str:
     """``--workers``: a positive integer or ``auto``, checked (Ray installed) before the model loads."""
-    from workbench.cluster import check_workers
+    from workbench.runtime.cluster import check_workers
     from workbench.errors import WorkbenchError
 
     text = str(text).strip().lower()

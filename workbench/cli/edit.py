@@ -42,8 +42,8 @@ def run(args: argparse.Namespace) -> int:
     from workbench.editing.handle import edit_path
     from workbench.errors import WorkbenchError
     from workbench.facts import Fact, check_template
-    from workbench.model import load_model
-    from workbench.outputs import check_output
+    from workbench.core.model import load_model
+    from workbench.runtime.outputs import check_output
     from workbench.probing import probe
 
     layers = None
@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
 def _save(handle, path: str, overwrite: bool) -> str | None:
     """Save the edit; if that fails (a full or read-only disk since the check), save it in a
     fallback folder. Returns None, or the line that says what happened and where it is."""
-    from workbench.outputs import fallback_folders
+    from workbench.runtime.outputs import fallback_folders
 
     try:
         handle.save(path, overwrite=overwrite)

@@ -54,8 +54,8 @@ def run(args: argparse.Namespace) -> int:
     from workbench.evaluation import EvaluationInterrupted, evaluate, read_report
     from workbench.evaluation.generated import check_metrics
     from workbench.facts import read_facts
-    from workbench.model import load_model
-    from workbench.outputs import check_output
+    from workbench.core.model import load_model
+    from workbench.runtime.outputs import check_output
 
     if args.limit is not None:
         check_value("evaluate", "limit", args.limit)
@@ -140,7 +140,7 @@ def _write(path: Path, text: str, what: str, failures: list[str]) -> str:
     """Write an output file atomically (a reader never sees half of it). Where that fails,
     its message (with the fallback file that holds the text) is added to ``failures``.
     Returns where the text is ("" if nowhere)."""
-    from workbench.outputs import OutputNotWritten, write_output
+    from workbench.runtime.outputs import OutputNotWritten, write_output
 
     try:
         return str(write_output(path, text, what))

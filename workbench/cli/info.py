@@ -18,9 +18,9 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from workbench.cache import cache_dir
-    from workbench.loading import BUILTIN_MODELS, DEFAULT_MODEL
-    from workbench.threads import policy
+    from workbench.runtime.cache import cache_dir
+    from workbench.core.loading import BUILTIN_MODELS, DEFAULT_MODEL
+    from workbench.runtime.threads import policy
 
     out = {
         "workbench": md.version("workbench") if _installed("workbench") else "source",

@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from workbench.errors import WorkbenchError
     from workbench.locate.enrichment import enrichment
     from workbench.locate.knockout import knockout
-    from workbench.model import load_model
+    from workbench.core.model import load_model
 
     # What can be refused without the model is refused before it loads.
     if args.window is not None and args.window < 1:

@@ -42,7 +42,7 @@ def refuse_non_finite(r) -> None:
 def run(args: argparse.Namespace) -> int:
     from workbench.checks import top_k
     from workbench.locate.lens import lens
-    from workbench.model import load_model
+    from workbench.core.model import load_model
 
     top_k(args.top_k, name="--top-k")  # before the model loads
     model = load_model(args.model)

@@ -24,7 +24,7 @@ def _tokens(scores, n: int = 5) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from workbench.locate.memories import memories
-    from workbench.model import load_model
+    from workbench.core.model import load_model
 
     model = load_model(args.model)
     r = memories(model, args.prompt, layer=args.layer, position=args.position, top_k=args.top_k)

@@ -23,7 +23,7 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from workbench.locate.neurons import knowledge_neurons
-    from workbench.model import load_model
+    from workbench.core.model import load_model
 
     model = load_model(args.model)
     r = knowledge_neurons(model, [args.prompt, *args.paraphrase], args.target, steps=args.steps,

@@ -18,7 +18,7 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from workbench.model import load_model
+    from workbench.core.model import load_model
     from workbench.probing import probe
 
     from workbench.checks import top_k

@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from workbench.errors import WorkbenchError
     from workbench.locate.trace_settings import TraceSettings
     from workbench.locate.tracing import trace
-    from workbench.model import load_model
+    from workbench.core.model import load_model
 
     if args.samples < 1:
         raise WorkbenchError("--samples must be >= 1")

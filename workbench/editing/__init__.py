@@ -16,11 +16,11 @@ What it holds::
     defaults     default layers per method and model
     rome, memit, pmet, kn, ft          weight edits
     emmet, alphaedit                   editors built for many edits (batched ROME; MEMIT projected)
-    memory                             in-forward memories: a hook on one FFN, no weight written
+    overlays                           edits inside the forward pass: a hook on one FFN, no weight written
     grace, wise                        codebook at one FFN; side value memory with a router
     incontext, retrieval               baselines that change no weights
 
-What it may import: the model layer (``workbench.model``, ``facts``,
+What it may import: the model layer (``workbench.core.model``, ``facts``,
 ``probing``, ``unembed``, ``lowp``, ``corpus``, ``cache``, ``progress``, ``results``,
 ``errors``), the locator (``workbench.locate``) and itself — never
 ``evaluation``, ``figures``, ``ui`` or ``cli``.
@@ -46,7 +46,7 @@ from workbench.editing.registry import (
 from workbench import checks
 from workbench.errors import WorkbenchError
 from workbench.facts import Fact
-from workbench.model import Model
+from workbench.core.model import Model
 from workbench.probing import probe
 
 import_plugins()

@@ -52,7 +52,7 @@ from workbench.editing.memit import SPREAD_LIMITS, spread_edit
 from workbench.editing.registry import register_method
 from workbench.errors import WorkbenchError
 from workbench.facts import Fact
-from workbench.model import Model
+from workbench.core.model import Model
 
 #: The null space holds C's smallest directions up to this share of its trace.
 NULL_ENERGY = 1e-2

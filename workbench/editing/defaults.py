@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 
 from workbench.errors import WorkbenchError
-from workbench.model import Model
+from workbench.core.model import Model
 
 SWEEPS = Path(__file__).resolve().parent.parent.parent / "assets" / "sweeps"
 #: How many consecutive layers MEMIT/PMET spread an edit over.

@@ -44,8 +44,8 @@ from workbench.editing.search import SearchParams
 from workbench.editing.stats import DEFAULT_SAMPLES
 from workbench.errors import WorkbenchError
 from workbench.facts import Fact
-from workbench.model import Model
-from workbench.progress import progress
+from workbench.core.model import Model
+from workbench.runtime.progress import progress
 
 
 def equality_update(keys: Tensor, deltas: Tensor, solve, *, constraint_ridge: float = 0.0) -> Tensor:

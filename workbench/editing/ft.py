@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from workbench.activations import hooked
+from workbench.core.activations import hooked
 from workbench.editing.defaults import rome_layers, single_layer
 from workbench.editing.handle import EditHandle, commit_weights
 from workbench.editing.optimize import as_matrix, build_batch, context_prefixes, to_stored, value_param, warn_if_unknown
@@ -25,7 +25,7 @@ from workbench.checks import Number, Whole
 from workbench.editing.registry import register_method
 from workbench.errors import WorkbenchError
 from workbench.facts import Fact
-from workbench.model import Model
+from workbench.core.model import Model
 
 
 @register_method(

@@ -46,8 +46,8 @@ from torch import Tensor
 
 from workbench.checks import Number, Whole
 from workbench.editing.handle import EditHandle, commit_prompt_edit
-from workbench.editing.memory import (
-    LayerMemory,
+from workbench.editing.overlays import (
+    LayerOverlay,
     decode_tensor,
     encode_tensor,
     register_loader,
@@ -56,7 +56,7 @@ from workbench.editing.defaults import memory_layers
 from workbench.editing.registry import register_method
 from workbench.errors import WorkbenchError
 from workbench.facts import Fact
-from workbench.model import Model
+from workbench.core.model import Model
 from workbench.probing import target_ids
 
 #: Relative deferral radius (‖h - key‖ / ‖key‖). See the module docstring and
@@ -71,7 +71,7 @@ def default_layer(model: Model) -> int:
     return memory_layer(model)
 
 
-class GraceMemory(LayerMemory):
+class GraceOverlay(LayerOverlay):
     """Codebook entries of one GRACE edit; all active ones at a layer form the codebook.
 
     Attributes:
@@ -92,7 +92,7 @@ class GraceMemory(LayerMemory):
         self._book_cache: tuple | None = None
 
     def __repr__(self) -> str:
-        return f"GraceMemory(layer={self.layer}, entries={len(self.keys)})"
+        return f"GraceOverlay(layer={self.layer}, entries={len(self.keys)})"
 
     # -- the codebook over all members ---------------------------------------------------
     def codebook(self, members: list | None = None) -> tuple[Tensor, Tensor, Tensor]:
@@ -139,7 +139,7 @@ class GraceMemory(LayerMemory):
                 "values": encode_tensor(self.values), "radii": encode_tensor(self.radii), "labels": self.labels}
 
     @classmethod
-    def from_dict(cls, d: dict, model: Model | None = None) -> GraceMemory:
+    def from_dict(cls, d: dict, model: Model | None = None) -> GraceOverlay:
         """Rebuild from :meth:`to_dict` (pass ``model`` to join its codebook)."""
         try:
             layer, labels = int(d["layer"]), [str(x) for x in d["labels"]]
@@ -290,7 +290,7 @@ def grace(model: Model, facts: list[Fact], *, layers=None, radius: float = DEFAU
         # One label per (fact, position): two entries that must say different tokens never overlap.
         labels += [f"{fact.text}\x00{fact.target_new.strip()}\x00{j}" for j in range(len(fit["keys"]))]
     k = torch.cat(keys)
-    mem = GraceMemory(layer, k, torch.cat(values), radius * k.norm(dim=1), labels, active_list=model.prompt_edits)
+    mem = GraceOverlay(layer, k, torch.cat(values), radius * k.norm(dim=1), labels, active_list=model.prompt_edits)
     return commit_prompt_edit(
         model, "grace", [f.to_dict() for f in facts], mem,
         info={"layer": layer, "entries": len(k), "radius": radius, "nll": nlls, "nll_before": firsts,
@@ -300,8 +300,8 @@ def grace(model: Model, facts: list[Fact], *, layers=None, radius: float = DEFAU
 
 
 @register_loader("grace")
-def _load(saved: dict, model: Model | None = None) -> GraceMemory:
-    return GraceMemory.from_dict(saved, model)
+def _load(saved: dict, model: Model | None = None) -> GraceOverlay:
+    return GraceOverlay.from_dict(saved, model)
 
 
 def distance_sweep(model: Model, facts: Sequence[Fact], layer: int | None = None) -> dict:

@@ -25,9 +25,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from workbench.cache import write_file_atomically
+from workbench.runtime.cache import write_file_atomically
 from workbench.errors import WorkbenchError
-from workbench.model import Model
+from workbench.core.model import Model
 from workbench.results import Result
 
 
@@ -418,7 +418,7 @@ def load_edit(model: Model, path: str | Path, *, prompt_edit_loader: Callable[[d
                               info=info, memory=memory)
     kind = saved["kind"]
     if prompt_edit_loader is None:
-        from workbench.editing.memory import LOADERS
+        from workbench.editing.overlays import LOADERS
 
         if kind not in LOADERS:
             raise WorkbenchError(f"{meta['method']} edits cannot be loaded without their loader")

@@ -1,7 +1,7 @@
 """In-context editing (after IKE, Zheng et al. 2023): state the new fact before the prompt.
 
 No weight changes. The edit is a prompt rewrite that every probe and generation
-applies (:meth:`workbench.model.Model.contextualize`)::
+applies (:meth:`workbench.core.model.Model.contextualize`)::
 
     New fact: The Eiffel Tower is located in the city of Rome.
     <prompt>
@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 
 from workbench.editing.handle import EditHandle, commit_prompt_edit
 from workbench.checks import Whole, template
-from workbench.editing.memory import register_loader
+from workbench.editing.overlays import register_loader
 from workbench.editing.registry import register_method
 from workbench.errors import WorkbenchError
 from workbench.facts import Fact
-from workbench.model import Model
+from workbench.core.model import Model
 
 #: (new fact, prompt, answer): copy, update (paraphrase), retain (other subject).
 DEMONSTRATIONS = (

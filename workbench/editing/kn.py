@@ -31,7 +31,7 @@ from workbench.editing.registry import register_method
 from workbench.errors import WorkbenchError
 from workbench.facts import Fact
 from workbench.locate.neurons import knowledge_neurons
-from workbench.model import Model
+from workbench.core.model import Model
 from workbench.probing import target_ids
 
 

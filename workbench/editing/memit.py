@@ -42,7 +42,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from workbench import activations
+from workbench.core import activations
 from workbench.editing.defaults import window_layers
 from workbench.editing.handle import EditHandle, commit_weights
 from workbench.editing.optimize import (
@@ -64,8 +64,8 @@ from workbench.editing.search import SearchParams
 from workbench.editing.stats import DEFAULT_SAMPLES, second_moments
 from workbench.errors import WorkbenchError
 from workbench.facts import Fact
-from workbench.model import Model
-from workbench.progress import progress
+from workbench.core.model import Model
+from workbench.runtime.progress import progress
 
 
 #: The declared ranges of the settings spread_edit adds to the target search (MEMIT, PMET).

@@ -31,18 +31,18 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from workbench import activations
-from workbench.activations import hooked, virtual_update_hooks  # noqa: F401 (virtual_update_hooks re-exported)
-from workbench.cache import cache_dir, write_file_atomically
-from workbench.lowp import LowPrecisionBlocks
-from workbench.lowp import usable as lowp_usable
+from workbench.core import activations
+from workbench.core.activations import hooked, virtual_update_hooks  # noqa: F401 (virtual_update_hooks re-exported)
+from workbench.runtime.cache import cache_dir, write_file_atomically
+from workbench.runtime.lowp import LowPrecisionBlocks
+from workbench.runtime.lowp import usable as lowp_usable
 from workbench.editing.search import SearchParams
 from workbench.editing.weights import as_matrix, param_name, to_stored, value_param  # noqa: F401 (re-exported)
 from workbench.errors import WorkbenchError
 from workbench.facts import Fact, top_begins_true_object
-from workbench.model import Model, StopForward
+from workbench.core.model import Model, StopForward
 from workbench.probing import target_ids
-from workbench.unembed import MixedUnembed
+from workbench.runtime.unembed import MixedUnembed
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +190,7 @@ def build_batch(
 
 
 # -- hooks -------------------------------------------------------------------------------
-# virtual_update_hooks lives with the other ways into activations (workbench/activations.py);
+# virtual_update_hooks lives with the other ways into activations (workbench/core/activations.py);
 # imported above, so ``from workbench.editing.optimize import virtual_update_hooks`` still works.
 
 
@@ -364,7 +364,7 @@ def _select_rows(value, index: Tensor, n_rows: int):
 def prepare_search(model: Model, sites: Sequence[str], params: SearchParams) -> None:
     """Make the bfloat16 weight copies :func:`optimize_deltas` at ``sites`` would make on its
     first call (they are kept on the model while the weights are unchanged)."""
-    from workbench.bfloat16 import bf16_copies
+    from workbench.runtime.bfloat16 import bf16_copies
 
     if params.low_precision and lowp_usable(model):
         bf16_copies(model, LowPrecisionBlocks(model, first_block(sites)).params)

@@ -26,7 +26,7 @@ from workbench.editing.handle import EditHandle
 from workbench.editing.memit import SPREAD_LIMITS, spread_edit
 from workbench.editing.registry import register_method
 from workbench.facts import Fact
-from workbench.model import Model
+from workbench.core.model import Model
 
 
 @register_method(

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from workbench.errors import WorkbenchError
 
 if TYPE_CHECKING:
-    from workbench.model import Model
+    from workbench.core.model import Model
 
 #: How a method changes the model, for the app's notes: weights written, a hook that
 #: answers some prompts inside the forward pass, or text put before the prompt.

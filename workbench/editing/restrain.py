@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from workbench.errors import WorkbenchError
-from workbench.model import Model
+from workbench.core.model import Model
 
 
 def prune_singular_values(delta: Tensor, sigma_max: float) -> tuple[Tensor, int]:

@@ -49,11 +49,11 @@ import numpy as np
 from workbench.editing.handle import EditHandle, commit_prompt_edit
 from workbench.editing.incontext import statement, template_check
 from workbench.checks import Number
-from workbench.editing.memory import register_loader
+from workbench.editing.overlays import register_loader
 from workbench.editing.registry import register_method
 from workbench.errors import WorkbenchError
 from workbench.facts import Fact
-from workbench.model import Model
+from workbench.core.model import Model
 
 #: Cosine similarity at or above which a stored fact is recalled (see module docstring).
 DEFAULT_THRESHOLD = 0.70

@@ -59,7 +59,7 @@ from workbench.editing.search import SearchParams
 from workbench.editing.stats import DEFAULT_SAMPLES, is_cached, ridge_solver, with_ridge
 from workbench.errors import WorkbenchError
 from workbench.facts import Fact
-from workbench.model import Model
+from workbench.core.model import Model
 
 
 def rank_one_update(

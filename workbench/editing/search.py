@@ -59,7 +59,7 @@ class SearchParams:
     stop_nll: float = 0.05
     # MEMIT's and PMET's; see METHOD_DEFAULTS for ROME's.
     n_prefixes: int = 10
-    # Unembed in bfloat16 with the target and top tokens exact (see workbench/unembed.py):
+    # Unembed in bfloat16 with the target and top tokens exact (see workbench/runtime/unembed.py):
     # the unembedding's forward + backward of one fact's 12 rows took 0.15 s instead of
     # 0.26 s (1 CPU thread). False runs the plain float32 unembedding.
     mixed_unembed: bool = True

@@ -19,11 +19,11 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from workbench.activations import capture
-from workbench.cache import cache_dir, load_checked, save_checked
+from workbench.core.activations import capture
+from workbench.runtime.cache import cache_dir, load_checked, save_checked
 from workbench.errors import WorkbenchError
-from workbench.model import Model
-from workbench.progress import CancelToken, progress
+from workbench.core.model import Model
+from workbench.runtime.progress import CancelToken, progress
 
 #: Default number of corpus tokens behind C: ten times d_mlp of Gemma 3 270M,
 #: a few CPU minutes; see benchmarks/stats.py for how scores move with it.

@@ -32,12 +32,12 @@ from workbench.editing.optimize import Batch, SuffixRunner, build_batch, first_b
 from workbench.editing.search import SearchParams
 from workbench.errors import WorkbenchError
 from workbench.facts import Fact
-from workbench.lowp import LowPrecisionBlocks
-from workbench.lowp import usable as lowp_usable
-from workbench.unembed import MixedUnembed
+from workbench.runtime.lowp import LowPrecisionBlocks
+from workbench.runtime.lowp import usable as lowp_usable
+from workbench.runtime.unembed import MixedUnembed
 
 if TYPE_CHECKING:
-    from workbench.model import Model
+    from workbench.core.model import Model
 
 
 @dataclass

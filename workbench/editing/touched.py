@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from workbench.activations import capture
+from workbench.core.activations import capture
 from workbench.errors import WorkbenchError
-from workbench.model import Model
-from workbench.progress import CancelToken, progress
+from workbench.core.model import Model
+from workbench.runtime.progress import CancelToken, progress
 from workbench.results import Result
 
 

@@ -16,7 +16,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from workbench.errors import WorkbenchError
-from workbench.model import Model
+from workbench.core.model import Model
 
 
 def param_name(model: Model, param: torch.nn.Parameter) -> str:

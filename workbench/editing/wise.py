@@ -48,8 +48,8 @@ from torch import Tensor
 from workbench.checks import Number, Whole
 from workbench.editing.grace import default_layer
 from workbench.editing.handle import EditHandle, commit_prompt_edit
-from workbench.editing.memory import (
-    LayerMemory,
+from workbench.editing.overlays import (
+    LayerOverlay,
     decode_tensor,
     encode_tensor,
     register_loader,
@@ -58,7 +58,7 @@ from workbench.editing.defaults import memory_layers
 from workbench.editing.registry import register_method
 from workbench.errors import WorkbenchError
 from workbench.facts import Fact
-from workbench.model import Model, StopForward
+from workbench.core.model import Model, StopForward
 from workbench.probing import target_ids
 
 #: the router threshold as a share of the median FFN-output norm on corpus text. On the first
@@ -70,7 +70,7 @@ from workbench.probing import target_ids
 DEFAULT_TAU_FRAC = 2.0
 
 
-class WiseMemory(LayerMemory):
+class WiseOverlay(LayerOverlay):
     """One WISE edit's share of the side memory at ``layer``.
 
     Attributes:
@@ -96,7 +96,7 @@ class WiseMemory(LayerMemory):
         self._cache: tuple | None = None
 
     def __repr__(self) -> str:
-        return f"WiseMemory(layer={self.layer}, keys={len(self.keys)}, tau={self.tau:.3g})"
+        return f"WiseOverlay(layer={self.layer}, keys={len(self.keys)}, tau={self.tau:.3g})"
 
     @staticmethod
     def module(model: Model, layer: int):
@@ -134,7 +134,7 @@ class WiseMemory(LayerMemory):
                 "values": encode_tensor(self.values), "acts": encode_tensor(self.acts), "tau": self.tau}
 
     @classmethod
-    def from_dict(cls, d: dict, model: Model | None = None) -> WiseMemory:
+    def from_dict(cls, d: dict, model: Model | None = None) -> WiseOverlay:
         """Rebuild from :meth:`to_dict` (pass ``model`` to join its side memory)."""
         try:
             layer, tau = int(d["layer"]), float(d["tau"])
@@ -158,7 +158,7 @@ def _acts(model: Model, layer: int, tokens: Tensor, mask: Tensor | None = None) 
         got["a"], got["out"] = args[0].detach().float(), output.detach().float()
         raise StopForward
 
-    h = WiseMemory.module(model, layer).register_forward_hook(grab)
+    h = WiseOverlay.module(model, layer).register_forward_hook(grab)
     try:
         with torch.no_grad():
             model.run_for_hooks(tokens, mask)
@@ -215,7 +215,7 @@ def _rows(model: Model, fact: Fact, prefixes: Sequence[str]) -> list[tuple[list[
 
 
 def fit_side(model: Model, layer: int, facts: Sequence[Fact], *, tau: float | None, tau_frac: float, n_prefixes: int,
-             n_contrast: int, steps: int, lr: float, stop_nll: float, previous: list[WiseMemory],
+             n_contrast: int, steps: int, lr: float, stop_nll: float, previous: list[WiseOverlay],
              retain: float = 10.0, whiten_ridge: float = 0.1, margin_weight: float = 10.0) -> dict:
     """Learn one edit's side-memory term: keys from the edit prompts, values by Adam (see module docstring)."""
     from workbench.editing.optimize import context_prefixes
@@ -263,7 +263,7 @@ def fit_side(model: Model, layer: int, facts: Sequence[Fact], *, tau: float | No
     # earlier members' own hook would add their part a second time where it routes, so it is off.
     for m in old:
         m.detach()
-    h = WiseMemory.module(model, layer).register_forward_hook(hook)
+    h = WiseOverlay.module(model, layer).register_forward_hook(hook)
     opt = torch.optim.Adam([values], lr=lr)
     best, best_nll, step, first_nll = None, math.inf, 0, math.nan
     try:
@@ -330,12 +330,12 @@ def wise(model: Model, facts: list[Fact], *, layers=None, tau_frac: float = DEFA
 
     layer = single_layer(model, layers if layers is not None else [default_layer(model)], "wise")
     start = time.perf_counter()
-    previous = [e for e in model.prompt_edits if isinstance(e, WiseMemory) and e.layer == layer]
+    previous = [e for e in model.prompt_edits if isinstance(e, WiseOverlay) and e.layer == layer]
     tau = previous[0].tau if previous else None
     fit = fit_side(model, layer, facts, tau=tau, tau_frac=tau_frac, n_prefixes=n_prefixes, n_contrast=n_contrast,
                    steps=steps, lr=lr,
                    stop_nll=stop_nll, previous=previous)
-    mem = WiseMemory(layer, fit["keys"], fit["values"], fit["tau"], acts=fit["acts"], active_list=model.prompt_edits)
+    mem = WiseOverlay(layer, fit["keys"], fit["values"], fit["tau"], acts=fit["acts"], active_list=model.prompt_edits)
     return commit_prompt_edit(
         model, "wise", [f.to_dict() for f in facts], mem,
         info={"layer": layer, "keys": len(mem.keys), "tau": fit["tau"], "nll": fit["nll"],
@@ -346,5 +346,5 @@ def wise(model: Model, facts: list[Fact], *, layers=None, tau_frac: float = DEFA
 
 
 @register_loader("wise")
-def _load(saved: dict, model: Model | None = None) -> WiseMemory:
-    return WiseMemory.from_dict(saved, model)
+def _load(saved: dict, model: Model | None = None) -> WiseOverlay:
+    return WiseOverlay.from_dict(saved, model)

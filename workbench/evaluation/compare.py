@@ -14,7 +14,7 @@ from workbench.errors import WorkbenchError
 from workbench.evaluation import intervals
 from workbench.evaluation.evaluate import EvalReport, _select_known, _without_conflicts, evaluate
 from workbench.facts import Fact
-from workbench.model import Model
+from workbench.core.model import Model
 from workbench.results import Result
 
 

@@ -57,10 +57,10 @@ from workbench.evaluation.run import Outcome, Run
 from workbench.evaluation.sequential import run_batch, run_sequential
 from workbench.evaluation.settings import MODES, EvalSettings
 from workbench.facts import Fact
-from workbench.progress import CancelToken
+from workbench.runtime.progress import CancelToken
 
 if TYPE_CHECKING:
-    from workbench.model import Model
+    from workbench.core.model import Model
 
 __all__ = [
     "CRITICS", "IMPLICATION_RATES", "MODES", "SUMMARY_KEYS", "CurvePoint", "EvalReport", "EvalSettings",
@@ -193,7 +193,7 @@ def evaluate(
     """Edit each fact with ``method`` and score it before and after (modes: module docstring).
 
     Args:
-        model: a loaded :class:`~workbench.model.Model`.
+        model: a loaded :class:`~workbench.core.model.Model`.
         facts: facts with ``target_true`` and ``target_new``.
         cancel: a token the UI can trip; raises :class:`Cancelled` between facts.
         resume: independent mode: a report this call's settings would have

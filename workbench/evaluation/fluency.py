@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 from workbench.facts import Fact
-from workbench.model import Model
+from workbench.core.model import Model
 
 #: Prompts used when a fact has no generation prompts of its own.
 DEFAULT_GENERATION_PROMPTS = ("{} is", "{} was known for", "The history of {}")

@@ -30,7 +30,7 @@ from workbench.errors import WorkbenchError
 from workbench.evaluation.judge import judge, letter_verdict
 from workbench.evaluation.relations import letter_prompts, question_prompt
 from workbench.facts import Fact
-from workbench.model import Model
+from workbench.core.model import Model
 from workbench.probing import generate_many
 
 METRICS = ("teacher", "generation", "question", "plus", "letter")

@@ -27,11 +27,11 @@ from workbench.evaluation.report import EvalReport, FactRow, partial_report
 from workbench.evaluation.run import Outcome, Run
 from workbench.evaluation.scores import FactScores, score_fact, score_facts
 from workbench.facts import Fact
-from workbench.progress import Cancelled, progress
+from workbench.runtime.progress import Cancelled, progress
 
 if TYPE_CHECKING:
     from workbench.evaluation.settings import EvalSettings
-    from workbench.model import Model
+    from workbench.core.model import Model
 
 log = logging.getLogger("workbench")
 
@@ -258,7 +258,7 @@ def _independent_parallel(model: Model, facts, todo, chunks, chunk_of, job: _Ind
                           edit_kwargs, cancel, out_of_time) -> tuple[list[FactRow], bool, bool]:
     """Independent mode on Ray actors: the rows of ``todo`` done, whether a time limit stopped it, and
     whether Ctrl-C did. A fact whose worker failed twice is a row with its ``error``."""
-    from workbench.cluster import PoolInterrupted, cache_files, pool_for
+    from workbench.runtime.cluster import PoolInterrupted, cache_files, pool_for
     from workbench.editing.stats import DEFAULT_SAMPLES, statistics_files
 
     # C of the edited layers, computed here once (if not cached) and shipped to every worker.

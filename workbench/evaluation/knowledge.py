@@ -37,7 +37,7 @@ from functools import lru_cache
 
 from workbench.errors import DatasetError
 from workbench.facts import ASSETS, Fact
-from workbench.model import Model
+from workbench.core.model import Model
 
 TABLE_FILE = ASSETS / "knowledge" / "geo.json"
 

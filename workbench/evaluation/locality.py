@@ -32,7 +32,7 @@ from workbench.errors import WorkbenchError
 from workbench.evaluation import intervals
 from workbench.evaluation.intervals import mean_of
 from workbench.facts import Fact
-from workbench.model import Model
+from workbench.core.model import Model
 
 #: What :func:`variance_explained` can explain: a per-(fact, layer) column of the rows.
 OUTCOMES = ("rewrite_score", "efficacy_magnitude", "paraphrase_rewrite_score", "efficacy", "paraphrase")

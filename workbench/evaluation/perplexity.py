@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import torch
 
-from workbench.model import Model
+from workbench.core.model import Model
 
 
 def _context_and_text(model: Model, text: str, max_tokens: int) -> tuple[list[int], int]:
@@ -44,7 +44,7 @@ def perplexity(
     """Perplexity of ``model`` on ``texts`` (default: the first ``n_texts`` held-out leads).
 
     Args:
-        model: a loaded :class:`~workbench.model.Model` (edits applied or not).
+        model: a loaded :class:`~workbench.core.model.Model` (edits applied or not).
         texts: texts to score; None reads ``wiki_texts("heldout", limit=n_texts)``.
         n_texts: how many held-out texts when ``texts`` is None.
         max_tokens: each text is truncated to this many tokens.

@@ -21,7 +21,7 @@ from workbench.facts import IMPLICATION_KINDS
 from workbench.results import Result
 
 if TYPE_CHECKING:
-    from workbench.model import Model
+    from workbench.core.model import Model
 
 #: The CounterFact rates averaged into the summary and the curve, and their summary names.
 _RATES = {"efficacy": "efficacy_score", "paraphrase": "paraphrase_score",

@@ -24,8 +24,8 @@ from workbench.facts import Fact
 if TYPE_CHECKING:
     from workbench.evaluation.report import CurvePoint, FactRow
     from workbench.evaluation.settings import EvalSettings
-    from workbench.model import Model
-    from workbench.progress import CancelToken
+    from workbench.core.model import Model
+    from workbench.runtime.progress import CancelToken
 
 
 @dataclass

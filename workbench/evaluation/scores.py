@@ -166,7 +166,7 @@ def score_fact(model: Model, fact: Fact, *, reference: FactScores | None = None,
     so in-context and retrieval edits are scored like weight edits).
 
     Args:
-        model: a loaded :class:`~workbench.model.Model`.
+        model: a loaded :class:`~workbench.core.model.Model`.
         fact: a fact with both ``target_true`` and ``target_new``.
         reference: the same fact's scores on the unedited model; needed for
             EasyEdit locality and NKL (None otherwise).

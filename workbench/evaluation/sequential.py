@@ -29,10 +29,10 @@ from workbench.evaluation.report import CurvePoint, FactRow, curve_rates
 from workbench.evaluation.run import Outcome, Run
 from workbench.evaluation.scores import FactScores, score_facts
 from workbench.facts import Fact
-from workbench.progress import Cancelled, progress
+from workbench.runtime.progress import Cancelled, progress
 
 if TYPE_CHECKING:
-    from workbench.model import Model
+    from workbench.core.model import Model
 
 
 def score_all(model: Model, facts: Sequence[Fact], references=None, *, desc: str | None = None, cancel=None,

@@ -23,7 +23,7 @@ from workbench.evaluation import generated, intervals
 
 if TYPE_CHECKING:
     from workbench.evaluation.report import EvalReport
-    from workbench.model import Model
+    from workbench.core.model import Model
 
 MODES = ("independent", "sequential", "batch")
 #: The largest value of each whole-number setting: beyond them a run asks for more memory or
@@ -60,7 +60,7 @@ class EvalSettings:
             the default is all but the slow ``letter``. ``teacher`` is always taken.
             Kept as :func:`~workbench.evaluation.generated.check_metrics` gives it.
         workers: independent mode: facts run on this many Ray actors, each with its own copy
-            of the model (``"auto"``: one per CPU; a :class:`~workbench.cluster.Pool`: its warm
+            of the model (``"auto"``: one per CPU; a :class:`~workbench.runtime.cluster.Pool`: its warm
             workers, left running after); the report is the one a serial run gives,
             in the same order. Needs the ``cluster`` extra. A fact whose worker fails is tried
             once more on another worker, then reported as that row's ``error``.
@@ -140,7 +140,7 @@ class EvalSettings:
         if self.time_limit is not None and not (0 < self.time_limit <= MAX_TIME_LIMIT):
             raise WorkbenchError(f"time_limit must be a positive number of seconds up to {MAX_TIME_LIMIT:,} "
                                  f"(30 days), got {self.time_limit!r}")
-        from workbench.cluster import check_workers
+        from workbench.runtime.cluster import check_workers
         from workbench.editing import method_spec
 
         method_spec(self.method)  # an unknown method, refused by name

@@ -3,7 +3,7 @@
 What it holds, one concept per module::
 
     tracing        causal tracing of one fact (trace)
-      prepare        the checked input, clean and corrupted runs every trace starts from
+      setup          the checked input, clean and corrupted runs every trace starts from
       spans          where the subject is in the prompt's tokens
       cells          kinds of state, ROME's restore window, settings checks
       noise          the noise scale and the fixed-seed draw
@@ -24,9 +24,9 @@ What it holds, one concept per module::
     knockout       attention knockout: edges into the last token blocked over windows of layers
     enrichment     the subject's attribute rate over layers (logit lens at its last token)
 
-What it may import: the model layer below it (``workbench.model``,
+What it may import: the model layer below it (``workbench.core.model``,
 ``workbench.facts``, ``workbench.probing``, ``workbench.corpus``,
-``workbench.cache``, ``workbench.progress``, ``workbench.results``,
+``workbench.runtime.cache``, ``workbench.runtime.progress``, ``workbench.results``,
 ``workbench.errors``) and itself — never ``editing``, ``evaluation``,
 ``figures``, ``ui`` or ``cli``. Nothing here writes a weight.
 

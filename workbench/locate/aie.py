@@ -15,8 +15,8 @@ from workbench.facts import ASSETS, Fact, filter_known, read_facts
 from workbench.locate.cells import check_settings
 from workbench.locate.noise import KNOWN_1000, embedding_std
 from workbench.locate.tracing import trace
-from workbench.model import Model
-from workbench.progress import Cancelled, CancelToken, progress
+from workbench.core.model import Model
+from workbench.runtime.progress import Cancelled, CancelToken, progress
 from workbench.results import Result
 
 GROUPS = (
@@ -172,7 +172,7 @@ def average_indirect_effect(
         facts = facts[:limit]
     if not facts:
         raise WorkbenchError("no facts to trace")
-    from workbench.cluster import check_workers
+    from workbench.runtime.cluster import check_workers
 
     workers = check_workers(workers)
     per_group: dict[str, dict[str, list[np.ndarray]]] = {k: {g: [] for g in GROUPS} for k in kinds}
@@ -182,7 +182,7 @@ def average_indirect_effect(
     if workers == 1:
         parts = (job.run(model, fact, cancel) for fact in progress(facts, desc="average indirect effect", cancel=cancel))
     else:
-        from workbench.cluster import pool_for
+        from workbench.runtime.cluster import pool_for
 
         with pool_for(model, workers, address=address) as pool:
             outcomes = pool.map(_trace_on_worker, [(job, f) for f in facts],

@@ -32,12 +32,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from workbench.activations import hooked
+from workbench.core.activations import hooked
 from workbench.locate.cells import KINDS, window_layers
-from workbench.locate.prepare import prepare
+from workbench.locate.setup import trace_setup
 from workbench.locate.trace_result import TraceResult
 from workbench.locate.trace_settings import TraceSettings
-from workbench.model import Model
+from workbench.core.model import Model
 
 
 def attribute(
@@ -61,7 +61,7 @@ def attribute(
     started = time.perf_counter()
     settings = TraceSettings.of(settings, **overrides)
     kinds, window = settings.kinds, settings.window
-    setup = prepare(model, fact, settings, subject=subject)
+    setup = trace_setup(model, fact, settings, subject=subject)
     per_layer = layer_attributions(model, setup.runner, setup.x0, setup.answer_id)
     n_pos, n_layers = len(setup.ids), model.n_layers
     scores = {}

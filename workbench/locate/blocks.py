@@ -18,9 +18,9 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from workbench.activations import hooked
+from workbench.core.activations import hooked
 from workbench.errors import WorkbenchError
-from workbench.model import Model
+from workbench.core.model import Model
 
 _DROP_KWARGS = ("cache", "past_key_values", "past_key_value", "layer_past", "use_cache")
 

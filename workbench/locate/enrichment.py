@@ -35,7 +35,7 @@ from workbench.errors import DatasetError, WorkbenchError
 from workbench.facts import ASSETS
 from workbench.locate.lens import residuals
 from workbench.locate.spans import prompt_and_subject, subject_span
-from workbench.model import Model
+from workbench.core.model import Model
 from workbench.results import Result
 
 TABLE_FILE = ASSETS / "knowledge" / "geo.json"

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from workbench.errors import WorkbenchError
 from workbench.locate.lens import residuals
-from workbench.model import Model
+from workbench.core.model import Model
 
 
 def key_index(model: Model, key: int) -> int:

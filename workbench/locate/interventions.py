@@ -22,10 +22,10 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor
 
-from workbench.activations import hooked
+from workbench.core.activations import hooked
 from workbench.errors import WorkbenchError
 from workbench.locate.ffn import key_index
-from workbench.model import Model
+from workbench.core.model import Model
 
 Change = float | int | tuple[str, float]
 _OPS = ("scale", "add", "set")

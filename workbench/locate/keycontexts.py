@@ -28,14 +28,14 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from workbench.cache import cache_dir, load_checked, save_checked
+from workbench.runtime.cache import cache_dir, load_checked, save_checked
 from workbench.corpus import CORPUS_NAME, wiki_texts
 from workbench.errors import WorkbenchError
 from workbench.locate.ffn import key_coefficients, key_index, value_logits
 from workbench.locate.lens import TokenScore, check_prompt, top_tokens
-from workbench.activations import capture
-from workbench.model import Model
-from workbench.progress import CancelToken, progress
+from workbench.core.activations import capture
+from workbench.core.model import Model
+from workbench.runtime.progress import CancelToken, progress
 from workbench.results import Result
 
 #: Texts read by default. Measured: Gemma 3 270M, layer 17 (the slowest: lower

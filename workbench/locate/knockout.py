@@ -51,9 +51,9 @@ from workbench import checks
 from workbench.errors import WorkbenchError
 from workbench.locate.blocks import BlockRunner
 from workbench.locate.cells import window_layers
-from workbench.locate.prepare import LOW_CLEAN_PROB, answer_token
+from workbench.locate.setup import LOW_CLEAN_PROB, answer_token
 from workbench.locate.spans import prompt_and_subject, subject_span
-from workbench.model import Model
+from workbench.core.model import Model
 from workbench.results import Result
 
 #: The paper's window of layers (GPT-J and GPT-2 XL); shallower models get their depth.

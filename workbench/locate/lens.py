@@ -1,7 +1,7 @@
 """Logit lens: read the residual stream after every layer through the unembedding.
 
 The residual after block ``l`` (``roles.hook("resid", l)``) is passed through the
-model's final norm and unembedding (:meth:`~workbench.model.Model.unembed`), as if
+model's final norm and unembedding (:meth:`~workbench.core.model.Model.unembed`), as if
 the remaining blocks added nothing (nostalgebraist 2020). Early layers read
 poorly on models whose residual drifts far from the final basis; the lens is a
 first look, not a measurement of what a layer "knows".
@@ -21,9 +21,9 @@ from jaxtyping import Float
 from torch import Tensor
 
 from workbench import checks
-from workbench.activations import capture
+from workbench.core.activations import capture
 from workbench.errors import WorkbenchError
-from workbench.model import Model
+from workbench.core.model import Model
 from workbench.probing import target_ids
 from workbench.results import Result
 

@@ -11,7 +11,7 @@ residual add, and an RMS norm scales a whole vector by one number, so the
 direction ``v_i`` joins the residual as ``gain ⊙ v_i`` (``roles.value_direction_gain``;
 no gain for families without a post-FFN norm). That direction is then read
 like any residual vector: through the final norm *and* the unembedding
-(:meth:`~workbench.model.Model.unembed`). For an RMS final norm this equals
+(:meth:`~workbench.core.model.Model.unembed`). For an RMS final norm this equals
 projecting ``g_final ⊙ gain ⊙ v_i`` through ``W_U`` up to a positive factor, so
 token rankings do not depend on ``||v_i||``; the scores are the logits of the
 normalised direction. A negative coefficient writes ``-v_i``: the tokens a
@@ -36,7 +36,7 @@ from workbench import checks
 from workbench.errors import WorkbenchError
 from workbench.locate.ffn import key_coefficients, value_directions, value_logits
 from workbench.locate.lens import TokenScore, check_prompt, first_token_id, position_index, residuals, top_tokens
-from workbench.model import Model
+from workbench.core.model import Model
 from workbench.results import Result
 
 

@@ -45,15 +45,15 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from workbench.activations import hooked
+from workbench.core.activations import hooked
 from workbench.errors import WorkbenchError
 from workbench.facts import Fact
 from workbench.locate.blocks import BlockRunner
 from workbench.locate.ffn import key_coefficients
 from workbench.locate.interventions import amplify, suppress
 from workbench.locate.lens import check_prompt, first_token_id
-from workbench.model import Model
-from workbench.progress import CancelToken, progress
+from workbench.core.model import Model
+from workbench.runtime.progress import CancelToken, progress
 from workbench.results import Result
 
 #: The most integration steps: they run as one batch (Dai et al. use 20); the KN editor's

@@ -9,8 +9,8 @@ from jaxtyping import Float
 from torch import Tensor
 
 from workbench.facts import ASSETS, read_facts
-from workbench.activations import capture
-from workbench.model import Model
+from workbench.core.activations import capture
+from workbench.core.model import Model
 
 _STD_CACHE: dict[tuple[str, str], float] = {}
 KNOWN_1000 = ASSETS / "data" / "known_1000.json"

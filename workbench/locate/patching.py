@@ -22,14 +22,14 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from workbench.activations import hooked
+from workbench.core.activations import hooked
 from workbench.errors import WorkbenchError
 from workbench.locate.blocks import BlockRunner, answer_probs
 from workbench.locate.cells import KINDS, check_kinds, check_window, window_layers
 from workbench.locate.sweep import sweep
 from workbench.locate.trace_result import TraceResult
-from workbench.model import Model
-from workbench.progress import CancelToken, progress
+from workbench.core.model import Model
+from workbench.runtime.progress import CancelToken, progress
 
 
 def _pair(model: Model, clean_prompt: str, corrupt_prompt: str):

@@ -8,14 +8,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from workbench.activations import hooked
+from workbench.core.activations import hooked
 from workbench.facts import Fact
 from workbench.locate.cells import window_layers
 from workbench.locate.noise import embedding_std, make_noise
 from workbench.locate.spans import prompt_and_subject, subject_span
 from workbench.locate.trace_settings import TraceSettings
-from workbench.model import Model
-from workbench.progress import CancelToken, progress
+from workbench.core.model import Model
+from workbench.runtime.progress import CancelToken, progress
 
 
 def trace_reference(
@@ -55,7 +55,7 @@ def trace_reference(
     std = embedding_std(model) if settings.noise_std is None else float(settings.noise_std)
     eps = make_noise(samples, end - begin, model.d_model, noise * std, settings.seed).to(model.device)
     if answer is not None:
-        from workbench.locate.prepare import answer_token
+        from workbench.locate.setup import answer_token
 
         answer_id = answer_token(model, answer)
     else:

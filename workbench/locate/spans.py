@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from workbench.errors import WorkbenchError
 from workbench.facts import Fact
-from workbench.model import Model
+from workbench.core.model import Model
 
 
 def prompt_and_subject(fact, subject: str | None) -> tuple[str, str, str | None]:

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from workbench.locate.blocks import BlockRunner, States, answer_probs
 from workbench.locate.cells import window_layers
-from workbench.progress import CancelToken, progress
+from workbench.runtime.progress import CancelToken, progress
 
 Cell = tuple[str, int, int]  # (kind, token, layer)
 
@@ -75,9 +75,9 @@ def sweep(
             runs; earlier cells are no-ops and get ``corrupted_prob`` without a run.
         max_tokens: rows x positions per forward pass (bounds memory).
         precision: ``"float32"``, or ``"bfloat16"``: the restored runs' blocks in bfloat16
-            (:class:`~workbench.lowp.LowPrecisionBlocks`) and p(answer) from
+            (:class:`~workbench.runtime.lowp.LowPrecisionBlocks`) and p(answer) from
             bfloat16 logits with the answer's logit and each row's top ones in float32
-            (:class:`~workbench.unembed.MixedUnembed`) — for CPUs that do bfloat16 natively.
+            (:class:`~workbench.runtime.unembed.MixedUnembed`) — for CPUs that do bfloat16 natively.
     """
     model = runner.model
     n_layers = model.n_layers
@@ -147,19 +147,19 @@ def _batches(groups: dict[tuple[int, int], list[Cell]], copies: int, n_pos: int,
 def _blocks_in(model: Model, precision: str, start: int):
     if precision != "bfloat16":
         return contextlib.nullcontext()
-    from workbench.lowp import LowPrecisionBlocks
+    from workbench.runtime.lowp import LowPrecisionBlocks
 
     return LowPrecisionBlocks(model, start_block=start)
 
 
 def _mixed_ok(model: Model) -> bool:
-    from workbench.unembed import MixedUnembed
+    from workbench.runtime.unembed import MixedUnembed
 
     return MixedUnembed.supported(model)
 
 
 def _mixed_answer_probs(model: Model, hidden: Tensor, answer_id: int, chunk: int = 256) -> Tensor:
-    from workbench.unembed import MixedUnembed
+    from workbench.runtime.unembed import MixedUnembed
 
     unembed = MixedUnembed(model)
     keep = torch.tensor([answer_id], device=hidden.device)

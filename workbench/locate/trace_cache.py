@@ -9,7 +9,7 @@ Two places are read, in order:
   every exact trace the app has computed.
 
 A trace is found only for the same weights (the model's fingerprint, and no edit
-applied now: :meth:`~workbench.model.Model.is_unedited`), the same prompt, subject and
+applied now: :meth:`~workbench.core.model.Model.is_unedited`), the same prompt, subject and
 answer, and the same settings (:meth:`TraceSettings.key`). A file that does not parse or
 does not match its key is ignored (a user-cache file is removed).
 :func:`~workbench.locate.tracing.trace` reads and writes it with ``cache=True``.
@@ -29,10 +29,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from workbench.cache import cache_dir, write_file_atomically
+from workbench.runtime.cache import cache_dir, write_file_atomically
 from workbench.locate.trace_result import TraceResult
 from workbench.locate.trace_settings import TraceSettings
-from workbench.model import Model
+from workbench.core.model import Model
 
 log = logging.getLogger(__name__)
 

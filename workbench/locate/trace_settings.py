@@ -28,7 +28,7 @@ from workbench.errors import WorkbenchError
 from workbench.facts import Fact
 from workbench.locate.cells import KINDS, check_settings
 from workbench.locate.spans import prompt_and_subject
-from workbench.model import Model
+from workbench.core.model import Model
 
 PRECISIONS = ("auto", "float32", "bfloat16")
 
@@ -78,7 +78,7 @@ def resolve_precision(model: Model, precision: str) -> str:
     """
     check_precision(precision)
     if precision == "auto":
-        from workbench.lowp import usable
+        from workbench.runtime.lowp import usable
 
         error = bf16_error(model)
         return "bfloat16" if usable(model) and error is not None and error <= BF16_BOUND else "float32"

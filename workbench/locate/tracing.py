@@ -43,13 +43,13 @@ from typing import Any
 from workbench.errors import WorkbenchError
 from workbench.facts import Fact
 from workbench.locate.attribution import attribute
-from workbench.locate.prepare import LOW_CLEAN_PROB, answer_token, prepare  # noqa: F401 - re-exported
+from workbench.locate.setup import LOW_CLEAN_PROB, answer_token, trace_setup  # noqa: F401 - re-exported
 from workbench.locate.sweep import sweep
 from workbench.locate.trace_cache import cached_trace, store_trace
 from workbench.locate.trace_result import TraceResult
 from workbench.locate.trace_settings import PRECISIONS, TraceSettings, resolve_precision  # noqa: F401 - re-exported
-from workbench.model import Model
-from workbench.progress import CancelToken
+from workbench.core.model import Model
+from workbench.runtime.progress import CancelToken
 
 #: How a trace's grid is computed (not to be confused with the editor's ``METHODS``).
 TRACE_ALGORITHMS = ("exact", "attribution")
@@ -90,7 +90,7 @@ def trace(
         max_tokens: sequence-positions per batched forward (memory bound).
         cache: read an exact trace of the same weights and settings from the trace cache
             (:mod:`~workbench.locate.trace_cache`) and keep a computed one there; never
-            while an edit is applied (:meth:`~workbench.model.Model.is_unedited`).
+            while an edit is applied (:meth:`~workbench.core.model.Model.is_unedited`).
 
     Returns:
         A :class:`TraceResult`.
@@ -116,7 +116,7 @@ def trace(
             return found
     started = time.perf_counter()
     precision = resolve_precision(model, settings.precision)
-    setup = prepare(model, fact, settings, subject=subject)
+    setup = trace_setup(model, fact, settings, subject=subject)
     scores = sweep(setup.runner, setup.corrupted, settings.kinds, settings.window, setup.answer_id, setup.begin,
                    setup.corrupted_prob, cancel=cancel, max_tokens=max_tokens, desc=f"tracing {setup.subject}",
                    precision=precision)

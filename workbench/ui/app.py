@@ -24,7 +24,7 @@ class Workbench(widgets.VBox):
     """Locate and edit a fact in one app: Fact → Trace → Memories → Edit → Probes → Compare.
 
     Args:
-        model: a loaded :class:`~workbench.model.Model`, a model name, or None for
+        model: a loaded :class:`~workbench.core.model.Model`, a model name, or None for
             the default model (``gemma-3-270m``).
         fact: the fact to start with (default: the Eiffel Tower example).
         facts: the facts to pick from (default: examples + bundled dataset).
@@ -36,7 +36,7 @@ class Workbench(widgets.VBox):
     """
 
     def __init__(self, model=None, *, fact=None, facts=None, background: bool = True) -> None:
-        from workbench.model import Model, load_model
+        from workbench.core.model import Model, load_model
 
         if model is None or isinstance(model, str):
             model = _load_quietly(load_model, model)

@@ -29,7 +29,8 @@ from workbench.evaluation.generated import ANSWER_TOKENS, plus_prompts
 from workbench.evaluation.judge import first_sentence, judge
 from workbench.evaluation.relations import question_prompt
 from workbench.probing import generate_many, probe
-from workbench.progress import Cancelled
+from workbench.runtime.progress import Cancelled
+from workbench.ui.knowledge import KnowledgeView
 from workbench.ui.state import State, Task
 from workbench.ui.widgets import ClampedIntText, ErrorLine, guarded, split_arrow, table, visible
 
@@ -151,6 +152,10 @@ class ProbesPanel(widgets.VBox):
         self._version = 0  # bumped by every probe: answers generated for an older one are dropped
         self._answers_wanted = False
         self._fact_key: tuple[str, str] | None = None
+        # Generation lives here (issue 39): the fact's letters and the free prompts, before and now.
+        # The greedy Generate above (`run_generations`, `gen_before`) is no longer drawn.
+        self.knowledge = KnowledgeView(state, free=lambda: [p for p, _ in self._free_prompts()],
+                                       background=background)
         state.on("fact", guarded(self.error, self._fact_changed))
         state.on("weights", guarded(self.error, self.refresh))
         self._probe_when_free = False
@@ -163,8 +168,7 @@ class ProbesPanel(widgets.VBox):
                          "Refreshed after every edit and revert."),
             self.free, widgets.HBox([self.refresh_button, self.answers_on]), self.answer_task, self.error,
             self.table, self.timing,
-            widgets.HTML("<b>Generations</b> (greedy), before the edits and now"),
-            self.gen_tokens.row, self.gen_task, self.generations,
+            self.knowledge,
         ])
         self.add_class("wb-probes-panel")
 
@@ -293,6 +297,9 @@ class ProbesPanel(widgets.VBox):
                 if missing:
                     before = generate_many(model, missing, max_new_tokens=gen_n, cancel=token)
                     self.gen_before.update({(p, gen_n): g for p, g in zip(missing, before)})
+                # The letters' "before" too: after an edit, "Did its knowledge change?" runs only "now".
+                token.check()
+                self.knowledge.prepare_before(model, token)
             return texts, n_edits
 
         version = self._version

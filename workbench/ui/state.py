@@ -6,7 +6,7 @@ fact, the last trace, the selection, the edit history, and who holds the model n
 The UI never computes: every panel calls a library function and shows its result.
 Long calls run in a background thread so the notebook stays responsive; the
 thread's :class:`StepToken` is passed as ``cancel=`` to the library, whose
-:func:`~workbench.progress.progress` checks it once per step, which both lets
+:func:`~workbench.runtime.progress.progress` checks it once per step, which both lets
 the Cancel button stop the work and lets the panel count the steps for its bar.
 """
 
@@ -24,14 +24,14 @@ from typing import Any
 import ipywidgets as widgets
 
 from workbench.errors import WorkbenchError
-from workbench.progress import Cancelled, CancelToken
+from workbench.runtime.progress import Cancelled, CancelToken
 from workbench.ui.widgets import ErrorLine
 
 
 class StepToken(CancelToken):
     """A :class:`CancelToken` that also counts the steps the library reports.
 
-    :func:`workbench.progress.progress` calls :meth:`check` once per item, so
+    :func:`workbench.runtime.progress.progress` calls :meth:`check` once per item, so
     the count is the number of finished steps of every loop that got this token.
     """
 

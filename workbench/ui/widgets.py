@@ -15,7 +15,7 @@ from typing import Any
 import ipywidgets as widgets
 
 from workbench.errors import WorkbenchError
-from workbench.progress import Cancelled
+from workbench.runtime.progress import Cancelled
 
 
 def sentence(exc: BaseException) -> str:

@@ -1,5 +1,5 @@
 """What every way of tracing one fact starts from: the checked input, the clean run, the answer
-token and the corrupted run (:func:`prepare`), shared by the exact trace and its preview."""
+token and the corrupted run (:func:`trace_setup`), shared by the exact trace and its preview."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from workbench.locate.noise import embedding_std, make_noise
 from workbench.locate.spans import prompt_and_subject, subject_span
 from workbench.locate.trace_result import TraceResult
 from workbench.locate.trace_settings import TraceSettings
-from workbench.model import Model
+from workbench.core.model import Model
 
 #: Below this clean probability a trace mostly measures noise.
 LOW_CLEAN_PROB = 0.1
@@ -42,7 +42,7 @@ def _warnings(answer: str, target_true: str | None, clean_prob: float, corrupted
 @dataclass
 class Setup:
     """What every way of tracing one fact starts from: the prompt, the subject's span,
-    the clean run, the answer token and the corrupted run (see :func:`prepare`)."""
+    the clean run, the answer token and the corrupted run (see :func:`trace_setup`)."""
 
     model: Model
     prompt: str
@@ -85,11 +85,11 @@ def answer_token(model: Model, answer: str) -> int:
     return ids[0]
 
 
-def prepare(model: Model, fact, settings: TraceSettings, *, subject: str | None = None) -> Setup:
+def trace_setup(model: Model, fact, settings: TraceSettings, *, subject: str | None = None) -> Setup:
     """Check the input, run the prompt clean and with the subject corrupted (``settings.samples`` copies).
 
     Example:
-        >>> setup = prepare(model, ("The {} is in", "Eiffel Tower"), TraceSettings(samples=2))  # doctest: +SKIP
+        >>> setup = trace_setup(model, ("The {} is in", "Eiffel Tower"), TraceSettings(samples=2))  # doctest: +SKIP
     """
     samples, noise, noise_std, seed, answer = (settings.samples, settings.noise, settings.noise_std, settings.seed,
                                                settings.answer)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from workbench.bfloat16 import bf16_copies, native_bf16
+from workbench.runtime.bfloat16 import bf16_copies, native_bf16
 
 
 def usable(model) -> bool:

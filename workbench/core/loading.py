@@ -26,7 +26,7 @@ from typing import TypeVar
 
 import torch
 
-from workbench.cache import build_atomically, cache_dir
+from workbench.runtime.cache import build_atomically, cache_dir
 from workbench.errors import UnknownModelError
 
 log = logging.getLogger(__name__)
@@ -173,7 +173,7 @@ def load_hf(name: str, *, dtype: torch.dtype, device_map=None):
 
         return _from_converted(name, load)
     if name in _TINY_MODELS:
-        from workbench.architecture import tiny_config
+        from workbench.core.architecture import tiny_config
 
         family, tokenizer_of = _TINY_MODELS[name]
         tokenizer = load_tokenizer(tokenizer_of)

@@ -1,6 +1,8 @@
-"""Edits held in a memory inside the forward pass (GRACE, WISE): a hook on one FFN, no weight written.
+"""Overlays: edits held inside the forward pass (GRACE, WISE), a hook on one FFN, no weight written.
 
-A :class:`LayerMemory` is a no-weight edit like the in-context and retrieval
+The in-context and retrieval baselines are overlays of the prompt; these overlay one layer.
+
+A :class:`LayerOverlay` is a no-weight edit like the in-context and retrieval
 baselines: it lives on ``model.prompt_edits`` (its ``rewrite`` leaves the prompt
 alone) and an :class:`~workbench.editing.handle.EditHandle` adds and removes it.
 While it is active it keeps a forward hook on one module of one block: GRACE on
@@ -19,7 +21,7 @@ memory does not claim leaves the hook with the FFN's output object untouched
 Example:
     >>> h = wb.edit(model, fact, method="grace")            # doctest: +SKIP
     >>> h.prompt_edit.members()                              # doctest: +SKIP
-    [GraceMemory(layer=9, entries=1)]
+    [GraceOverlay(layer=9, entries=1)]
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import torch
 from torch import Tensor
 
 from workbench.errors import WorkbenchError
-from workbench.model import Model
+from workbench.core.model import Model
 
 
 def encode_tensor(t: Tensor) -> dict:
@@ -52,7 +54,7 @@ def decode_tensor(d: dict, *, what: str) -> Tensor:
     return torch.from_numpy(a.copy())
 
 
-class LayerMemory:
+class LayerOverlay:
     """Base of the in-forward memories: one hook on ``blocks[layer].mlp`` while active.
 
     Subclasses set ``kind`` and implement :meth:`respond` (the FFN input and output

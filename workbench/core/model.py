@@ -22,9 +22,9 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from workbench.architecture import Roles, check_roles, roles_for
+from workbench.core.architecture import Roles, check_roles, roles_for
 from workbench.errors import WorkbenchError
-from workbench.loading import DEFAULT_MODEL, load_hf
+from workbench.core.loading import DEFAULT_MODEL, load_hf
 
 T = TypeVar("T")
 
@@ -238,7 +238,7 @@ class Model:
     def run_for_hooks(self, tokens: Int[Tensor, "batch pos"], attention_mask: Tensor | None = None) -> None:
         """Run the forward pass only for what its hooks record; a hook may end it with :class:`StopForward`.
 
-        To read activations use :func:`workbench.activations.capture`, which is built on this.
+        To read activations use :func:`workbench.core.activations.capture`, which is built on this.
 
         Example:
             >>> def grab(acts, hook=None):

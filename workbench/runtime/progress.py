@@ -30,7 +30,7 @@ class CancelToken:
         >>> token.cancel()
         >>> list(progress(range(3), cancel=token))
         Traceback (most recent call last):
-        workbench.progress.Cancelled: cancelled by the user
+        workbench.runtime.progress.Cancelled: cancelled by the user
     """
 
     def __init__(self) -> None:

@@ -155,7 +155,7 @@ def check_roles(bridge, roles: Roles) -> None:
     """
     hooks = getattr(bridge, "hook_dict", {})
     family = roles.family
-    fix = "add an entry for it to FAMILIES in workbench/architecture.py (docs/howto-add-a-model.md)"
+    fix = "add an entry for it to FAMILIES in workbench/core/architecture.py (docs/howto-add-a-model.md)"
     d_model, d_mlp = int(bridge.cfg.d_model), int(bridge.cfg.d_mlp)
     expected = (d_mlp, d_model) if roles.value_weight_rows_are_values else (d_model, d_mlp)
     for layer in range(int(bridge.cfg.n_layers)):

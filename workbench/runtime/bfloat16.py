@@ -1,8 +1,8 @@
 """bfloat16 on the CPU: whether it is native here, and bfloat16 copies of weights kept while unchanged.
 
 Two speed-ups share these: the v* search's bfloat16 blocks
-(:mod:`workbench.lowp`) and the mixed-precision unembedding
-(:mod:`workbench.unembed`), which sampling in :func:`workbench.probing.generate` uses too.
+(:mod:`workbench.runtime.lowp`) and the mixed-precision unembedding
+(:mod:`workbench.runtime.unembed`), which sampling in :func:`workbench.probing.generate` uses too.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 if TYPE_CHECKING:
-    from workbench.model import Model
+    from workbench.core.model import Model
 
 
 @functools.cache
@@ -40,7 +40,7 @@ def native_bf16() -> bool:
 def bf16_copies(model: Model, params: list[Tensor]) -> list[Tensor]:
     """bfloat16 copies of ``params``, kept in ``model.memo`` while each weight is unchanged.
 
-    Shared by :class:`~workbench.lowp.LowPrecisionBlocks` and :class:`~workbench.unembed.MixedUnembed`.
+    Shared by :class:`~workbench.runtime.lowp.LowPrecisionBlocks` and :class:`~workbench.runtime.unembed.MixedUnembed`.
 
     Example:
         >>> w = model.hf_model.lm_head.weight                          # doctest: +SKIP

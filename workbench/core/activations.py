@@ -3,7 +3,7 @@
 * :func:`capture` — the activations at named TransformerLens hook points
   (``blocks.{l}.mlp.hook_post``, ``blocks.{l}.hook_resid_post``, ``hook_embed``, …) in one
   forward pass; with ``stop=True`` (the default) the pass ends as soon as every site has
-  been read (:class:`~workbench.model.StopForward`), so the blocks above the highest site
+  been read (:class:`~workbench.core.model.StopForward`), so the blocks above the highest site
   are never run. ``positions`` picks one position per row.
 * :func:`hooked` — a forward pass with hooks on (patching, ablations, virtual updates);
   the hooks are removed again however the block is left.
@@ -29,10 +29,10 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from workbench.model import StopForward
+from workbench.core.model import StopForward
 
 if TYPE_CHECKING:
-    from workbench.model import Model
+    from workbench.core.model import Model
 
 #: A forward hook as the bridge takes it: (hook point name, fn(acts, hook) -> acts | None).
 Hook = tuple[str, Callable]

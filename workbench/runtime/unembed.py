@@ -29,7 +29,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from workbench.bfloat16 import bf16_copies
+from workbench.runtime.bfloat16 import bf16_copies
 
 
 class MixedUnembed:

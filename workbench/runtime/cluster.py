@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.errors import WorkbenchError
-from workbench.progress import CancelToken, progress
+from workbench.runtime.progress import CancelToken, progress
 
 log = logging.getLogger("workbench")
 
@@ -112,7 +112,7 @@ class ModelSpec:
     def load(self):
         import torch
 
-        from workbench.model import load_model
+        from workbench.core.model import load_model
 
         model = load_model(self.name, dtype=getattr(torch, self.dtype), device=self.device, device_map=self.device_map)
         if model.fingerprint != self.fingerprint:
@@ -146,7 +146,7 @@ class _Worker:
         os.environ["OMP_NUM_THREADS"] = str(threads)
         import torch
 
-        from workbench import threads as thread_policy
+        from workbench.runtime import threads as thread_policy
 
         thread_policy.apply()
         torch.set_num_threads(threads)
@@ -168,7 +168,7 @@ class _Worker:
 
 def _write_cache_files(files: dict[str, bytes]) -> None:
     """Files the driver computed (key statistics), written into this node's cache unless there."""
-    from workbench.cache import cache_dir
+    from workbench.runtime.cache import cache_dir
 
     root = cache_dir()
     for rel, data in files.items():
@@ -183,7 +183,7 @@ def _write_cache_files(files: dict[str, bytes]) -> None:
 
 def cache_files(paths: Sequence[Path]) -> dict[str, bytes]:
     """Cache entries to ship to the workers, by path inside the cache (for :class:`Pool` ``files``)."""
-    from workbench.cache import cache_dir
+    from workbench.runtime.cache import cache_dir
 
     root = cache_dir().resolve()
     out = {}
