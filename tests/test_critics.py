@@ -263,7 +263,7 @@ def test_cli_evaluate_metrics(tmp_path, capsys):
     data, out = tmp_path / "facts.json", tmp_path / "out.json"
     wb.write_facts(known_facts(wb.load_model("tiny-llama"), 2), data)
     common = ["evaluate", "--method", "in-context", "--dataset", str(data), "--model", "tiny-llama",
-              "--every", "2", "--perplexity-texts", "2", "--fluency-tokens", "4", "--json", str(out)]
+              "--every", "2", "--perplexity-texts", "2", "--fluency-tokens", "4", "--json", str(out), "--overwrite"]
     assert main(common + ["--metrics", "teacher,plus"]) == 0
     summary = json.loads(out.read_text())
     assert summary["neighborhood_plus"] is not None and summary["gen_efficacy"] is None

@@ -27,7 +27,7 @@ import functools
 import json
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from workbench.facts import ASSETS
@@ -59,7 +59,7 @@ def words(text: str) -> list[str]:
     return normalize(text).split()
 
 
-def _name(text: str) -> str:
+def name_key(text: str) -> str:
     """A subject or alias as it is matched: normalised, a leading article dropped."""
     norm = normalize(text)
     for article in _ARTICLES:
@@ -82,13 +82,13 @@ def alias_table() -> dict[str, tuple[str, ...]]:
         return {}
     table: dict[str, tuple[str, ...]] = {}
     for key, names in raw.items():
-        table.setdefault(_name(key), tuple(n for n in names if isinstance(n, str)))
+        table.setdefault(name_key(key), tuple(n for n in names if isinstance(n, str)))
     return table
 
 
 def aliases(subject: str) -> tuple[str, ...]:
     """The other names of ``subject`` in ``assets/aliases.json`` (empty if none)."""
-    return alias_table().get(_name(subject), ())
+    return alias_table().get(name_key(subject), ())
 
 
 def relation_words(prompt: str, subject: str | None) -> frozenset[str]:
@@ -141,9 +141,9 @@ class FactStore:
             self.relations.append(relation_words(prompt, subject))
             if not subject:
                 continue
-            self._index(_name(subject), index, alias=False)
+            self._index(name_key(subject), index, alias=False)
             for other in aliases(subject) if self.use_aliases else ():
-                name = _name(other)
+                name = name_key(other)
                 if len(name.replace(" ", "")) <= SHORT_ALIAS:
                     exact = " ".join(_WORD.findall(other))
                     self._exact.setdefault(exact, []).append((index, True))
@@ -197,14 +197,3 @@ class FactStore:
             out.append(Mention(index, name, alias, score))
         out.sort(key=lambda m: (-m.relation_score, -m.index))
         return out
-
-
-def select(mentions: Iterable[Mention], subjects: Sequence[str | None], limit: int) -> list[Mention]:
-    """Up to ``limit`` mentions: each named subject's best fact first, then the next best ones."""
-    mentions = list(mentions)
-    firsts, rest, seen = [], [], set()
-    for m in mentions:
-        key = _name(subjects[m.index] or "")
-        (rest if key in seen else firsts).append(m)
-        seen.add(key)
-    return (firsts + rest)[:limit]

@@ -487,7 +487,12 @@ _PROMPT_EDIT_FIELDS: dict[str, dict[str, tuple[bool, Callable[[Any], bool], str]
     "retrieval": {"keys": (True, _is_texts, "a list of texts"),
                   "statements": (True, _is_texts, "a list of texts"),
                   "threshold": (False, _is_number, "a number"),
-                  "template": (False, _is_text, "a text")},
+                  "template": (False, _is_text, "a text"),
+                  "subjects": (False, lambda v: isinstance(v, list) and all(x is None or isinstance(x, str) for x in v),
+                               "a list of texts or nulls"),
+                  "top_k": (False, lambda v: _is_whole(v) and v >= 1, "a whole number from 1"),
+                  "mention": (False, lambda v: isinstance(v, bool), "true or false"),
+                  "hops": (False, lambda v: _is_whole(v) and 1 <= v <= 4, "a whole number from 1 to 4")},
 }
 
 
@@ -517,6 +522,8 @@ def _metadata_problem(meta: dict, model: Model) -> str | None:
             return f"its {kind} edit's {name!r} must be {what}, not {_short(saved[name])}"
     if kind == "retrieval" and len(saved["keys"]) != len(saved["statements"]):
         return f"its retrieval edit has {len(saved['keys'])} keys but {len(saved['statements'])} statements"
+    if kind == "retrieval" and "subjects" in saved and len(saved["subjects"]) != len(saved["keys"]):
+        return f"its retrieval edit has {len(saved['keys'])} keys but {len(saved['subjects'])} subjects"
     return None
 
 

@@ -47,9 +47,8 @@ class SearchParams:
 
     steps: int = 25
     # lr 0.1, not ROME's 0.5 (tuned for GPT-2 XL): Adam moves every coordinate by about
-    # lr per step, and on gemma-3-270m the FFN-output δs that work have norm ≈ 5 (640
-    # coordinates). Measured on 6 facts at layer 4: lr 0.5 made the loss oscillate and
-    # 5 of 6 ran all 25 steps; lr 0.1 met the NLL target in 6-14 steps for 5 of 6.
+    # lr per step, and the FFN-output δs that work on gemma-3-270m are small per coordinate
+    # (docs/results.md, "Why the search's defaults").
     lr: float = 0.1
     # Adam's first-moment decay (its momentum); see METHOD_DEFAULTS for ROME's.
     beta1: float = 0.9
@@ -60,13 +59,11 @@ class SearchParams:
     # MEMIT's and PMET's; see METHOD_DEFAULTS for ROME's.
     n_prefixes: int = 10
     # Unembed in bfloat16 with the target and top tokens exact (see workbench/runtime/unembed.py):
-    # the unembedding's forward + backward of one fact's 12 rows took 0.15 s instead of
-    # 0.26 s (1 CPU thread). False runs the plain float32 unembedding.
+    # the 262k-row unembedding is much of a step's cost. False runs the plain float32 unembedding.
     mixed_unembed: bool = True
     # Run the blocks from the edited layer up in bfloat16 during the steps, where the CPU does
-    # bfloat16 natively (lowp.py); stopping is decided in float32. ROME on 200 known facts
-    # (2 CPU cores): 2.98 s per edit instead of 3.57, ES / PS / NS 98.0 / 89.3 / 84.7 % instead
-    # of 97.0 / 90.0 / 84.2. False (or a GPU, or a CPU without bfloat16) runs float32 throughout.
+    # bfloat16 natively (lowp.py); stopping is decided in float32, so an edit's NLL is a float32
+    # number. False (or a GPU, or a CPU without bfloat16) runs float32 throughout.
     low_precision: bool = True
 
     @classmethod
@@ -123,16 +120,9 @@ class SearchParams:
 
 
 #: The methods that run the target search, with the settings where each differs from
-#: :class:`SearchParams`' shared defaults — every one from a measurement:
-#:
-#: * ROME, beta1 0.5 instead of Adam's 0.9: on 60 known facts (benchmarks/edit.py --n 60,
-#:   2 CPU threads) 4.67 instead of 6.82 s per edit, paraphrase 91.7 instead of 80.0 %,
-#:   neighbourhood 78.3 instead of 76.7 % — with less momentum the search overshoots less
-#:   and meets stop_nll sooner. MEMIT and PMET keep 0.9 until measured the same way.
-#: * ROME, 5 prefixes instead of 10: on 200 known facts ES / PS / NS
-#:   were 97.0 / 90.0 / 84.2 % with 5 and 97.5 / 91.6 / 84.0 % with 10; 3.57 s per edit with
-#:   5 (2 CPU cores), 4.99 with 10, on the code before the search skipped the blocks below
-#:   the edited layer.
+#: :class:`SearchParams`' shared defaults — each chosen by a measurement (docs/results.md,
+#: "Why the search's defaults"): ROME's lower momentum overshoots less and meets stop_nll
+#: sooner; its 5 prefixes cost less than 10 for the same rates within noise.
 METHOD_DEFAULTS: dict[str, dict] = {
     "rome": {"beta1": 0.5, "n_prefixes": 5},
     "memit": {},

@@ -38,10 +38,7 @@ from workbench.core.model import Model
 from workbench.runtime.progress import CancelToken, progress
 from workbench.results import Result
 
-#: Texts read by default. Measured: Gemma 3 270M, layer 17 (the slowest: lower
-#: layers stop the forward pass early), 64 texts of <= 64 tokens took 96 s on 2 CPU
-#: cores under load average 8 (five users); uncontended that is ~25 s, so 150
-#: texts take about a minute.
+#: Texts read by default: about a minute on 2 CPU cores at the slowest layer (docs/performance.md).
 DEFAULT_TEXTS = 150
 DEFAULT_MAX_TOKENS = 64
 
