@@ -211,3 +211,50 @@ def test_ui_panel_draws(tiny_gemma):
     assert "window" in panel.error.text.lower() and "\n" not in panel.error.text
     app.state.set_fact(Fact("Steve Jobs", "{} was the founder of", "Apple"))
     assert panel.figures.children == ()
+
+
+def test_comparison_figure_overlays_before_and_now(tiny_gemma):
+    from workbench.figures.knockout import knockout_comparison_figure
+
+    before = knockout(tiny_gemma, FACT, answer="Paris")
+    now = knockout(tiny_gemma, FACT, answer="Rome")
+    fig = knockout_comparison_figure(before, now)
+    names = [t.name for t in fig.data]
+    assert names[:2] == ["subject → last: before", "subject → last: now"] and len(names) == 6
+    assert fig.data[0].line.dash == "dash" and list(fig.data[1].y) == pytest.approx([100 * c for c in now.changes["subject"]])
+
+
+def test_ui_after_an_edit_draws_before_and_now_and_a_click_opens_memories(tiny_gemma):
+    pytest.importorskip("ipywidgets")
+    import workbench as wb
+    from workbench.editing import active_edits
+    from workbench.ui import Workbench
+
+    app = Workbench(tiny_gemma, fact=FACT, facts=[FACT], background=False)
+    panel = app.knockout
+    panel.with_enrichment.value = False
+    panel.task.button.click()
+    assert panel.before is None and len(panel.figures.children) == 1
+    unedited = knockout(tiny_gemma, FACT, window=int(panel.window.value), answer="Paris")
+    h = wb.edit(tiny_gemma, FACT, method="rome", layers=[1], samples=1500, n_prefixes=2, steps=3,
+                check_known=False, min_prob=0)
+    try:
+        app.state.emit("weights")
+        assert "run it again" in panel.summary.value
+        panel.task.button.click()
+        assert panel.error.text == "", panel.error.text
+        before, now = panel.before, panel.result
+        # Before: the unedited weights towards the true object (as before the edit, to rounding); now: the new object.
+        assert before.answer.strip() and "Paris".startswith(before.answer.strip())
+        assert "Rome".startswith(now.answer.strip())
+        assert before.changes["subject"] == pytest.approx(unedited.changes["subject"], rel=1e-4, abs=1e-6)
+        assert now.changes["subject"] != pytest.approx(before.changes["subject"], rel=1e-3)
+        names = [t.name for t in panel.figures.children[0].data]
+        assert "subject → last: before" in names and "subject → last: now" in names
+        assert "Before" in panel.summary.value and "Now" in panel.summary.value
+        assert active_edits(tiny_gemma) == [h]  # the unedited run put the edit back
+    finally:
+        h.revert()
+    # A click on a layer opens the memories at the subject's last token there.
+    panel.select(2)
+    assert app.state.selection == (now.subject_range[1] - 1, 2) and "Memories" in panel.selection.value

@@ -50,6 +50,42 @@ def knockout_figure(result: KnockoutResult, *, title: str | None = None) -> go.F
     return fig
 
 
+def knockout_comparison_figure(before: KnockoutResult, now: KnockoutResult, *,
+                               title: str | None = None) -> go.Figure:
+    """Before an edit and now, overlaid: one colour per edge group, the unedited model dashed.
+
+    ``before`` is usually the unedited model towards the true object, ``now`` the edited
+    model towards the new one; where the two subject curves part is where the edit is read.
+
+    Example:
+        >>> [t.name for t in knockout_comparison_figure(before, now).data][:2]   # doctest: +SKIP
+        ['subject → last: before', 'subject → last: now']
+    """
+    fig = go.Figure()
+    spare = iter(_SPARE_COLORS * 4)
+    for group in dict.fromkeys(list(before.changes) + list(now.changes)):
+        color = GROUP_COLORS.get(group) or next(spare)
+        for label, result, dash in (("before", before, "dash"), ("now", now, "solid")):
+            if group not in result.changes:
+                continue
+            fig.add_trace(go.Scatter(
+                x=result.layers, y=[None if c is None else 100 * c for c in result.changes[group]],
+                mode="lines+markers", name=f"{GROUP_NAMES.get(group, group)}: {label}",
+                line=dict(color=color, dash=dash), marker_symbol="circle-open" if dash == "dash" else "circle",
+                customdata=[[lo, hi - 1, p] for (lo, hi), p in zip(result.windows, result.probs[group])],
+                hovertemplate=(f"{label}: p({result.answer.strip()!r})<br>layers %{{customdata[0]}}–%{{customdata[1]}}"
+                               "<br>p = %{customdata[2]:.4f}<br>change %{y:.1f}%<extra></extra>"),
+            ))
+    fig.add_hline(y=0, line_color="#999", line_width=1)
+    fig.update_layout(
+        title=title or (f"Knockout before the edit, p({before.answer.strip()!r}) = {before.clean_prob:.3f} (dashed), "
+                        f"and now, p({now.answer.strip()!r}) = {now.clean_prob:.3f} (solid); window {now.window}"),
+        xaxis_title="layer (centre of the blocked window)", yaxis_title="% change in p(answer)",
+        yaxis_ticksuffix="%", height=420, legend=dict(orientation="h", y=-0.25),
+    )
+    return fig
+
+
 def enrichment_figure(result: EnrichmentResult, *, title: str | None = None) -> go.Figure:
     """The attribute rate of the subject's last token over layers, with each layer's hits on hover.
 

@@ -5,7 +5,13 @@ other tokens and from the last token itself, over a window of layers around
 each layer (:func:`~workbench.locate.knockout`), and draws one line per group;
 with "attribute rate" on it also draws how many of the subject's attributes its
 last token spells after each layer (:func:`~workbench.locate.enrichment`).
-"Answer" scores another word, e.g. an edit's new object after the edit.
+"Answer" scores another word.
+
+After an edit the panel runs twice: the unedited model towards the true object
+(:func:`~workbench.editing.unedited`, the edit stays applied) and the model as it
+is now towards the new object, overlaid; where the subject curves part is where
+the edited fact is read. Clicking a point opens the FFN memories at the
+subject's last token and that layer (as a click on the Trace heatmap does).
 """
 
 from __future__ import annotations
@@ -15,10 +21,11 @@ import html
 import ipywidgets as widgets
 import plotly.graph_objects as go
 
-from workbench.figures.knockout import enrichment_figure, knockout_figure
+from workbench.editing import active_edits, unedited
+from workbench.figures.knockout import enrichment_figure, knockout_comparison_figure, knockout_figure
 from workbench.locate import enrichment, knockout
 from workbench.ui.state import State, Task
-from workbench.ui.widgets import ErrorLine, quoted
+from workbench.ui.widgets import ErrorLine, guarded, quoted
 
 #: The paper's window of layers; a shallower model gets its depth.
 WINDOW = 9
@@ -42,7 +49,10 @@ class KnockoutPanel(widgets.VBox):
         self.summary.add_class("wb-knockout-summary")
         self.figures = widgets.VBox()
         self.figures.add_class("wb-knockout-figures")
+        self.selection = widgets.HTML()
+        self.selection.add_class("wb-knockout-selection")
         self.result = None
+        self.before = None  # the unedited model's run, when edits were applied
         self.enriched = None
         state.on("fact", self._clear)
         state.on("weights", self._weights_changed)
@@ -52,19 +62,28 @@ class KnockoutPanel(widgets.VBox):
                          "much p(answer) drops. A deep drop for the subject's edges in upper-middle layers is "
                          "where attention reads the answer off the subject."),
             widgets.HBox([self.window, self.answer, self.with_enrichment]), self.task, self.error, self.summary,
-            self.figures,
+            self.figures, self.selection,
         ])
         self.add_class("wb-knockout-panel")
 
     def _clear(self) -> None:
         self.figures.children = ()
-        self.summary.value = ""
-        self.result = self.enriched = None
+        self.summary.value = self.selection.value = ""
+        self.result = self.before = self.enriched = None
 
     def _weights_changed(self) -> None:
         if self.result is not None:
-            self.summary.value += ("<br><i style='color:#8a5a00'>The weights changed since this run: run it again "
-                                   "(with the new object as Answer) to see the edited model.</i>")
+            self.summary.value += ("<br><i style='color:#8a5a00'>The edits changed since this run: run it again to "
+                                   "see the model as it is now beside the unedited one.</i>")
+
+    def _new_object(self, fact, edits) -> str | None:
+        """What the edited model should now say: the latest edit's new object for this subject,
+        else the fact's own new object."""
+        for handle in reversed(edits):
+            for edited in handle.facts:
+                if (edited.get("subject") or "").strip() == fact.subject.strip() and edited.get("target_new"):
+                    return edited["target_new"]
+        return fact.target_new
 
     def run(self) -> None:
         fact = self.state.fact
@@ -77,26 +96,69 @@ class KnockoutPanel(widgets.VBox):
         enrich = bool(self.with_enrichment.value)
 
         def work(token):
-            result = knockout(model, fact, window=window, answer=answer)
+            edits = active_edits(model)
+            new = answer or (self._new_object(fact, edits) if edits else None)
+            if edits and new:
+                # The same prompt twice: the weights as they were, scored on the true object, and as they are.
+                with unedited(model):
+                    before = knockout(model, fact, window=window, answer=fact.target_true)
+                token.check()
+                result = knockout(model, fact, window=window, answer=new)
+                prompt_only = all(not h.changes_weights for h in edits)
+            else:
+                before, prompt_only = None, False
+                result = knockout(model, fact, window=window, answer=answer)
             token.check()
             enriched = enrichment(model, fact) if enrich else None
-            return result, enriched
+            return result, enriched, before, prompt_only
 
-        self.task.run(work, lambda got: self.show(*got), busy="knocking out attention edges…")
+        self.task.run(work, lambda got: self.show(got[0], got[1], before=got[2], prompt_only=got[3]),
+                      busy="knocking out attention edges…")
 
-    def show(self, result, enriched=None) -> None:
-        """Display a :class:`~workbench.locate.KnockoutResult` (and an enrichment), also for tests."""
-        self.result, self.enriched = result, enriched
-        worst = {g: min(range(len(c)), key=lambda i: c[i]) for g, c in result.changes.items() if c}
-        drops = "; ".join(f"{html.escape(g)}: {100 * result.changes[g][i]:+.0f}% at layer {result.layers[i]}"
-                          for g, i in worst.items())
+    def show(self, result, enriched=None, *, before=None, prompt_only: bool = False) -> None:
+        """Display a :class:`~workbench.locate.KnockoutResult` (and an enrichment), also for tests;
+        ``before``: the unedited model's run, drawn under it (dashed)."""
+        self.result, self.enriched, self.before = result, enriched, before
+        self.selection.value = ""
+
+        def drops(r) -> str:
+            worst = {g: min(range(len(c)), key=lambda i: c[i]) for g, c in r.changes.items() if c}
+            return "; ".join(f"{html.escape(g)}: {100 * r.changes[g][i]:+.0f}% at layer {r.layers[i]}"
+                             for g, i in worst.items())
+
         warn = "".join(f"<li>{html.escape(w)}</li>" for w in result.warnings)
-        self.summary.value = (
-            f"Answer <b>{html.escape(quoted(result.answer))}</b>: p={result.clean_prob:.3f} unblocked; largest drops: "
-            f"{drops}; {result.seconds:.1f} s" + (f"<ul style='color:#8a5a00'>{warn}</ul>" if warn else ""))
-        figs = [go.FigureWidget(knockout_figure(result))]
+        head = (f"Answer <b>{html.escape(quoted(result.answer))}</b>: p={result.clean_prob:.3f} unblocked; largest "
+                f"drops: {drops(result)}; {result.seconds:.1f} s")
+        if before is not None:
+            head = (f"<b>Now</b> (edited) — {head}<br><b>Before</b> (unedited) — answer "
+                    f"<b>{html.escape(quoted(before.answer))}</b>: p={before.clean_prob:.3f} unblocked; largest drops: "
+                    f"{drops(before)}")
+            if prompt_only:
+                head += ("<br><i style='color:#8a5a00'>The applied edits change no weights: knockout reads the "
+                         "question alone, not the text an in-context or retrieval edit puts before it.</i>")
+        self.summary.value = head + (f"<ul style='color:#8a5a00'>{warn}</ul>" if warn else "") + (
+            "<br><i>Click a point: the FFN memories at the subject's last token, that layer.</i>")
+        main = knockout_figure(result) if before is None else knockout_comparison_figure(before, result)
+        figs = [go.FigureWidget(main)]
+        for trace in figs[0].data:
+            trace.on_click(self._clicked)
         if enriched is not None:
             figs.append(go.FigureWidget(enrichment_figure(enriched)))
         for fig in figs:
             fig.update_layout(width=760)
         self.figures.children = tuple(figs)
+
+    def _clicked(self, trace, points, selector) -> None:
+        if points.point_inds:
+            guarded(self.error, self.select)(int(points.xs[0]))
+
+    def select(self, layer: int) -> None:
+        """What a click on a layer does: the Memories tab at the subject's last token and that layer."""
+        result = self.result
+        if result is None:
+            return
+        position = result.subject_range[1] - 1
+        self.selection.value = (f"Selected the subject's last token {position} "
+                                f"<b>{html.escape(quoted(result.tokens[position]))}</b>, layer <b>{int(layer)}</b> "
+                                "→ Memories tab")
+        self.state.select(position, int(layer))
