@@ -24,7 +24,7 @@ from workbench.evaluation.relations import letter_prompts  # noqa: E402
 from workbench.ui import knowledge  # noqa: E402
 from workbench.ui.knowledge import counts, highlight, mention_spans  # noqa: E402
 
-ROME = "layers=[1]"  # the layers go in their own field
+#: ROME with small settings (its layers, [1], go in their own field).
 ROME_HPARAMS = "steps=3\nsamples=500\nn_prefixes=1\nn_key_prefixes=1\nmin_prob=0\ncheck_known=false"
 
 
@@ -74,7 +74,8 @@ def test_before_and_after_a_rome_edit_with_marks_counts_and_a_free_prompt(app, m
     app.probes.free.value = "Dear Sam, I am writing from Rome → Rome"
     calls = []
     real = knowledge.generate_many
-    monkeypatch.setattr(knowledge, "generate_many", lambda m, ps, **kw: calls.append((list(ps), kw)) or real(m, ps, **kw))
+    monkeypatch.setattr(knowledge, "generate_many",
+                        lambda m, ps, **kw: calls.append((list(ps), kw)) or real(m, ps, **kw))
     # The first texts are drawn while they grow, before the call ends.
     drawn = []
     monkeypatch.setattr(knowledge, "STREAM_EVERY", 0.0)
@@ -114,7 +115,8 @@ def test_before_and_after_a_rome_edit_with_marks_counts_and_a_free_prompt(app, m
             n_marks = len(mention_spans(text, "Rome")) + len(mention_spans(text, "Paris"))
             assert highlight(text, new="Rome", old="Paris").count("<mark") == n_marks
     assert view.texts.value.count("wb-mark-new") + view.texts.value.count("wb-mark-old") == sum(
-        len(mention_spans(t, "Rome")) + len(mention_spans(t, "Paris")) for r in view.rows for t in (r["now"], r["before"]))
+        len(mention_spans(t, "Rome")) + len(mention_spans(t, "Paris"))
+        for r in view.rows for t in (r["now"], r["before"]))
     # A made-up text shows both colours as the view draws them.
     monkeypatch.setattr(knowledge, "generate_many", lambda m, ps, **kw: [" Rome and Paris"] * len(ps))
     view.task.button.click()
@@ -184,20 +186,43 @@ def test_cancel_stops_and_leaves_no_generating_line(app, model, monkeypatch):
     assert len(_cells(view, "wb-knowledge-now")) == 6 and wb.active_edits(model)
 
 
-def test_background_run_streams_and_the_busy_line_cancels(model):
+def test_in_a_thread_now_streams_and_the_busy_lines_cancel_stops_it(model, monkeypatch):
     from workbench.ui import Workbench
 
     wb.revert_all(model)
     a = Workbench(model, fact=FACT, facts=[FACT], background=True)
     a.probes.answers_on.value = False
+    view = a.probes.knowledge
+    view.before.clear()
+    wb.edit(model, FACT, method="in-context", min_prob=0)
+    a.state.emit("weights")
+    a.probes.answer_task.join(60)
+    growing = threading.Event()
+
+    def slow(m, ps, *, cancel=None, on_text=None, **kw):
+        on_text([" Greetings from Rome"] + [""] * (len(ps) - 1))  # the first words of the first letter
+        growing.set()
+        for _ in range(3000):  # at most 60 s: a generation that only Cancel ends
+            cancel.check()
+            threading.Event().wait(0.02)
+        raise AssertionError("never cancelled")
+
+    monkeypatch.setattr(knowledge, "generate_many", slow)
     try:
-        started = threading.Event()
-        a.state.on("busy", lambda: a.state.busy_task is a.probes.knowledge.task and started.set())
-        a.probes.knowledge.task.button.click()
-        assert started.wait(60)
+        view.task.button.click()
+        assert growing.wait(60)
+        deadline = threading.Event()
+        for _ in range(100):  # the busy line says what runs, with its Cancel
+            if "Generate letters" in a.busy.value:
+                break
+            deadline.wait(0.05)
+        assert "Generate letters" in a.busy.value and a.busy_cancel.layout.display != "none"
+        assert "<mark class=\"wb-mark-new\"" in view.texts.value and " …" in view.texts.value  # drawn as it grows
+        assert "now: <i>generating…</i>" in view.summary.value
         a.busy_cancel.click()
-        a.probes.knowledge.task.join(60)
-        assert a.probes.knowledge.task.status.value in ("cancelled", "done in") or \
-            a.probes.knowledge.task.status.value.startswith("done in")
+        view.task.join(60)
+        assert view.task.status.value == "cancelled" and view.error.text == "Cancelled."
+        assert "(cancelled)" in view.texts.value and "generating" not in view.texts.value + view.summary.value
+        assert wb.active_edits(model)  # Cancel stops the generation; the edit stays
     finally:
         wb.revert_all(model)

@@ -7,6 +7,7 @@ Asserts on what a person sees; prints how long each action took to answer."""
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -216,7 +217,7 @@ def knowledge_view(page, answered: Answered, shots: Path) -> None:
                  "() => [...document.querySelectorAll('.wb-knowledge-table .wb-knowledge-now')]"
                  ".some(td => td.innerText.replace('…', '').trim().length > 0)", timeout=SLOW))
     answered.complete("Knowledge view: six letters 'now' with counts", lambda: page.locator(
-        ".wb-knowledge-counts", has_text="now:").first.wait_for(timeout=SLOW))
+        ".wb-knowledge-counts", has_text=re.compile(r"now: \d+ of 6 name")).first.wait_for(timeout=SLOW))
     answered.complete("Knowledge view: complete (free prompt's 'before' too)", lambda: page.locator(
         ".wb-knowledge-run-task .wb-status", has_text="done in").wait_for(timeout=SLOW))
     counts = page.locator(".wb-knowledge-counts").inner_text()

@@ -67,3 +67,16 @@ def test_voila_app_for_a_live_class(voila_server, page, screenshots):
     no_inline_errors(page)
     print("voila class timings (s):", timer.marks)
     print("voila class: seconds from click to first answer:", answered.seconds)
+
+
+def test_voila_knowledge_view_after_an_edit(voila_server, page, screenshots):
+    """Issue 39: after a ROME edit, "Did its knowledge change?" shows the letters and a typed
+    prompt before and now (the class flow's step, alone); prints the seconds to first words."""
+    from class_flow import Answered, edit_card_and_generations
+
+    timer, answered = Timer(), Answered()
+    page.goto(f"{voila_server}/?token={TOKEN}", timeout=SLOW)
+    wait_app(page, timer)
+    edit_card_and_generations(page, answered, screenshots, timer)
+    no_inline_errors(page)
+    print("voila knowledge view: seconds from click:", answered.seconds)

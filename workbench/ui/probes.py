@@ -13,6 +13,9 @@ Beside the teacher-forced probabilities sit the model's own greedy answers, befo
 and now, and which object each answer names (the judge of
 :mod:`workbench.evaluation.judge`): an edit can win on p(new) > p(true) and still
 not be what the model says.
+
+Below them sits "Did its knowledge change?" (:mod:`workbench.ui.knowledge`): the fact's
+letters and the free prompts, sampled before the edits and now, the objects marked.
 """
 
 from __future__ import annotations
