@@ -204,7 +204,7 @@ def test_rank_and_p_are_labelled_as_what_they_are(app, model):
 # -- 11. number fields say when they clamp -------------------------------------------------------
 @pytest.mark.parametrize("panel, name, typed, kept", [
     ("trace", "samples", 250, 100), ("trace", "samples", 0, 1), ("trace", "noise", 500.0, 100.0),
-    ("probes", "gen_tokens", 1000, 200), ("compare", "limit", 5000, 1000), ("memories", "top_k", 999, 200),
+    ("compare", "limit", 5000, 1000), ("memories", "top_k", 999, 200),
     ("memories", "kn_steps", 0, 1),
 ])
 def test_number_fields_say_when_they_clamp(app, panel, name, typed, kept):

@@ -91,6 +91,12 @@ class _Rows:
                                  dtype=torch.long) - offset[self.kl_r]
         self.all = torch.arange(len(rows), device=dev)
         self.fact_index = torch.tensor(self.local_fact, device=dev)
+        # Rows of the unembedded positions (targets first, then KL rows) per fact, with its targets.
+        n_tok = len(tok_fact)
+        self.unembed_groups = [
+            (torch.tensor(list(range(t.start, t.stop)) + [n_tok + i for i in range(k.start, k.stop)], device=dev,
+                          dtype=torch.long), self.tok[t])
+            for t, k in zip(self.tok_slices, self.kl_slices)]
 
 
 def _span(labels: list[int], value: int) -> slice:
@@ -168,7 +174,9 @@ class _Search:
         # reading the unembedding matrix is much of the cost of a call, whatever the rows.
         picked = torch.cat([hidden[idx.pos_rows, idx.pos_cols], hidden[idx.kl_r, idx.kl_c]])
         if self.unembed is not None:
-            logp = self.unembed(picked, keep=idx.tok)
+            # One fact: its rows share their exact columns, as always. Several: each fact's rows
+            # get the exact columns its own search would (its top tokens and targets).
+            logp = self.unembed(picked, keep=idx.tok, groups=idx.unembed_groups if len(self.active) > 1 else None)
         else:
             logp = model.logits_from_hidden(picked).float().log_softmax(-1)
         n_tok = len(idx.tok)

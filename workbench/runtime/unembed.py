@@ -57,10 +57,29 @@ class MixedUnembed:
         return isinstance(lin, torch.nn.Linear)
 
     def __call__(
-        self, hidden: Float[Tensor, "rows d_model"], keep: Int[Tensor, " k"] | None = None
+        self, hidden: Float[Tensor, "rows d_model"], keep: Int[Tensor, " k"] | None = None,
+        groups: list[tuple[Tensor, Tensor]] | None = None,
     ) -> Float[Tensor, "rows d_vocab"]:
-        """Log-softmax over the vocabulary; columns in ``keep`` and each row's top tokens exact."""
+        """Log-softmax over the vocabulary; columns in ``keep`` and each row's top tokens exact.
+
+        The exact columns are shared by all rows (the union of their top tokens and ``keep``).
+        ``groups``, ``[(rows, keep), ...]`` covering every row once, gives each group of rows
+        its own union instead: the batched target search, so that each fact's rows get the
+        columns its own search would.
+        """
         rough = (hidden.to(torch.bfloat16) @ self.weight_bf16.T).float()
+        if groups is None:
+            logits = self._exact(hidden, rough, keep)
+        else:
+            logits = rough + self.bias.float() if self.bias is not None else rough
+            for rows, group_keep in groups:
+                logits = logits.index_copy(0, rows, self._exact(hidden[rows], rough[rows], group_keep))
+        if self.cap:
+            logits = torch.tanh(logits / self.cap) * self.cap
+        return logits.log_softmax(-1)
+
+    def _exact(self, hidden: Tensor, rough: Tensor, keep: Tensor | None) -> Tensor:
+        """``rough`` (no bias yet) with the bias, and the rows' top tokens and ``keep`` in float32."""
         with torch.no_grad():
             top = rough.topk(min(self.top_k, rough.shape[-1]), dim=-1).indices.flatten()
             cols = torch.cat([top, keep.to(top.device)]) if keep is not None else top
@@ -69,11 +88,7 @@ class MixedUnembed:
         if self.bias is not None:
             rough = rough + self.bias.float()
             exact = exact + self.bias[cols].float()
-        logits = rough.index_copy(-1, cols, exact)
-        if self.cap:
-            logits = torch.tanh(logits / self.cap) * self.cap
-        return logits.log_softmax(-1)
-
+        return rough.index_copy(-1, cols, exact)
 
     @torch.no_grad()
     def top_logits(self, hidden: Float[Tensor, "rows d_model"], k: int) -> tuple[Tensor, Tensor]:
