@@ -291,7 +291,8 @@ def _restrained(model: Model, layers: Sequence[int], updates: dict[int, Tensor],
 
 
 #: Facts whose target searches run as one batch (each fact's search is independent of the others').
-TARGET_CHUNK = 8
+#: 1 on a CPU, where the search is compute-bound and batches barely pay (docs/performance.md).
+TARGET_CHUNK = 1 if not torch.cuda.is_available() else 8
 
 
 def _targets(model: Model, facts: Sequence[Fact], target_sites: list[str], keep_sites: list[str], prefixes, params,

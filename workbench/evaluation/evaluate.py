@@ -186,7 +186,7 @@ def evaluate(
     batch_size: int = 1,
     drift: bool = True,
     on_row: Callable[[EvalReport], None] | None = None,
-    search_chunk: int = 8,
+    search_chunk: int = 1,
     score_sample: int | None = 200,
     **edit_kwargs,
 ) -> EvalReport:

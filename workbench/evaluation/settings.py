@@ -77,7 +77,9 @@ class EvalSettings:
         edit_kwargs: passed to :func:`workbench.editing.edit` (``layers``, hyperparameters).
         search_chunk: independent mode, one worker: facts whose target searches (v*) run as one
             batch before they are edited one by one, for methods that declare their search
-            (``MethodSpec.plan_search``: ROME, EMMET); 1 searches each fact in its own edit, as
+            (``MethodSpec.plan_search``: ROME, EMMET). Default 1, each fact's search in its own edit:
+            on 2 CPU cores the search is compute-bound and 8 a batch was only 1.07x faster
+            (docs/performance.md); batches are for a GPU. 1 is also what
             ``workers`` always do (a parallel run gives the report of a serial one with 1).
         score_sample: sequential mode: the intermediate curve points score a fixed, seeded
             sample of this many of the facts edited so far; the last point scores every fact
@@ -105,7 +107,7 @@ class EvalSettings:
     drift: bool = True
     on_row: Callable[[EvalReport], None] | None = None
     edit_kwargs: dict = field(default_factory=dict)
-    search_chunk: int = 8
+    search_chunk: int = 1
     score_sample: int | None = 200
 
     def __post_init__(self) -> None:
