@@ -86,6 +86,7 @@ def test_nan_in_optimisation_leaves_weights(tiny, monkeypatch):
     one, many = targets.optimize_deltas, targets.search_deltas
     monkeypatch.setattr("workbench.editing.rome.optimize_deltas", lambda *a, **k: poison(one(*a, **k)))
     monkeypatch.setattr("workbench.editing.memit.search_deltas", lambda *a, **k: [poison(r) for r in many(*a, **k)])
+    monkeypatch.setattr("workbench.editing.memit.optimize_deltas", lambda *a, **k: poison(one(*a, **k)))
     with pytest.raises(wb.WorkbenchError, match="NaN|non-finite"):
         wb.edit(tiny, FACTS[0], method="rome", layers=[1], **FAST["rome"])
     with pytest.raises(wb.WorkbenchError, match="NaN|non-finite"):
@@ -99,7 +100,7 @@ def test_nan_loss_aborts(tiny, monkeypatch):
     real = tiny.logits_from_hidden
     monkeypatch.setattr(tiny, "logits_from_hidden", lambda h: real(h) * float("nan"))
     mixed = optimize.MixedUnembed.__call__  # the v* search's default unembedding
-    monkeypatch.setattr(optimize.MixedUnembed, "__call__", lambda self, h, keep=None: mixed(self, h, keep) * float("nan"))
+    monkeypatch.setattr(optimize.MixedUnembed, "__call__", lambda self, h, keep=None, **kw: mixed(self, h, keep, **kw) * float("nan"))
     with pytest.raises(wb.WorkbenchError, match="NaN"):
         wb.edit(tiny, FACTS[0], method="rome", layers=[1], **FAST["rome"])
     with pytest.raises(wb.WorkbenchError, match="NaN"):
