@@ -143,20 +143,21 @@ def test_bad_input(tiny):
 
 def test_search_settings_live_in_one_place():
     """No method or search function repeats a target-search setting in its signature:
-    they take them as **search and SearchParams (with METHOD_DEFAULTS) holds the defaults."""
+    they take them as **search, SearchParams holds the shared defaults and each record its own."""
     import inspect
 
     from workbench.editing.memit import memit, spread_edit
     from workbench.editing.targets import optimize_deltas
     from workbench.editing.pmet import pmet
     from workbench.editing.rome import rome
-    from workbench.editing.search import METHOD_DEFAULTS, SearchParams
+    from workbench.editing import SPECS
+    from workbench.editing.search import SearchParams
 
     names = set(SearchParams.names())
     for fn in (rome, memit, pmet, spread_edit, optimize_deltas):
         repeated = names & set(inspect.signature(fn).parameters)
         assert not repeated, f"{fn.__name__} repeats {sorted(repeated)}"
-    assert set(METHOD_DEFAULTS) == {"rome", "memit", "pmet"}
+    assert {n for n, s in SPECS.items() if s.search} == {"rome", "memit", "pmet"}
     assert SearchParams.for_method("rome").beta1 == 0.5 and SearchParams.for_method("rome").n_prefixes == 5
     assert SearchParams.for_method("memit") == SearchParams() == SearchParams.for_method("a-new-editor")
     assert SearchParams.from_kwargs({"n_prefixes": 2}, method="rome").beta1 == 0.5

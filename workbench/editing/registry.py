@@ -45,8 +45,8 @@ class MethodSpec:
             method that edits no layer (then the panel's layer field is off).
         limits: setting name -> ``check(name, value)`` (see :mod:`workbench.checks`).
         search: the method passes unknown settings on to
-            :class:`~workbench.editing.search.SearchParams` (its target search), whose
-            defaults for this method are in ``search.METHOD_DEFAULTS``.
+            :class:`~workbench.editing.search.SearchParams` (its target search).
+        search_defaults: the search settings where this method differs from the shared defaults.
         checks_known: the method warns about facts the model does not know and takes
             ``check_known=False`` to skip that probe.
         key_statistics: the method reads the FFN keys' second moments of the layers it edits.
@@ -68,6 +68,7 @@ class MethodSpec:
     layers: Callable[[Model], list[int]] | None = None
     limits: Mapping[str, Callable[[str, Any], Any]] = field(default_factory=dict)
     search: bool = False
+    search_defaults: Mapping[str, Any] = field(default_factory=dict)
     checks_known: bool = False
     key_statistics: bool = False
     prepare: Callable[..., None] | None = None
@@ -138,6 +139,7 @@ METHODS: dict[str, Callable] = {}
 def register_method(name: str, *, summary: str = "", description: str = "", kind: str = "weights",
                     layers: Callable[[Model], list[int]] | None = None,
                     limits: Mapping[str, Callable[[str, Any], Any]] | None = None, search: bool = False,
+                    search_defaults: Mapping[str, Any] | None = None,
                     checks_known: bool = False, key_statistics: bool = False,
                     prepare: Callable[..., None] | None = None, order: int = 1000,
                     compare_default: bool = False, holds: str = "",
@@ -157,10 +159,14 @@ def register_method(name: str, *, summary: str = "", description: str = "", kind
     def wrap(fn):
         SPECS[name] = MethodSpec(name=name, fn=fn, summary=summary, description=description or summary,
                                  kind=kind, layers=layers, limits=dict(limits or {}), search=search,
+                                 search_defaults=dict(search_defaults or {}),
                                  checks_known=checks_known, key_statistics=key_statistics, prepare=prepare,
                                  order=order, compare_default=compare_default, holds=holds,
                                  plan_search=plan_search)
         METHODS[name] = fn
+        from workbench.editing import search as _search  # below the registry: no cycle
+
+        _search._RECORDED[name] = dict(search_defaults or {})
         return fn
 
     return wrap
@@ -170,6 +176,9 @@ def unregister_method(name: str) -> None:
     """Remove a method registered earlier (tests that register toy methods clean up with it)."""
     SPECS.pop(name, None)
     METHODS.pop(name, None)
+    from workbench.editing import search as _search
+
+    _search._RECORDED.pop(name, None)
 
 
 def method_spec(name: str) -> MethodSpec:

@@ -3,8 +3,8 @@
 ROME, MEMIT and PMET (and the editors built on them) all search for vectors that,
 added at a site of the model, make it say the new object
 (:func:`~workbench.editing.optimize.optimize_deltas`). :class:`SearchParams` holds
-that search's settings; :data:`METHOD_DEFAULTS` is the one place where a method's
-defaults differ from the shared ones. A method takes the settings as plain
+that search's settings; a method's own defaults, where they differ from the shared ones, are
+in its record (``register_method(..., search_defaults=...)``). A method takes the settings as plain
 keywords (``wb.edit(model, fact, method="rome", steps=10)``) and builds them with
 :meth:`SearchParams.from_kwargs`, which rejects a name it does not know.
 
@@ -50,13 +50,13 @@ class SearchParams:
     # lr per step, and the FFN-output δs that work on gemma-3-270m are small per coordinate
     # (docs/results.md, "Why the search's defaults").
     lr: float = 0.1
-    # Adam's first-moment decay (its momentum); see METHOD_DEFAULTS for ROME's.
+    # Adam's first-moment decay (its momentum); ROME's record sets its own.
     beta1: float = 0.9
     kl_weight: float = 0.0625
     weight_decay: float = 0.5
     clamp: float = 4.0
     stop_nll: float = 0.05
-    # MEMIT's and PMET's; see METHOD_DEFAULTS for ROME's.
+    # MEMIT's and PMET's; ROME's record sets its own.
     n_prefixes: int = 10
     # Unembed in bfloat16 with the target and top tokens exact (see workbench/runtime/unembed.py):
     # the 262k-row unembedding is much of a step's cost. False runs the plain float32 unembedding.
@@ -74,13 +74,13 @@ class SearchParams:
     @classmethod
     def for_method(cls, method: str) -> SearchParams:
         """The defaults ``method`` searches with (the shared ones where it sets none)."""
-        return cls(**METHOD_DEFAULTS.get(method, {}))
+        return cls(**method_search_defaults(method))
 
     @classmethod
     def from_kwargs(cls, kwargs: dict, *, method: str) -> SearchParams:
         """Build from a method's remaining keyword arguments; unknown names are an error.
 
-        A method's own defaults (:data:`METHOD_DEFAULTS`) apply where the caller gives none.
+        A method's own defaults (its record's ``search_defaults``) apply where the caller gives none.
 
         Raises:
             WorkbenchError: a name that is not a search setting (the message lists them).
@@ -92,7 +92,7 @@ class SearchParams:
                 f"unknown hyperparameter(s) for {method}: {', '.join(unknown)} "
                 f"(the target search takes {', '.join(known)}; see help(wb.edit) for the method's own)"
             )
-        return cls(**{**METHOD_DEFAULTS.get(method, {}), **kwargs})
+        return cls(**{**method_search_defaults(method), **kwargs})
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -119,12 +119,16 @@ class SearchParams:
                 raise WorkbenchError(f"{name} must be True or False, got {getattr(self, name)!r}")
 
 
-#: The methods that run the target search, with the settings where each differs from
-#: :class:`SearchParams`' shared defaults — each chosen by a measurement (docs/results.md,
-#: "Why the search's defaults"): ROME's lower momentum overshoots less and meets stop_nll
-#: sooner; its 5 prefixes cost less than 10 for the same rates within noise.
-METHOD_DEFAULTS: dict[str, dict] = {
-    "rome": {"beta1": 0.5, "n_prefixes": 5},
-    "memit": {},
-    "pmet": {},
-}
+def method_search_defaults(method: str) -> dict:
+    """The search settings where ``method``'s record differs from the shared defaults ({} if none).
+
+    Example:
+        >>> method_search_defaults("rome")["beta1"]
+        0.5
+    """
+    return dict(_RECORDED.get(method, {}))
+
+
+#: method -> its record's ``search_defaults``, filled by ``register_method`` (the record is where a
+#: method declares them; this copy lets the search read them without importing the registry).
+_RECORDED: dict[str, dict] = {}
