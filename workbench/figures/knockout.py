@@ -40,14 +40,8 @@ def knockout_figure(result: KnockoutResult, *, title: str | None = None) -> go.F
             hovertemplate=(f"blocked from {where}<br>layers %{{customdata[0]}}–%{{customdata[1]}}"
                            "<br>p = %{customdata[2]:.4f}<br>change %{y:.1f}%<extra></extra>"),
         ))
-    fig.add_hline(y=0, line_color="#999", line_width=1)
-    fig.update_layout(
-        title=title or (f"Attention knockout into the last token: p({result.answer.strip()!r}) = "
-                        f"{result.clean_prob:.3f} unblocked; window {result.window}"),
-        xaxis_title="layer (centre of the blocked window)", yaxis_title="% change in p(answer)",
-        yaxis_ticksuffix="%", height=380, legend=dict(orientation="h", y=-0.25),
-    )
-    return fig
+    return _axes(fig, title or (f"Attention knockout into the last token: p({result.answer.strip()!r}) = "
+                                f"{result.clean_prob:.3f} unblocked; window {result.window}"), height=380)
 
 
 def knockout_comparison_figure(before: KnockoutResult, now: KnockoutResult, *,
@@ -76,14 +70,9 @@ def knockout_comparison_figure(before: KnockoutResult, now: KnockoutResult, *,
                 hovertemplate=(f"{label}: p({result.answer.strip()!r})<br>layers %{{customdata[0]}}–%{{customdata[1]}}"
                                "<br>p = %{customdata[2]:.4f}<br>change %{y:.1f}%<extra></extra>"),
             ))
-    fig.add_hline(y=0, line_color="#999", line_width=1)
-    fig.update_layout(
-        title=title or (f"Knockout before the edit, p({before.answer.strip()!r}) = {before.clean_prob:.3f} (dashed), "
-                        f"and now, p({now.answer.strip()!r}) = {now.clean_prob:.3f} (solid); window {now.window}"),
-        xaxis_title="layer (centre of the blocked window)", yaxis_title="% change in p(answer)",
-        yaxis_ticksuffix="%", height=420, legend=dict(orientation="h", y=-0.25),
-    )
-    return fig
+    return _axes(fig, title or (f"Knockout before the edit, p({before.answer.strip()!r}) = {before.clean_prob:.3f} "
+                                f"(dashed), and now, p({now.answer.strip()!r}) = {now.clean_prob:.3f} (solid); "
+                                f"window {now.window}"), height=420)
 
 
 def enrichment_figure(result: EnrichmentResult, *, title: str | None = None) -> go.Figure:
@@ -106,4 +95,13 @@ def enrichment_figure(result: EnrichmentResult, *, title: str | None = None) -> 
         xaxis_title="layer (residual after block)", yaxis_title="attribute rate", yaxis_ticksuffix="%",
         yaxis_rangemode="tozero", height=320,
     )
+    return fig
+
+
+def _axes(fig, title: str, *, height: int):
+    """The knockout figures' shared frame: a zero line, the layer axis and the % change axis."""
+    fig.add_hline(y=0, line_color="#999", line_width=1)
+    fig.update_layout(title=title, xaxis_title="layer (centre of the blocked window)",
+                      yaxis_title="% change in p(answer)", yaxis_ticksuffix="%", height=height,
+                      legend=dict(orientation="h", y=-0.25))
     return fig
