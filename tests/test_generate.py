@@ -27,7 +27,7 @@ def test_fast_top_k_sampling_equals_hf_generate(fixture, request):
 def test_top_logits_are_the_float32_top_k(tiny_gemma):
     model = tiny_gemma
     hidden = torch.randn(3, model.d_model, generator=torch.Generator().manual_seed(0))
-    values, ids = MixedUnembed(model).top_logits(hidden, 5)
+    values, ids = MixedUnembed(model, lowp=True).top_logits(hidden, 5)
     exact = model.logits_from_hidden(hidden).float()
     ref_values, ref_ids = exact.topk(5, dim=-1)
     assert torch.equal(ids, ref_ids)

@@ -7,6 +7,7 @@ bitwise as they were, and files that existed are intact.
 from __future__ import annotations
 
 import json
+import sys
 import warnings
 
 import pytest
@@ -328,6 +329,74 @@ def test_app_stops_its_server_when_stopped(tmp_path):
     time.sleep(0.2)
     with pytest.raises(ProcessLookupError):
         os.kill(child_pid, 0)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the parent-death signal is Linux's")
+def test_app_server_dies_when_the_app_is_killed(tmp_path):
+    """SIGKILL to `workbench app` (no handler runs) still ends the server: the kernel signals it."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    pid_file = tmp_path / "child.pid"
+    child = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(120)"
+    parent = (f"import sys; from workbench.cli.app import serve; "
+              f"sys.exit(serve([sys.executable, '-c', {child!r}], dict()))")
+    proc = subprocess.Popen([sys.executable, "-c", parent])
+    deadline = time.time() + 60
+    while not pid_file.exists() or not pid_file.read_text():
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.1)
+    child_pid = int(pid_file.read_text())
+    proc.kill()
+    proc.wait(timeout=30)
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        try:
+            os.kill(child_pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    pytest.fail(f"the server child {child_pid} outlived the killed app")
+
+
+def test_kernel_starts_are_taken_one_at_a_time():
+    """Ten pages starting kernels together leave one kernel, never ten (the starts are serialised)."""
+    import asyncio
+
+    from workbench.cli.voila_server import NewestKernelOnly
+
+    alive: set[int] = set()
+    most, made = 0, 0
+
+    class Fake(NewestKernelOnly):
+        def list_kernel_ids(self):
+            return list(alive)
+
+        async def shutdown_kernel(self, kernel_id, now=False, restart=False):
+            await asyncio.sleep(0.01)
+            alive.discard(kernel_id)
+
+    async def started(self, *args, **kwargs):
+        nonlocal most, made
+        await asyncio.sleep(0.02)  # a kernel takes a while to start: the window the race used
+        made += 1
+        alive.add(made)
+        most = max(most, len(alive))
+        return "k"
+
+    async def main():
+        manager = Fake()
+        original = NewestKernelOnly.__mro__[1].start_kernel
+        NewestKernelOnly.__mro__[1].start_kernel = started
+        try:
+            await asyncio.gather(*(manager.start_kernel() for _ in range(10)))
+        finally:
+            NewestKernelOnly.__mro__[1].start_kernel = original
+
+    asyncio.run(main())
+    assert most == 1 and len(alive) == 1
 
 
 # -- 8. settings that make a useless edit, and files that lie ------------------------------

@@ -41,7 +41,7 @@ def test_mixed_unembed_matches_float32(fixture, request):
     model = request.getfixturevalue(fixture)
     assert MixedUnembed.supported(model)
     h, tok = _hidden_and_targets(model)
-    mixed = MixedUnembed(model)
+    mixed = MixedUnembed(model, lowp=True)  # the bfloat16 path, whatever this CPU does
     exact_loss, exact_grad, exact_logp = _loss_and_grad(lambda x: model.logits_from_hidden(x).float().log_softmax(-1), h, tok)
     loss, grad, logp = _loss_and_grad(lambda x: mixed(x, keep=tok), h, tok)
     n = len(tok)
@@ -55,14 +55,14 @@ def test_mixed_unembed_matches_float32(fixture, request):
 
 def test_bf16_copy_follows_the_weight(tiny_gemma):
     model = tiny_gemma
-    first = MixedUnembed(model).weight_bf16
-    assert MixedUnembed(model).weight_bf16 is first  # kept while the weight is unchanged
+    first = MixedUnembed(model, lowp=True).weight_bf16
+    assert MixedUnembed(model, lowp=True).weight_bf16 is first  # kept while the weight is unchanged
     W = model.bridge.unembed.original_component.weight
     saved = W.detach().clone()
     try:
         with torch.no_grad():
             W[0] += 1.0
-        again = MixedUnembed(model).weight_bf16
+        again = MixedUnembed(model, lowp=True).weight_bf16
         assert again is not first
         assert torch.equal(again[0], W[0].to(torch.bfloat16))
     finally:
@@ -81,3 +81,21 @@ def test_search_with_mixed_unembed_follows_the_float32_search(gemma):
     assert max(abs(a - b) for a, b in zip(fast.losses, slow.losses)) < 2e-3 * max(1.0, max(slow.losses))
     cos = torch.nn.functional.cosine_similarity(fast.deltas[site], slow.deltas[site], dim=0)
     assert cos > 0.999
+
+
+def test_without_native_bfloat16_the_unembedding_is_plain_float32(tiny_gemma, monkeypatch):
+    """Emulated bfloat16 made a ROME edit take about a minute on a laptop-like CPU: there the
+    mixed unembedding is the float32 one (no bfloat16 copy), with the same interface."""
+    from workbench.runtime import unembed
+
+    monkeypatch.setattr(unembed, "native_bf16", lambda: False)
+    model = tiny_gemma
+    plain = MixedUnembed(model)
+    assert not plain.lowp and plain.weight_bf16 is None
+    h, tok = _hidden_and_targets(model)
+    exact = model.logits_from_hidden(h).float().log_softmax(-1)
+    assert torch.allclose(plain(h, keep=tok), exact, atol=1e-5)
+    values, ids = plain.top_logits(h, 5)
+    assert torch.equal(ids, model.logits_from_hidden(h).float().topk(5, dim=-1).indices)
+    monkeypatch.setattr(unembed, "native_bf16", lambda: True)
+    assert MixedUnembed(model).lowp

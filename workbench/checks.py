@@ -34,6 +34,17 @@ MAX_TOP_K = 1000
 MAX_PROMPT_TOKENS = 256
 
 
+#: The most prompts of one kind (paraphrases, neighbours, generation prompts, implications)
+#: a fact may carry. CounterFact's records carry 2 paraphrases and 10 neighbours; every
+#: prompt is scored before and after each edit, so 200,000 of them was a run that never ends.
+MAX_PROMPTS_PER_KIND = 1000
+
+#: The longest object (``target_true`` / ``target_new``) in characters. Objects are names and
+#: short phrases; each target token is a scored position, and a 3,000-word object asked for
+#: gigabytes before it was refused by anything.
+MAX_TARGET_CHARS = 300
+
+
 def _range(low, high, strict: bool) -> str:
     if low is not None and high is not None:
         return f"between {low} and {high}"

@@ -24,6 +24,8 @@ from typing import Any
 from workbench import checks
 from workbench.errors import DatasetError, WorkbenchError
 from workbench.results import Result
+from workbench.runtime import jsonfiles
+from workbench.runtime.jsonfiles import read_text_bounded
 
 log = logging.getLogger("workbench")
 
@@ -76,6 +78,9 @@ class Fact(Result):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value.strip()):
                 raise WorkbenchError(f"{name} is empty")
+            if value is not None and len(value) > checks.MAX_TARGET_CHARS:
+                raise WorkbenchError(f"{name} is {len(value):,} characters long; objects of at most "
+                                     f"{checks.MAX_TARGET_CHARS} characters are edited and scored")
         if (
             self.target_true is not None
             and self.target_new is not None
@@ -83,8 +88,11 @@ class Fact(Result):
         ):
             raise WorkbenchError(f"target_new equals target_true ({self.target_true!r}); nothing to edit")
         # Accept lists from callers, store tuples so a Fact stays hashable and immutable.
-        for name in ("paraphrase_prompts", "neighborhood_prompts", "generation_prompts"):
+        for name in ("paraphrase_prompts", "neighborhood_prompts", "generation_prompts", "implication_prompts"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
+            if len(getattr(self, name)) > checks.MAX_PROMPTS_PER_KIND:
+                raise WorkbenchError(f"{name} holds {len(getattr(self, name)):,} prompts; a fact may carry at most "
+                                     f"{checks.MAX_PROMPTS_PER_KIND:,} of each kind")
         object.__setattr__(
             self,
             "implication_prompts",
@@ -258,6 +266,20 @@ def detect_format(record: Any, index: int = 0) -> str:
     )
 
 
+def _parse_dataset(text: str, path: Path) -> Any:
+    """A dataset file's records: JSON, else JSON lines; depth-bounded; one-line errors."""
+    what = f"dataset {str(path)!r}"
+    try:
+        try:
+            return jsonfiles.loads(text, what)
+        except json.JSONDecodeError:
+            return [jsonfiles.loads(line, what) for line in text.splitlines() if line.strip()]
+    except json.JSONDecodeError as exc:
+        raise DatasetError(f"{what} is not JSON or JSON lines ({exc.msg}, line {exc.lineno})") from None
+    except WorkbenchError as exc:
+        raise DatasetError(str(exc)) from None
+
+
 def read_facts(source: str | Path | Sequence[dict]) -> list[Fact]:
     """Read facts from a JSON file (a list of records, or JSON lines) or from records.
 
@@ -269,25 +291,18 @@ def read_facts(source: str | Path | Sequence[dict]) -> list[Fact]:
     if isinstance(source, (str, Path)):
         path = Path(source)
         try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise DatasetError(f"cannot read dataset {str(path)!r}: {exc.strerror}") from None
-        except UnicodeDecodeError as exc:
-            raise DatasetError(
-                f"dataset {str(path)!r} is not UTF-8 text (byte {exc.start} is {exc.object[exc.start:exc.start + 1]!r}); "
-                "datasets are JSON or JSON lines in UTF-8"
-            ) from None
-        try:
-            records = json.loads(text)
-        except json.JSONDecodeError:
-            try:
-                records = [json.loads(line) for line in text.splitlines() if line.strip()]
-            except json.JSONDecodeError as exc:
-                raise DatasetError(f"dataset {str(path)!r} is not JSON or JSON lines ({exc.msg}, line {exc.lineno})") from None
+            text = read_text_bounded(path, "dataset")
+        except WorkbenchError as exc:
+            raise DatasetError(str(exc)) from None
+        records = _parse_dataset(text, path)
         if isinstance(records, dict):
             records = records.get("facts", [records])
     else:
         records = list(source)
+        try:
+            jsonfiles.check_depth(records, "the records")
+        except WorkbenchError as exc:
+            raise DatasetError(str(exc)) from None
     if not isinstance(records, list):
         raise DatasetError("a dataset must be a list of records")
     if not records:

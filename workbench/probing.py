@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -129,17 +130,31 @@ def _pad_batch(seqs: list[list[int]], pad: int, *, left: bool = False) -> tuple[
     return ids, mask
 
 
+#: Unembedded rows held at once (each a float32 row of the vocabulary: 1 MiB on Gemma's
+#: 262k tokens). Bounds a batch of long texts (perplexity) to a few hundred MiB.
+UNEMBED_ROWS = 256
+
+
 def run_sequences(
-    model: Model, sequences: list[list[int]], positions: list[list[int]], *, batch_size: int = 16
-) -> list[torch.Tensor]:
+    model: Model, sequences: list[list[int]], positions: list[list[int]], *, batch_size: int = 16,
+    reduce: Callable[[int, torch.Tensor], Any] | None = None,
+) -> list[Any]:
     """Log-softmax next-token distributions at chosen positions of many sequences.
 
     Sequences are right-padded into batches; with causal attention the padding
     after a sequence cannot change its earlier positions, so results equal
-    one-at-a-time runs (to float rounding). Returns, per sequence, a tensor
-    ``[len(positions[i]), d_vocab]`` of log-probabilities.
+    one-at-a-time runs (to float rounding). Without ``reduce``, returns per
+    sequence a tensor ``[len(positions[i]), d_vocab]`` of log-probabilities: a
+    vocabulary row per position, so memory grows with the input. With
+    ``reduce(i, logp)`` only what it returns is kept for sequence ``i`` (the
+    scores a caller needs), and memory stays bounded however many sequences come.
+
+    Example:
+        >>> ids = model.tokens("The Eiffel Tower is in")[0].tolist()        # doctest: +SKIP
+        >>> run_sequences(model, [ids], [[len(ids) - 1]], reduce=lambda i, lp: int(lp[0].argmax()))  # doctest: +SKIP
+        [12345]
     """
-    out: list[torch.Tensor] = [None] * len(sequences)  # type: ignore[list-item]
+    out: list[Any] = [None] * len(sequences)
     order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
     pad = _pad_id(model)
     for start in range(0, len(order), batch_size):
@@ -149,13 +164,38 @@ def run_sequences(
             hidden = model.hidden(ids.to(model.device), mask.to(model.device))
             rows = torch.cat([torch.full((len(positions[i]),), r) for r, i in enumerate(chunk)])
             cols = torch.cat([torch.tensor(positions[i]) for i in chunk])
-            logp = model.logits_from_hidden(hidden[rows, cols]).float().log_softmax(-1).cpu()
-        offset = 0
-        for i in chunk:
-            n = len(positions[i])
-            out[i] = logp[offset : offset + n]
-            offset += n
+            selected = hidden[rows, cols]
+            del hidden
+            at = 0
+            for group in _row_groups([len(positions[i]) for i in chunk]):
+                n_rows = sum(len(positions[chunk[g]]) for g in group)
+                logp = model.logits_from_hidden(selected[at : at + n_rows]).float().log_softmax(-1).cpu()
+                at += n_rows
+                offset = 0
+                for g in group:
+                    i, n = chunk[g], len(positions[chunk[g]])
+                    out[i] = logp[offset : offset + n] if reduce is None else reduce(i, logp[offset : offset + n])
+                    offset += n
+                del logp
     return out
+
+
+def _row_groups(counts: list[int], budget: int = UNEMBED_ROWS) -> list[list[int]]:
+    """Consecutive indices grouped so that each group's rows stay within ``budget`` (one sequence at least).
+
+    Example:
+        >>> _row_groups([100, 100, 100, 300], budget=256)
+        [[0, 1], [2], [3]]
+    """
+    groups: list[list[int]] = []
+    total = budget + 1
+    for i, n in enumerate(counts):
+        if total + n > budget:
+            groups.append([])
+            total = 0
+        groups[-1].append(i)
+        total += n
+    return groups
 
 
 def probe(
@@ -212,22 +252,30 @@ def probe(
             sequences.append(prompt_ids + tids[:-1])
             positions.append(list(range(len(prompt_ids) - 1, len(prompt_ids) - 1 + len(tids))))
             plan.append((pi, ti, tids))
-    logps = run_sequences(model, sequences, positions, batch_size=batch_size)
+    first = {}
+    for i, (pi, _, _) in enumerate(plan):
+        first.setdefault(pi, i)
+
+    def keep(i: int, logp: torch.Tensor) -> tuple:
+        # Only what the result shows: the top tokens (once per prompt), the target's token log-probs, its rank.
+        pi, _, tids = plan[i]
+        top = logp[0].exp().topk(top_k) if top_k > 0 and first[pi] == i else None
+        if tids is None:
+            return top, None, None
+        return top, logp[torch.arange(len(tids)), torch.tensor(tids)], int((logp[0] > logp[0, tids[0]]).sum()) + 1
+
+    kept = run_sequences(model, sequences, positions, batch_size=batch_size, reduce=keep)
 
     results = [PromptProbe(prompt=p, top=[], targets=[None] * len(per_prompt[i])) for i, p in enumerate(prompts)]  # type: ignore[list-item]
-    for (pi, ti, tids), logp in zip(plan, logps):
+    for (pi, ti, tids), (top, token_logps, rank) in zip(plan, kept):
         res = results[pi]
-        if not res.top and top_k > 0:
-            probs = logp[0].exp()
-            values, indices = probs.topk(top_k)
-            res.top = [TokenProb(model.tokenizer.decode([int(i)]), float(v)) for v, i in zip(values, indices)]
+        if top is not None:
+            res.top = [TokenProb(model.tokenizer.decode([int(i)]), float(v)) for v, i in zip(top.values, top.indices)]
         if ti is not None:
-            token_logps = logp[torch.arange(len(tids)), torch.tensor(tids)]
             mean = float(token_logps.mean())
             res.targets[ti] = TargetProb(
                 target=per_prompt[pi][ti], prob=float(torch.tensor(mean).exp()), logprob=mean,
-                token_probs=[float(x) for x in token_logps.exp()],
-                rank=int((logp[0] > logp[0, tids[0]]).sum()) + 1,
+                token_probs=[float(x) for x in token_logps.exp()], rank=rank,
             )
     return ProbeResult(model=model.name, prompts=results)
 

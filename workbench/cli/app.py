@@ -134,10 +134,19 @@ def prepare(model_name: str | None = None, *, method: str | None = None) -> list
     return files
 
 
+def _die_with_parent() -> None:
+    """In the server's process, before it runs: the kernel sends it SIGTERM when ``workbench app``
+    dies, even by SIGKILL (which no handler sees; the server lived on as an orphan, serving)."""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def serve(cmd: list[str], env: dict) -> int:
     """Run the server until it ends, or until this process gets SIGINT or SIGTERM —
     then stop the server too (it would otherwise live on, holding its kernels)."""
-    proc = subprocess.Popen(cmd, env=env)
+    proc = subprocess.Popen(cmd, env=env, preexec_fn=_die_with_parent if sys.platform == "linux" else None)
 
     def on_term(signum, frame):
         raise KeyboardInterrupt

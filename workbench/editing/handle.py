@@ -26,6 +26,8 @@ import torch
 from torch import Tensor
 
 from workbench.runtime.cache import write_file_atomically
+from workbench.runtime import jsonfiles
+from workbench.runtime.jsonfiles import read_text_bounded
 from workbench.errors import WorkbenchError
 from workbench.core.model import Model
 from workbench.results import Result
@@ -380,11 +382,13 @@ def load_edit(model: Model, path: str | Path, *, prompt_edit_loader: Callable[[d
 
     path = edit_path(path)
     meta_path = Path(str(path) + ".json")
+    if not meta_path.is_file():
+        raise WorkbenchError(f"cannot read edit metadata {str(meta_path)!r}")
     try:
-        meta = json.loads(meta_path.read_text())
-    except OSError:
-        raise WorkbenchError(f"cannot read edit metadata {str(meta_path)!r}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        # Metadata is small: a megabyte bounds a hostile file well above any real one.
+        text = read_text_bounded(meta_path, "edit metadata", max_bytes=2**20)
+        meta = jsonfiles.loads(text, f"edit metadata {str(meta_path)!r}")
+    except json.JSONDecodeError:
         raise WorkbenchError(f"edit metadata {str(meta_path)!r} is corrupt (not JSON)") from None
     if not isinstance(meta, dict) or meta.get("format") != "workbench-edit/1":
         raise WorkbenchError(f"{str(meta_path)!r} is not a workbench edit file")

@@ -62,11 +62,14 @@ def perplexity(
     prepared = [(ids, start) for ids, start in prepared if len(ids) > start]
     # Only the positions that predict a text token are unembedded: Gemma's vocabulary
     # is 262k wide, so full logits of a long context are costly.
-    logps = run_sequences(model, [ids for ids, _ in prepared],
-                          [list(range(start - 1, len(ids) - 1)) for ids, start in prepared], batch_size=batch_size)
-    total_nll, total_tokens = 0.0, 0
-    for (ids, start), logp in zip(prepared, logps):
+    def nll(i: int, logp: torch.Tensor) -> float:
+        ids, start = prepared[i]
         targets = torch.tensor(ids[start:])
-        total_nll -= float(logp[torch.arange(len(targets)), targets].double().sum())
-        total_tokens += len(targets)
+        return -float(logp[torch.arange(len(targets)), targets].double().sum())
+
+    nlls = run_sequences(model, [ids for ids, _ in prepared],
+                         [list(range(start - 1, len(ids) - 1)) for ids, start in prepared], batch_size=batch_size,
+                         reduce=nll)
+    total_nll = sum(nlls)
+    total_tokens = sum(len(ids) - start for ids, start in prepared)
     return math.exp(total_nll / total_tokens) if total_tokens else float("nan")

@@ -174,16 +174,14 @@ def read_report(path) -> EvalReport:
         >>> rep = read_report("assets/results/rome_sequential.json")     # doctest: +SKIP
         >>> rep.curve_frame()[["n_edits", "efficacy_score", "perplexity"]]  # doctest: +SKIP
     """
-    import json
     from pathlib import Path
+
+    from workbench.runtime.jsonfiles import read_json
 
     path = Path(path)
     if not path.exists():
         raise WorkbenchError(f"no evaluation report at {path}")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise WorkbenchError(f"{path} is not valid JSON ({exc})") from None
+    data = read_json(path, "evaluation report")
     return EvalReport.from_dict(data, source=str(path))
 
 

@@ -210,11 +210,17 @@ def score_facts(
     plans = [_plan(model, f, plus=plus) for f in facts]
     sequences = [seq for plan in plans for seq in plan.sequences]
     positions = [pos for plan in plans for pos in plan.positions]
-    logps = run_sequences(model, sequences, positions, batch_size=batch_size)
+    owners = [(fi, k) for fi, plan in enumerate(plans) for k in range(len(plan.sequences))]
+
+    def keep(i: int, logp: torch.Tensor) -> _Scored:
+        fi, k = owners[i]
+        return _reduce(plans[fi], k, logp, references[fi], plus=plus)
+
+    kept = run_sequences(model, sequences, positions, batch_size=batch_size, reduce=keep)
     out, at = [], 0
     for fact, plan, reference in zip(facts, plans, references):
         n = len(plan.sequences)
-        out.append(_assemble(fact, plan, logps[at : at + n], reference, plus=plus))
+        out.append(_assemble(fact, plan, kept[at : at + n], reference, plus=plus))
         at += n
     # The generated measures: every fact's prompts in shared batches, then judged.
     for scores, fields in zip(out, generated.measure(model, facts, metrics, max_new_tokens=max_new_tokens)):
@@ -265,19 +271,41 @@ def _plan(model: Model, fact: Fact, *, plus: bool = False) -> _Plan:
     return _Plan(groups, items, sequences, positions, tids_all)
 
 
-def _assemble(fact: Fact, plan: _Plan, logps: list[torch.Tensor], reference: FactScores | None, *,
+@dataclass
+class _Scored:
+    """What one planned sequence's log-probs are kept as (not its vocabulary rows)."""
+
+    prob: float  # mean per-token probability of the target (CounterFact)
+    argmax: list[int]  # the predicted token at each target position (EasyEdit, implication top-1)
+    tids: list[int]
+    next_top: tuple | None = None  # a neighbour's next-token top NKL_TOP (ids, log-probs)
+    nkl: float | None = None  # a neighbour's bucketed KL from the reference
+
+
+def _reduce(plan: _Plan, k: int, logp: torch.Tensor, reference: FactScores | None, *, plus: bool) -> _Scored:
+    """Sequence ``k`` of ``plan`` reduced to its scores while its log-prob rows are at hand."""
+    kind, j, _, which = plan.items[k]
+    tids = plan.targets[k]
+    token_logps = logp[torch.arange(len(tids)), torch.tensor(tids)]
+    kept = _Scored(float(token_logps.mean().exp()), logp.argmax(-1).tolist(), tids)
+    if plus and kind == "neighborhood" and which == "true":
+        top = logp[0].topk(min(NKL_TOP, logp.shape[-1]))
+        kept.next_top = (top.indices.to(torch.int32), top.values.float())
+        if reference is not None and j < len(reference.neighbor_next):
+            kept.nkl = bucket_kl(reference.neighbor_next[j], logp[0])
+    return kept
+
+
+def _assemble(fact: Fact, plan: _Plan, kept: list[_Scored], reference: FactScores | None, *,
               plus: bool = False) -> FactScores:
-    """The fact's scores from the log-probs of its planned sequences."""
+    """The fact's scores from what was kept of its planned sequences."""
     groups = plan.groups
-    # Per sequence: mean log-prob (CounterFact), argmax tokens (EasyEdit, implication top-1).
     scored: dict[tuple[str, int, str], tuple[float, list[int], list[int]]] = {}
-    next_after: dict[int, torch.Tensor] = {}  # neighbour j -> next-token log-probs after its prompt
-    for (kind, j, _, which), tids, logp in zip(plan.items, plan.targets, logps):
-        token_logps = logp[torch.arange(len(tids)), torch.tensor(tids)]
-        prob = float(token_logps.mean().exp())
-        scored[(kind, j, which)] = (prob, logp.argmax(-1).tolist(), tids)
+    next_after: dict[int, _Scored] = {}  # neighbour j -> its next-token top and NKL
+    for (kind, j, _, which), seq in zip(plan.items, kept):
+        scored[(kind, j, which)] = (seq.prob, seq.argmax, seq.tids)
         if kind == "neighborhood" and which == "true":
-            next_after[j] = logp[0]
+            next_after[j] = seq
 
     def acc(key) -> float:
         _, argmax, tids = scored[key]
@@ -321,15 +349,12 @@ def _assemble(fact: Fact, plan: _Plan, logps: list[torch.Tensor], reference: Fac
             sum(int(a == b) for a, b in zip(before, after)) / len(after)
             for before, after in zip(reference.neighbor_argmax, neighbor_argmax)
         ])
-    neighbor_next = []
-    for j in range(len(neigh) if plus else 0):
-        top = next_after[j].topk(min(NKL_TOP, next_after[j].numel()))
-        neighbor_next.append((top.indices.to(torch.int32), top.values.float()))
+    neighbor_next = [next_after[j].next_top for j in range(len(neigh) if plus else 0)]
     nkl = None
     if plus and reference is not None and reference.neighbor_next and neigh:
         if len(reference.neighbor_next) != len(neigh):
             raise WorkbenchError("the reference scores are of another fact (neighbour prompts differ)")
-        nkl = mean_of([bucket_kl(ref, next_after[j]) for j, ref in enumerate(reference.neighbor_next)])
+        nkl = mean_of([next_after[j].nkl for j in range(len(reference.neighbor_next))])
     return FactScores(
         efficacy=float(rw.success),
         efficacy_magnitude=rw.p_new - rw.p_true,

@@ -29,7 +29,17 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from workbench.runtime.bfloat16 import bf16_copies
+from workbench.runtime.bfloat16 import bf16_copies, native_bf16
+
+
+def pays_off(model) -> bool:
+    """Whether bfloat16 products are fast here: a GPU, or a CPU that does bfloat16 natively.
+
+    Example:
+        >>> pays_off(model)   # on a laptop without AVX-512 BF16: False  # doctest: +SKIP
+        False
+    """
+    return model.device.type != "cpu" or native_bf16()
 
 
 class MixedUnembed:
@@ -41,14 +51,18 @@ class MixedUnembed:
         top_k: tokens per row computed exactly besides ``keep``.
     """
 
-    def __init__(self, model, *, top_k: int = 64) -> None:
+    def __init__(self, model, *, top_k: int = 64, lowp: bool | None = None) -> None:
         self.model = model
         self.top_k = top_k
         lin = model.bridge.unembed.original_component
         self.weight: Tensor = lin.weight
         self.bias: Tensor | None = lin.bias
         self.cap = getattr(model.hf_model.config, "final_logit_softcapping", None)
-        self.weight_bf16 = bf16_copies(model, [self.weight])[0]
+        # Where bfloat16 is emulated (a CPU without AVX-512 BF16 or AMX: most laptops) the
+        # "cheap" product is the slow one: a ROME edit took about a minute there, most of it
+        # here. Such machines get the plain float32 product through the same interface.
+        self.lowp = pays_off(model) if lowp is None else lowp
+        self.weight_bf16 = bf16_copies(model, [self.weight])[0] if self.lowp else None
 
     @staticmethod
     def supported(model) -> bool:
@@ -67,6 +81,13 @@ class MixedUnembed:
         its own union instead: the batched target search, so that each fact's rows get the
         columns its own search would.
         """
+        if not self.lowp:
+            logits = hidden.float() @ self.weight.float().T
+            if self.bias is not None:
+                logits = logits + self.bias.float()
+            if self.cap:
+                logits = torch.tanh(logits / self.cap) * self.cap
+            return logits.log_softmax(-1)
         rough = (hidden.to(torch.bfloat16) @ self.weight_bf16.T).float()
         if groups is None:
             logits = self._exact(hidden, rough, keep)
@@ -102,6 +123,13 @@ class MixedUnembed:
         Example:
             >>> values, ids = MixedUnembed(model).top_logits(hidden[:, -1], 5)   # doctest: +SKIP
         """
+        if not self.lowp:
+            logits = hidden.float() @ self.weight.float().T
+            if self.bias is not None:
+                logits = logits + self.bias.float()
+            if self.cap:
+                logits = torch.tanh(logits / self.cap) * self.cap
+            return logits.topk(min(k, logits.shape[-1]), dim=-1)
         rough = hidden.to(torch.bfloat16) @ self.weight_bf16.T
         n_cand = min(max(k, self.top_k), rough.shape[-1])
         cand = rough.float().topk(n_cand, dim=-1).indices

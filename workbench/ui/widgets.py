@@ -143,12 +143,14 @@ def parse_hparams(text: str) -> dict[str, Any]:
     """``key=value`` lines (or JSON) → a dict; values read as JSON where they parse."""
     import json
 
+    from workbench.runtime.jsonfiles import loads
+
     text = (text or "").strip()
     if not text:
         return {}
     if text.startswith("{"):
         try:
-            value = json.loads(text)
+            value = loads(text, "the hyperparameters")
         except json.JSONDecodeError as exc:
             raise WorkbenchError(f"hyperparameters are not valid JSON ({exc.msg})") from None
         if not isinstance(value, dict):
@@ -163,7 +165,7 @@ def parse_hparams(text: str) -> dict[str, Any]:
             raise WorkbenchError(f"hyperparameter line {line!r} is not key=value")
         key, value = (s.strip() for s in line.split("=", 1))
         try:
-            out[key] = json.loads(value)
+            out[key] = loads(value, f"hyperparameter {key!r}")
         except json.JSONDecodeError:
             out[key] = value
     return out
