@@ -75,6 +75,51 @@ def knockout_comparison_figure(before: KnockoutResult, now: KnockoutResult, *,
                                 f"window {now.window}"), height=420)
 
 
+def knockout_study_figure(summary: dict, *, window: int | str = 1, marks: dict[str, int] | None = None,
+                          title: str | None = None) -> go.Figure:
+    """The knockout study over many facts: each edge group's mean change per layer, 95 % band.
+
+    ``summary`` is a study summary as ``benchmarks/knockout_study.py`` writes it
+    (``summary["study"]`` of ``assets/results/knockout_study.json``): per window size, per
+    group, ``per_layer`` rows of ``mean``, ``lo``, ``hi``. ``marks`` draws labelled vertical
+    lines (e.g. ``{"tracing peak": 4, "ROME's layer": 4}``).
+
+    Example:
+        >>> study = json.loads(Path("assets/results/knockout_study.json").read_text())["summary"]["study"]  # doctest: +SKIP
+        >>> knockout_study_figure(study, window=1).data[0].name                                          # doctest: +SKIP
+        'subject → last'
+    """
+    entry = summary[str(window)]
+    fig = go.Figure()
+    spare = iter(_SPARE_COLORS * 4)
+    for group, values in entry["groups"].items():
+        rows = values["per_layer"]
+        color = GROUP_COLORS.get(group) or next(spare)
+        layers = [r["layer"] for r in rows]
+        # The band first (upper edge, then the lower edge filled up to it), the mean over it.
+        fig.add_trace(go.Scatter(x=layers, y=[100 * r["hi"] for r in rows], mode="lines", line_width=0,
+                                 showlegend=False, hoverinfo="skip", legendgroup=group))
+        fig.add_trace(go.Scatter(x=layers, y=[100 * r["lo"] for r in rows], mode="lines", line_width=0,
+                                 fill="tonexty", fillcolor=_translucent(color), showlegend=False,
+                                 hoverinfo="skip", legendgroup=group))
+        fig.add_trace(go.Scatter(
+            x=layers, y=[100 * r["mean"] for r in rows], mode="lines+markers", line_color=color,
+            name=GROUP_NAMES.get(group, group), legendgroup=group,
+            customdata=[[100 * r["lo"], 100 * r["hi"]] for r in rows],
+            hovertemplate="layer %{x}: %{y:.1f}% [%{customdata[0]:.1f}, %{customdata[1]:.1f}]<extra></extra>"))
+    for label, layer in (marks or {}).items():
+        fig.add_vline(x=layer, line_dash="dot", line_color="#555", annotation_text=label,
+                      annotation_position="top")
+    return _axes(fig, title or (f"Knockout over {entry['n']} facts (window {window}): mean change in p(answer), "
+                                "95 % interval"), height=400)
+
+
+def _translucent(color: str, alpha: float = 0.18) -> str:
+    """``#rrggbb`` as an ``rgba`` string with ``alpha`` (a band behind its line)."""
+    r, g, b = (int(color[i:i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({r},{g},{b},{alpha})"
+
+
 def enrichment_figure(result: EnrichmentResult, *, title: str | None = None) -> go.Figure:
     """The attribute rate of the subject's last token over layers, with each layer's hits on hover.
 
