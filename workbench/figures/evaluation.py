@@ -1,7 +1,9 @@
 """Figures of evaluation reports: scores per method, sequential degradation curves.
 
 Pure functions of :class:`~workbench.evaluation.EvalReport` /
-:class:`~workbench.evaluation.CompareReport`: nothing is computed here.
+:class:`~workbench.evaluation.CompareReport`: nothing is computed here. A method has one
+colour in every panel of every figure (:func:`~workbench.figures.palette.method_colour`),
+and one legend entry per run, shared by its traces in all panels (``legendgroup``).
 
 Example:
     >>> fig = scores_figure(wb.compare(model, facts, methods=["rome", "in-context"]))
@@ -13,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import plotly.graph_objects as go
+
+from workbench.figures.palette import run_styles
 
 #: CounterFact rates shown by default (EasyEdit accuracies are another metric: plot them apart).
 COUNTERFACT = {"efficacy_score": "Efficacy", "paraphrase_score": "Paraphrase",
@@ -49,14 +53,19 @@ def scores_figure(reports, *, metrics: str = "counterfact") -> go.Figure:
         raise ValueError(f"metrics must be one of {', '.join(_SETS)}, got {metrics!r}")
     names, title = _SETS[metrics]
     fig = go.Figure()
-    for r in _reports(reports):
+    runs = _reports(reports)
+    for r, (colour, dash) in zip(runs, run_styles([r.summary["method"] for r in runs])):
         s = r.summary
         keys = [k for k in names if s.get(k) is not None]
         ivs = s.get("intervals") or {}
         plus = [100 * (ivs[k][1] - s[k]) if k in ivs else 0 for k in keys]
         minus = [100 * (s[k] - ivs[k][0]) if k in ivs else 0 for k in keys]
+        name = f"{s['method']} ({s['mode']})"
+        # A second run of the same method: its colour, hatched (a bar has no dash).
+        pattern = "" if dash == "solid" else "/"
         fig.add_bar(
-            name=f"{s['method']} ({s['mode']})", x=[names[k] for k in keys], y=[100 * s[k] for k in keys],
+            name=name, legendgroup=name, x=[names[k] for k in keys], y=[100 * s[k] for k in keys],
+            marker=dict(color=colour, pattern=dict(shape=pattern)),
             text=[f"{100 * s[k]:.0f}" for k in keys], textposition="outside",
             error_y=dict(type="data", symmetric=False, array=plus, arrayminus=minus, visible=bool(ivs)),
         )
@@ -72,7 +81,9 @@ def degradation_figure(reports: Sequence, *, metric: str = "efficacy_score", log
     """Sequential mode: a score of all edits so far, and perplexity, against the number of edits.
 
     Every method in one plot, edits on a log axis (1 to 1,000 edits fit; the unedited
-    point, 0 edits, is then left off). A run in batches is labelled ``method ×k``.
+    point, 0 edits, is then left off). A run in batches is labelled ``method ×k``. A method
+    has its own colour in both panels and one legend entry; a second run of the same
+    method in the figure is dashed.
 
     Args:
         reports: EvalReports from ``mode="sequential"`` (others are skipped).
@@ -86,17 +97,19 @@ def degradation_figure(reports: Sequence, *, metric: str = "efficacy_score", log
 
     fig = make_subplots(rows=1, cols=2, subplot_titles=(COUNTERFACT.get(metric, metric) + " of edits so far",
                                                         "Held-out perplexity"))
-    for r in _reports(reports):
-        if not r.curve:
-            continue
+    runs = [r for r in _reports(reports) if r.curve]
+    for r, (colour, dash) in zip(runs, run_styles([r.summary["method"] for r in runs])):
         curve = [p for p in r.curve if p.n_edits > 0] if log_x else list(r.curve)
         x = [p.n_edits for p in curve]
         k = (r.settings or {}).get("batch_size") or 1
         label = r.summary["method"] + (f" ×{k}" if k > 1 else "")
+        # The same colour in both panels, set here: plotly's own cycle gives every trace the next
+        # colour, so the perplexity panel's lines did not match the legend.
+        style = dict(mode="lines+markers", name=label, legendgroup=label, line=dict(color=colour, dash=dash),
+                     marker=dict(color=colour))
         fig.add_scatter(x=x, y=[None if getattr(p, metric) is None else 100 * getattr(p, metric) for p in curve],
-                        mode="lines+markers", name=label, legendgroup=label, row=1, col=1)
-        fig.add_scatter(x=x, y=[p.perplexity for p in curve], mode="lines+markers", name=label,
-                        legendgroup=label, showlegend=False, row=1, col=2)
+                        **style, row=1, col=1)
+        fig.add_scatter(x=x, y=[p.perplexity for p in curve], **style, showlegend=False, row=1, col=2)
     fig.update_xaxes(title_text="edits applied", type="log" if log_x else "linear")
     fig.update_yaxes(title_text="%", range=[0, 105], row=1, col=1)
     fig.update_yaxes(title_text="perplexity", type="log", row=1, col=2)
