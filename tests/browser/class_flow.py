@@ -160,6 +160,7 @@ def out_of_range_layer(page, answered: Answered) -> None:
     title = page.locator(".wb-memory-table b", has_text="coefficient").get_attribute("title")
     assert title and "hidden state" in title
     assert page.locator(".wb-memory-readable input").is_checked()
+    memories_sorted_by_push(page)
     # A key is a link to its profile: the tokens its value promotes, its top corpus contexts,
     # its coefficient over the prompt (the first profile at a layer reads the corpus once).
     key = page.locator(".wb-memory-table .wb-memory-key").first
@@ -170,6 +171,40 @@ def out_of_range_layer(page, answered: Answered) -> None:
     text = profile.inner_text()
     assert f"Key {number}" in text and "promotes" in text and "coefficient over the prompt" in text, text
     assert page.locator(".wb-memories-panel .wb-error").first.inner_text().strip() == ""
+
+
+#: Per memories chart on the page: its row keys top to bottom, and the row labels that do
+#: not fit inside the figure (cut off at the left, or below its bottom).
+CHART_ROWS = """(() => [...document.querySelectorAll('.wb-memory-chart .js-plotly-plot')].map(plot => {
+    const box = plot.getBoundingClientRect();
+    const ticks = [...plot.querySelectorAll('.ytick text')].map(e => [e.getBoundingClientRect(), e.textContent]);
+    ticks.sort((a, b) => a[0].y - b[0].y);
+    return {keys: ticks.map(t => t[1].split(':')[0].replace('key ', '')),
+            cut: ticks.filter(t => t[0].left < box.left - 1 || t[0].bottom > box.bottom + 1).map(t => t[1])};
+}))()"""
+
+
+def memories_sorted_by_push(page) -> None:
+    """Issue 41: the push column explains itself, sorts the table and the chart alike, and the
+    chart shows every row and label; the subject's line says what it carries here."""
+    head = page.locator(".wb-memory-table b", has_text="pushes")
+    assert "directly at this position" in (head.get_attribute("title") or "")
+    assert "carries here" in page.locator(".wb-memory-subject").inner_text()
+    assert "attention heads" in page.locator(".wb-memory-notes").inner_text()
+    page.locator(".wb-memory-sort select").select_option(label="push on the answer")
+    page.wait_for_function(
+        """() => { const v = [...document.querySelectorAll('.wb-memory-table .wb-memory-push')]
+                     .map(e => parseFloat(e.innerText));
+                   return v.length > 1 && v.every((x, i) => i === 0 || v[i - 1] >= x); }""", timeout=SLOW)
+    keys = [k.strip() for k in page.locator(".wb-memory-table .wb-memory-key").all_inner_texts()]
+    # The chart's row labels, top row first, are the table's keys in the table's order (the old
+    # chart may still be on the page a moment: wait for one that matches).
+    page.wait_for_function(f"(keys) => {CHART_ROWS}.some(c => JSON.stringify(c.keys) === JSON.stringify(keys))",
+                           arg=keys, timeout=SLOW)
+    charts = page.evaluate(CHART_ROWS)
+    chart = next(c for c in charts if c["keys"] == keys)
+    assert not chart["cut"], f"chart labels cut off: {chart['cut']}"
+    page.locator(".wb-memory-sort select").select_option(label="weight |m|·|v|")
 
 
 def edit_card_and_generations(page, answered: Answered, shots: Path, timer: Timer) -> None:
@@ -258,6 +293,11 @@ def compare_in_context(page, answered: Answered) -> None:
     assert cells["edit prompt (p)"].endswith("%") and "±" in cells["edit prompt (p)"], cells
     facts = page.locator(".wb-compare-facts").inner_text()
     assert facts.startswith("Facts:") and facts.count("→") >= int(cells["facts"]) >= 1, (facts, cells)
+    # The current fact leads the list, or the line says why it is not in it (issue 41, finding 9).
+    assert "(the current fact)" in facts or "not the current fact" in facts, facts
+    # The estimate says what it rests on; after a run, this session's own seconds (finding 6).
+    estimate = page.locator(".wb-compare-estimate").inner_text()
+    assert estimate.startswith("≈") and "in this session" in estimate, estimate
     page.locator(".wb-compare-chart .main-svg").first.wait_for(timeout=SLOW)
     # Its follow-ups done (the panels redrawn on the reverted weights): no busy line left.
     page.locator(".wb-compare-run-task .wb-status", has_text="done in").wait_for(timeout=SLOW)

@@ -9,34 +9,76 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
-from workbench.locate.lens import LensResult
+from workbench.locate.lens import LensResult, TokenScore
 from workbench.locate.memories import MemoryReport
 from workbench.locate.neurons import NeuronReport
 
 
-def _label(tokens, n: int = 3) -> str:
-    return ", ".join(repr(t.token) for t in tokens[:n])
+def readable(token: str) -> bool:
+    """Whether a token reads as a word piece: letters or digits, no control or missing glyphs.
+
+    Example:
+        >>> readable(" Paris"), readable("\\u200b"), readable("<unused12>")
+        (True, False, False)
+    """
+    text = token.strip()
+    return (bool(text) and text.isprintable() and not (text.startswith("<") and text.endswith(">"))
+            and any(c.isalnum() for c in text) and "\ufffd" not in text)
 
 
-def sub_update_bars(report: MemoryReport, *, tokens: int = 3) -> go.Figure:
-    """Horizontal bars of the listed sub-updates' weights ``|m_i| ||v_i||``, labelled
-    with the tokens each signed sub-update promotes; colour shows the sign of ``m_i``."""
-    updates = list(reversed(report.sub_updates))  # largest on top
+def shown_tokens(scores: list[TokenScore], n: int, *, only_readable: bool = False) -> list[TokenScore]:
+    """The first ``n`` tokens of a list, the unreadable ones skipped when asked (table and chart alike)."""
+    return [t for t in scores if readable(t.token)][:n] if only_readable else list(scores)[:n]
+
+
+def _label(tokens: list[TokenScore], n: int = 3, *, only_readable: bool = False) -> str:
+    return ", ".join(repr(t.token) for t in shown_tokens(tokens, n, only_readable=only_readable))
+
+
+#: Per sort key: the bar length's axis title and the title's words for the order.
+_AXES = {"weight": ("|m_i| · ||v_i||", "by weight |m|·||v||"),
+         "answer_push": ("direct push on the logit of {answer}", "by push on {answer}")}
+
+
+def sub_update_bars(report: MemoryReport, *, by: str = "weight", only_readable: bool = False,
+                    tokens: int = 3) -> go.Figure:
+    """Horizontal bars of the listed sub-updates, one row per key, in the order of
+    ``report.ranked(by)`` from the top (the order a table of them shows).
+
+    A bar's length is the sort key (``weight`` ``|m_i| ||v_i||``, or ``answer_push``);
+    its row is labelled with the key and the tokens the signed sub-update promotes
+    (``only_readable`` skips the unreadable ones, as the panel's table does); colour
+    shows the sign of ``m_i``. The row labels widen the left margin as they need
+    (``automargin``) and the height grows with the rows, so no label is cut off.
+
+    Example:
+        >>> fig = sub_update_bars(report, by="answer_push", only_readable=True)
+        >>> [row.split(":")[0] for row in fig.data[0].y][:2]   # doctest: +SKIP
+        ['key 1723', 'key 88']
+    """
+    updates = report.ranked(by)
+    answer = repr(report.answer) if report.answer else "the answer"
+    axis, order = (text.format(answer=answer) for text in _AXES[by])
     fig = go.Figure(go.Bar(
-        x=[u.weight for u in updates],
-        y=[f"key {u.key}" for u in updates],
+        x=[getattr(u, by) for u in updates],
+        y=[f"key {u.key}: {_label(u.promotes, tokens, only_readable=only_readable)}" for u in updates],
         orientation="h",
         marker_color=["#1f77b4" if u.coefficient >= 0 else "#d62728" for u in updates],
-        text=[_label(u.promotes, tokens) for u in updates],
-        textposition="outside",
-        customdata=[[u.coefficient, u.value_norm, _label(u.demotes, tokens)] for u in updates],
-        hovertemplate="%{y}<br>|m|·||v|| = %{x:.3f}<br>m = %{customdata[0]:.3f}, ||v|| = %{customdata[1]:.3f}"
-                      "<br>promotes %{text}<br>demotes %{customdata[2]}<extra></extra>",
+        customdata=[[u.key, u.coefficient, u.value_norm, u.weight, u.answer_push,
+                     _label(u.demotes, tokens, only_readable=only_readable)] for u in updates],
+        hovertemplate="%{y}<br>|m|·||v|| = %{customdata[3]:.3f}, push on " + answer
+                      + " = %{customdata[4]:+.3f}<br>m = %{customdata[1]:.3f}, ||v|| = %{customdata[2]:.3f}"
+                      "<br>demotes %{customdata[5]}<extra></extra>",
     ))
     fig.update_layout(
-        title=f"FFN sub-updates, layer {report.layer}, token {report.token!r} "
-              f"({report.top_weight_share:.0%} of total weight; blue m>0, red m<0)",
-        xaxis_title="|m_i| · ||v_i||", height=max(300, 24 * len(updates) + 120), margin=dict(l=90, r=220),
+        # Two short lines: one long line ran past a notebook-wide figure.
+        title=dict(text=f"FFN sub-updates, layer {report.layer}, token {report.token!r} "
+                        f"({report.top_weight_share:.0%} of total weight)<br>sorted {order}; "
+                        "blue m>0, red m<0", font_size=13),
+        xaxis_title=axis,
+        # The first row on top, as in the table; every category shown, labels never cut.
+        yaxis=dict(type="category", autorange="reversed", automargin=True, tickfont_size=11, dtick=1),
+        height=max(300, 22 * len(updates) + 170), margin=dict(l=10, r=30, t=80, b=60),
     )
     return fig
 

@@ -18,6 +18,17 @@ normalised direction. A negative coefficient writes ``-v_i``: the tokens a
 sub-update *promotes* are then the ones its value vector demotes, and the
 report says so per sub-update (``promotes``/``demotes`` are for ``m_i * v_i``).
 
+How much a sub-update pushes the answer (``answer_push``) is its *direct* logit
+attribution: ``m_i v_i`` carried into the residual (through the post-FFN norm,
+its scale at this token held fixed), then read through the final norm with the
+scale it has on the *final* residual at this token held fixed, then dotted with
+the answer's unembedding row. Holding the scales fixed makes every step linear,
+so the pushes of all ``d_mlp`` sub-updates plus the output bias's (if any) add up
+to the whole FFN update's direct push, and every layer's components add up to
+the logit (before any soft-cap and output bias). It leaves out what later layers
+do with the update; at a position other than the last it is what the sub-update
+would add to the answer's logit if it were read out directly there.
+
 Example:
     >>> r = memories(model, "The Eiffel Tower is located in the city of", layer=10)
     >>> r.reconstruction_error < 1e-5   # the sub-updates add up to the FFN output
@@ -26,6 +37,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -50,6 +62,7 @@ class SubUpdate(Result):
         value_norm: ``||v_i||``.
         weight: ``|m_i| * ||v_i||``.
         promotes / demotes: tokens the signed sub-update ``m_i v_i`` pushes up / down.
+        answer_push: ``m_i v_i``'s direct contribution to the answer's logit (module doc).
     """
 
     key: int
@@ -58,6 +71,7 @@ class SubUpdate(Result):
     weight: float
     promotes: list[TokenScore] = field(default_factory=list)
     demotes: list[TokenScore] = field(default_factory=list)
+    answer_push: float = 0.0
 
 
 @dataclass
@@ -73,6 +87,12 @@ class MemoryReport(Result):
         ffn_promotes: tokens the whole FFN update (as added to the residual) promotes.
         lens_before / lens_after: logit-lens top tokens (probabilities) of the
             residual entering and leaving the layer.
+        answer / answer_id: the token whose logit ``answer_push`` measures: the first
+            token of the answer asked for, else the model's top token after the prompt.
+        ffn_answer_push: the whole FFN update's direct push on the answer's logit
+            (the sum of all ``d_mlp`` sub-updates' pushes and ``bias_answer_push``).
+        bias_answer_push: the push of the part of the FFN output no sub-update
+            carries (the output bias of families that have one; ~0 otherwise).
     """
 
     model: str
@@ -89,6 +109,24 @@ class MemoryReport(Result):
     ffn_demotes: list[TokenScore]
     lens_before: list[TokenScore]
     lens_after: list[TokenScore]
+    answer: str = ""
+    answer_id: int = -1
+    ffn_answer_push: float = 0.0
+    bias_answer_push: float = 0.0
+
+    def ranked(self, by: str = "weight") -> list[SubUpdate]:
+        """The listed sub-updates, largest first by ``weight`` or by ``answer_push``.
+
+        Only the listed ones (the ``top_k`` by weight) are reordered: the table and
+        the chart of a panel show this one order.
+
+        Example:
+            >>> [u.key for u in report.ranked("answer_push")][:3]   # doctest: +SKIP
+            [1723, 88, 402]
+        """
+        if by not in SORT_KEYS:
+            raise WorkbenchError(f"cannot sort sub-updates by {by!r}: choose one of {', '.join(SORT_KEYS)}")
+        return sorted(self.sub_updates, key=lambda u: getattr(u, by), reverse=True)
 
     def to_pandas(self):
         """One row per listed sub-update."""
@@ -96,9 +134,14 @@ class MemoryReport(Result):
 
         return pd.DataFrame([
             {"key": u.key, "coefficient": u.coefficient, "value_norm": u.value_norm, "weight": u.weight,
+             "answer_push": u.answer_push,
              "promotes": [t.token for t in u.promotes], "demotes": [t.token for t in u.demotes]}
             for u in self.sub_updates
         ])
+
+
+#: What :meth:`MemoryReport.ranked` can sort by.
+SORT_KEYS = ("weight", "answer_push")
 
 
 def sub_updates(
@@ -117,8 +160,116 @@ def sub_updates(
     return m[:, None] * model.roles.value_vectors(model.bridge, layer).detach()
 
 
+def frozen_norm(norm: Callable[[Tensor], Tensor], x: Float[Tensor, "d_model"]) -> Callable[[Tensor], Tensor]:
+    """The linear map ``c -> g ⊙ P(c) / s(x)`` a norm applies at ``x``, its scale held fixed.
+
+    Direct logit attribution reads one component ``c`` of a residual ``x`` the way the
+    norm treats the whole of ``x``: with ``x``'s scale ``s(x)``. The map is then linear,
+    so the readings of all components add up to ``norm(x)`` less its bias. ``P`` is the
+    identity for an RMS norm and centring for a LayerNorm. The gain and the scale are
+    read off the module by probing it, so any weight convention (Gemma's ``1 + w``)
+    and any ``eps`` come out right. The map returns float64.
+
+    Example:
+        >>> read = frozen_norm(model.bridge.ln_final, x)
+        >>> torch.allclose(read(x).float(), model.bridge.ln_final(x), atol=1e-5)   # RMS norm
+        True
+    """
+    with torch.no_grad():
+        probe = torch.ones_like(x)
+        probe[1::2] = -1  # mean 0 (even width) and rms 1: one call of the norm shows its gain
+        base, ones, at_probe, at_x = norm(torch.stack([torch.zeros_like(x), torch.ones_like(x), probe, x])).double()
+        # A LayerNorm maps a constant vector to its bias, as it maps zero; an RMS norm does not.
+        centres = bool(torch.allclose(ones, base))
+
+        def project(v: Tensor) -> Tensor:
+            return v - v.mean(-1, keepdim=True) if centres else v
+
+        gain = (at_probe - base) / project(probe.double())
+        # norm(x) - base = gain ⊙ P(x) / s(x): the norm ratio is 1/s(x) up to the factor the
+        # probe's own scale left in ``gain``, which this ratio cancels.
+        denominator = float((gain * project(x.double())).norm())
+        scale = float((at_x - base).norm()) / denominator if denominator > 0 else 0.0
+    return lambda c: gain * project(c.double()) * scale
+
+
+def _answer_pushes(
+    model: Model, layer: int, acts: dict[str, Tensor], answer_id: int
+) -> tuple[Float[Tensor, "d_mlp"], float, float]:
+    """Every sub-update's direct push on the answer's logit (float64), the bias's, the whole FFN's.
+
+    ``acts`` holds this position's ``ffn_keys``, ``ffn_out``, ``mlp`` (what the FFN adds
+    to the residual) and ``final`` (the residual after the last block).
+    """
+    roles = model.roles
+    post = roles.ffn_post_norm_module(model.bridge, layer)
+    to_residual = (lambda c: c.double()) if post is None else frozen_norm(post, acts["ffn_out"])
+    read = frozen_norm(model.bridge.ln_final, acts["final"])
+    row = model.hf_model.get_output_embeddings().weight[answer_id].detach().double()
+    values = roles.value_vectors(model.bridge, layer).detach()
+    m = acts["ffn_keys"].double()
+    with torch.no_grad():
+        pushes = m * (read(to_residual(values)) @ row)
+        # Whatever of the FFN output is no sub-update: the output bias (GPT-2's b_out), else rounding.
+        rest = acts["ffn_out"].double() - m @ values.double()
+        bias = float(read(to_residual(rest)) @ row)
+        whole = float(read(acts["mlp"]) @ row)
+    return pushes, bias, whole
+
+
+def _capture(model: Model, tokens: Tensor, layer: int, position: int) -> dict[str, Tensor]:
+    """This layer's FFN activations and residuals, and the final residual, at ``position``.
+
+    ``final`` is kept at every position: the model's answer is read at the last one.
+    """
+    roles = model.roles
+    names = {role: roles.hook(role, layer) for role in ("ffn_keys", "ffn_out", "mlp", "resid_pre", "resid")}
+    names["final"] = roles.hook("resid", model.n_layers - 1)
+    got = residuals(model, tokens, list(dict.fromkeys(names.values())))
+    acts = {role: got[name][position] for role, name in names.items()}
+    acts["final_all"] = got[names["final"]]
+    return acts
+
+
+def _answer_id(model: Model, prompt: str, answer: str | None, final_last: Tensor) -> int:
+    """The first token of ``answer``, or the model's own top token after the prompt."""
+    if answer is not None:
+        return first_token_id(model, prompt, answer)
+    with torch.no_grad():
+        return int(model.unembed(final_last).argmax())
+
+
+def answer_pushes(model: Model, prompt: str, *, layer: int, position: int = -1,
+                  answer: str | None = None) -> Float[Tensor, "d_mlp"]:
+    """Every sub-update's direct push on the answer's logit at ``layer``/``position`` (module doc).
+
+    Args:
+        model: a loaded model.
+        prompt: the text.
+        layer: the block (negative counts from the end).
+        position: the token position (default: last).
+        answer: a word such as ``"Paris"`` (its first token counts); default the
+            model's top token after the prompt.
+
+    Returns:
+        A float64 tensor ``[d_mlp]``; with the bias's push (``memories(...).bias_answer_push``)
+        it sums to the whole FFN update's push.
+
+    Example:
+        >>> p = answer_pushes(model, "The Eiffel Tower is located in the city of", layer=-3, answer="Paris")
+        >>> int(p.argmax())   # the key that writes most of ' Paris' there   # doctest: +SKIP
+        1723
+    """
+    layer = model.layer_index(layer)
+    tokens = check_prompt(model, prompt)
+    position = position_index(tokens.shape[1], position)
+    acts = _capture(model, tokens, layer, position)
+    answer_id = _answer_id(model, prompt, answer, acts["final_all"][-1])
+    return _answer_pushes(model, layer, acts, answer_id)[0]
+
+
 def memories(model: Model, prompt: str, *, layer: int, position: int = -1, top_k: int = 20,
-             tokens_per_key: int = 8) -> MemoryReport:
+             tokens_per_key: int = 8, answer: str | None = None) -> MemoryReport:
     """Decompose the FFN update at ``layer``/``position`` into its largest sub-updates.
 
     Args:
@@ -128,30 +279,30 @@ def memories(model: Model, prompt: str, *, layer: int, position: int = -1, top_k
         position: the token position (default: last).
         top_k: sub-updates to list, by weight ``|m_i| ||v_i||``.
         tokens_per_key: tokens listed per sub-update and for the whole update.
+        answer: the word whose first token ``answer_push`` is measured on (e.g. the
+            fact's true object); default the model's top token after the prompt.
 
     Returns:
         A :class:`MemoryReport`.
 
     Raises:
-        WorkbenchError: layer or position out of range, empty prompt, ``top_k < 1``.
+        WorkbenchError: layer or position out of range, empty prompt, ``top_k < 1``, empty answer.
 
     Example:
         >>> r = memories(model, "The Eiffel Tower is located in the city of", layer=-3, top_k=5)
-        >>> r.lens_after[0].token   # Gemma 3 270M
-        ' Paris'
+        >>> r.lens_after[0].token, r.answer   # Gemma 3 270M
+        (' Paris', ' Paris')
     """
     layer = model.layer_index(layer)
     top_k = checks.top_k(top_k)
     checks.whole("tokens_per_key", tokens_per_key, low=0, high=checks.MAX_TOP_K)
     tokens = check_prompt(model, prompt)
     position = position_index(tokens.shape[1], position)
-    roles = model.roles
-    names = [roles.hook("ffn_keys", layer), roles.hook("ffn_out", layer), roles.hook("mlp", layer),
-             roles.hook("resid_pre", layer), roles.hook("resid", layer)]
-    acts = {name: act[position] for name, act in residuals(model, tokens, names).items()}
-    m, ffn_out, mlp_out, before, after = (acts[n] for n in names)
+    acts = _capture(model, tokens, layer, position)
+    answer_id = _answer_id(model, prompt, answer, acts["final_all"][-1])
+    m, ffn_out = acts["ffn_keys"], acts["ffn_out"]
 
-    values = roles.value_vectors(model.bridge, layer).detach()
+    values = model.roles.value_vectors(model.bridge, layer).detach()
     value_norms = values.norm(dim=-1)
     weights = m.abs() * value_norms
     # float64 so the check measures the model's rounding, not ours.
@@ -159,15 +310,16 @@ def memories(model: Model, prompt: str, *, layer: int, position: int = -1, top_k
     error = float((recon - ffn_out.double()).abs().max())
     k = min(top_k, model.d_mlp)
     top_w, top_keys = weights.topk(k)
+    pushes, bias_push, ffn_push = _answer_pushes(model, layer, acts, answer_id)
     with torch.no_grad():
         # Sign matters: m_i < 0 writes -v_i, flipping what the sub-update promotes.
         signed = value_logits(model, layer, top_keys) * m[top_keys].sign()[:, None]
-        ffn_logits = model.unembed(mlp_out)
-        lens_logits = model.unembed(torch.stack([before, after])).float().softmax(-1)
+        ffn_logits = model.unembed(acts["mlp"])
+        lens_logits = model.unembed(torch.stack([acts["resid_pre"], acts["resid"]])).float().softmax(-1)
     updates = [
         SubUpdate(key=int(i), coefficient=float(m[i]), value_norm=float(value_norms[i]), weight=float(w),
                   promotes=top_tokens(model, row, tokens_per_key),
-                  demotes=top_tokens(model, row, tokens_per_key, largest=False))
+                  demotes=top_tokens(model, row, tokens_per_key, largest=False), answer_push=float(pushes[i]))
         for i, w, row in zip(top_keys.tolist(), top_w, signed)
     ]
     total = float(weights.sum())
@@ -181,6 +333,8 @@ def memories(model: Model, prompt: str, *, layer: int, position: int = -1, top_k
         ffn_demotes=top_tokens(model, ffn_logits, tokens_per_key, largest=False),
         lens_before=top_tokens(model, lens_logits[0], tokens_per_key),
         lens_after=top_tokens(model, lens_logits[1], tokens_per_key),
+        answer=model.tokenizer.decode([answer_id]), answer_id=answer_id,
+        ffn_answer_push=ffn_push, bias_answer_push=bias_push,
     )
 
 

@@ -51,9 +51,10 @@ def _visible_label(label: str) -> str:
     return visible(word) + ("*" if star else "") + tail
 
 
-def sub_update_figure(report) -> go.FigureWidget:
-    """Bars of a :class:`~workbench.locate.MemoryReport`'s sub-updates."""
-    return _widget(sub_update_bars(report))
+def sub_update_figure(report, *, by: str = "weight", only_readable: bool = True) -> go.FigureWidget:
+    """Bars of a :class:`~workbench.locate.MemoryReport`'s sub-updates, in the memories
+    table's order (``by``) with its token filter (``only_readable``)."""
+    return _widget(sub_update_bars(report, by=by, only_readable=only_readable))
 
 
 def neuron_figure(report) -> go.FigureWidget:

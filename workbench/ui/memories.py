@@ -1,9 +1,12 @@
 """Memories panel: the FFN at one (token, layer) as a key-value memory.
 
 A table of the largest sub-updates ``m_i v_i`` (coefficient, value norm, the
-tokens it promotes); a key's button shows its profile; Suppress / Amplify
-toggles re-probe the fact with those keys' coefficients changed (no weights
-written); and a knowledge-neuron search with its attribution chart.
+tokens it promotes, how much it pushes the fact's answer), sortable by weight or
+by that push, and a chart of the same rows in the same order; a line on what the
+subject's representation carries at the layer (logit lens and attribute rate);
+a key's button shows its profile; Suppress / Amplify toggles re-probe the fact
+with those keys' coefficients changed (no weights written); and a
+knowledge-neuron search with its attribution chart.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ import html
 import ipywidgets as widgets
 
 from workbench.errors import WorkbenchError
-from workbench.locate import intervene, key_profile, knowledge_neurons, memories
+from workbench.figures.memories import readable, shown_tokens
+from workbench.locate import enrichment, intervene, key_profile, knowledge_neurons, memories
 from workbench.probing import probe
 from workbench.ui.state import State, Task
 from workbench.ui.widgets import ClampedIntText, ErrorLine, guarded, parse_ints, quoted, table, visible
@@ -31,24 +35,26 @@ COLUMN_HELP = {
     "|v|": "the norm of the value vector v_i (the neuron's column of the output matrix)",
     "weight": "|m_i|·|v_i|: the size of this sub-update's contribution to the FFN's output here",
     "promotes": "the tokens whose logits m_i·v_i raises most (its value read through the unembedding)",
+    "pushes": "m_i·v_i's direct contribution to the answer's logit: the sub-update read through the final "
+              "norm (with the scale it has on this token's final residual) and the answer's unembedding row, "
+              "leaving out what later layers make of it. At a token other than the last it is what the "
+              "sub-update would add to the answer's logit if it were read out directly at this position; "
+              "the model reads its answer at the last token only",
 }
 
+#: The table's columns: (COLUMN_HELP key, header); the push column's header names the answer.
+COLUMNS = (("key", "key"), ("coefficient", "coefficient"), ("|v|", "|v|"), ("weight", "weight"),
+           ("promotes", "promotes"), ("pushes", "pushes {answer} by"), ("", ""))
 
-def readable(token: str) -> bool:
-    """Whether a token reads as a word piece: letters or digits, no control or missing glyphs.
-
-    Example:
-        >>> readable(" Paris"), readable("\\u200b"), readable("<unused12>")
-        (True, False, False)
-    """
-    text = token.strip()
-    return (bool(text) and text.isprintable() and not (text.startswith("<") and text.endswith(">"))
-            and any(c.isalnum() for c in text) and "\ufffd" not in text)
+#: Why a sub-update at the subject can promote odd tokens (issue 41): shown under the table.
+SUBJECT_NOTE = ("Why sub-updates at the subject's tokens often promote odd tokens: what the FFN writes there "
+                "is not read out as the next word at that position; attention heads in later layers read it "
+                "and carry it to the last token, so its value vector seen through the unembedding can look "
+                "unrelated to the fact.")
 
 
 def _tokens(scores, n: int = 6, *, only_readable: bool = False) -> str:
-    items = [t for t in scores if readable(t.token)] if only_readable else list(scores)
-    return " ".join(quoted(t.token) for t in items[:n])
+    return " ".join(quoted(t.token) for t in shown_tokens(scores, n, only_readable=only_readable))
 
 
 class MemoriesPanel(widgets.VBox):
@@ -67,14 +73,26 @@ class MemoriesPanel(widgets.VBox):
                                                       "characters and missing glyphs")
         self.readable_only.add_class("wb-memory-readable")
         self.readable_only.observe(lambda _: self.report is not None and self.show(self.report), "value")
+        # Sorting only reorders what is shown (table and chart alike); nothing is recomputed.
+        self.sort = widgets.Dropdown(options=[("weight |m|·|v|", "weight"), ("push on the answer", "answer_push")],
+                                     value="weight", description="Sort by",
+                                     layout=widgets.Layout(width="260px"))
+        self.sort.add_class("wb-memory-sort")
+        self.sort.observe(lambda _: self.report is not None and self.show(self.report), "value")
         self.show_button = widgets.Button(description="Show memories", button_style="primary")
         self.show_button.add_class("wb-memory-run")
         self.show_button.on_click(guarded(self.error, lambda _: self.run()))
         state.needs_model(self.show_button)
         self.header = widgets.HTML()
         self.header.add_class("wb-memory-summary")
-        self.table = widgets.GridBox(layout=widgets.Layout(grid_template_columns="90px 90px 80px 80px auto 105px 105px"))
+        self.table = widgets.GridBox(layout=widgets.Layout(grid_template_columns="90px 90px 80px 80px auto 130px 210px"))
         self.table.add_class("wb-memory-table")
+        self.notes = widgets.HTML()
+        self.notes.add_class("wb-memory-notes")
+        self.carries = widgets.HTML()
+        self.carries.add_class("wb-memory-subject")
+        # The subject's lens over all layers, read once per fact and weights (one forward pass).
+        self.enriched = None
         self.profile = widgets.HTML()
         self.profile.add_class("wb-memory-profile")
         # A key's first profile at a layer reads the corpus (about a minute on Gemma 3 270M
@@ -109,8 +127,9 @@ class MemoriesPanel(widgets.VBox):
             widgets.HTML("<b>FFN memories</b>: the layer's output at a token is a sum of sub-updates "
                          "m<sub>i</sub>·v<sub>i</sub>; the largest are listed with the tokens they promote."),
             widgets.HBox([self.layer, self.position, self.top_k, self.show_button, self.readable_only]),
-            self.top_k.note,
-            self.error, self.header, self.table, self.effect, self.profile_task, self.profile, self.chart,
+            self.top_k.note, self.sort,
+            self.error, self.header, self.table, self.notes, self.carries, self.effect, self.profile_task,
+            self.profile, self.chart,
             widgets.HTML("<hr><b>Knowledge neurons</b> (Dai et al. 2022): integrated gradients of "
                          "p(true object) over the fact's prompt and paraphrases."),
             widgets.HBox([self.kn_layers, self.kn_steps, self.kn_steps.note]), self.kn_task, self.kn_error,
@@ -122,10 +141,10 @@ class MemoriesPanel(widgets.VBox):
     # -- state ----------------------------------------------------------------------
     def _fact_changed(self) -> None:
         fact = self.state.fact
-        self.report = None
+        self.report = self.enriched = None
         self.changes = {}
         self.table.children = ()
-        self.header.value = self.profile.value = self.effect.value = ""
+        self.header.value = self.profile.value = self.effect.value = self.notes.value = self.carries.value = ""
         self.chart.children = ()
         self.kn_summary.value = ""
         self.kn_figure.children = ()
@@ -138,6 +157,7 @@ class MemoriesPanel(widgets.VBox):
         self.position.value = len(tokens) - 1
 
     def _weights_changed(self) -> None:
+        self.enriched = None  # the subject's lens reads the weights as they are now
         if self.report is not None and self.changes:
             guarded(self.error, self.reprobe)()
 
@@ -156,20 +176,26 @@ class MemoriesPanel(widgets.VBox):
         layer, n = int(self.layer.value), self.state.model.n_layers
         if not 0 <= layer < n:
             self.table.children = ()
-            self.header.value = self.profile.value = self.effect.value = ""
+            self.header.value = self.profile.value = self.effect.value = self.notes.value = self.carries.value = ""
             self.chart.children = ()
             self.report = None
             raise WorkbenchError(f"layer {layer} is out of range: {self.state.model.name} has layers 0 to {n - 1}")
         with self.state.using() as model:
-            report = memories(model, fact.text, layer=layer,
-                              position=int(self.position.value), top_k=int(self.top_k.value))
+            # The push is measured on the fact's true object where it has one, else on the model's top token.
+            report = memories(model, fact.text, layer=layer, position=int(self.position.value),
+                              top_k=int(self.top_k.value), answer=fact.target_true)
+            if self.enriched is None:
+                try:
+                    self.enriched = enrichment(model, fact)
+                except WorkbenchError as exc:  # e.g. the subject's tokens not found in the prompt
+                    self.enriched = str(exc)
         self.show(report)
 
     def show(self, report) -> None:
         self.report = report
         self.changes = {}
         self.profile.value = self.effect.value = ""
-        clean = bool(self.readable_only.value)
+        clean, by = bool(self.readable_only.value), self.sort.value
         self.header.value = (
             f"Layer <b>{report.layer}</b>, token {report.position} <b>{html.escape(quoted(report.token))}</b>: "
             f"|FFN out|={report.ffn_norm:.2f}; the {len(report.sub_updates)} listed keys carry "
@@ -177,26 +203,78 @@ class MemoriesPanel(widgets.VBox):
             f"{html.escape(_tokens(report.ffn_promotes, only_readable=clean))}. Logit lens after the layer: "
             f"{html.escape(_tokens(report.lens_after, 3, only_readable=clean))}"
         )
-        clean = bool(self.readable_only.value)
-        cells = [widgets.HTML(f"<b title='{html.escape(COLUMN_HELP.get(h, ''), quote=True)}' "
-                              f"style='border-bottom:1px dotted #888;cursor:help'>{h}</b>" if h else "")
-                 for h in ("key", "coefficient", "|v|", "weight", "promotes", "", "")]
-        for u in report.sub_updates:
-            key = widgets.Button(description=str(u.key), layout=widgets.Layout(width="85px"),
-                                 tooltip="show this key's profile")
-            key.add_class("wb-memory-key")
-            key.on_click(guarded(self.error, lambda _, k=u.key: self.show_profile(k)))
-            sup = widgets.ToggleButton(description="suppress", layout=widgets.Layout(width="100px"))
-            sup.add_class("wb-memory-suppress")
-            amp = widgets.ToggleButton(description=f"amplify ×{AMPLIFY:g}", layout=widgets.Layout(width="100px"))
-            amp.add_class("wb-memory-amplify")
-            sup.observe(guarded(self.error, lambda ch, k=u.key, other=amp: self._toggle(k, "suppress", ch["new"], other)), "value")
-            amp.observe(guarded(self.error, lambda ch, k=u.key, other=sup: self._toggle(k, "amplify", ch["new"], other)), "value")
-            cells += [key, widgets.Label(f"{u.coefficient:+.3f}"), widgets.Label(f"{u.value_norm:.2f}"),
-                      widgets.Label(f"{u.weight:.3f}"), widgets.Label(_tokens(u.promotes, only_readable=clean)), sup, amp]
+        answer = quoted(report.answer) if report.answer else "the answer"
+        cells = [widgets.HTML(f"<b title='{html.escape(COLUMN_HELP[key], quote=True)}' "
+                              f"style='border-bottom:1px dotted #888;cursor:help'>"
+                              f"{html.escape(head.format(answer=answer))}</b>" if key else "")
+                 for key, head in COLUMNS]
+        for u in report.ranked(by):
+            cells += self._row(u, clean)
         self.table.children = cells
-        fig = sub_update_figure(report)
-        self.chart.children = (fig,) if fig is not None else ()
+        self.notes.value = self._notes_html(report, answer, by)
+        self.carries.value = self._carries_html(report.layer, clean)
+        # The chart shows the table's rows, in its order, with its token filter.
+        self.chart.children = (sub_update_figure(report, by=by, only_readable=clean),)
+
+    def _row(self, u, clean: bool) -> list[widgets.Widget]:
+        """One table row: the key's profile button, its numbers, tokens and push, its two toggles."""
+        key = widgets.Button(description=str(u.key), layout=widgets.Layout(width="85px"),
+                             tooltip="show this key's profile")
+        key.add_class("wb-memory-key")
+        key.on_click(guarded(self.error, lambda _, k=u.key: self.show_profile(k)))
+        sup = widgets.ToggleButton(description="suppress", layout=widgets.Layout(width="100px"))
+        sup.add_class("wb-memory-suppress")
+        amp = widgets.ToggleButton(description=f"amplify ×{AMPLIFY:g}", layout=widgets.Layout(width="100px"))
+        amp.add_class("wb-memory-amplify")
+        sup.observe(guarded(self.error, lambda ch, k=u.key, other=amp: self._toggle(k, "suppress", ch["new"], other)), "value")
+        amp.observe(guarded(self.error, lambda ch, k=u.key, other=sup: self._toggle(k, "amplify", ch["new"], other)), "value")
+        push = widgets.Label(f"{u.answer_push:+.3f}")
+        push.add_class("wb-memory-push")
+        return [key, widgets.Label(f"{u.coefficient:+.3f}"), widgets.Label(f"{u.value_norm:.2f}"),
+                widgets.Label(f"{u.weight:.3f}"), widgets.Label(_tokens(u.promotes, only_readable=clean)), push,
+                widgets.HBox([sup, amp])]
+
+    def _notes_html(self, report, answer: str, by: str) -> str:
+        """What the push column means at this token, how the table is sorted, why odd tokens show."""
+        fact = self.state.fact
+        source = "the fact's true object" if fact is not None and fact.target_true else "the model's top token"
+        answer = html.escape(answer)
+        positions = [value for _, value in self.position.options]
+        if not positions or report.position == max(positions):
+            push = (f"“pushes {answer} by” is each sub-update's direct contribution to the logit of {answer} "
+                    f"({source}) at this last token, where the model reads its answer: m<sub>i</sub>·v<sub>i</sub> "
+                    "read through the final norm (its scale here held fixed) and the unembedding; what later "
+                    f"layers make of it is not counted. The whole FFN update pushes it by {report.ffn_answer_push:+.3f}.")
+        else:
+            push = (f"This is not the last token, where the model reads its answer: here “pushes {answer} by” "
+                    f"is what each sub-update would add to the logit of {answer} ({source}) if it were read out "
+                    f"directly at this position. The whole FFN update here would push it by "
+                    f"{report.ffn_answer_push:+.3f}.")
+        order = ("Sorted by weight." if by == "weight" else
+                 f"Sorted by push: the {len(report.sub_updates)} listed keys (the largest by weight) reordered; "
+                 "raise Keys to list more.")
+        return f"<div style='max-width:900px'>{push} {order}<br>{html.escape(SUBJECT_NOTE)}</div>"
+
+    def _carries_html(self, layer: int, clean: bool) -> str:
+        """'What the subject's representation carries here': the subject's lens and attribute rate at ``layer``."""
+        r = self.enriched
+        head = "<b>What the subject's representation carries here</b>"
+        if r is None:
+            return ""
+        if isinstance(r, str):
+            return f"{head}: not read ({html.escape(r)})."
+        top = [t for t in r.top[layer] if readable(t)] if clean else list(r.top[layer])
+        text = (f"{head}: after layer {layer}, the logit lens of the subject's last token "
+                f"{html.escape(quoted(r.tokens[r.position]))} (token {r.position}) reads "
+                f"{html.escape(' '.join(quoted(t) for t in top[:8]))}. ")
+        if not r.attributes:
+            return text + (f"No attribute rate: the workbench knows no attributes of {html.escape(repr(r.subject))} "
+                           "(its knowledge table holds places, and the fact names no true object).")
+        hits = r.hits[layer]
+        shown = html.escape(", ".join(quoted(t) for t in hits[:6])) if hits else "none"
+        return text + (f"Attribute rate {r.rate[layer]:.0%}: {len(hits)} of its top {r.top_k} lens tokens are "
+                       f"attributes of {html.escape(repr(r.subject))} ({shown}; counted: "
+                       f"{html.escape(', '.join(r.attributes[:8]))}).")
 
     def _toggle(self, key: int, what: str, on: bool, other) -> None:
         if on:
@@ -210,9 +288,10 @@ class MemoriesPanel(widgets.VBox):
 
     def set_change(self, key: int, what: str | None) -> None:
         """Suppress / amplify / reset one listed key (what the toggles do; for scripts and tests)."""
-        for i in range(7, len(self.table.children), 7):
+        width = len(COLUMNS)
+        for i in range(width, len(self.table.children), width):
             if self.table.children[i].description == str(key):
-                sup, amp = self.table.children[i + 5], self.table.children[i + 6]
+                sup, amp = self.table.children[i + width - 1].children
                 sup.value = what == "suppress"
                 amp.value = what == "amplify"
                 return
