@@ -115,3 +115,132 @@ def test_alphaedit_flips_a_known_fact_on_default_model(gemma):
         h.revert()
     assert all(torch.equal(before[k], v) for k, v in gemma.state_dict().items())
     assert ae.kept_keys(gemma, h.layers[-1]) is None
+
+
+# -- the published recipe, MEMIT + kept keys, diagnostics (issue 44) --------------------------
+
+def test_the_published_projector_cuts_at_an_absolute_eigenvalue():
+    g = torch.Generator().manual_seed(1)
+    Q, _ = torch.linalg.qr(torch.randn(16, 16, generator=g, dtype=torch.float64))
+    C = Q @ torch.diag(torch.tensor([100.0] * 10 + [1e-3] * 6, dtype=torch.float64)) @ Q.T
+    P, dim = ae.cut_projector(C, 2e-2)
+    assert dim == 6
+    torch.testing.assert_close(P @ P, P, atol=1e-10, rtol=0)
+    torch.testing.assert_close(P @ Q[:, :10], torch.zeros(16, 10, dtype=torch.float64), atol=1e-10, rtol=0)
+    # Absolute, unlike the share of the trace: the same C scaled up has no free direction left.
+    assert ae.cut_projector(1e3 * C, 2e-2)[1] == 0
+    assert ae.null_projector(1e3 * C, 1e-2)[1] == 6
+
+
+def test_statistics_with_bos_differ_and_have_their_own_cache_key(tiny_gemma):
+    from workbench.editing import stats
+
+    plain = stats.second_moment(tiny_gemma, 1, samples=1500)
+    with_bos = stats.second_moment(tiny_gemma, 1, samples=1500, include_bos=True)
+    assert not torch.allclose(plain, with_bos)
+    assert stats.is_cached(tiny_gemma, 1, samples=1500, include_bos=True)
+    assert stats._path(tiny_gemma, 1, "stats", 1500, True) != stats._path(tiny_gemma, 1, "stats", 1500)
+
+
+def test_the_paper_window_maps_llama_layers_to_this_depth(tiny_gemma, gemma_config_layers=18):
+    class Deep:
+        n_layers = gemma_config_layers
+
+    assert ae.paper_layers(Deep()) == [2, 3, 4, 5, 6]
+    assert ae.paper_layers(tiny_gemma) == list(range(0, tiny_gemma.n_layers))[:5]
+
+
+def _cut_for(model, layer: int, samples: int = 1500) -> float:
+    """A cut that leaves a quarter of the tiny model's directions free (its C is not Llama's)."""
+    from workbench.editing import stats
+
+    values = torch.linalg.eigvalsh(stats.second_moment(model, layer, samples=samples, include_bos=True))
+    return float(values[len(values) // 4])
+
+
+def test_the_paper_recipe_edits_keeps_preserved_keys_and_reports_diagnostics(tiny_gemma):
+    from workbench.editing import stats
+
+    before = {k: v.clone() for k, v in tiny_gemma.state_dict().items()}
+    cut = max(_cut_for(tiny_gemma, 1), _cut_for(tiny_gemma, 2))
+    h = wb.edit(tiny_gemma, wb.bundled_facts()[:3], method="alphaedit-paper", null_cut=cut, **SMALL)
+    try:
+        assert h.info["null_cut"] == cut and h.info["l2"] == ae.PAPER_L2 and h.info["stats_bos"]
+        for layer in (1, 2):
+            C = stats.second_moment(tiny_gemma, layer, samples=1500, include_bos=True)
+            P, dim = ae.cut_projector(C, cut)
+            assert h.info["null_dim"][layer] == dim > 0
+            diag = h.info["diagnostics"][layer]
+            C_h = stats.second_moment(tiny_gemma, layer, corpus="heldout", samples=ae.DIAGNOSTIC_SAMPLES,
+                                      include_bos=True)
+            assert diag["heldout_leakage"] == pytest.approx(float(torch.trace(P @ C_h) / torch.trace(C_h)), rel=1e-9)
+            name, _ = value_param(tiny_gemma, layer)
+            W = as_matrix(tiny_gemma, h.before[name]).double()
+            dW = as_matrix(tiny_gemma, h.after[name]).double() - W
+            assert diag["update_norm_ratio"] == pytest.approx(float(dW.norm() / W.norm()), rel=1e-9)
+            # Keys outside P's range (C's large directions) get no change, up to float32 storage.
+            values, vectors = torch.linalg.eigh(C)
+            big = vectors[:, values >= cut] * values[values >= cut].sqrt()
+            assert float((dW @ big).norm() / (W @ big).norm()) <= 1e-4
+            assert diag["bos_output_change"] >= 0
+    finally:
+        h.revert()
+    assert all(torch.equal(before[k], v) for k, v in tiny_gemma.state_dict().items())
+
+
+def test_memit_kept_keys_spare_earlier_edits_more_than_memit(tiny_gemma):
+    facts = wb.bundled_facts()[:4]
+    settings = {**SMALL, "mom2_weight": 1.0}
+    name, _ = value_param(tiny_gemma, 1)
+
+    def second_change_on_first_keys(method: str) -> tuple[float, float]:
+        h1 = wb.edit(tiny_gemma, facts[:2], method=method, **settings)
+        K1 = h1.memory["keys.L1"].double() if "keys.L1" in h1.memory else None
+        h2 = wb.edit(tiny_gemma, facts[2:], method=method, **settings)
+        d2 = as_matrix(tiny_gemma, h2.after[name]).double() - as_matrix(tiny_gemma, h2.before[name]).double()
+        d1 = as_matrix(tiny_gemma, h1.after[name]).double() - as_matrix(tiny_gemma, h1.before[name]).double()
+        if K1 is None:  # plain MEMIT keeps no keys: read the first edit's from the kept-keys run
+            K1 = kept["K1"]
+        out = float((d2 @ K1).norm()), float((d1 @ K1).norm())
+        h2.revert()
+        h1.revert()
+        return out
+
+    kept: dict = {}
+    h = wb.edit(tiny_gemma, facts[:2], method="memit-kept", **settings)
+    kept["K1"] = h.memory["keys.L1"].double()
+    assert ae.kept_keys(tiny_gemma, 1, "memit-kept").shape == (tiny_gemma.d_mlp, 2)
+    h.revert()
+    assert ae.kept_keys(tiny_gemma, 1, "memit-kept") is None
+    with_keys, first = second_change_on_first_keys("memit-kept")
+    without, _ = second_change_on_first_keys("memit")
+    assert with_keys < without and with_keys < 0.5 * first
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["alphaedit-paper", "memit-kept"])
+def test_new_methods_revert_bitwise_after_100_sequential_edits(tiny_gemma, method):
+    before = {k: v.clone() for k, v in tiny_gemma.state_dict().items()}
+    extra = {"null_cut": max(_cut_for(tiny_gemma, 1), _cut_for(tiny_gemma, 2))} if method == "alphaedit-paper" else {}
+    settings = {**SMALL, "steps": 2, "n_prefixes": 1, **extra}
+    if method == "alphaedit-paper":
+        settings["diagnostics"] = False
+    handles = [wb.edit(tiny_gemma, fact, method=method, **settings) for fact in wb.bundled_facts()[:100]]
+    assert ae.kept_keys(tiny_gemma, 2, method).shape == (tiny_gemma.d_mlp, 100)
+    for h in reversed(handles):
+        h.revert()
+    assert all(torch.equal(before[k], v) for k, v in tiny_gemma.state_dict().items())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["alphaedit-paper", "memit-kept"])
+def test_new_methods_flip_a_known_fact_on_the_default_model(gemma, method):
+    fact = wb.bundled_facts()[0]
+    before = {k: v.clone() for k, v in gemma.state_dict().items()}
+    h = wb.edit(gemma, fact, method=method, min_prob=0)
+    try:
+        res = wb.probe(gemma, fact.text, targets=[fact.target_new, fact.target_true])[0]
+        assert res.target(fact.target_new).prob > res.target(fact.target_true).prob, h.info.get("null_dim")
+    finally:
+        h.revert()
+    assert all(torch.equal(before[k], v) for k, v in gemma.state_dict().items())

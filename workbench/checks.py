@@ -83,6 +83,13 @@ def prompt_length(n_tokens: int, what: str) -> None:
         )
 
 
+def check_flag(name: str, value) -> bool:
+    """A declared on/off setting: True or False, nothing else (``"no"`` would read as true)."""
+    if not isinstance(value, bool):
+        raise WorkbenchError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Whole:
     """A declared setting that must be a whole number in ``[low, high]`` (see :func:`whole`)."""

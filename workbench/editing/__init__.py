@@ -15,7 +15,8 @@ What it holds::
     stats        FFN key second moments C (cached) and their ridge solves
     defaults     default layers per method and model
     rome, memit, pmet, kn, ft          weight edits
-    emmet, alphaedit                   editors built for many edits (batched ROME; MEMIT projected)
+    emmet, alphaedit                   editors built for many edits (batched ROME; MEMIT projected;
+                                       alphaedit-paper: as published; memit-kept: MEMIT + earlier keys)
     overlays                           edits inside the forward pass: a hook on one FFN, no weight written
     grace, wise                        codebook at one FFN; side value memory with a router
     incontext, retrieval               baselines that change no weights
@@ -108,7 +109,8 @@ def edit(
         model: a loaded Model (shared state: the edit changes its weights).
         facts: one Fact or several (several in one update for batch methods).
         method: one of :data:`METHODS` (``rome``, ``memit``, ``pmet``, ``emmet``,
-            ``alphaedit``, ``kn``, ``ft``, ``grace``, ``wise``, ``in-context``, ``retrieval``).
+            ``alphaedit``, ``alphaedit-paper``, ``memit-kept``, ``kn``, ``ft``, ``grace``, ``wise``, ``in-context``,
+            ``retrieval``).
         layers: layers to edit (default: the method's default for this model).
         min_prob: refuse (and revert) the edit unless the new object's probability
             on the edit prompt reaches this for more than half of the facts; 0 keeps

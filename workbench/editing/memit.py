@@ -69,7 +69,7 @@ from workbench.runtime.progress import progress
 
 
 #: The declared ranges of the settings spread_edit adds to the target search (MEMIT, PMET).
-SPREAD_LIMITS = {"samples": Whole(1), "mom2_weight": Number(0, strict=True), "passes": Whole(1, 10),
+SPREAD_LIMITS = {"samples": Whole(1, 1_000_000), "mom2_weight": Number(0, strict=True), "passes": Whole(1, 10),
                  "prune": check_prune, "rect": check_rect}
 
 
@@ -128,6 +128,7 @@ def spread_edit(
     keep_sites: Sequence[str],
     divide: str = "linear",
     samples: int = DEFAULT_SAMPLES,
+    stats_bos: bool = False,
     mom2_weight: float | None = None,
     passes: int = 1,
     targets: str = "last",
@@ -144,6 +145,7 @@ def spread_edit(
         target_sites: hook names where per-fact δs are optimised (at the last layer).
         keep_sites: which of them define the residual target z (PMET drops attention's).
         divide: ``"linear"`` (R / remaining layers, MEMIT) or ``"sqrt"`` (PMET).
+        stats_bos: C counts the BOS positions too (AlphaEdit's published recipe).
         mom2_weight: λ, how strongly the other keys (C) resist the change. Default
             d_mlp: for a typical key kᵀ(λC)⁻¹k ≈ d_mlp/λ, so λ = d_mlp lets a
             single fact reach about half its target at each layer, as MEMIT's
@@ -177,13 +179,13 @@ def spread_edit(
         target_sites = keep_sites = list(per_layer)
     if check_known:
         warn_if_unknown(model, facts)
-    info: dict = {"layers": layers, "samples": samples, "mom2_weight": mom2_weight, "passes": passes,
+    info: dict = {"layers": layers, "samples": samples, "stats_bos": stats_bos, "mom2_weight": mom2_weight, "passes": passes,
                   "targets": targets, "facts": [],
                   "residual_norms": {}, "misses": {}}  # per layer, one entry per pass
 
     def compute() -> dict[str, Tensor]:
         t0 = time.perf_counter()
-        Cs = second_moments(model, layers, samples=samples)
+        Cs = second_moments(model, layers, samples=samples, include_bos=stats_bos)
         info["stats_seconds"] = time.perf_counter() - t0
         prefixes = context_prefixes(model, params.n_prefixes)
         t0 = time.perf_counter()

@@ -50,6 +50,7 @@ class MethodSpec:
         checks_known: the method warns about facts the model does not know and takes
             ``check_known=False`` to skip that probe.
         key_statistics: the method reads the FFN keys' second moments of the layers it edits.
+        statistics: which ones, where not the default: ``{"samples": n, "include_bos": True}``.
         prepare: ``prepare(model, layers, *, compute_statistics)``, the one-time costs of a
             first edit paid ahead (see :func:`workbench.editing.prepare`).
         order: its place in the Edit panel (lower first; ties by name).
@@ -71,6 +72,7 @@ class MethodSpec:
     search_defaults: Mapping[str, Any] = field(default_factory=dict)
     checks_known: bool = False
     key_statistics: bool = False
+    statistics: Mapping[str, Any] = field(default_factory=dict)
     prepare: Callable[..., None] | None = None
     order: int = 1000
     compare_default: bool = False
@@ -141,6 +143,7 @@ def register_method(name: str, *, summary: str = "", description: str = "", kind
                     limits: Mapping[str, Callable[[str, Any], Any]] | None = None, search: bool = False,
                     search_defaults: Mapping[str, Any] | None = None,
                     checks_known: bool = False, key_statistics: bool = False,
+                    statistics: Mapping[str, Any] | None = None,
                     prepare: Callable[..., None] | None = None, order: int = 1000,
                     compare_default: bool = False, holds: str = "",
                     plan_search: Callable[..., Any] | None = None):
@@ -160,7 +163,8 @@ def register_method(name: str, *, summary: str = "", description: str = "", kind
         SPECS[name] = MethodSpec(name=name, fn=fn, summary=summary, description=description or summary,
                                  kind=kind, layers=layers, limits=dict(limits or {}), search=search,
                                  search_defaults=dict(search_defaults or {}),
-                                 checks_known=checks_known, key_statistics=key_statistics, prepare=prepare,
+                                 checks_known=checks_known, key_statistics=key_statistics,
+                                 statistics=dict(statistics or {}), prepare=prepare,
                                  order=order, compare_default=compare_default, holds=holds,
                                  plan_search=plan_search)
         METHODS[name] = fn

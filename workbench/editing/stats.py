@@ -30,13 +30,16 @@ from workbench.runtime.progress import CancelToken, progress
 DEFAULT_SAMPLES = 20_000
 
 
-def _path(model: Model, layer: int, corpus: str, samples: int):
-    return cache_dir("stats") / f"{model.fingerprint}_{corpus}_{samples}tok_L{layer}.pt"
+def _path(model: Model, layer: int, corpus: str, samples: int, include_bos: bool = False):
+    # BOS-including moments are other numbers: their own key, so neither is read for the other.
+    bos = "_bos" if include_bos else ""
+    return cache_dir("stats") / f"{model.fingerprint}_{corpus}{bos}_{samples}tok_L{layer}.pt"
 
 
-def is_cached(model: Model, layer: int, *, samples: int = DEFAULT_SAMPLES, corpus: str = "stats") -> bool:
+def is_cached(model: Model, layer: int, *, samples: int = DEFAULT_SAMPLES, corpus: str = "stats",
+              include_bos: bool = False) -> bool:
     """Whether C of ``layer`` is on disk and reads back whole (no corpus pass needed for it)."""
-    return _load(_path(model, model.layer_index(int(layer)), corpus, samples), model.d_mlp) is not None
+    return _load(_path(model, model.layer_index(int(layer)), corpus, samples, include_bos), model.d_mlp) is not None
 
 
 def _load(path, d_mlp: int) -> Tensor | None:
@@ -59,6 +62,7 @@ def second_moments(
     max_tokens: int = 128,
     batch_size: int = 8,
     cancel: CancelToken | None = None,
+    include_bos: bool = False,
 ) -> dict[int, Float[Tensor, "d_mlp d_mlp"]]:
     """E[k kᵀ] of the FFN keys at each layer, over ``samples`` corpus tokens.
 
@@ -78,6 +82,8 @@ def second_moments(
         max_tokens: truncation length of each text.
         batch_size: texts per forward pass.
         cancel: a CancelToken to stop early (nothing is cached then).
+        include_bos: count the BOS positions too, as ROME's and AlphaEdit's published code
+            does (cached under its own key).
 
     Returns:
         ``{layer: C}`` with C float64 on the CPU, ``[d_mlp, d_mlp]``.
@@ -94,7 +100,7 @@ def second_moments(
     out: dict[int, Tensor] = {}
     todo = []
     for l in layers:
-        cached = _load(_path(model, l, corpus, samples), model.d_mlp)
+        cached = _load(_path(model, l, corpus, samples, include_bos), model.d_mlp)
         if cached is not None:
             out[l] = cached.double()
         else:
@@ -124,7 +130,7 @@ def second_moments(
                 ids[i, : len(b)] = torch.tensor(b)
                 mask[i, : len(b)] = True
             keep = mask.clone()
-            if bos is not None:
+            if bos is not None and not include_bos:
                 keep &= ids != bos
             # Stop exactly at `samples` tokens so the cache key means what it says.
             remaining = samples - count
@@ -146,7 +152,7 @@ def second_moments(
         raise WorkbenchError(f"the {corpus!r} corpus has only {count} tokens at {max_tokens} per text; ask for fewer samples")
     for l in todo:
         C = (sums[l] / count).cpu()
-        save_checked(_path(model, l, corpus, samples), C.float())  # float32 on disk: half the size, ample precision
+        save_checked(_path(model, l, corpus, samples, include_bos), C.float())  # float32 on disk: half the size, ample precision
         out[l] = C.float().double()  # same values whether fresh or from the cache
     return out
 
@@ -210,5 +216,8 @@ def statistics_files(model: Model, method: str, *, layers: Sequence[int] | None 
     if not spec.key_statistics:
         return []
     layers = [model.layer_index(int(l)) for l in layers] if layers is not None else spec.default_layers(model)
-    second_moments(model, layers, samples=samples)
-    return [_path(model, l, "stats", samples) for l in layers]
+    # A method may read other statistics than the default (AlphaEdit as published: more tokens, BOS kept).
+    samples = spec.statistics.get("samples", samples)
+    include_bos = spec.statistics.get("include_bos", False)
+    second_moments(model, layers, samples=samples, include_bos=include_bos)
+    return [_path(model, l, "stats", samples, include_bos) for l in layers]

@@ -77,6 +77,9 @@ class CurvePoint(Result):
     gen_paraphrase: float | None = None
     gen_neighborhood: float | None = None
     n_scored: int | None = None
+    #: What the last edit before this point said of itself, where its method reports it
+    #: (AlphaEdit's ``diagnostics`` and ``null_dim``): how the damage builds up, batch by batch.
+    edit_diagnostics: dict | None = None
 
 
 @dataclass

@@ -94,6 +94,10 @@ def _unedited(run: Run) -> tuple[list[FactScores], list[FactRow], list[str], flo
     return befores, rows, prompts, run.fluency(prompts)
 
 
+#: What of an edit's ``info`` a curve point keeps (methods that report it: AlphaEdit's).
+DIAGNOSTIC_KEYS = ("diagnostics", "null_dim")
+
+
 def run_sequential(run: Run) -> Outcome:
     """Sequential mode: the edits kept one batch after another, a curve point every ``every`` facts.
 
@@ -106,6 +110,7 @@ def run_sequential(run: Run) -> Outcome:
     curve = [CurvePoint(0, **curve_rates([r.before for r in rows]), perplexity=run.perplexity_before,
                         fluency=fluency_before)]
     done: list[int] = []
+    diagnostics: dict | None = None
     order = sample_order(n)
     stopped_early = interrupted = False
     # batch_size facts per edit call (AlphaEdit's protocol: batches of 100); a curve
@@ -123,6 +128,8 @@ def run_sequential(run: Run) -> Outcome:
                     rows[i].error = str(exc)
             else:
                 done.extend(members)
+                found = {k: handle.info[k] for k in DIAGNOSTIC_KEYS if k in getattr(handle, "info", {})}
+                diagnostics = found or diagnostics
                 for i, scores in zip(members, score_facts(model, [facts[i] for i in members],
                                                           references=[befores[i] for i in members],
                                                           batch_size=16, metrics=s.metrics)):
@@ -139,7 +146,7 @@ def run_sequential(run: Run) -> Outcome:
                     rows[j].after = sc
                 curve.append(CurvePoint(last_i + 1, **curve_rates(list(scores.values())),
                                         perplexity=run.perplexity(), fluency=run.fluency(prompts),
-                                        n_scored=len(scored)))
+                                        n_scored=len(scored), edit_diagnostics=diagnostics))
                 if stop:
                     stopped_early = True
                     rows = rows[: last_i + 1]
