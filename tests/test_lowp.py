@@ -122,3 +122,23 @@ def _at_subject(model, acts, delta):
     add = torch.zeros_like(acts)
     add[torch.arange(acts.shape[0]), torch.tensor(batch.subject_pos)] = delta.to(acts.dtype)
     return add
+
+
+def test_auto_takes_the_bfloat16_search_only_where_the_edits_agreed(tiny_gemma, monkeypatch):
+    """``low_precision="auto"`` follows the committed comparison with the float32 search."""
+    from workbench.editing import search
+    from workbench.editing.search import SearchParams, search_in_bfloat16
+
+    measured = search.measured_agreement
+    monkeypatch.setattr(lowp, "native_bf16", lambda: True)
+    for agreement, expected in ((0.92, False), (0.995, True), (None, False)):
+        monkeypatch.setattr(search, "measured_agreement", lambda name, a=agreement: a)
+        assert search_in_bfloat16(tiny_gemma, SearchParams()) is expected
+    assert search_in_bfloat16(tiny_gemma, SearchParams(low_precision=True))
+    assert not search_in_bfloat16(tiny_gemma, SearchParams(low_precision=False))
+    monkeypatch.setattr(lowp, "native_bf16", lambda: False)
+    assert not search_in_bfloat16(tiny_gemma, SearchParams(low_precision=True))
+    # The committed record for the default model: 183 of 199 facts agreed, below the bound.
+    assert measured("gemma-3-270m") == pytest.approx(183 / 199)
+    with pytest.raises(wb.WorkbenchError, match="low_precision must be True, False or 'auto'"):
+        SearchParams(low_precision="yes")

@@ -35,8 +35,7 @@ from workbench.core import activations
 from workbench.core.activations import hooked, virtual_update_hooks  # noqa: F401 (virtual_update_hooks re-exported)
 from workbench.runtime.cache import cache_dir, write_file_atomically
 from workbench.runtime.lowp import LowPrecisionBlocks
-from workbench.runtime.lowp import usable as lowp_usable
-from workbench.editing.search import SearchParams
+from workbench.editing.search import SearchParams, search_in_bfloat16
 from workbench.editing.weights import as_matrix, param_name, to_stored, value_param  # noqa: F401 (re-exported)
 from workbench.errors import WorkbenchError
 from workbench.facts import Fact, top_begins_true_object
@@ -366,7 +365,7 @@ def prepare_search(model: Model, sites: Sequence[str], params: SearchParams) -> 
     first call (they are kept on the model while the weights are unchanged)."""
     from workbench.runtime.bfloat16 import bf16_copies
 
-    if params.low_precision and lowp_usable(model):
+    if search_in_bfloat16(model, params):
         bf16_copies(model, LowPrecisionBlocks(model, first_block(sites)).params)
     if params.mixed_unembed and MixedUnembed.supported(model):
         MixedUnembed(model)  # its constructor takes the unembedding's copy

@@ -17,7 +17,9 @@ Example:
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 
 from workbench.checks import number, whole
 from workbench.errors import WorkbenchError
@@ -63,8 +65,10 @@ class SearchParams:
     mixed_unembed: bool = True
     # Run the blocks from the edited layer up in bfloat16 during the steps, where the CPU does
     # bfloat16 natively (lowp.py); stopping is decided in float32, so an edit's NLL is a float32
-    # number. False (or a GPU, or a CPU without bfloat16) runs float32 throughout.
-    low_precision: bool = True
+    # number. False (or a GPU, or a CPU without bfloat16) runs float32 throughout. "auto": only
+    # where the committed comparison for this model says the edits agree with float32's
+    # (search_in_bfloat16); on gemma-3-270m they did not, so it searches in float32.
+    low_precision: bool | str = "auto"
 
     @classmethod
     def names(cls) -> list[str]:
@@ -114,9 +118,47 @@ class SearchParams:
         number("clamp", self.clamp, low=0, strict=True)
         number("stop_nll", self.stop_nll, low=0)
         whole("n_prefixes", self.n_prefixes, low=0, high=100)
-        for name in ("mixed_unembed", "low_precision"):
-            if not isinstance(getattr(self, name), bool):
-                raise WorkbenchError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if not isinstance(self.mixed_unembed, bool):
+            raise WorkbenchError(f"mixed_unembed must be True or False, got {self.mixed_unembed!r}")
+        if not isinstance(self.low_precision, bool) and self.low_precision != "auto":
+            raise WorkbenchError(f"low_precision must be True, False or 'auto', got {self.low_precision!r}")
+
+
+#: The share of facts whose verdicts must equal the float32 search's for "auto" to take bfloat16.
+FLIPS_BOUND = 0.99
+#: What ``benchmarks/bf16_search.py`` measured: per model, the bfloat16 search's agreement.
+BF16_SEARCH_MEASURED = Path(__file__).resolve().parents[2] / "assets" / "results" / "bf16_search.json"
+
+
+def measured_agreement(model_name: str) -> float | None:
+    """The committed share of facts whose edits' verdicts equal float32's (None: never measured)."""
+    try:
+        data = json.loads(BF16_SEARCH_MEASURED.read_text())
+        return float(data["models"][model_name]["fact_agreement"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def search_in_bfloat16(model, params: SearchParams) -> bool:
+    """Whether the search's steps run the blocks in bfloat16 here.
+
+    Never where bfloat16 is not native (``lowp.usable``). ``low_precision=True`` asks for it;
+    ``"auto"`` takes it only where the committed comparison for this model found the same
+    verdicts as the float32 search on at least :data:`FLIPS_BOUND` of the facts (gemma-3-270m:
+    183 of 199, 92 %, so float32).
+
+    Example:
+        >>> search_in_bfloat16(model, SearchParams())   # on gemma-3-270m      # doctest: +SKIP
+        False
+    """
+    from workbench.runtime.lowp import usable
+
+    if params.low_precision is False or not usable(model):
+        return False
+    if params.low_precision is True:
+        return True
+    agreement = measured_agreement(str(model.name))
+    return agreement is not None and agreement >= FLIPS_BOUND
 
 
 def method_search_defaults(method: str) -> dict:

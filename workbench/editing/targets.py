@@ -29,11 +29,10 @@ import torch
 from torch import Tensor
 
 from workbench.editing.optimize import Batch, SuffixRunner, build_batch, first_block
-from workbench.editing.search import SearchParams
+from workbench.editing.search import SearchParams, search_in_bfloat16
 from workbench.errors import WorkbenchError
 from workbench.facts import Fact
 from workbench.runtime.lowp import LowPrecisionBlocks
-from workbench.runtime.lowp import usable as lowp_usable
 from workbench.runtime.unembed import MixedUnembed
 
 if TYPE_CHECKING:
@@ -118,7 +117,7 @@ class _Search:
         self.runner = self.full_runner
         self.unembed = MixedUnembed(model) if params.mixed_unembed and MixedUnembed.supported(model) else None
         self.low = (LowPrecisionBlocks(model, self.runner.start_block)
-                    if params.low_precision and self.runner is not None and lowp_usable(model) else None)
+                    if self.runner is not None and search_in_bfloat16(model, params) else None)
         n = len(facts)
         self.deltas: list[dict[str, Tensor]] = [{} for _ in range(n)]
         self.seen: dict[str, Tensor] = {}
