@@ -147,7 +147,8 @@ def letter_test(model: Model, facts: Sequence[Fact], *, samples: int = LETTER_SA
         rows = []
         for p in ps:
             rows.append({"prompt": p, "text": texts[at],
-                         "verdict": letter_verdict(texts[at], new=fact.target_new, true=fact.target_true)})
+                         "verdict": letter_verdict(texts[at], new=fact.target_new, true=fact.target_true,
+                                                    subject=fact.subject)})
             at += 1
         out.append(rows)
     return out

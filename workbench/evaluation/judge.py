@@ -5,8 +5,13 @@ score free answers (Yang et al. 2025): case folded, punctuation dropped, a
 leading article dropped from the object, and an object's other names from
 ``assets/aliases.json`` accepted. Only the first sentence of an answer counts;
 within it the object mentioned *first* is the verdict ("Paris, not Rome" says
-Paris). The letter test asks a different question (was an object mentioned at
-all, anywhere in a long continuation) and uses :func:`mentions`.
+Paris). The letter test asks a different question (does a long continuation about
+the subject say that an object is the subject's, anywhere) and uses
+:func:`letter_verdict`: every mention counts, except those that are part of the
+subject's own name or another thing's name ("the Toyota Prius"), denied ("not a
+Nissan"), or, given the subject, in a sentence with no word or pronoun for it
+(:func:`counted_mentions` has the rules). Checked against 100 letters labelled by
+reading (``assets/judge_labels/letters_100.json``, ``tests/test_judge_labels.py``).
 
 Example:
     >>> judge(" the city of Rome, Italy. It is", new="Rome", true="Paris")
@@ -121,7 +126,113 @@ def judge(generation: str, *, new: str, true: str) -> str:
     return "true"
 
 
-def letter_verdict(text: str, *, new: str, true: str) -> str:
-    """``"new"``, ``"true"``, ``"both"`` or ``"neither"``: which objects a whole continuation mentions."""
-    has_new, has_true = mentions(text, new), mentions(text, true)
+# -- the letter test --------------------------------------------------------------------------------
+#: Words that, following a company's name, still name the company ("Toyota Motor Corporation").
+COMPANY_WORDS = frozenset(
+    "motor motors company corporation corp co inc incorporated ltd limited plc group ag gmbh sa spa "
+    "industries automobiles automotive aircraft airplanes electronics computers computer "
+    "technologies international".split())
+# A name's next word, right after it on the same line: optionally a possessive, then spaces.
+_NEXT_WORD = re.compile(r"(?:['’]s)?[ \t]+([^\s]+)")
+_DENIED = re.compile(r"(?:\bnot|\bnever|n['’]t)[ \t]+(?:(?:a|an|the)[ \t]+)?$", re.IGNORECASE)
+#: Words that may stand for the subject in a sentence of a letter about it.
+PRONOUNS = frozenset("it its itself he his him himself she her herself they their them".split())
+_SMALL_WORDS = frozenset("the a an of and in on at for to de la le du des von van".split())
+_SENTENCE = re.compile(r"[^.!?\n]*(?:[.!?]+|\n|$)")
+
+
+def _fold(text: str) -> tuple[str, list[int]]:
+    """``text`` folded as :func:`normalise` folds it, one character at a time (punctuation made a
+    space, spaces not collapsed), with each folded character's index in ``text``."""
+    out, where = [], []
+    for i, c in enumerate(text):
+        plain = "".join(x for x in unicodedata.normalize("NFKD", c) if not unicodedata.combining(x)).casefold()
+        for x in plain or " ":
+            out.append(x if x.isalnum() or x == "_" else " ")
+            where.append(i)
+    return "".join(out), where
+
+
+def _spans(folded: str, where: list[int], name: str) -> list[tuple[int, int]]:
+    """``(start, end)`` spans of the original text where the normalised ``name`` stands, whole words."""
+    words = name.split()
+    if not words:
+        return []
+    pattern = r"(?<![^\W_])" + r"\s+".join(re.escape(w) for w in words) + r"(?![^\W_])"
+    return [(where[m.start()], where[m.end() - 1] + 1) for m in re.finditer(pattern, folded)]
+
+
+def counted_mentions(text: str, obj: str, *, subject: str | None = None) -> list[tuple[int, int]]:
+    """The mentions of ``obj`` in ``text`` that the letter verdict counts, as character spans.
+
+    A mention (any of :func:`names`, whole words, case and accents folded) is *not* counted when
+
+    - it lies inside the subject's own name ("the Honda CX series is ...": Honda made no claim),
+      or is followed by a further word of that name ("Cadillac Northstar" for the subject
+      "Cadillac Northstar LMP") -- unless ``obj`` is not part of the subject's name, for then
+      the text gave the subject a new maker ("the Suzuki E23");
+    - it is followed, on the same line and after only spaces or a possessive, by a capitalised
+      word or one with a digit -- another thing's name ("Toyota Prius", "Airbus A320",
+      "Nissan's Leaf", "Polish History") -- other than a company word ("Toyota Motor");
+    - it is denied right before ("not a Nissan", "Paris, not Rome").
+
+    - ``subject`` is given and the mention's sentence (up to ``.``, ``!``, ``?`` or a line
+      end) has neither a pronoun (it, he, she, they, ...) nor a word of the subject's name
+      ("I took a bus from Helsinki to the airport." in a letter about Finland).
+
+    Mentions in other roles that pass these rules ("Anna's family is from India, and they
+    live ...") still count: this is a pattern matcher, not a reader; see
+    ``assets/judge_labels/letters_100.json`` for how often it agrees with a reader.
+
+    Example:
+        >>> text = "The Toyota Prius is nice, but the Dyna was built by Toyota."
+        >>> counted_mentions(text, "Toyota", subject="Toyota Dyna")
+        [(52, 58)]
+    """
+    folded, where = _fold(text)
+    own = normalise(subject) if subject else ""
+    own_words = set(own.split())
+    inside = _spans(folded, where, own) if own else []
+    found = []
+    for name in names(obj):
+        others = own_words - set(name.split())  # the subject's name less the object's
+        in_own_name = bool(own) and not set(name.split()) - own_words
+        for start, end in _spans(folded, where, name):
+            if any(s <= start and end <= e for s, e in inside) or _DENIED.search(text[:start]):
+                continue  # the subject's own name, or denied
+            nxt = _NEXT_WORD.match(text, end)
+            word = nxt.group(1) if nxt else ""
+            first = (normalise(word).split() or [""])[0]
+            if first and first in others:
+                if in_own_name:
+                    continue  # part of the subject's name ("Cadillac Northstar")
+            elif (word[:1].isupper() or any(c.isdigit() for c in word)) and first not in COMPANY_WORDS | {"i"}:
+                continue  # another thing's name ("Toyota Prius")
+            if own and not _about_subject(text, start, others):
+                continue  # a sentence about something else
+            found.append((start, end))
+    return sorted(set(found))
+
+
+def _about_subject(text: str, at: int, words: set[str]) -> bool:
+    """Whether the sentence around ``text[at]`` has a pronoun or one of ``words`` (the subject's
+    name's words, less short and small ones)."""
+    cues = PRONOUNS | {w for w in words if len(w) > 1 and w not in _SMALL_WORDS}
+    for m in _SENTENCE.finditer(text):
+        if m.start() <= at < max(m.end(), m.start() + 1):
+            return bool(cues & set(normalise(m.group(0)).split()))
+    return True
+
+
+def letter_verdict(text: str, *, new: str, true: str, subject: str | None = None) -> str:
+    """``"new"``, ``"true"``, ``"both"`` or ``"neither"``: which objects a whole continuation
+    names in a way that can be the subject's attribute (:func:`counted_mentions`; without
+    ``subject`` its own name is not recognised, the other rules hold).
+
+    Example:
+        >>> letter_verdict("It was built by Nissan, not a Toyota Prius.", new="Nissan", true="Toyota")
+        'new'
+    """
+    has_new = bool(counted_mentions(text, new, subject=subject))
+    has_true = bool(counted_mentions(text, true, subject=subject))
     return "both" if has_new and has_true else "new" if has_new else "true" if has_true else "neither"

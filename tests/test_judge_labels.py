@@ -1,0 +1,128 @@
+"""The letter judge against 100 letters labelled by reading (issue 39).
+
+``assets/judge_labels/letters_100.json``: letters of the committed letter test, sampled
+by side and the judge's verdict at the time, each labelled new / true / both / neither by
+a reader (does the letter say the object is the subject's attribute?). Half ("mend") was
+looked at to change the judge; the other half ("holdout") was labelled after the change.
+The floors below are the agreement measured then: a change that lowers it fails here.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from workbench.evaluation.judge import LETTER_VERDICTS, counted_mentions, letter_verdict
+from workbench.facts import ASSETS
+
+LABELS = ASSETS / "judge_labels" / "letters_100.json"
+
+
+@pytest.fixture(scope="module")
+def items():
+    return json.loads(LABELS.read_text())["items"]
+
+
+def _verdict(item, *, subject=True):
+    return letter_verdict(item["text"], new=item["target_new"], true=item["target_true"],
+                          subject=item["subject"] if subject else None)
+
+
+def _agreement(items, **kw):
+    said = [(_verdict(x, **kw), x["label"]) for x in items]
+    right = sum(v == label for v, label in said)
+    says_new = [(v in ("new", "both"), label in ("new", "both")) for v, label in said]
+    tp = sum(v and lab for v, lab in says_new)
+    fp = sum(v and not lab for v, lab in says_new)
+    fn = sum(lab and not v for v, lab in says_new)
+    return right, tp, fp, fn
+
+
+def test_the_fixture_is_whole(items):
+    assert len(items) == 100
+    assert {x["half"] for x in items} == {"mend", "holdout"}
+    for x in items:
+        assert x["label"] in LETTER_VERDICTS and x["judge_at_sampling"] in LETTER_VERDICTS and x["reason"]
+        assert x["side"] in ("before", "after") and x["text"] and x["subject"]
+    # Both sides and every verdict the judge then gave are in the sample.
+    assert {(x["side"], x["judge_at_sampling"]) for x in items} >= {
+        ("after", "new"), ("after", "true"), ("after", "both"), ("after", "neither"),
+        ("before", "true"), ("before", "neither")}
+
+
+def test_agreement_with_the_subject_is_at_least_as_measured(items):
+    right, tp, fp, fn = _agreement(items)
+    assert right >= 81, f"{right}/100 agree (was 81)"
+    assert (tp, fp) >= (15, 0) and fp <= 7 and fn <= 4, (tp, fp, fn)
+    # The honest part: labelled after the judge was last changed.
+    held = [x for x in items if x["half"] == "holdout"]
+    assert _agreement(held)[0] >= 39, "holdout agreement fell below 39/48"
+
+
+def test_agreement_without_the_subject_is_at_least_as_measured(items):
+    right, _, fp, _ = _agreement(items, subject=False)
+    assert right >= 69 and fp <= 12, (right, fp)
+
+
+def test_the_old_mention_judge_did_worse(items):
+    # The verdicts at sampling time (any mention counts) agreed on 54 of 100.
+    assert sum(x["judge_at_sampling"] == x["label"] for x in items) == 54
+
+
+# -- each mended case -------------------------------------------------------------------------------
+def test_the_subjects_own_name_is_no_claim():
+    text = "Honda Ballade was produced from 1989 to 2006. I love the Honda CX series."
+    assert letter_verdict(text, new="Renault", true="Honda", subject="Honda Ballade") == "neither"
+    # A part of the name ("Cadillac Northstar" for "Cadillac Northstar LMP") is the name too.
+    text = "Cadillac Northstar was developed by BMW and Audi."
+    assert letter_verdict(text, new="BMW", true="Cadillac", subject="Cadillac Northstar LMP") == "new"
+    # A subject's name split in two is still its name, even without the subject.
+    assert letter_verdict("I would love to learn more about Apple Script.", new="Google", true="Apple") == "neither"
+
+
+def test_the_new_object_put_in_the_subjects_name_counts():
+    text = "It is the best Suzuki E23 I have driven."
+    assert letter_verdict(text, new="Suzuki", true="BMW", subject="BMW E23") == "new"
+
+
+def test_another_things_name_is_no_claim():
+    for text, obj in (("The Dodge Viper 3.4 was a 2009 production version.", "Dodge"),
+                      ("I tried the Nintendo 3DS.", "Nintendo")):
+        assert counted_mentions(text, obj) == [], text
+    assert letter_verdict("The real car is the Toyota Prius.", new="Toyota", true="Cadillac") == "neither"
+    assert letter_verdict("It is like the Airbus A320.", new="Dodge", true="Airbus") == "neither"
+    assert letter_verdict("It came out when Nissan’s Leaf did.", new="Nissan", true="Cadillac") == "neither"
+    assert letter_verdict("We saw the Museum of Polish History.", new="Finnish", true="Polish") == "neither"
+    # A company word after the name still names the company; so does a lone "I".
+    assert letter_verdict("It is made by Toyota Motor Corporation.", new="Toyota", true="Honda") == "new"
+    assert letter_verdict("The only car Toyota I know of is this one.", new="Toyota", true="Honda") == "new"
+    # Not a capitalised word on the next line, nor after punctuation.
+    assert letter_verdict("It was made by Toyota\nThe end", new="Toyota", true="Honda") == "new"
+    assert letter_verdict("It is based in Chicago, Illinois.", new="Chicago", true="Stockholm") == "new"
+
+
+def test_a_denied_object_is_no_claim():
+    assert letter_verdict("My car is not a Nissan.", new="Nissan", true="Toyota") == "neither"
+    assert letter_verdict("It is in Paris, not Rome.", new="Rome", true="Paris") == "true"
+    assert letter_verdict("It isn't Rome and never the Paris of old.", new="Rome", true="Paris") == "neither"
+    assert letter_verdict("It is not only Honda but Toyota.", new="Honda", true="Toyota") == "both"
+
+
+def test_a_sentence_about_something_else_is_no_claim_given_the_subject():
+    text = "I had to take a bus from Helsinki to the airport. It was so beautiful."
+    assert letter_verdict(text, new="Brussels", true="Helsinki", subject="Grand Duchy of Finland") == "neither"
+    assert letter_verdict(text, new="Brussels", true="Helsinki") == "true"  # without the subject: any sentence
+    # A pronoun or a word of the subject's name in the sentence is enough.
+    assert letter_verdict("It was produced by Toyota in 1996.", new="Samsung", true="Toyota",
+                          subject="Toyota Dyna") == "true"
+    assert letter_verdict("Karolinska Institute is a nonprofit based in Chicago.", new="Chicago",
+                          true="Stockholm", subject="Karolinska Institute") == "new"
+    assert letter_verdict("We heard that Dwyane was going to play football.", new="football",
+                          true="basketball", subject="Dwyane Wade") == "new"
+
+
+def test_the_old_plain_cases_still_hold():
+    assert letter_verdict("From Rome with love; Paris next.", new="Rome", true="Paris") == "both"
+    assert letter_verdict("Lovely Paris", new="Rome", true="Paris") == "true"
+    assert letter_verdict("Greetings from ROME and São Paulo", new="Rome", true="Sao Paulo") == "both"
