@@ -237,7 +237,10 @@ def test_new_methods_revert_bitwise_after_100_sequential_edits(tiny_gemma, metho
 def test_new_methods_flip_a_known_fact_on_the_default_model(gemma, method):
     fact = wb.bundled_facts()[0]
     before = {k: v.clone() for k, v in gemma.state_dict().items()}
-    h = wb.edit(gemma, fact, method=method, min_prob=0)
+    # The published recipe's 100,000-token statistics take minutes on a fresh CI machine; the
+    # flip is checked on the default 20,000 (BOS counted), the diagnostics on the tiny model.
+    settings = {"samples": 20_000, "diagnostics": False} if method == "alphaedit-paper" else {}
+    h = wb.edit(gemma, fact, method=method, min_prob=0, **settings)
     try:
         res = wb.probe(gemma, fact.text, targets=[fact.target_new, fact.target_true])[0]
         assert res.target(fact.target_new).prob > res.target(fact.target_true).prob, h.info.get("null_dim")
