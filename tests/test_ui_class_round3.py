@@ -226,11 +226,12 @@ def test_long_labels_get_the_room_they_need(app):
         text = getattr(w, "description", "") or ""
         if isinstance(w, (widgets.Button, widgets.ToggleButton)):
             width = w.layout.width or ""
-            room = int(width[:-2]) if width.endswith("px") else (10_000 if width == "auto" else 148)
+            # "auto" and "max-content" both size the button to its text.
+            room = int(width[:-2]) if width.endswith("px") else (10_000 if width in ("auto", "max-content") else 148)
             if 8 * len(text) + 20 > room:
                 cut.append(text)
         elif isinstance(w, widgets.Checkbox):
-            if len(text) > 30 and w.layout.width != "auto":
+            if len(text) > 30 and w.layout.width not in ("auto", "max-content"):
                 cut.append(text)
         elif hasattr(getattr(w, "style", None), "description_width") and len(text) > 8:
             if not w.style.description_width:

@@ -118,7 +118,8 @@ def test_before_and_after_a_rome_edit_with_marks_counts_and_a_free_prompt(app, m
         len(mention_spans(t, "Rome")) + len(mention_spans(t, "Paris"))
         for r in view.rows for t in (r["now"], r["before"]))
     # A made-up text shows both colours as the view draws them.
-    monkeypatch.setattr(knowledge, "generate_many", lambda m, ps, **kw: [" Rome and Paris"] * len(ps))
+    # (A sentence about the subject: the judge counts no mention in a sentence about nothing.)
+    monkeypatch.setattr(knowledge, "generate_many", lambda m, ps, **kw: [" It is in Rome and Paris."] * len(ps))
     view.task.button.click()
     assert "<mark class=\"wb-mark-new\" style=\"background:#ffd88a\">Rome</mark>" in view.texts.value
     assert "<mark class=\"wb-mark-old\" style=\"background:#b9d8ff\">Paris</mark>" in view.texts.value

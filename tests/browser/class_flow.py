@@ -224,12 +224,28 @@ def edit_card_and_generations(page, answered: Answered, shots: Path, timer: Time
         first = page.locator(".wb-edit-card-rows tbody tr").first.inner_text()
         assert "Paris" in first and "Rome" in first, first
     page.screenshot(path=str(shots / "voila-edit-card.png"), full_page=True)
+    copy_as_code(page, shots)
     knowledge_view(page, answered, shots)
     open_tab(page, "Edit")
     page.locator("button.wb-edit-revert").click()
     page.locator(".wb-edit-history", has_text="reverted").wait_for(timeout=SLOW)
     assert page.locator(".wb-edit-card").inner_text().strip() == ""
     no_inline_errors(page)
+
+
+def copy_as_code(page, shots: Path) -> None:
+    """Issue 41: "Copy as code" after an edit shows the ``wb.edit(...)`` call that made it, as
+    a cell a student can paste into a notebook (the fact first, the method spelled out)."""
+    snippet = page.locator(".wb-edit-code .wb-code-snippet")
+    assert snippet.count() == 0  # closed until asked for
+    page.locator(".wb-edit-code button.wb-code-button").click()
+    snippet.wait_for(timeout=SLOW)
+    text = snippet.inner_text()
+    assert "import workbench as wb" in text and "fact = wb.Fact(" in text, text
+    assert "handle = wb.edit(" in text and "method='rome'" in text, text
+    page.locator(".wb-edit-code").screenshot(path=str(shots / "voila-copy-as-code.png"))
+    page.locator(".wb-edit-code button.wb-code-button").click()  # closed again: the tab as it was
+    snippet.wait_for(state="detached", timeout=SLOW)
 
 
 #: A free prompt for the knowledge view: a letter the lecturer types, not one of the fact's own.

@@ -16,9 +16,11 @@ from pathlib import Path
 import ipywidgets as widgets
 
 from workbench.errors import WorkbenchError
-from workbench.evaluation import compare
+from workbench.evaluation import compare, evaluate
+from workbench.snippets import Call, Code, defaults_of
+from workbench.ui.code import cell
 from workbench.ui.state import State, Task
-from workbench.ui.widgets import WIDE, ClampedIntText, ErrorLine, table
+from workbench.ui.widgets import WIDE, ClampedIntText, CodeView, ErrorLine, table
 from workbench.editing import SPECS
 from workbench.ui.edit import methods
 from workbench.ui.figures import compare_figure, curves_figure
@@ -158,6 +160,23 @@ def current_first(current, facts: list) -> list:
     return [current, *(f for f in facts if not same_fact(f, current))]
 
 
+def compare_calls(current, facts: list, bundled: bool, **kwargs) -> list:
+    """A comparison as code: its facts (the bundled ones picked as the panel picks them, or the
+    panel's own list written out), then :func:`~workbench.evaluation.compare` with ``kwargs``."""
+    calls: list = []
+    if bundled:
+        calls.append(Code("facts = [f for f in wb.bundled_facts() if f.target_new]"))
+        if current is not None and current.target_new:
+            calls.append(Code("facts = [fact, *(f for f in facts if (f.subject.casefold(), f.prompt.casefold()) != "
+                              "(fact.subject.casefold(), fact.prompt.casefold()))]  # the app's fact first"))
+        shown: object = Code("facts")
+    else:
+        shown = list(facts)
+    calls.append(Call(compare, (shown,), kwargs, defaults=defaults_of(evaluate), keep=("methods",),
+                      fact_fields=None, result="report"))
+    return calls
+
+
 def committed_curves(folder=None) -> list:
     """The sequential-editing reports committed under ``assets/results/sequential_1k`` (empty if none)."""
     from workbench.evaluation.evaluate import read_report
@@ -208,6 +227,7 @@ class ComparePanel(widgets.VBox):
         self.chart.add_class("wb-compare-chart")
         self.facts_line = widgets.HTML()
         self.facts_line.add_class("wb-compare-facts")
+        self.code = CodeView("wb-compare-code")
         # max-content: as wide as its label in any container ("Committed 1,000-e…" was cut).
         self.curves_button = widgets.Button(description="Committed 1,000-edit curves",
                                             layout=widgets.Layout(width="max-content"),
@@ -226,7 +246,7 @@ class ComparePanel(widgets.VBox):
                          "± is a 95 % bootstrap interval over the facts; with a handful of facts it is wide. "
                          "Edits are reverted after scoring."),
             widgets.HBox([self.methods, widgets.VBox([self.limit.row, self.mode, self.said])]),
-            self.task, self.estimate, self.error, self.table, self.facts_line, self.chart,
+            self.task, self.code, self.estimate, self.error, self.table, self.facts_line, self.chart,
             widgets.HTML("<b>Many edits, one after another.</b> In <i>sequential</i> mode the run's own "
                          "curve appears above; the committed runs (up to 1,000 edits each) are here:"),
             self.curves_button, self.curves,
@@ -320,6 +340,10 @@ class ComparePanel(widgets.VBox):
         # measured only in the modes whose curves show them.
         # Independent runs fill the table fact by fact: the first row is read while the rest run.
         growing = self.show_partial if mode == "independent" else None
+        code = cell(self.state, compare_calls(self.state.fact, facts, self.facts is None, methods=chosen, mode=mode,
+                                              limit=limit, metrics=METRICS[said], drift=mode != "independent",
+                                              search_chunk=1),
+                    fact=self.state.fact if self.facts is None else None, whole=True)
 
         def work(token):
             self._live = {"start": time.perf_counter(), "said": said, "methods": chosen, "tick": None}
@@ -331,8 +355,12 @@ class ComparePanel(widgets.VBox):
                 self._learn(report, time.perf_counter() - self._live["start"], said)
             return report
 
+        def done(report) -> None:
+            self.show(report)
+            self.code.set(code)
+
         # after: also a cancelled or failed run leaves the estimate, not its "… s left", in the line.
-        self.task.run(work, self.show, busy="evaluating…", after=self._estimate)
+        self.task.run(work, done, busy="evaluating…", after=self._estimate)
 
     def _learn(self, report, wall: float, said: bool) -> None:
         """Keep what each method of a finished comparison took per fact, for the next estimate."""

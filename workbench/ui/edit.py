@@ -9,8 +9,10 @@ import numpy as np
 
 from workbench.editing import SPECS, active_edits, edit, method_names, method_spec, revert_all
 from workbench.errors import WorkbenchError
+from workbench.snippets import Call, Code
+from workbench.ui.code import cell, remember_edit
 from workbench.ui.state import State, Task
-from workbench.ui.widgets import WIDE, ErrorLine, guarded, parse_hparams, parse_ints, quoted, table
+from workbench.ui.widgets import WIDE, CodeView, ErrorLine, guarded, parse_hparams, parse_ints, quoted, table
 
 #: Corpus tokens the Edit panel ranks for "What did it touch?" (the library's default is 20,000).
 TOUCHED_SAMPLES = 5_000
@@ -109,6 +111,7 @@ class EditPanel(widgets.VBox):
         self.touched_task.button.on_click(lambda _: self.show_touched())
         self.touched = widgets.HTML()
         self.touched.add_class("wb-edit-touched-table")
+        self.code = CodeView("wb-edit-code")
         self.method.observe(guarded(self.error, lambda _: self._method_changed()), "value")
         state.on("fact", self._fact_changed)
         state.on("trace", self._update_note)
@@ -118,7 +121,7 @@ class EditPanel(widgets.VBox):
                          "exactly (bit for bit)."),
             self.target, widgets.HBox([self.method, self.description]),
             widgets.HBox([self.layers, self.layer_note]), self.hparams,
-            self.task, widgets.HBox([self.revert_button, self.revert_all_button]), self.error, self.card,
+            self.task, widgets.HBox([self.revert_button, self.revert_all_button]), self.code, self.error, self.card,
             widgets.HTML("<b>History</b>"), self.history,
             self.touched_task, self.touched,
         ])
@@ -212,8 +215,13 @@ class EditPanel(widgets.VBox):
                 # The Fact tab already says whether the unedited model knows the fact (its rank
                 # and p); the method's own check would probe it again inside the click.
                 kwargs["check_known"] = False
+            asked = {k: v for k, v in kwargs.items() if k != "cancel"}
+            call = Call(edit, (fact,), {"method": method, "layers": layers, **asked}, keep=("method",),
+                        fact_fields=None, result="handle")
+            code = cell(self.state, call)  # before the edit: the edits applied until now come first
             handle = edit(model, fact, method=method, layers=layers, **kwargs)
-            return handle, edit_card(model, fact, handle)
+            remember_edit(self.state, handle, call)
+            return handle, edit_card(model, fact, handle), code
 
         self.task.run(work, self._applied, busy=f"editing with {method}…")
         if not takes_cancel:
@@ -221,7 +229,8 @@ class EditPanel(widgets.VBox):
             self.task.cancel_button.tooltip = f"{method} cannot be interrupted; it takes seconds"
 
     def _applied(self, payload) -> None:
-        handle, card = payload
+        handle, card, code = payload
+        self.code.set(code)
         self.state.history.append(handle)
         self.touched.value = ""
         self.card.value = card
@@ -234,8 +243,15 @@ class EditPanel(widgets.VBox):
             self.error.show("No weight edit is applied: apply rome, memit, pmet, kn or ft first.")
             return
         handle = weights[-1]
+        code = cell(self.state, Code("handle = [h for h in wb.active_edits(model) if h.changes_weights][-1]\n"
+                                     f"touched = handle.touched(top_k={top_k!r}, samples={samples!r})"))
+
+        def done(result) -> None:
+            self._show_touched(result)
+            self.code.set(code)
+
         self.touched_task.run(lambda token: handle.touched(top_k=top_k, samples=samples, cancel=token),
-                              self._show_touched, busy="ranking corpus texts…")
+                              done, busy="ranking corpus texts…")
 
     def _show_touched(self, result) -> None:
         rows = [{"#": i, "text (token in ⟦ ⟧)": r["snippet"], "‖ΔW k‖": f"{r['change']:.3g}",
@@ -256,15 +272,19 @@ class EditPanel(widgets.VBox):
         if not edits:
             raise WorkbenchError("there is no edit to revert")
         with self.state.using():
+            code = cell(self.state, Code("wb.active_edits(model)[-1].revert()"))
             edits[-1].revert()
+            self.code.set(code)
             self.state.emit("weights")
 
     def revert_everything(self) -> None:
         self.card.value = ""
         with self.state.using():
+            code = cell(self.state, Call(revert_all, result="reverted"))
             n = revert_all(self.state.model)
             if not n:
                 raise WorkbenchError("there is no edit to revert")
+            self.code.set(code)
             self.state.emit("weights")
 
     def refresh_history(self) -> None:

@@ -10,8 +10,10 @@ from workbench.editing import active_edits
 from workbench.errors import WorkbenchError
 from workbench.facts import Fact, Implication, bundled_facts, top_begins_true_object
 from workbench.probing import probe
+from workbench.snippets import Call, Code
+from workbench.ui.code import cell
 from workbench.ui.state import State
-from workbench.ui.widgets import ErrorLine, guarded, quoted, split_arrow, table, visible
+from workbench.ui.widgets import CodeView, ErrorLine, guarded, quoted, split_arrow, table, visible
 
 #: Hand-written examples listed before the bundled dataset; the first is the
 #: running example of the docs and the browser tests.
@@ -105,6 +107,7 @@ class FactPanel(widgets.VBox):
         self.predictions.add_class("wb-fact-predictions")
         self.current = widgets.HTML()
         self.current.add_class("wb-fact-current")
+        self.code = CodeView("wb-fact-code")
         self._base: Fact | None = None  # the dataset fact the fields came from (keeps its probe prompts)
 
         self.search.observe(lambda _: self._filter(), "value")
@@ -127,7 +130,7 @@ class FactPanel(widgets.VBox):
                          "A box you have not edited follows the fact; one you edited is kept"),
             self.paraphrases, self.neighbours, self.implications,
             widgets.HBox([self.suggest_button, self.probe_note]),
-            self.use, self.error, self.current, self.predictions,
+            self.use, self.code, self.error, self.current, self.predictions,
         ])
         self.add_class("wb-fact-panel")
 
@@ -394,6 +397,9 @@ class FactPanel(widgets.VBox):
         with self.state.using() as model:
             result = probe(model, fact.text, targets=targets or None, top_k=5)[0]
             edits = len(active_edits(model))
+            # The whole fact: this tab is where it is made, probe prompts and all.
+            call = Call(probe, (Code("fact.text"),), {"targets": targets or None, "top_k": 5})
+            self.code.set(cell(self.state, call, fact=fact, whole=True))
         return result, edits
 
     def refresh_predictions(self, fact: Fact | None = None) -> None:

@@ -24,8 +24,10 @@ import plotly.graph_objects as go
 from workbench.editing import active_edits, unedited
 from workbench.figures.knockout import enrichment_figure, knockout_comparison_figure, knockout_figure
 from workbench.locate import enrichment, knockout
+from workbench.snippets import Call, Code
+from workbench.ui.code import cell
 from workbench.ui.state import State, Task
-from workbench.ui.widgets import ErrorLine, guarded, quoted
+from workbench.ui.widgets import CodeView, ErrorLine, guarded, quoted
 
 #: The paper's window of layers; a shallower model gets its depth.
 WINDOW = 9
@@ -54,6 +56,7 @@ class KnockoutPanel(widgets.VBox):
         self.result = None
         self.before = None  # the unedited model's run, when edits were applied
         self.enriched = None
+        self.code = CodeView("wb-knockout-code")
         state.on("fact", self._clear)
         state.on("weights", self._weights_changed)
         super().__init__([
@@ -61,7 +64,8 @@ class KnockoutPanel(widgets.VBox):
                          "token from one group of tokens, over a window of layers around each layer, and see how "
                          "much p(answer) drops. A deep drop for the subject's edges in upper-middle layers is "
                          "where attention reads the answer off the subject."),
-            widgets.HBox([self.window, self.answer, self.with_enrichment]), self.task, self.error, self.summary,
+            widgets.HBox([self.window, self.answer, self.with_enrichment]), self.task, self.code, self.error,
+            self.summary,
             self.figures, self.selection,
         ])
         self.add_class("wb-knockout-panel")
@@ -70,6 +74,7 @@ class KnockoutPanel(widgets.VBox):
         self.figures.children = ()
         self.summary.value = self.selection.value = ""
         self.result = self.before = self.enriched = None
+        self.code.set("")
 
     def _weights_changed(self) -> None:
         if self.result is not None:
@@ -98,6 +103,7 @@ class KnockoutPanel(widgets.VBox):
         def work(token):
             edits = active_edits(model)
             new = answer or (self._new_object(fact, edits) if edits else None)
+            calls = []
             if edits and new:
                 # The same prompt twice: the weights as they were, scored on the true object, and as they are.
                 with unedited(model):
@@ -105,15 +111,24 @@ class KnockoutPanel(widgets.VBox):
                 token.check()
                 result = knockout(model, fact, window=window, answer=new)
                 prompt_only = all(not h.changes_weights for h in edits)
+                calls.append(Call(knockout, (fact,), {"window": window, "answer": fact.target_true},
+                                  result="before", within=Code("wb.unedited(model)")))
+                calls.append(Call(knockout, (fact,), {"window": window, "answer": new}))
             else:
                 before, prompt_only = None, False
                 result = knockout(model, fact, window=window, answer=answer)
+                calls.append(Call(knockout, (fact,), {"window": window, "answer": answer}))
             token.check()
             enriched = enrichment(model, fact) if enrich else None
-            return result, enriched, before, prompt_only
+            if enrich:
+                calls.append(Call(enrichment, (fact,), result="enriched"))
+            return result, enriched, before, prompt_only, cell(self.state, calls)
 
-        self.task.run(work, lambda got: self.show(got[0], got[1], before=got[2], prompt_only=got[3]),
-                      busy="knocking out attention edges…")
+        def done(got) -> None:
+            self.show(got[0], got[1], before=got[2], prompt_only=got[3])
+            self.code.set(got[4])
+
+        self.task.run(work, done, busy="knocking out attention edges…")
 
     def show(self, result, enriched=None, *, before=None, prompt_only: bool = False) -> None:
         """Display a :class:`~workbench.locate.KnockoutResult` (and an enrichment), also for tests;

@@ -35,8 +35,10 @@ from workbench.evaluation.judge import letter_verdict, names
 from workbench.evaluation.relations import letter_prompts
 from workbench.probing import generate_many
 from workbench.runtime.progress import Cancelled
+from workbench.snippets import Call, Code, literal
+from workbench.ui.code import cell
 from workbench.ui.state import State, Task
-from workbench.ui.widgets import ErrorLine
+from workbench.ui.widgets import CodeView, ErrorLine
 
 #: How the objects are marked in the texts (the same colours in the legend).
 NEW_MARK = "background:#ffd88a"
@@ -58,6 +60,25 @@ def generate_letters(model, prompts: Sequence[str], *, cancel=None, on_text=None
     """Sampled continuations with the letter test's settings (one call: the same texts as the measure)."""
     return generate_many(model, list(prompts), max_new_tokens=LETTER_TOKENS, do_sample=True, top_k=LETTER_TOP_K,
                          seed=LETTER_SEED, cancel=cancel, on_text=on_text)
+
+
+def letter_calls(kinds: Sequence[str], groups: Sequence[Sequence[str]], *, edited: bool = False) -> list:
+    """What "Generate letters" runs, as code: each group's prompts (each repeated as sampled)
+    continued with the letter test's settings, in one call per group; ``edited``: also on the
+    unedited model, the "before" column."""
+    calls: list = []
+    for kind, group in zip(kinds, groups):
+        unique = list(dict.fromkeys(group))
+        times = len(group) // max(1, len(unique))
+        name = f"{kind}_prompts"
+        calls.append(Code(f"{name} = [p for p in {literal(unique)} for _ in range({times})]"
+                          if group == sample_prompts(unique, times) else f"{name} = {literal(list(group))}"))
+        asked = {"max_new_tokens": LETTER_TOKENS, "do_sample": True, "top_k": LETTER_TOP_K, "seed": LETTER_SEED}
+        calls.append(Call(generate_many, (Code(name),), asked, result=f"{kind}_texts", public=False))
+        if edited:
+            calls.append(Call(generate_many, (Code(name),), asked, result=f"{kind}_texts_before", public=False,
+                              within=Code("wb.unedited(model)")))
+    return calls
 
 
 def _fold(text: str) -> tuple[str, list[int]]:
@@ -121,7 +142,7 @@ def verdict(text: str | None, fact) -> str:
     """The letter verdict of ``text`` ("" when there is no text or no new object to judge by)."""
     if text is None or not fact.target_new or not fact.target_true:
         return ""
-    return letter_verdict(text, new=fact.target_new, true=fact.target_true)
+    return letter_verdict(text, new=fact.target_new, true=fact.target_true, subject=fact.subject)
 
 
 def counts(verdicts: Sequence[str], fact) -> str:
@@ -155,6 +176,7 @@ class KnowledgeView(widgets.VBox):
         self.summary.add_class("wb-knowledge-counts")
         self.texts = widgets.HTML()
         self.texts.add_class("wb-knowledge-texts")
+        self.code = CodeView("wb-knowledge-code")
         #: (prompts as generated, in order) -> texts on the unedited weights
         self.before: dict[tuple[str, ...], list[str]] = {}
         self.rows: list[dict] = []  # the last drawing: prompt, kind, before, now, verdicts
@@ -166,7 +188,7 @@ class KnowledgeView(widgets.VBox):
                          f"samples: {LETTER_SAMPLES} texts per prompt, {LETTER_TOKENS} tokens, top-{LETTER_TOP_K}, "
                          f"seed {LETTER_SEED}). A model whose knowledge changed writes the new object into the "
                          f"letter. {legend}"),
-            self.task, self.error, self.summary, self.texts,
+            self.task, self.code, self.error, self.summary, self.texts,
         ])
         self.add_class("wb-knowledge-view")
         state.on("fact", self._fact_changed)
@@ -260,9 +282,13 @@ class KnowledgeView(widgets.VBox):
             self.timings["all"] = time.perf_counter() - start
             return now, n_edits
 
+        edited = bool(active_edits(model) or getattr(model, "prompt_edits", None))
+        code = cell(self.state, letter_calls(kinds, groups, edited=edited), fact=fact)
+
         def done(result) -> None:
             now, n_edits = result
             self._show(fact, kinds, groups, now, [[""] * len(g) for g in groups], n_edits)
+            self.code.set(code)
 
         def cancelled_or_failed() -> None:
             if self.task.status.value == "cancelled" and self.rows:

@@ -19,8 +19,10 @@ from workbench.errors import WorkbenchError
 from workbench.figures.memories import readable, shown_tokens
 from workbench.locate import enrichment, intervene, key_profile, knowledge_neurons, memories
 from workbench.probing import probe
+from workbench.snippets import Call, Code, literal
+from workbench.ui.code import cell
 from workbench.ui.state import State, Task
-from workbench.ui.widgets import ClampedIntText, ErrorLine, guarded, parse_ints, quoted, table, visible
+from workbench.ui.widgets import ClampedIntText, CodeView, ErrorLine, guarded, parse_ints, quoted, table, visible
 from workbench.ui.figures import neuron_figure, sub_update_figure
 
 AMPLIFY = 2.0
@@ -106,6 +108,8 @@ class MemoriesPanel(widgets.VBox):
         self.effect.add_class("wb-memory-effect")
         self.report = None
         self.changes: dict[int, str] = {}  # key -> "suppress" | "amplify"
+        # The last of the table, a re-probe and a key's profile; the neurons' search has its own.
+        self.code = CodeView("wb-memory-code")
 
         # knowledge neurons
         self.kn_error = ErrorLine()
@@ -119,6 +123,7 @@ class MemoriesPanel(widgets.VBox):
         self.kn_summary.add_class("wb-neurons-summary")
         self.kn_figure = widgets.VBox()
         self.kn_figure.add_class("wb-neurons-chart")
+        self.kn_code = CodeView("wb-neurons-code")
 
         state.on("select", guarded(self.error, self._selected))
         state.on("fact", self._fact_changed)
@@ -127,13 +132,13 @@ class MemoriesPanel(widgets.VBox):
             widgets.HTML("<b>FFN memories</b>: the layer's output at a token is a sum of sub-updates "
                          "m<sub>i</sub>·v<sub>i</sub>; the largest are listed with the tokens they promote."),
             widgets.HBox([self.layer, self.position, self.top_k, self.show_button, self.readable_only]),
-            self.top_k.note, self.sort,
+            self.top_k.note, self.sort, self.code,
             self.error, self.header, self.table, self.notes, self.carries, self.effect, self.profile_task,
             self.profile, self.chart,
             widgets.HTML("<hr><b>Knowledge neurons</b> (Dai et al. 2022): integrated gradients of "
                          "p(true object) over the fact's prompt and paraphrases."),
-            widgets.HBox([self.kn_layers, self.kn_steps, self.kn_steps.note]), self.kn_task, self.kn_error,
-            self.kn_summary, self.kn_figure,
+            widgets.HBox([self.kn_layers, self.kn_steps, self.kn_steps.note]), self.kn_task, self.kn_code,
+            self.kn_error, self.kn_summary, self.kn_figure,
         ])
         self.add_class("wb-memories-panel")
         self._fact_changed()
@@ -148,6 +153,8 @@ class MemoriesPanel(widgets.VBox):
         self.chart.children = ()
         self.kn_summary.value = ""
         self.kn_figure.children = ()
+        self.code.set("")
+        self.kn_code.set("")
         if fact is None:
             self.position.options = []
             return
@@ -180,16 +187,22 @@ class MemoriesPanel(widgets.VBox):
             self.chart.children = ()
             self.report = None
             raise WorkbenchError(f"layer {layer} is out of range: {self.state.model.name} has layers 0 to {n - 1}")
+        asked = dict(layer=layer, position=int(self.position.value), top_k=int(self.top_k.value),
+                     answer=fact.target_true)
         with self.state.using() as model:
             # The push is measured on the fact's true object where it has one, else on the model's top token.
-            report = memories(model, fact.text, layer=layer, position=int(self.position.value),
-                              top_k=int(self.top_k.value), answer=fact.target_true)
+            report = memories(model, fact.text, **asked)
             if self.enriched is None:
                 try:
                     self.enriched = enrichment(model, fact)
                 except WorkbenchError as exc:  # e.g. the subject's tokens not found in the prompt
                     self.enriched = str(exc)
+            calls = [Call(memories, (Code("fact.text"),), asked, result="report")]
+            if not isinstance(self.enriched, str):  # the subject's lens, where it could be read
+                calls.append(Call(enrichment, (fact,), result="enriched"))
+            code = cell(self.state, calls, fact=fact)
         self.show(report)
+        self.code.set(code)
 
     def show(self, report) -> None:
         self.report = report
@@ -314,6 +327,11 @@ class MemoriesPanel(widgets.VBox):
         plan = {report.layer: {k: ("scale", 0.0 if w == "suppress" else AMPLIFY) for k, w in self.changes.items()}}
         with intervene(model, plan, position=report.position):
             changed = probe(model, fact.text, targets=targets or None, top_k=3)[0]
+        asked = {"targets": targets or None, "top_k": 3}
+        self.code.set(cell(self.state, [
+            Call(probe, (Code("fact.text"),), asked, result="as_is"),
+            Call(probe, (Code("fact.text"),), asked, result="changed",
+                 within=Code(f"wb.intervene(model, {literal(plan)}, position={report.position})"))], fact=fact))
         rows = []
         for name, res in (("as is", base), ("keys changed", changed)):
             row = {"": name, "top-1": visible(res.top[0].token), "p(top-1)": res.top[0].prob}
@@ -334,7 +352,11 @@ class MemoriesPanel(widgets.VBox):
         def work(token):
             return key_profile(model, report.layer, key, prompt=prompt, cancel=token)
 
+        asked = {"prompt": Code("fact.text") if prompt is not None else None}
+        code = cell(self.state, Call(key_profile, (report.layer, key), asked, result="profile"), fact=fact)
+
         def done(profile):
+            self.code.set(code)
             self.profile.value = (f"<b>Key {key}</b> at layer {report.layer} (its value vector, whatever the sign "
                                   "of its coefficient here)" + self._profile_html(profile))
 
@@ -377,8 +399,17 @@ class MemoriesPanel(widgets.VBox):
             self.kn_error.show(exc)
             return
         model, steps = self.state.model, int(self.kn_steps.value)
-        self.kn_task.run(lambda token: knowledge_neurons(model, fact, layers=layers, steps=steps, cancel=token),
-                         self.show_neurons, busy="attributing…")
+        call = Call(knowledge_neurons, (fact,), {"layers": layers, "steps": steps},
+                    fact_fields=("paraphrase_prompts",), result="neurons")
+
+        def work(token):
+            return knowledge_neurons(model, fact, layers=layers, steps=steps, cancel=token), cell(self.state, call)
+
+        def done(got) -> None:
+            self.show_neurons(got[0])
+            self.kn_code.set(got[1])
+
+        self.kn_task.run(work, done, busy="attributing…")
 
     def show_neurons(self, report) -> None:
         n = len(report.neurons)

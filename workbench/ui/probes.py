@@ -34,8 +34,10 @@ from workbench.evaluation.relations import question_prompt
 from workbench.probing import generate_many, probe
 from workbench.runtime.progress import Cancelled
 from workbench.ui.knowledge import KnowledgeView
+from workbench.snippets import Call, Code, assign
+from workbench.ui.code import cell
 from workbench.ui.state import State, Task
-from workbench.ui.widgets import ClampedIntText, ErrorLine, guarded, split_arrow, table, visible
+from workbench.ui.widgets import ClampedIntText, CodeView, ErrorLine, guarded, split_arrow, table, visible
 
 GOOD, BAD = "background:#e3f4e1", "background:#fbe3e3"
 #: Prompts generated per step of the answers task (preempted, it stops within one token).
@@ -82,6 +84,17 @@ def probe_rows(fact, free: list) -> list[dict]:
         prompt, expected = (item, None) if isinstance(item, str) else item
         rows.append({"kind": "free", "prompt": prompt, "targets": [expected] if expected else []})
     return rows
+
+
+def probe_calls(prompts: list[str], targets: list[list[str]], *, edited: bool) -> list:
+    """The Probes table as code: every row's prompt and targets, probed now (and on the unedited
+    model, the "before" columns, when edits are applied)."""
+    asked = {"targets": Code("targets"), "top_k": 1}
+    calls = [assign("prompts", prompts), assign("targets", targets),
+             Call(probe, (Code("prompts"),), asked, result="now")]
+    if edited:
+        calls.append(Call(probe, (Code("prompts"),), asked, result="before", within=Code("wb.unedited(model)")))
+    return calls
 
 
 def _outcome(row: dict, after, fact) -> bool | None:
@@ -134,6 +147,7 @@ class ProbesPanel(widgets.VBox):
         self.table.add_class("wb-probe-table")
         self.timing = widgets.HTML()
         self.timing.add_class("wb-probe-timing")
+        self.code = CodeView("wb-probe-code")
         self.gen_tokens = ClampedIntText(value=20, lo=1, hi=200, description="Tokens")
         self.gen_tokens.add_class("wb-generate-tokens")
         self.gen_task = Task("Generate", css="wb-generate-run", error=self.error, background=background, state=state)
@@ -169,7 +183,7 @@ class ProbesPanel(widgets.VBox):
                          "<i>p</i> columns are teacher-forced probabilities; <i>answer</i> columns are what the "
                          "model itself says (greedy, first sentence), and <i>says</i> which object it names. "
                          "Refreshed after every edit and revert."),
-            self.free, widgets.HBox([self.refresh_button, self.answers_on]), self.answer_task, self.error,
+            self.free, widgets.HBox([self.refresh_button, self.answers_on]), self.code, self.answer_task, self.error,
             self.table, self.timing,
             self.knowledge,
         ])
@@ -226,6 +240,7 @@ class ProbesPanel(widgets.VBox):
         with self.state.using():
             result = probe(model, prompts, targets=targets, top_k=1)
             n_edits = len(active_edits(model))
+            code = cell(self.state, probe_calls(prompts, targets, edited=bool(n_edits)), fact=fact)
             if baseline:
                 self.before = {}
             if n_edits == 0:
@@ -246,6 +261,7 @@ class ProbesPanel(widgets.VBox):
                              f"{n_edits} edit{'s' if n_edits != 1 else ''} applied now; 'before' is the "
                              "unedited model</span>")
         self._draw(fact, n_edits)
+        self.code.set(code)
         if self.answers_on.value:
             # After the rest of this click: the answers hold the model for seconds, and the
             # Fact panel's top tokens (probed right after a fact is chosen) must not find it busy.

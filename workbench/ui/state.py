@@ -275,6 +275,8 @@ class State:
         self.trace = None
         self.selection: tuple[int, int] | None = None
         self.history: list = []  # every EditHandle made in this app, oldest first
+        #: (EditHandle, the Call that made it) for the Edit tab's edits: "Copy as code" shows them first.
+        self.edit_calls: list = []
         self._listeners: dict[str, list[Callable[[], None]]] = {}
         self.select_tab: Callable[[str], None] | None = None
         self.lock = threading.RLock()

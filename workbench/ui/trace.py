@@ -16,8 +16,10 @@ import ipywidgets as widgets
 from workbench.errors import WorkbenchError
 from workbench.locate import TraceSettings, trace
 from workbench.locate.trace_cache import cached_trace
+from workbench.snippets import Call, defaults_of
+from workbench.ui.code import cell
 from workbench.ui.state import State, Task
-from workbench.ui.widgets import ClampedFloatText, ClampedIntText, ErrorLine, guarded, quoted, visible
+from workbench.ui.widgets import ClampedFloatText, ClampedIntText, CodeView, ErrorLine, guarded, quoted, visible
 from workbench.ui.figures import trace_figure
 
 #: The kinds in the order the panel lists them: the FFN first, where the edits write.
@@ -66,12 +68,13 @@ class TracePanel(widgets.VBox):
         self.selection = widgets.HTML()
         self.selection.add_class("wb-trace-selection")
         self.figure_widgets: dict[str, object] = {}
+        self.code = CodeView("wb-trace-code")
         state.on("fact", self._fact_changed)
         super().__init__([
             widgets.HTML("<b>Causal tracing</b>: noise on the subject, then restore one hidden state at a time. "
                          "Click a cell to open the FFN memories at that token and layer."),
             widgets.HBox([self.kinds, widgets.VBox([self.samples.row, self.window.row, self.noise.row])]),
-            widgets.HBox([self.task, self.retrace_task]), self.error, self.note, self.summary, self.figures,
+            widgets.HBox([self.task, self.retrace_task]), self.code, self.error, self.note, self.summary, self.figures,
             self.selection,
         ])
         self.add_class("wb-trace-panel")
@@ -84,6 +87,7 @@ class TracePanel(widgets.VBox):
         self.note.value = ""
         self.answer_note = ""
         self.before_edit = None
+        self.code.set("")
 
     def _edited_layers(self) -> list[int]:
         from workbench.editing import active_edits
@@ -120,13 +124,19 @@ class TracePanel(widgets.VBox):
             self.show(preview)
             self.task.status.value = f"preview in {preview.seconds:.1f} s; exact trace…"
             # cache=True: kept on disk, so the next run of these settings answers at once.
-            return trace(model, fact, settings=chosen, cancel=token, cache=True)
+            result = trace(model, fact, settings=chosen, cancel=token, cache=True)
+            return result, cell(self.state, trace_call(fact, chosen, cache=True))
 
         # The last heatmaps were of other settings (or another model state): gone until the preview.
         self.figures.children = ()
         self.figure_widgets = {}
         self.summary.value = self.selection.value = ""
-        self.task.run(work, self.show, busy="tracing…")
+        self.task.run(work, self._traced, busy="tracing…")
+
+    def _traced(self, got) -> None:
+        result, code = got
+        self.show(result)
+        self.code.set(code)
 
     def _answer(self, model, fact) -> tuple[str | None, str]:
         """The word to trace, and why: None (the model's top-1) when that begins the true object
@@ -163,6 +173,7 @@ class TracePanel(widgets.VBox):
             return settings
         self.error.clear()
         self.show(found)
+        self.code.set(cell(self.state, trace_call(fact, settings, cache=True)))
         self.task.status.value = (f"from the trace cache (the same weights and settings, computed earlier in "
                                   f"{found.seconds:.1f} s)")
         return True
@@ -185,9 +196,13 @@ class TracePanel(widgets.VBox):
         def work(token):
             # No cache: a re-trace is of edited weights, which the cache never holds.
             after = trace(model, fact, settings=settings, cancel=token)
-            return before, after
+            return before, after, cell(self.state, trace_call(fact, settings))
 
-        self.retrace_task.run(work, lambda got: self.show_retrace(*got), busy="re-tracing the edit…")
+        def done(got) -> None:
+            self.show_retrace(*got[:2])
+            self.code.set(got[2])
+
+        self.retrace_task.run(work, done, busy="re-tracing the edit…")
 
     def show(self, result) -> None:
         """Display a :class:`~workbench.locate.TraceResult` (also used by tests)."""
@@ -268,3 +283,10 @@ class TracePanel(widgets.VBox):
         self.selection.value = (f"Selected token {position} <b>{html.escape(quoted(token))}</b>, layer <b>{layer}</b> "
                                 f"({kind}) → Memories tab")
         self.state.select(position, layer)
+
+
+def trace_call(fact, settings: TraceSettings, **extra) -> Call:
+    """The :func:`~workbench.locate.trace` call of ``settings``, its fields as keywords."""
+    fields = {name: getattr(settings, name) for name in defaults_of(TraceSettings)}
+    return Call(trace, (fact,), {**fields, **extra}, defaults=defaults_of(TraceSettings))
+

@@ -266,3 +266,52 @@ class ClampedFloatText(_Clamped, widgets.FloatText):
         kwargs.setdefault("style", WIDE)
         super().__init__(**kwargs)
         self._clamp_setup(lo, hi)
+
+
+class CodeView(widgets.VBox):
+    """"Copy as code": a toggle that shows the library call of the panel's last action as a
+    notebook cell (selectable: one click selects it all), or hides it.
+
+    Disabled until the panel has run something; :meth:`set` gives it the cell.
+
+    Example:
+        >>> view = CodeView("wb-trace-code"); view.set("import workbench as wb\n"); view.code
+        'import workbench as wb\n'
+    """
+
+    def __init__(self, css: str) -> None:
+        self.button = widgets.ToggleButton(description="Copy as code", icon="code", disabled=True,
+                                           tooltip="the workbench call that reproduces this tab's last action, "
+                                                   "for a notebook (run something first)",
+                                           layout=widgets.Layout(width="max-content"))
+        self.button.add_class("wb-code-button")
+        self.text = widgets.HTML(layout=widgets.Layout(display="none"))
+        self.text.add_class("wb-code-text")
+        self.code = ""
+        self.button.observe(lambda _: self._draw(), "value")
+        super().__init__([self.button, self.text])
+        self.add_class("wb-code")
+        self.add_class(css)
+
+    def set(self, code: str) -> None:
+        """The cell of the last action (``""``: none, the button disabled)."""
+        self.code = code
+        self.button.disabled = not code
+        if not code:
+            self.button.value = False
+        self._draw()
+
+    def show(self) -> None:
+        """Open the cell (what a click on the button does)."""
+        self.button.value = True
+
+    def _draw(self) -> None:
+        shown = bool(self.button.value and self.code)
+        self.text.layout.display = "" if shown else "none"
+        self.text.value = (
+            # The widget's own line height (28 px) and font would make the cell read as prose.
+            "<pre class='wb-code-snippet' style='user-select:all;-webkit-user-select:all;background:#f6f8fa;"
+            "border:1px solid #ddd;padding:6px 8px;margin:2px 0;font-size:12px;line-height:1.4;"
+            "font-family:var(--jp-code-font-family,monospace);white-space:pre;overflow-x:auto'>"
+            f"{html.escape(self.code)}</pre>" if shown else "")
+
