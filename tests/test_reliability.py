@@ -399,6 +399,177 @@ def test_kernel_starts_are_taken_one_at_a_time():
     assert most == 1 and len(alive) == 1
 
 
+def test_app_page_template_ships_with_the_package(capsys):
+    """`workbench app` serves its page with the package's Voila template (the kernel watch),
+    and a non-editable install carries the template's files (pyproject's package-data)."""
+    import fnmatch
+    import tomllib
+    from pathlib import Path
+
+    from workbench.cli.app import VOILA_TEMPLATE
+
+    assert main(["app", "--dry-run"]) == 0
+    assert f"--template={VOILA_TEMPLATE}" in capsys.readouterr().out.split()
+    package = Path(wb.__file__).resolve().parent
+    folder = package / "cli" / "voila_templates" / "voila" / "templates" / VOILA_TEMPLATE
+    assert json.loads((folder / "conf.json").read_text())["base_template"] == "lab"
+    page = (folder / "index.html.j2").read_text()
+    assert "workbench/kernel/" in page and "moved to another tab" in page and "kernel stopped" in page
+    config = tomllib.loads((package.parent / "pyproject.toml").read_text())
+    shipped = config["tool"]["setuptools"]["package-data"]["workbench"]
+    for path in folder.iterdir():
+        name = path.relative_to(package).as_posix()
+        assert any(fnmatch.fnmatch(name, pattern) for pattern in shipped), f"{name} is not package data"
+
+
+def test_kernel_state_tells_a_replaced_kernel_from_a_stopped_one():
+    """What a page learns about its kernel: alive; replaced (a newer page took it); stopped
+    (died, restarted after a crash, or unknown)."""
+    import asyncio
+
+    from workbench.cli.voila_server import NewestKernelOnly
+
+    restarts: dict[str, object] = {}
+
+    class Kernel:
+        def __init__(self):
+            self.alive = True
+
+        async def is_alive(self):
+            return self.alive
+
+    class Fake(NewestKernelOnly):
+        kernels: dict[str, Kernel] = {}
+
+        def list_kernel_ids(self):
+            return list(self.kernels)
+
+        def __contains__(self, kernel_id):
+            return kernel_id in self.kernels
+
+        def get_kernel(self, kernel_id):
+            return self.kernels[kernel_id]
+
+        def add_restart_callback(self, kernel_id, callback, event="restart"):
+            restarts[kernel_id] = callback
+
+        async def shutdown_kernel(self, kernel_id, now=False, restart=False):
+            self.kernels.pop(kernel_id)
+
+    made = iter(["k1", "k2", "k3"])
+
+    async def started(self, *args, **kwargs):
+        kernel_id = next(made)
+        Fake.kernels[kernel_id] = Kernel()
+        return kernel_id
+
+    async def main():
+        manager = Fake()
+        original = NewestKernelOnly.__mro__[1].start_kernel
+        NewestKernelOnly.__mro__[1].start_kernel = started
+        try:
+            first = await manager.start_kernel()
+            assert await manager.kernel_state(first) == "alive"
+            second = await manager.start_kernel()
+            states = [await manager.kernel_state(k) for k in (first, second, "never-seen")]
+            assert states == ["replaced", "alive", "stopped"]
+            Fake.kernels[second].alive = False  # its process died
+            assert await manager.kernel_state(second) == "stopped"
+            Fake.kernels[second].alive = True
+            restarts[second]()  # ... and the restarter started a fresh one: the page's widgets are gone
+            assert await manager.kernel_state(second) == "stopped"
+            third = await manager.start_kernel()
+            assert await manager.kernel_state(second) == "stopped"  # it ended before it was replaced
+            assert await manager.kernel_state(third) == "alive"
+        finally:
+            NewestKernelOnly.__mro__[1].start_kernel = original
+
+    asyncio.run(main())
+
+
+@pytest.mark.timeout(240)
+def test_app_server_tells_a_page_that_its_kernel_moved(tmp_path):
+    """Against the real server (a one-cell notebook): the page carries the kernel watch, and
+    the server answers it — alive, then replaced once a second page took the kernel, stopped
+    when the kernel died; with the token and a loopback host only."""
+    import os
+    import re
+    import signal
+    import socket
+    import subprocess
+    import time
+    import urllib.error
+    import urllib.request
+    from argparse import Namespace
+    from unittest import mock
+
+    pytest.importorskip("voila")
+    nbformat = pytest.importorskip("nbformat")
+    from workbench.cli import app
+
+    notebook = tmp_path / "app.ipynb"
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print('ready')")])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, str(notebook))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with mock.patch.object(app, "notebook_path", return_value=notebook):
+        cmd = app.command(Namespace(port=port, lab=False), "tok")
+    env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"))
+    with open(tmp_path / "server.log", "w") as log:
+        server = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+
+    def get(path, headers=None):
+        request = urllib.request.Request(base + path, headers=headers or {})
+        try:
+            with urllib.request.urlopen(request, timeout=120) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, ""
+
+    def kernel_of(html):
+        found = re.search(r'id="jupyter-config-data" type="application/json">(.*?)</script>', html, re.S)
+        return json.loads(found.group(1))["kernelId"]
+
+    def state(kernel_id):
+        status, body = get(f"/workbench/kernel/{kernel_id}?token=tok")
+        assert status == 200, status
+        return json.loads(body)["state"]
+
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=2).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the server did not listen"
+                time.sleep(0.2)
+        status, first_page = get("/?token=tok")
+        assert status == 200 and "workbench/kernel/" in first_page and "ready" in first_page
+        for url in re.findall(r'(?:src|href)="(/voila/[^"]+)"', first_page):
+            assert get(url)[0] == 200, url  # the template's styles and scripts are served
+        first = kernel_of(first_page)
+        assert state(first) == "alive"
+        assert get(f"/workbench/kernel/{first}")[0] == 403  # no token
+        assert get(f"/workbench/kernel/{first}?token=tok", {"Host": f"evil.example:{port}"})[0] == 403
+        second = kernel_of(get("/?token=tok")[1])
+        assert (state(first), state(second)) == ("replaced", "alive")
+        if sys.platform == "linux":
+            children = open(f"/proc/{server.pid}/task/{server.pid}/children").read().split()
+            os.kill(int(children[-1]), signal.SIGKILL)  # the one kernel dies
+            deadline = time.monotonic() + 30
+            while state(second) != "stopped":
+                assert time.monotonic() < deadline, "a dead kernel still reads as alive"
+                time.sleep(0.2)
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(30)
+
+
 # -- 8. settings that make a useless edit, and files that lie ------------------------------
 
 

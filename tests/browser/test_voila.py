@@ -80,3 +80,38 @@ def test_voila_knowledge_view_after_an_edit(voila_server, page, screenshots):
     edit_card_and_generations(page, answered, screenshots, timer)
     no_inline_errors(page)
     print("voila knowledge view: seconds from click:", answered.seconds)
+
+
+def test_voila_page_whose_kernel_another_tab_took_says_so(voila_server, page, screenshots):
+    """Issue 41 (finding 3): the app keeps one kernel, and a second tab takes it. The first page
+    says so at once, with its controls disabled and its clicks caught; the second page works."""
+    timer = Timer()
+    url = f"{voila_server}/?token={TOKEN}"
+    page.goto(url, timeout=SLOW)
+    wait_app(page, timer)
+    controls = ("() => [...document.querySelectorAll('.wb-app :is(input, button, select, textarea)')]"
+                ".map(e => e.disabled)")
+    assert page.locator(".wb-kernel-lost").count() == 0 and not all(page.evaluate(controls))
+    timer.marks["first page rendered"] = timer.marks.pop("app rendered")
+    second = page.context.new_page()
+    second.set_default_timeout(60_000)
+    # Its kernel starts as soon as the server has the request: the first page's is shut down then.
+    timer.mark("second page asked for")
+    second.goto(url, timeout=SLOW, wait_until="commit")
+    banner = page.locator(".wb-kernel-lost-banner")
+    banner.wait_for(timeout=20_000)
+    timer.mark("first page says it lost its kernel")
+    assert "moved to another tab" in banner.inner_text() and "reload" in banner.inner_text().lower()
+    disabled = page.evaluate(controls)
+    assert disabled and all(disabled), "the first page's controls are still enabled"
+    box = page.locator(".wb-app button >> visible=true").first.bounding_box()
+    hit = page.evaluate("([x, y]) => !!document.elementFromPoint(x, y).closest('.wb-kernel-lost')",
+                        [box["x"] + box["width"] / 2, box["y"] + box["height"] / 2])
+    assert hit, "a click on the first page still reaches its buttons"
+    page.screenshot(path=str(screenshots / "voila-moved-tab.png"), full_page=False)
+    wait_app(second, timer)  # marks "app rendered"
+    second.wait_for_timeout(5_000)  # more than one of the page's kernel checks
+    assert second.locator(".wb-kernel-lost").count() == 0
+    assert not all(second.evaluate(controls)) and second.locator(".wb-fact-search input").is_enabled()
+    assert page.locator(".wb-kernel-lost-banner").count() == 1  # the first page stays covered
+    print("voila second tab timings (s):", timer.marks)

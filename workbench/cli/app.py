@@ -3,7 +3,8 @@
 The app runs code (it edits weights) for whoever reaches it, so: it binds to
 127.0.0.1 only, asks for a random token (printed in the URL), answers only requests
 for a loopback host (no DNS rebinding), keeps one kernel at a time
-(:mod:`workbench.cli.voila_server`), prints the port it really listens on (a busy
+(:mod:`workbench.cli.voila_server`; a page whose kernel another tab took says so and
+disables its controls), prints the port it really listens on (a busy
 port is an error, not a silent move), and stops its server when it is stopped.
 Before it serves, it computes the default edit's key statistics if this machine has
 none cached (:func:`prepare`; ``--no-prepare`` skips it), so that the first Apply in
@@ -24,6 +25,10 @@ from pathlib import Path
 from workbench.errors import WorkbenchError
 
 NOTEBOOK = Path(__file__).resolve().parent.parent.parent / "notebooks" / "workbench.ipynb"
+
+#: The app page's Voila template (workbench/cli/voila_templates/; the server finds it there):
+#: Voila's "lab" page, plus a banner when another tab took this page's kernel or it stopped.
+VOILA_TEMPLATE = "workbench"
 
 APP_SOURCE = """import workbench as wb
 
@@ -72,7 +77,7 @@ def command(args: argparse.Namespace, token: str) -> list[str]:
     return [sys.executable, "-m", "workbench.cli.voila_server", str(path), "--no-browser", f"--port={args.port}",
             "--Voila.ip=127.0.0.1", "--Voila.port_retries=0", f"--token={token}",
             "--VoilaConfiguration.multi_kernel_manager_class=workbench.cli.voila_server.NewestKernelOnly",
-            "--VoilaConfiguration.show_tracebacks=False"]
+            f"--template={VOILA_TEMPLATE}", "--VoilaConfiguration.show_tracebacks=False"]
 
 
 def _check_port_free(port: int) -> None:
