@@ -157,7 +157,7 @@ def test_search_settings_live_in_one_place():
     for fn in (rome, memit, pmet, spread_edit, optimize_deltas):
         repeated = names & set(inspect.signature(fn).parameters)
         assert not repeated, f"{fn.__name__} repeats {sorted(repeated)}"
-    assert {n for n, s in SPECS.items() if s.search} == {"rome", "memit", "pmet"}
+    assert {n for n, s in SPECS.items() if s.search} == {"rome", "memit", "pmet", "memit-kept"}
     assert SearchParams.for_method("rome").beta1 == 0.5 and SearchParams.for_method("rome").n_prefixes == 5
     assert SearchParams.for_method("memit") == SearchParams() == SearchParams.for_method("a-new-editor")
     assert SearchParams.from_kwargs({"n_prefixes": 2}, method="rome").beta1 == 0.5
