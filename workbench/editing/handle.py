@@ -388,7 +388,7 @@ def load_edit(model: Model, path: str | Path, *, prompt_edit_loader: Callable[[d
         # Metadata is small: a megabyte bounds a hostile file well above any real one.
         text = read_text_bounded(meta_path, "edit metadata", max_bytes=2**20)
         meta = jsonfiles.loads(text, f"edit metadata {str(meta_path)!r}")
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, jsonfiles.NotText):
         raise WorkbenchError(f"edit metadata {str(meta_path)!r} is corrupt (not JSON)") from None
     if not isinstance(meta, dict) or meta.get("format") != "workbench-edit/1":
         raise WorkbenchError(f"{str(meta_path)!r} is not a workbench edit file")

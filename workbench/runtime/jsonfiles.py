@@ -28,6 +28,10 @@ MAX_JSON_BYTES = 256 * 1024 * 1024
 MAX_JSON_DEPTH = 64
 
 
+class NotText(WorkbenchError):
+    """The file is not UTF-8 text (a reader may call that "corrupt" in its own words)."""
+
+
 def json_depth(value: Any) -> int:
     """How deeply lists and objects nest in ``value`` (a scalar is 0), without recursion.
 
@@ -88,8 +92,8 @@ def read_text_bounded(path: str | Path, what: str, *, max_bytes: int = MAX_JSON_
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise WorkbenchError(f"{what} {str(path)!r} is not UTF-8 text (byte {exc.start} is "
-                             f"{data[exc.start:exc.start + 1]!r})") from None
+        raise NotText(f"{what} {str(path)!r} is not UTF-8 text (byte {exc.start} is "
+                      f"{data[exc.start:exc.start + 1]!r})") from None
 
 
 def loads(text: str, what: str) -> Any:
