@@ -306,12 +306,10 @@ def test_app_refuses_a_busy_port(capsys):
     assert f"port {port} on 127.0.0.1 is in use" in _one_line(capsys)
 
 
-def test_app_stops_its_server_when_stopped(tmp_path):
-    """SIGTERM to `workbench app` ends the server child too, instead of orphaning it."""
-    import os
-    import signal
+def _serve_a_sleeping_child(tmp_path):
+    """`serve` (as `workbench app` runs it) in a subprocess, over a child that only sleeps:
+    the serving process and the child's pid once it has started."""
     import subprocess
-    import sys
     import time
 
     pid_file = tmp_path / "child.pid"
@@ -323,7 +321,16 @@ def test_app_stops_its_server_when_stopped(tmp_path):
     while not pid_file.exists() or not pid_file.read_text():
         assert time.time() < deadline and proc.poll() is None
         time.sleep(0.1)
-    child_pid = int(pid_file.read_text())
+    return proc, int(pid_file.read_text())
+
+
+def test_app_stops_its_server_when_stopped(tmp_path):
+    """SIGTERM to `workbench app` ends the server child too, instead of orphaning it."""
+    import os
+    import signal
+    import time
+
+    proc, child_pid = _serve_a_sleeping_child(tmp_path)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 130
     time.sleep(0.2)
@@ -335,20 +342,9 @@ def test_app_stops_its_server_when_stopped(tmp_path):
 def test_app_server_dies_when_the_app_is_killed(tmp_path):
     """SIGKILL to `workbench app` (no handler runs) still ends the server: the kernel signals it."""
     import os
-    import signal
-    import subprocess
     import time
 
-    pid_file = tmp_path / "child.pid"
-    child = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(120)"
-    parent = (f"import sys; from workbench.cli.app import serve; "
-              f"sys.exit(serve([sys.executable, '-c', {child!r}], dict()))")
-    proc = subprocess.Popen([sys.executable, "-c", parent])
-    deadline = time.time() + 60
-    while not pid_file.exists() or not pid_file.read_text():
-        assert time.time() < deadline and proc.poll() is None
-        time.sleep(0.1)
-    child_pid = int(pid_file.read_text())
+    proc, child_pid = _serve_a_sleeping_child(tmp_path)
     proc.kill()
     proc.wait(timeout=30)
     deadline = time.time() + 10

@@ -82,12 +82,7 @@ class MixedUnembed:
         columns its own search would.
         """
         if not self.lowp:
-            logits = hidden.float() @ self.weight.float().T
-            if self.bias is not None:
-                logits = logits + self.bias.float()
-            if self.cap:
-                logits = torch.tanh(logits / self.cap) * self.cap
-            return logits.log_softmax(-1)
+            return self._float32_logits(hidden).log_softmax(-1)
         rough = (hidden.to(torch.bfloat16) @ self.weight_bf16.T).float()
         if groups is None:
             logits = self._exact(hidden, rough, keep)
@@ -98,6 +93,15 @@ class MixedUnembed:
         if self.cap:
             logits = torch.tanh(logits / self.cap) * self.cap
         return logits.log_softmax(-1)
+
+    def _float32_logits(self, hidden: Tensor) -> Tensor:
+        """Every logit in float32 (bias and soft-cap applied): the path where bfloat16 does not pay."""
+        logits = hidden.float() @ self.weight.float().T
+        if self.bias is not None:
+            logits = logits + self.bias.float()
+        if self.cap:
+            logits = torch.tanh(logits / self.cap) * self.cap
+        return logits
 
     def _exact(self, hidden: Tensor, rough: Tensor, keep: Tensor | None) -> Tensor:
         """``rough`` (no bias yet) with the bias, and the rows' top tokens and ``keep`` in float32."""
@@ -124,11 +128,7 @@ class MixedUnembed:
             >>> values, ids = MixedUnembed(model).top_logits(hidden[:, -1], 5)   # doctest: +SKIP
         """
         if not self.lowp:
-            logits = hidden.float() @ self.weight.float().T
-            if self.bias is not None:
-                logits = logits + self.bias.float()
-            if self.cap:
-                logits = torch.tanh(logits / self.cap) * self.cap
+            logits = self._float32_logits(hidden)
             return logits.topk(min(k, logits.shape[-1]), dim=-1)
         rough = hidden.to(torch.bfloat16) @ self.weight_bf16.T
         n_cand = min(max(k, self.top_k), rough.shape[-1])
