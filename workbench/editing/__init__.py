@@ -20,6 +20,7 @@ What it holds::
     overlays                           edits inside the forward pass: a hook on one FFN, no weight written
     grace, wise                        codebook at one FFN; side value memory with a router
     incontext, retrieval               baselines that change no weights
+    retrieval_chain                    retrieval + the bridge of a nested question answered by the model
 
 What it may import: the model layer (``workbench.core.model``, ``facts``,
 ``probing``, ``unembed``, ``lowp``, ``corpus``, ``cache``, ``progress``, ``results``,
@@ -33,7 +34,9 @@ import warnings
 from collections.abc import Sequence
 
 # The built-in methods register themselves on import (a few milliseconds in all).
-from workbench.editing import alphaedit, emmet, ft, grace, incontext, kn, memit, pmet, retrieval, rome, wise  # noqa: F401
+from workbench.editing import (  # noqa: F401
+    alphaedit, emmet, ft, grace, incontext, kn, memit, pmet, retrieval, retrieval_chain, rome, wise,
+)
 from workbench.editing.handle import EditHandle, active_edits, load_edit, revert_all, unedited
 from workbench.editing.registry import (
     METHODS,
@@ -110,7 +113,7 @@ def edit(
         facts: one Fact or several (several in one update for batch methods).
         method: one of :data:`METHODS` (``rome``, ``memit``, ``pmet``, ``emmet``,
             ``alphaedit``, ``alphaedit-paper``, ``memit-kept``, ``kn``, ``ft``, ``grace``, ``wise``, ``in-context``,
-            ``retrieval``).
+            ``retrieval``, ``retrieval-chain``).
         layers: layers to edit (default: the method's default for this model).
         min_prob: refuse (and revert) the edit unless the new object's probability
             on the edit prompt reaches this for more than half of the facts; 0 keeps

@@ -109,10 +109,14 @@ class Recall:
         statement: what is written before the prompt.
         key: the stored fact's prompt.
         subject: the stored fact's subject (None for facts saved before subjects were kept).
-        why: ``"mention"`` (the prompt names the subject or an alias), ``"similarity"``, or
-            ``"hop 2"`` (a fact recalled first names this fact's subject as its new object).
-        score: for a mention, the share of the fact's relation words in the prompt (0..1);
-            for similarity, the cosine similarity to the stored prompt.
+        why: ``"mention"`` (the prompt names the subject or an alias), ``"similarity"``,
+            ``"hop 2"`` (a fact recalled first names this fact's subject as its new object), and
+            with a ``retrieval-chain`` edit active: ``"bridge"`` (the model's answer to a nested
+            prompt's bridge question; ``key`` is the question, ``name`` the answer, not a stored
+            fact) or ``"chain"`` (a stored fact whose subject that answer names).
+        score: for a mention (or a chained fact), the share of the fact's relation words in
+            the prompt (0..1); for similarity, the cosine similarity to the stored prompt; 1 for
+            a bridge.
         name: the name found in the prompt (normalised), for a mention.
     """
 
@@ -146,6 +150,10 @@ class RetrievalEdit:
         hops: 2 or more also recalls the stored facts about a recalled fact's new object
             (a second hop: "the Eiffel Tower is in Rome", then "Rome is in Spain").
     """
+
+    #: Whether this edit answers the bridge questions of nested prompts
+    #: (:mod:`workbench.editing.retrieval_chain`); one such member turns the chain on for the memory.
+    chains = False
 
     def __init__(self, keys: list[str], statements: list[str], *, threshold: float = DEFAULT_THRESHOLD,
                  template: str = _TEMPLATE, active_list: list | None = None,
@@ -263,11 +271,18 @@ class RetrievalEdit:
             return None, float("nan")
         return (owner.statements[best] if sim >= members[0].threshold else None), sim
 
+    def steps(self, prompt: str) -> list[Recall]:
+        """What the memory writes before ``prompt``: :meth:`recall`, then, while a chain edit is
+        active, its bridge statement and the facts it found (in the order written)."""
+        found = self.recall(prompt)
+        chain = next((m for m in self.members() if m.chains), None)
+        return chain.chain_steps(prompt, found, self) if chain is not None else found
+
     def rewrite(self, prompt: str) -> str:
         members = self.members()
         if members and members[0] is not self:
             return prompt  # the first retrieval edit searches the shared memory
-        found = self.recall(prompt)
+        found = self.steps(prompt)
         return "".join(self.template.format(r.statement) for r in found) + prompt
 
     def to_dict(self) -> dict:
@@ -293,8 +308,9 @@ def explain(model: Model, prompt: str) -> list[dict]:
 
     Returns one dict per recalled fact, in the order they are written before the prompt (the
     best match last, next to the prompt):
-    ``{"statement", "key", "subject", "why": "mention" | "similarity", "score", "name"}``
-    (see :class:`Recall`). Empty when no retrieval edit is active or nothing is recalled.
+    ``{"statement", "key", "subject", "why": "mention" | "similarity" | "hop 2" | "bridge" | "chain",
+    "score", "name"}`` (see :class:`Recall`; ``bridge`` and ``chain`` are the steps of a
+    ``retrieval-chain`` edit). Empty when no retrieval edit is active or nothing is recalled.
 
     Example:
         >>> h = wb.edit(model, fact, method="retrieval")          # doctest: +SKIP
@@ -302,7 +318,7 @@ def explain(model: Model, prompt: str) -> list[dict]:
         [{'statement': 'The Eiffel Tower is located in the city of Rome.', ..., 'why': 'mention', ...}]
     """
     members = [e for e in model.prompt_edits if isinstance(e, RetrievalEdit)]
-    return [r.to_dict() for r in members[0].recall(prompt)] if members else []
+    return [r.to_dict() for r in members[0].steps(prompt)] if members else []
 
 
 @register_loader("retrieval")

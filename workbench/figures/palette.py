@@ -36,6 +36,7 @@ METHOD_COLOURS: dict[str, str] = {
     "wise": "#9467bd",        # purple
     "in-context": "#2ca02c",  # green
     "retrieval": "#17becf",   # cyan
+    "retrieval-chain": "#9edae5",  # light cyan: the retrieval memory with its chain
     "alphaedit-paper": "#ff9896",  # light red: AlphaEdit's published recipe beside the tuned one
     "memit-kept": "#ffbb78",  # light orange: MEMIT with its earlier edits' keys kept
 }
