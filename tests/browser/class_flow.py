@@ -339,3 +339,47 @@ def labels_fit(page, shots: Path) -> None:
             cut[title] = found
             page.screenshot(path=str(shots / f"voila-cut-labels-{title.lower()}.png"), full_page=True)
     assert not cut, f"labels cut off: {cut}"
+
+
+def lesson_walk(page, answered: Answered, shots: Path) -> None:
+    """Issue 41's lesson mode: switch it on, choose the second lesson fact, walk the four cards
+    (Trace, Memories, Knockout from the prepared lesson), apply the edit, open the probes; each
+    click's seconds to its first answer on the page (the goal: 1 s). Reverts what it applied."""
+    page.locator("button.wb-lesson-toggle").click()
+    page.locator(".wb-lesson-card-4").wait_for(timeout=SLOW)
+    titles = [page.locator(f".wb-lesson-card-{n}").inner_text() for n in range(1, 5)]
+    for n, title in enumerate(("Does it know?", "Where?", "Edit", "Did its knowledge change?"), 1):
+        assert f"{n} · {title}" in titles[n - 1], titles
+    note = page.locator(".wb-lesson-note").inner_text()
+    if REAL:
+        assert "prepared ahead" in note, note
+    select = page.locator(".wb-lesson-facts select")
+    label = (select.locator("option").nth(1).text_content() or "").replace("\u00a0", " ")  # ipywidgets: nbsp
+    text = label.split(". ", 1)[1].rsplit(" → ", 1)[0]
+    answered("lesson: choose a fact (1 · Does it know?)", lambda: select.select_option(index=1),
+             lambda: page.locator(".wb-fact-current", has_text=text).wait_for(timeout=SLOW))
+    page.locator(".wb-fact-knows").wait_for(timeout=SLOW)
+    trace_status = page.locator(".wb-trace-panel .wb-status", has_text="prepared ahead")
+    answered("lesson: 2 · Where? → Trace", lambda: page.locator("button.wb-lesson-go-2").click(),
+             lambda: page.locator(".wb-trace-heatmap-mlp .main-svg").first.wait_for(timeout=SLOW))
+    if REAL:
+        trace_status.first.wait_for(timeout=SLOW)
+    answered("lesson: Memories (peak, key profile)", lambda: page.locator("button.wb-lesson-go-memories").click(),
+             lambda: page.locator(".wb-memory-profile", has_text="Key").wait_for(timeout=SLOW))
+    if REAL:
+        assert "prepared ahead" in page.locator(".wb-memory-summary").inner_text()
+        assert page.locator(".wb-memory-table .wb-memory-key").count() > 0
+    answered("lesson: Knockout", lambda: page.locator("button.wb-lesson-go-knockout").click(),
+             lambda: page.locator(".wb-knockout-figures .main-svg").first.wait_for(timeout=SLOW))
+    answered("lesson: 3 · Edit", lambda: page.locator("button.wb-lesson-go-3").click(),
+             lambda: page.locator(".wb-edit-panel").wait_for(state="visible", timeout=SLOW))
+    answered("lesson: Apply edit", lambda: page.locator("button.wb-edit-apply").click(),
+             lambda: page.locator(".wb-edit-card .wb-edit-card-rows").wait_for(timeout=SLOW))
+    answered("lesson: 4 · Did its knowledge change?", lambda: page.locator("button.wb-lesson-go-4").click(),
+             lambda: page.locator(".wb-probes-panel").wait_for(state="visible", timeout=SLOW))
+    page.locator(".wb-probe-table", has_text="now").wait_for(timeout=SLOW)
+    page.screenshot(path=str(shots / "voila-lesson.png"), full_page=True)
+    open_tab(page, "Edit")
+    page.locator("button.wb-edit-revert-all").click()
+    page.locator(".wb-edit-history", has_text="reverted").wait_for(timeout=SLOW)
+    no_inline_errors(page)

@@ -115,3 +115,15 @@ def test_voila_page_whose_kernel_another_tab_took_says_so(voila_server, page, sc
     assert not all(second.evaluate(controls)) and second.locator(".wb-fact-search input").is_enabled()
     assert page.locator(".wb-kernel-lost-banner").count() == 1  # the first page stays covered
     print("voila second tab timings (s):", timer.marks)
+
+
+def test_voila_lesson_walk(voila_server, page, screenshots):
+    """Issue 41's lesson mode: the four step cards walked over a prepared fact; prints each
+    click's seconds to its first answer on the page (benchmarks/lesson_clicks.py --browser)."""
+    from class_flow import Answered, lesson_walk
+
+    timer, answered = Timer(), Answered()
+    page.goto(f"{voila_server}/?token={TOKEN}", timeout=SLOW)
+    wait_app(page, timer)
+    lesson_walk(page, answered, screenshots)
+    print("voila lesson: seconds from click to first answer:", answered.seconds)

@@ -59,6 +59,9 @@ def register(sub) -> None:
     p.add_argument("--dry-run", action="store_true", help="print the server command and exit")
     p.add_argument("--no-prepare", action="store_true",
                    help="serve at once: do not first compute the default edit's key statistics if missing")
+    p.add_argument("--lesson", action="store_true",
+                   help="start in lesson mode; before serving, prepare the lesson in the cache if the committed "
+                        "one does not fit this model, and save its edits (minutes, once per machine)")
     p.set_defaults(handler=run)
 
 
@@ -102,6 +105,8 @@ def run(args: argparse.Namespace) -> int:
     _check_port_free(args.port)
     if not args.no_prepare:
         prepare(os.environ.get("WORKBENCH_APP_MODEL") or None)
+    if args.lesson and not args.no_prepare:
+        prepare_lesson(os.environ.get("WORKBENCH_APP_MODEL") or None)
     path = "lab" if args.lab else ""
     url = f"http://127.0.0.1:{args.port}/{path}?token={token}"
     what = "JupyterLab" if args.lab else "the workbench app (Voila)"
@@ -114,6 +119,8 @@ def run(args: argparse.Namespace) -> int:
     # The panels draw their own progress bars; the library's tqdm bars would appear
     # below the app when drawn from the panels' worker threads.
     env.setdefault("WORKBENCH_PROGRESS", "0")
+    if args.lesson:
+        env["WORKBENCH_LESSON"] = "1"  # the app notebook's Workbench() starts in lesson mode
     return serve(cmd, env)
 
 
@@ -169,3 +176,12 @@ def serve(cmd: list[str], env: dict) -> int:
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def prepare_lesson(model_name: str | None = None) -> int:
+    """Lesson mode's set-up: ``python -m workbench.ui.lesson --cache`` in its own process (the
+    command line never imports the app's widgets), which prepares the lesson in the cache unless a
+    current one is committed or cached, and saves each lesson fact's default edit. Returns its status."""
+    cmd = [sys.executable, "-m", "workbench.ui.lesson", "--cache"] + (["--model", model_name] if model_name else [])
+    print("workbench app: preparing the lesson (once per machine)…", file=sys.stderr)
+    return subprocess.run(cmd, check=False).returncode

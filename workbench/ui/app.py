@@ -9,6 +9,7 @@ Example:
 from __future__ import annotations
 
 import html
+import os
 
 import ipywidgets as widgets
 
@@ -29,13 +30,17 @@ class Workbench(widgets.VBox):
         fact: the fact to start with (default: the Eiffel Tower example).
         facts: the facts to pick from (default: examples + bundled dataset).
         background: run long work in threads (False runs it inline: scripts, tests).
+        lesson: start in lesson mode (step cards over facts prepared ahead, :mod:`workbench.ui.lesson`);
+            a :class:`~workbench.ui.lesson.Lesson` to use that one; None: on when the environment sets
+            ``WORKBENCH_LESSON=1`` (`workbench app --lesson`). The "Lesson" switch is there either way.
 
     Attributes:
         state: what the panels share (model, fact, trace, selection, edit history).
         fact, trace, memories, edit, probes, compare: the panels.
+        lesson: the lesson strip (None if it could not be built; an error line says why).
     """
 
-    def __init__(self, model=None, *, fact=None, facts=None, background: bool = True) -> None:
+    def __init__(self, model=None, *, fact=None, facts=None, background: bool = True, lesson=None) -> None:
         from workbench.core.model import Model, load_model
 
         if model is None or isinstance(model, str):
@@ -73,8 +78,10 @@ class Workbench(widgets.VBox):
         # A tiny figure out of sight: the browser loads and starts plotly.js while the class
         # reads the Fact tab, not on the first trace.
         warm = _warm_figures()
-        super().__init__([self.header, self.busy_line, self.tabs,
-                          *([warm] if warm is not None else [])])
+        # After the panels: its "fact" listener fills them from the lesson once they have cleared.
+        self.lesson, lesson_box = self._lesson_strip(lesson)
+        super().__init__([self.header, self.busy_line, lesson_box,
+                          self.tabs, *([warm] if warm is not None else [])])
         self.add_class("wb-app")
         self._update_header()
         edit_panel = self.panels.get("edit")
@@ -108,8 +115,35 @@ class Workbench(widgets.VBox):
             "knockout": lambda: KnockoutPanel(s, background=background),
         }
 
+    def _lesson_strip(self, lesson) -> tuple[widgets.Widget | None, widgets.Widget]:
+        """(the lesson strip, what to show for it): an error line in its place when it cannot be
+        built, for the app works without it."""
+        from workbench.ui.lesson import Lesson, LessonStrip
+
+        try:
+            on = os.environ.get("WORKBENCH_LESSON") == "1" if lesson is None else bool(lesson)
+            strip = LessonStrip(self, lesson if isinstance(lesson, Lesson) else None, on=on)
+        except Exception as exc:  # noqa: BLE001 - a broken lesson must not take the app down
+            line = ErrorLine()
+            line.show(exc)
+            line.add_class("wb-lesson-error")
+            return None, line
+        edit_panel = self.panels.get("edit")
+        if hasattr(edit_panel, "prepared"):
+            # Apply loads the edit set-up saved for a lesson fact, in lesson mode only.
+            edit_panel.prepared = strip.prepared_edit
+        knowledge = getattr(self.panels.get("probes"), "knowledge", None)
+        if knowledge is not None:
+            knowledge.prepared = strip.prepared_letters  # the letters "now" on that loaded edit
+        return strip, strip
+
     def show_tab(self, name: str) -> None:
         self.tabs.selected_index = TABS.index(name)
+
+    @staticmethod
+    def tab_name(index: int | None) -> str | None:
+        """The panel name of tab ``index`` (None for none)."""
+        return TABS[index] if index is not None and 0 <= index < len(TABS) else None
 
     def _tab_of(self, task) -> str:
         """The title of the tab whose panel holds ``task``'s button ("" if none)."""

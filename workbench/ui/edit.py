@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import html
+from collections.abc import Callable
+from pathlib import Path
 
 import ipywidgets as widgets
 import numpy as np
 
-from workbench.editing import SPECS, active_edits, edit, method_names, method_spec, revert_all
+from workbench.editing import SPECS, active_edits, edit, load_edit, method_names, method_spec, revert_all
 from workbench.errors import WorkbenchError
 from workbench.snippets import Call, Code
 from workbench.ui.code import cell, remember_edit
@@ -112,6 +114,9 @@ class EditPanel(widgets.VBox):
         self.touched = widgets.HTML()
         self.touched.add_class("wb-edit-touched-table")
         self.code = CodeView("wb-edit-code")
+        #: ``(fact, method, layers, hparams) -> saved edit or None``: what Apply may load instead of
+        #: computing (the lesson strip sets it; see workbench/ui/lesson.py).
+        self.prepared: Callable[..., Path | None] | None = None
         self.method.observe(guarded(self.error, lambda _: self._method_changed()), "value")
         state.on("fact", self._fact_changed)
         state.on("trace", self._update_note)
@@ -219,14 +224,36 @@ class EditPanel(widgets.VBox):
             call = Call(edit, (fact,), {"method": method, "layers": layers, **asked}, keep=("method",),
                         fact_fields=None, result="handle")
             code = cell(self.state, call)  # before the edit: the edits applied until now come first
-            handle = edit(model, fact, method=method, layers=layers, **kwargs)
+            handle, loaded = self._prepared_or_new(model, fact, method, layers, hparams, kwargs)
             remember_edit(self.state, handle, call)
-            return handle, edit_card(model, fact, handle), code
+            card = edit_card(model, fact, handle)
+            if loaded is not None and card.endswith("</div>"):
+                card = card[: -len("</div>")] + (
+                    "<br><i class='wb-edit-prepared' style='color:#1b5e20'>Prepared ahead for the lesson: set-up "
+                    f"computed this edit and saved it; Apply loaded it ({html.escape(loaded.name)}). Revert, then "
+                    "change a setting to compute one.</i></div>")
+            return handle, card, code
 
         self.task.run(work, self._applied, busy=f"editing with {method}…")
         if not takes_cancel:
             self.task.cancel_button.disabled = True
             self.task.cancel_button.tooltip = f"{method} cannot be interrupted; it takes seconds"
+
+    def _prepared_or_new(self, model, fact, method: str, layers, hparams: dict, kwargs: dict):
+        """(the edit, the file it was loaded from or None): a saved lesson edit when there is one for
+        exactly this ask on the unedited model, else computed now."""
+        saved = None
+        if self.prepared is not None:
+            try:
+                saved = self.prepared(fact, method, layers, hparams)
+            except Exception:  # noqa: BLE001 - a head start only: compute as usual
+                saved = None
+        if saved is not None:
+            try:
+                return load_edit(model, saved), saved
+            except WorkbenchError:
+                pass  # another machine's or a damaged file: load_edit checked it whole, nothing applied
+        return edit(model, fact, method=method, layers=layers, **kwargs), None
 
     def _applied(self, payload) -> None:
         handle, card, code = payload

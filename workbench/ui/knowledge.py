@@ -181,6 +181,9 @@ class KnowledgeView(widgets.VBox):
         self.before: dict[tuple[str, ...], list[str]] = {}
         self.rows: list[dict] = []  # the last drawing: prompt, kind, before, now, verdicts
         self.timings: dict[str, float] = {}  # seconds from the click: first text, letters, all
+        #: ``prompts -> texts or None``: the "now" column sampled at set-up for the edit applied now (the
+        #: lesson strip sets it; workbench/ui/lesson.py).
+        self.prepared: Callable[[tuple[str, ...]], list[str] | None] | None = None
         legend = (f"<mark style='{NEW_MARK}'>new object</mark> <mark style='{OLD_MARK}'>old object</mark>")
         super().__init__([
             widgets.HTML("<b>Did its knowledge change?</b> Letters that name the subject but not the relation, and "
@@ -210,6 +213,15 @@ class KnowledgeView(widgets.VBox):
         letters = sample_prompts(letter_prompts(fact))
         if letters and tuple(letters) not in self.before:
             self.before[tuple(letters)] = generate_letters(model, letters, cancel=token)
+
+    def _prepared(self, prompts: tuple[str, ...]) -> list[str] | None:
+        """Texts set-up sampled for ``prompts`` on the weights applied now, if any (lesson mode)."""
+        if self.prepared is None:
+            return None
+        try:
+            return self.prepared(prompts)
+        except Exception:  # noqa: BLE001 - a head start only: generate as usual
+            return None
 
     # -- events -----------------------------------------------------------------------------
     def _fact_changed(self) -> None:
@@ -251,6 +263,10 @@ class KnowledgeView(widgets.VBox):
             for i, group in enumerate(groups):
                 if not n_edits and tuple(group) in self.before:
                     now[i] = self.before[tuple(group)]  # the unedited model: "now" is "before"
+                    continue
+                ready = self._prepared(tuple(group)) if n_edits else None
+                if ready is not None:
+                    now[i] = ready  # sampled at set-up on these very weights (workbench/ui/lesson.py)
                     continue
 
                 def on_text(texts: list[str], i=i) -> None:

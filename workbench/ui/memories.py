@@ -26,6 +26,8 @@ from workbench.ui.widgets import ClampedIntText, CodeView, ErrorLine, guarded, p
 from workbench.ui.figures import neuron_figure, sub_update_figure
 
 AMPLIFY = 2.0
+#: Keys the table lists by default (the lesson is prepared with it: workbench/ui/lesson.py).
+DEFAULT_KEYS = 12
 
 
 #: What each column of the memories table means (shown on hover over its header).
@@ -68,7 +70,7 @@ class MemoriesPanel(widgets.VBox):
         self.layer.add_class("wb-memory-layer")
         self.position = widgets.Dropdown(options=[], description="Token")
         self.position.add_class("wb-memory-position")
-        self.top_k = ClampedIntText(value=12, lo=1, hi=200, description="Keys")
+        self.top_k = ClampedIntText(value=DEFAULT_KEYS, lo=1, hi=200, description="Keys")
         self.top_k.add_class("wb-memory-keys")
         self.readable_only = widgets.Checkbox(value=True, indent=False, description="readable tokens only",
                                               tooltip="hide tokens with no letters or digits, control "
