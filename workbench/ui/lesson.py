@@ -45,6 +45,7 @@ from typing import Any
 import ipywidgets as widgets
 
 from workbench.errors import WorkbenchError
+from workbench.runtime.jsonfiles import read_json
 from workbench.facts import ASSETS, Fact, bundled_facts
 from workbench.locate import TraceSettings
 from workbench.locate.enrichment import EnrichmentResult
@@ -333,9 +334,9 @@ def read_lesson(model, paths: Sequence[Path] | None = None) -> Lesson:
         if not path.exists():
             continue
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            notes.append(f"the prepared lesson {path.name} is corrupt ({type(exc).__name__}) and was ignored")
+            data = read_json(path, "prepared lesson")  # bounded in size and depth, as every file the app reads
+        except WorkbenchError as exc:
+            notes.append(f"the prepared lesson {path.name} is corrupt ({exc}) and was ignored")
             continue
         why = _stale(data, model)
         if why is not None:
@@ -394,11 +395,11 @@ def prepared_letters(model, fact: Fact | None, prompts: tuple[str, ...]) -> list
     if not path.exists():
         return None
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = read_json(path, "prepared letters")
         if tensor_hashes(edits[0]) != data["after"]:
             return None
         return next((list(texts) for p, texts in data["letters"] if tuple(p) == tuple(prompts)), None)
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, WorkbenchError):
         return None
 
 
