@@ -30,7 +30,7 @@ COLUMNS = {"efficacy_score": "ES", "paraphrase_score": "PS", "neighborhood_score
            "implication_score": "all implications", "implication_logical_generalisation_score": "logical gen.",
            "implication_compositionality_score": "compositional", "implication_multi_hop_score": "multi-hop",
            "implication_relation_specificity_score": "relation spec."}
-ORDER = ("rome", "memit", "pmet", "emmet", "alphaedit", "kn", "ft", "grace", "wise", "in-context", "retrieval")
+ORDER = ("rome", "memit", "pmet", "emmet", "alphaedit", "kn", "ft", "grace", "wise", "in-context", "retrieval", "retrieval-chain")
 
 
 def _cell(values) -> str:
