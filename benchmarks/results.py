@@ -117,7 +117,8 @@ def write_docs() -> str:
     runs = []
     for path in sorted(RESULTS.glob("*.json")):
         data = json.loads(path.read_text())
-        if "summary" in data:
+        # Other benchmarks keep their JSON here too (knockout_study.json has a "summary" of its own).
+        if isinstance(data.get("summary"), dict) and {"method", "mode"} <= data["summary"].keys():
             s = data["summary"]
             # A file written with --tag T (<method>_<mode>_T.json) is named by its tag in the tables.
             data["_tag"] = path.stem[len(f"{s['method']}_{s['mode']}"):].lstrip("_")
