@@ -294,12 +294,17 @@ class RetrievalEdit:
             d["hops"] = self.hops
         return d
 
+    @staticmethod
+    def saved_settings(d: dict) -> dict:
+        """The memory's settings in a saved dict, with the defaults for those older files lack."""
+        return {"threshold": d.get("threshold", DEFAULT_THRESHOLD), "template": d.get("template", _TEMPLATE),
+                "subjects": d.get("subjects"), "top_k": d.get("top_k", DEFAULT_TOP_K),
+                "mention": d.get("mention", True), "hops": d.get("hops", 1)}
+
     @classmethod
     def from_dict(cls, d: dict, model: Model | None = None) -> RetrievalEdit:
         """Rebuild from :meth:`to_dict` (pass ``model`` to join its shared memory)."""
-        return cls(d["keys"], d["statements"], threshold=d.get("threshold", DEFAULT_THRESHOLD),
-                   template=d.get("template", _TEMPLATE), subjects=d.get("subjects"),
-                   top_k=d.get("top_k", DEFAULT_TOP_K), mention=d.get("mention", True), hops=d.get("hops", 1),
+        return cls(d["keys"], d["statements"], **cls.saved_settings(d),
                    active_list=model.prompt_edits if model is not None else None)
 
 
@@ -321,6 +326,10 @@ def explain(model: Model, prompt: str) -> list[dict]:
     return [r.to_dict() for r in members[0].steps(prompt)] if members else []
 
 
+#: Checks on the memory's settings (``retrieval-chain`` adds its own to these).
+LIMITS = {"threshold": Number(-1, 1), "template": template_check, "top_k": Whole(1, 20), "hops": Whole(1, 4)}
+
+
 @register_loader("retrieval")
 def _load(saved: dict, model: Model | None = None) -> RetrievalEdit:
     return RetrievalEdit.from_dict(saved, model)
@@ -331,7 +340,7 @@ def _load(saved: dict, model: Model | None = None) -> RetrievalEdit:
     summary="Retrieval: an external memory of facts, the matching one written before a prompt",
     description="Retrieval baseline: an external memory of edited facts; those whose subject a prompt names "
                 "(or, failing that, the one whose prompt it resembles) are written before it; no weight changes.",
-    limits={"threshold": Number(-1, 1), "template": template_check, "top_k": Whole(1, 20), "hops": Whole(1, 4)})
+    limits=LIMITS)
 def retrieval(model: Model, facts: list[Fact], *, layers=None, threshold: float = DEFAULT_THRESHOLD,
               template: str = _TEMPLATE, top_k: int = DEFAULT_TOP_K, mention: bool = True,
               hops: int = 1) -> EditHandle:

@@ -51,16 +51,17 @@ from typing import NamedTuple
 from contextlib import contextmanager
 
 from workbench import probing
-from workbench.checks import Number, Whole
+from workbench.checks import Whole
 from workbench.editing.factstore import normalize
 from workbench.editing.handle import EditHandle, commit_prompt_edit
-from workbench.editing.incontext import statement, template_check
+from workbench.editing.incontext import statement
 from workbench.editing.overlays import register_loader
 from workbench.editing.registry import register_method
 from workbench.editing.retrieval import (
     _TEMPLATE,
     DEFAULT_THRESHOLD,
     DEFAULT_TOP_K,
+    LIMITS,
     Recall,
     RetrievalEdit,
 )
@@ -261,9 +262,7 @@ class ChainEdit(RetrievalEdit):
     def from_dict(cls, d: dict, model: Model | None = None) -> ChainEdit:
         """Rebuild from :meth:`to_dict`; ``model`` answers the bridge questions and holds the shared memory."""
         return cls(d["keys"], d["statements"], model=model, max_new_tokens=d.get("max_new_tokens", DEFAULT_ANSWER_TOKENS),
-                   threshold=d.get("threshold", DEFAULT_THRESHOLD), template=d.get("template", _TEMPLATE),
-                   subjects=d.get("subjects"), top_k=d.get("top_k", DEFAULT_TOP_K), mention=d.get("mention", True),
-                   hops=d.get("hops", 1))
+                   **cls.saved_settings(d))
 
 
 @register_loader("retrieval-chain")
@@ -277,8 +276,7 @@ def _load(saved: dict, model: Model | None = None) -> ChainEdit:
     description="Retrieval memory with question decomposition (after MeLLo): for a nested prompt (\"the capital of "
                 "the country where X is\"), the model answers the inner question after the recalled facts, and that "
                 "answer, with any stored facts it names, is written before the prompt; no weight changes.",
-    limits={"threshold": Number(-1, 1), "template": template_check, "top_k": Whole(1, 20), "hops": Whole(1, 4),
-            "max_new_tokens": Whole(1, 32)})
+    limits={**LIMITS, "max_new_tokens": Whole(1, 32)})
 def retrieval_chain(model: Model, facts: list[Fact], *, layers=None, threshold: float = DEFAULT_THRESHOLD,
                     template: str = _TEMPLATE, top_k: int = DEFAULT_TOP_K, mention: bool = True, hops: int = 1,
                     max_new_tokens: int = DEFAULT_ANSWER_TOKENS) -> EditHandle:
