@@ -353,6 +353,8 @@ def lesson_walk(page, answered: Answered, shots: Path) -> None:
     titles = [page.locator(f".wb-lesson-card-{n}").inner_text() for n in range(1, 5)]
     for n, title in enumerate(("Does it know?", "Where?", "Edit", "Did its knowledge change?"), 1):
         assert f"{n} · {title}" in titles[n - 1], titles
+    # The note is a separate widget message: wait for its text rather than read it at once.
+    page.locator(".wb-lesson-note", has_text="prepared" if REAL else "").wait_for(timeout=SLOW)
     note = page.locator(".wb-lesson-note").inner_text()
     if REAL:
         assert "prepared ahead" in note, note

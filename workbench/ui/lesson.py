@@ -538,9 +538,11 @@ class LessonStrip(widgets.VBox):
                 "saved it (<code>workbench app --lesson</code>): then Apply loads it at once.</i>")
 
     def _switch(self, on: bool) -> None:
+        if on:
+            # Fill the list and the note before the cards show, so a page never shows an empty note.
+            self._guarded(self._load)
         self.body.layout.display = "" if on else "none"
         if on:
-            self._guarded(self._load)
             self._fact_changed()
 
     @property
