@@ -79,6 +79,9 @@ def main(argv=None) -> dict:
     model = wb.load_model(args.model) if args.model else wb.load_model()
     app = Workbench(model, background=False, lesson=True)
     strip = app.lesson
+    # In the app the greedy answers run in a thread once the Probes tab opens; with
+    # background=False they would run inside that click, which a page never waits for.
+    app.probes.answers_on.value = False
     print(f"threads {torch.get_num_threads()}; lesson: {strip.lesson.source or strip.lesson.note}", flush=True)
     clock = Clock()
     # First answers: the widget each click writes first.

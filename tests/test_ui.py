@@ -168,6 +168,24 @@ def test_edit_in_context_updates_probes_and_revert_restores(app, model):
     assert app.probes.table.value == before_table  # the same numbers as before the edit
 
 
+def test_header_counts_the_edit_before_the_panels_recompute(app, model):
+    """Issue 41, finding 8: the header lagged 1-3 s behind the edit card while the panels'
+    listeners recomputed (predictions, probes); it is now updated before any of them runs."""
+    seen = []
+
+    def spy(fn):
+        return lambda: (seen.append(app.header.value), fn())
+
+    listeners = app.state._listeners["weights"]
+    app.state._listeners["weights"] = [fn if fn == app._update_header else spy(fn) for fn in listeners]
+    app.edit.method.value = "in-context"
+    app.edit.hparams.value = "min_prob=0"
+    app.edit.task.button.click()
+    assert app.edit.error.value == "", app.edit.error.text
+    assert len(seen) == len(listeners) - 1 > 0
+    assert all("<b class='wb-edit-count'>1</b>" in h for h in seen), seen
+
+
 def test_rome_edit_on_tiny_model(app, model):
     if "rome" not in app.edit.method.options:
         pytest.skip("ROME is not in this install")

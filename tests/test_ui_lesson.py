@@ -113,14 +113,34 @@ def test_a_card_selects_the_fact_and_shows_prepared_results_without_computing(ap
     assert all(app.probes.knowledge.before[k] == v for k, v in p.letters.items())
 
 
+def test_greedy_answers_wait_for_the_probes_tab_in_lesson_mode(app, monkeypatch):
+    """They held the cores while the class clicked through prepared results (issue 41)."""
+    started = []
+    monkeypatch.setattr(app.probes.answer_task, "run", lambda *a, **k: started.append(a))
+    app.probes.answers_on.value = True
+    app.lesson.choice.value = 2  # step 1: the Fact tab
+    app.lesson.buttons[1].click()  # step 2: Trace
+    app.probes.run_answers()  # what a probe refresh starts
+    assert started == [] and app.probes._answers_held
+    app.lesson.buttons[3].click()  # step 4 opens Probes: the answers start
+    assert len(started) == 1 and not app.probes._answers_held
+    app.show_tab("trace")
+    app.probes.run_answers()
+    assert len(started) == 1
+    app.lesson.toggle.value = False  # out of lesson mode: nothing held any more
+    assert len(started) == 2
+    app.probes.run_answers()
+    assert len(started) == 3
+
+
 def test_run_recomputes_and_other_settings_are_not_prepared(app):
     strip = app.lesson
     strip.buttons[1].click()
     app.trace.task.button.click()  # Run trace: computed (or from the trace cache), no longer "prepared"
     assert app.trace.error.value == "", app.trace.error.text
     assert "prepared ahead" not in app.trace.task.status.value
+    app.trace.samples.value = 2  # not the lesson's setting (set before the pick, which fills every panel)
     strip.choice.value = 2
-    app.trace.samples.value = 2  # not the lesson's setting
     strip.buttons[1].click()
     assert not app.trace.figure_widgets and "settings differ" in app.trace.task.status.value
 

@@ -223,9 +223,9 @@ def edit_card_and_generations(page, answered: Answered, shots: Path, timer: Time
     if REAL:
         first = page.locator(".wb-edit-card-rows tbody tr").first.inner_text()
         assert "Paris" in first and "Rome" in first, first
-    # The card is the first answer; the header and the busy line follow when the task ends
-    # (issue 41's lag). The README's picture is of the settled page.
-    page.locator(".wb-header .wb-edit-count", has_text="1").wait_for(timeout=SLOW)
+    # Issue 41, finding 8: the header counted the edit 1-3 s after the card (the panels'
+    # recomputations ran first). Its message now follows the card's at once.
+    page.locator(".wb-header .wb-edit-count", has_text="1").wait_for(timeout=500)
     page.screenshot(path=str(shots / "voila-edit-card.png"), full_page=True)
     copy_as_code(page, shots)
     knowledge_view(page, answered, shots)
@@ -364,11 +364,18 @@ def lesson_walk(page, answered: Answered, shots: Path) -> None:
     answered("lesson: choose a fact (1 · Does it know?)", lambda: select.select_option(index=1),
              lambda: page.locator(".wb-fact-current", has_text=text).wait_for(timeout=SLOW))
     page.locator(".wb-fact-knows").wait_for(timeout=SLOW)
+    # The class reads step 1 while the other tabs' prepared figures arrive and are drawn, hidden
+    # (lesson mode sends them 1.5 s after the pick); the knockout's come last.
+    answered.complete("lesson: the other tabs drawn (after the pick)",
+                      lambda: page.locator(".wb-knockout-figures .main-svg").first.wait_for(state="attached",
+                                                                                          timeout=SLOW))
     trace_status = page.locator(".wb-trace-panel .wb-status", has_text="prepared ahead")
     answered("lesson: 2 · Where? → Trace", lambda: page.locator("button.wb-lesson-go-2").click(),
              lambda: page.locator(".wb-trace-heatmap-mlp .main-svg").first.wait_for(timeout=SLOW))
     if REAL:
         trace_status.first.wait_for(timeout=SLOW)
+    # Drawn while its tab was hidden (lesson mode fills every panel at the pick): is it whole?
+    page.screenshot(path=str(shots / "voila-lesson-trace.png"), full_page=True)
     answered("lesson: Memories (peak, key profile)", lambda: page.locator("button.wb-lesson-go-memories").click(),
              lambda: page.locator(".wb-memory-profile", has_text="Key").wait_for(timeout=SLOW))
     if REAL:

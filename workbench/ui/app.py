@@ -56,6 +56,10 @@ class Workbench(widgets.VBox):
         # One busy line for the whole app: what holds the model, for how long, and its Cancel.
         self.busy_line = BusyLine(self.state, where=self._tab_of)
         self.busy, self.busy_cancel = self.busy_line.text, self.busy_line.cancel_button
+        # Before the panels' listeners: theirs recompute (predictions, probes), and the header
+        # would otherwise show the old edit count for the seconds they take (issue 41).
+        self.state.on("weights", self._update_header)
+        self.state.on("fact", self._update_header)
         self.panels: dict[str, widgets.Widget] = {}
         builders = self._builders(facts, background)
         for name in TABS:
@@ -73,8 +77,6 @@ class Workbench(widgets.VBox):
             self.tabs.set_title(i, TITLES[name])
         self.tabs.add_class("wb-tabs")
         self.state.select_tab = self.show_tab
-        self.state.on("weights", self._update_header)
-        self.state.on("fact", self._update_header)
         # A tiny figure out of sight: the browser loads and starts plotly.js while the class
         # reads the Fact tab, not on the first trace.
         warm = _warm_figures()
@@ -132,7 +134,10 @@ class Workbench(widgets.VBox):
         if hasattr(edit_panel, "prepared"):
             # Apply loads the edit set-up saved for a lesson fact, in lesson mode only.
             edit_panel.prepared = strip.prepared_edit
-        knowledge = getattr(self.panels.get("probes"), "knowledge", None)
+        probes = self.panels.get("probes")
+        if hasattr(probes, "hold_answers"):
+            probes.hold_answers = strip.holds_answers  # in lesson mode, until the Probes tab opens
+        knowledge = getattr(probes, "knowledge", None)
         if knowledge is not None:
             knowledge.prepared = strip.prepared_letters  # the letters "now" on that loaded edit
         return strip, strip

@@ -71,6 +71,8 @@ class KnockoutPanel(widgets.VBox):
         self.add_class("wb-knockout-panel")
 
     def _clear(self) -> None:
+        if not self.task.running:
+            self.task.status.value = ""  # it spoke of the last fact's run
         self.figures.children = ()
         self.summary.value = self.selection.value = ""
         self.result = self.before = self.enriched = None

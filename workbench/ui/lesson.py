@@ -14,9 +14,10 @@ They are kept in ``assets/lesson/<model>.json`` (committed; ``python -m workbenc
 --write``) or, when that file is missing or stale, in the workbench cache (``--cache``, which
 ``workbench app --lesson`` runs at set-up). A file is used only when its format version, model
 name, weight fingerprint and settings are this code's and this model's; otherwise it is ignored
-and the panel says why. With lesson mode on, choosing a lesson fact fills each panel from the file
-the moment its tab opens (no model call), marked "prepared ahead"; every Run button still
-recomputes, and any other setting computes as before.
+and the panel says why. With lesson mode on, choosing a lesson fact fills its tab's panel from the
+file, then the other panels (no model call), each marked "prepared ahead", so that opening a tab
+shows a figure already drawn; every Run button still recomputes, and any other setting computes
+as before.
 
 An edit is not quick on a CPU (ROME: about 4 s). ``--cache`` also saves each fact's edit at the
 Edit panel's defaults in the cache, with the letters' "now" column sampled on it; Apply then loads
@@ -86,6 +87,8 @@ STEPS: tuple[tuple[str, str, str, str], ...] = (
      "letters: does the model write the new object when it writes freely about the subject?",
      "Probes", "probes"),
 )
+#: Seconds after a pick before the panels of other tabs are filled (see ``_fact_changed``).
+FILL_DELAY = 1.5
 #: What the panels show on a prepared result (their Run button recomputes).
 PREPARED = "prepared ahead for the lesson"
 
@@ -505,14 +508,14 @@ class LessonStrip(widgets.VBox):
         self.cards = widgets.HBox(cards, layout=widgets.Layout(width="100%"))
         self.body = widgets.VBox([widgets.HBox([self.choice, self.note]), self.cards, self.error],
                                  layout=widgets.Layout(display="none"))
-        #: Panels of the current fact still to be filled from the lesson (when their tab opens).
+        #: Panels of the current fact still to be filled from the lesson.
         self.pending: set[str] = set()
         self.toggle.observe(lambda ch: self._switch(ch["new"]), "value")
         # Another fact in the list: the walk starts again at step 1.
         self.choice.observe(lambda _: self._quiet or self._guarded(self.go, 1), "value")
         self.state.on("fact", self._fact_changed)
         self.state.on("weights", self._weights_changed)
-        app.tabs.observe(lambda ch: self._guarded(self.fill, self.app.tab_name(ch["new"])), "selected_index")
+        app.tabs.observe(lambda ch: self._guarded(self._tab_opened, self.app.tab_name(ch["new"])), "selected_index")
         super().__init__([self.toggle, self.body])
         self.add_class("wb-lesson")
         self.toggle.value = on
@@ -544,6 +547,8 @@ class LessonStrip(widgets.VBox):
         self.body.layout.display = "" if on else "none"
         if on:
             self._fact_changed()
+        else:
+            self._release_answers()
 
     @property
     def lesson(self) -> Lesson:
@@ -590,8 +595,8 @@ class LessonStrip(widgets.VBox):
         current = self.state.fact
         name = tab or STEPS[step - 1][3]
         if current is None or fact_key(current) != fact_key(fact):
-            # The step's tab first: the new fact's panels then fill when their own tab opens, and
-            # none is filled on the way (the first answer of a pick is the Fact tab's line).
+            # The step's tab first: it fills at once, the others right after this click's answers
+            # (the first answer of a pick is the Fact tab's line).
             self.pending = set()
             self.app.show_tab(name)
             self.app.fact.pick(fact)
@@ -631,6 +636,15 @@ class LessonStrip(widgets.VBox):
             # The letters' "before" column needs no model either: the knowledge view keeps it by prompts.
             knowledge.before.update(prepared.letters)
         self._guarded(self.fill, self.app.tab_name(self.app.tabs.selected_index))
+        # The other panels too, after the page has drawn this click's answers (drawing figures
+        # holds a browser's only thread: sent at once, they delayed the fact's line by 5 s).
+        # They are drawn in their hidden tabs while the class reads step 1, and opening a tab
+        # then shows a figure already there instead of sending and drawing one (about 2 s).
+        self.state.soon(lambda: self._guarded(self._fill_all), delay=FILL_DELAY)
+
+    def _fill_all(self) -> None:
+        for name in ("trace", "memories", "knockout"):
+            self.fill(name)
 
     def _weights_changed(self) -> None:
         # Prepared results are of the unedited weights: after the last revert, panels left empty fill again.
@@ -638,6 +652,21 @@ class LessonStrip(widgets.VBox):
             self._fact_changed()
         else:
             self.pending = set()
+
+    def holds_answers(self) -> bool:
+        """Whether the Probes panel's greedy answers wait: in lesson mode, until its tab opens
+        (they hold the cores for seconds, and the prepared clicks before step 4 need none)."""
+        return bool(self.toggle.value) and self.app.tab_name(self.app.tabs.selected_index) != "probes"
+
+    def _release_answers(self) -> None:
+        release = getattr(self.app.panels.get("probes"), "release_answers", None)
+        if release is not None:
+            release()
+
+    def _tab_opened(self, name: str | None) -> None:
+        self.fill(name)
+        if name == "probes":
+            self._release_answers()
 
     def fill(self, name: str | None) -> None:
         """Show the prepared results in panel ``name`` if it still waits for them (else nothing)."""

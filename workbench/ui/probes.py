@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import html
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import ipywidgets as widgets
 
@@ -168,6 +168,10 @@ class ProbesPanel(widgets.VBox):
         self.answers_now: dict[str, str] = {}
         self._version = 0  # bumped by every probe: answers generated for an older one are dropped
         self._answers_wanted = False
+        #: When it says True, greedy answers wait until :meth:`release_answers` (lesson mode holds
+        #: them while another tab is open: they would hold the cores its prepared clicks need).
+        self.hold_answers: Callable[[], bool] | None = None
+        self._answers_held = False
         self._fact_key: tuple[str, str] | None = None
         # Generation lives here (issue 39): the fact's letters and the free prompts, before and now.
         # The greedy Generate above (`run_generations`, `gen_before`) is no longer drawn.
@@ -278,6 +282,9 @@ class ProbesPanel(widgets.VBox):
             if not self._probe_when_free:  # else the rows follow when the model is free, then their answers
                 self.error.show("No probe rows yet: press Probe now first.")
             return
+        if self.hold_answers is not None and self.hold_answers():
+            self._answers_held = True
+            return
         if self.answer_task.running:
             # One run at a time; the running one ends by starting another for the rows then current.
             self._answers_wanted = True
@@ -324,6 +331,12 @@ class ProbesPanel(widgets.VBox):
         version = self._version
         self.answer_task.run(lambda token: (version, prompts, *work(token)), self._show_answers,
                              busy="generating answers…", after=self._answers_ended)
+
+    def release_answers(self) -> None:
+        """Start the answers a hold kept back (nothing if none were)."""
+        if self._answers_held:
+            self._answers_held = False
+            self.state.soon(guarded(self.error, self.run_answers))
 
     def _answers_ended(self) -> None:
         """A run ended: start the next if one was asked for meanwhile or a quick call stopped this one."""

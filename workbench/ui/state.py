@@ -360,14 +360,15 @@ class State:
         finally:
             self.lock.release()
 
-    def soon(self, fn: Callable[[], None]) -> None:
+    def soon(self, fn: Callable[[], None], *, delay: float = 0.0) -> None:
         """Run ``fn`` once the widget callback now running has returned, or now when there is none.
 
         For background work that a change sets off but that must not take the model
         before the quick calls of the same click do (choosing a fact emits ``"fact"``,
         then the Fact panel probes its top tokens): in a kernel the callback is queued
         on the kernel's event loop; off it (a task's thread, a test) it runs at once,
-        after the listeners before it.
+        after the listeners before it. ``delay``: seconds to wait first on the kernel's loop
+        (off it, none), e.g. for the page to draw this click's answers before more arrive.
         """
         try:
             loop = asyncio.get_running_loop()
@@ -375,10 +376,16 @@ class State:
             loop = None
         if loop is not None:
             self._loop = loop
-            loop.call_soon(fn)
+            if delay > 0:
+                loop.call_later(delay, fn)
+            else:
+                loop.call_soon(fn)
         elif self._loop is not None and self._loop.is_running():
             # From a task's thread: onto the kernel's loop, after what the kernel is doing now.
-            self._loop.call_soon_threadsafe(fn)
+            if delay > 0:
+                self._loop.call_soon_threadsafe(self._loop.call_later, delay, fn)
+            else:
+                self._loop.call_soon_threadsafe(fn)
         else:
             fn()
 

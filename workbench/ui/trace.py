@@ -80,6 +80,8 @@ class TracePanel(widgets.VBox):
         self.add_class("wb-trace-panel")
 
     def _fact_changed(self) -> None:
+        if not self.task.running:
+            self.task.status.value = ""  # it spoke of the last fact's trace ("prepared ahead", its time)
         self.figures.children = ()
         self.figure_widgets = {}
         self.summary.value = ""
