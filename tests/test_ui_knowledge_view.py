@@ -55,6 +55,23 @@ def test_mentions_are_marked_as_the_judge_reads_them():
     assert counts(["new", "both", "true", "neither"], FACT) == "2 of 4 name Rome, 2 name Paris (1 both)"
 
 
+def test_marks_agree_with_the_verdict_beside_them():
+    """Issue 41: every mention was coloured, while the verdict counts only some of them."""
+    from workbench.evaluation.judge import letter_verdict
+
+    text = "I took a bus from Rome to the airport. It is in Paris, near the Toyota Prius dealer."
+    assert letter_verdict(text, new="Rome", true="Paris", subject="Eiffel Tower") == "true"
+    marked = highlight(text, new="Rome", old="Paris", subject="Eiffel Tower")
+    assert re.search(r'<mark class="wb-mark-new wb-mark-uncounted"[^>]*title="not counted[^"]*">Rome</mark>', marked)
+    assert '<mark class="wb-mark-old" style="background:#b9d8ff">Paris</mark>' in marked
+    # Another thing's name: "Toyota" before "Prius" names the car, not the subject's maker.
+    marked = highlight(text, new="Toyota", old="Nissan", subject="Nissan Leaf")
+    assert marked.count("wb-mark-uncounted") == 1 and letter_verdict(text, new="Toyota", true="Nissan",
+                                                                     subject="Nissan Leaf") == "neither"
+    # Without a subject nothing is dimmed (the judge's subject rules cannot apply).
+    assert "uncounted" not in highlight(text, new="Rome", old="Paris")
+
+
 # -- the view in the app ----------------------------------------------------------------------
 def test_the_view_sits_in_the_probes_tab_in_place_of_generate(app):
     view = app.probes.knowledge
@@ -218,7 +235,7 @@ def test_in_a_thread_now_streams_and_the_busy_lines_cancel_stops_it(model, monke
                 break
             deadline.wait(0.05)
         assert "Generate letters" in a.busy.value and a.busy_cancel.layout.display != "none"
-        assert "<mark class=\"wb-mark-new\"" in view.texts.value and " …" in view.texts.value  # drawn as it grows
+        assert "<mark class=\"wb-mark-new" in view.texts.value and " …" in view.texts.value  # drawn as it grows
         assert "now: <i>generating…</i>" in view.summary.value
         a.busy_cancel.click()
         view.task.join(60)

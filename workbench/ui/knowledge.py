@@ -31,7 +31,7 @@ import ipywidgets as widgets
 
 from workbench.editing import active_edits, unedited
 from workbench.evaluation.generated import LETTER_SAMPLES, LETTER_SEED, LETTER_TOKENS, LETTER_TOP_K
-from workbench.evaluation.judge import letter_verdict, names
+from workbench.evaluation.judge import counted_mentions, letter_verdict, names
 from workbench.evaluation.relations import letter_prompts
 from workbench.probing import generate_many
 from workbench.runtime.progress import Cancelled
@@ -43,6 +43,10 @@ from workbench.ui.widgets import CodeView, ErrorLine
 #: How the objects are marked in the texts (the same colours in the legend).
 NEW_MARK = "background:#ffd88a"
 OLD_MARK = "background:#b9d8ff"
+#: A mention the verdict does not count: no colour, a dotted underline (see :func:`highlight`).
+UNCOUNTED_MARK = "background:none;text-decoration:underline dotted #888"
+UNCOUNTED_TIP = ("not counted by the verdict: another thing's name, the subject's own name, "
+                 "a denial, or a sentence about something else")
 #: The verdicts as the view names them (the judge calls the old object "true").
 SHOWN = {"new": "new", "true": "old", "both": "both", "neither": "neither", "": ""}
 VERDICT_STYLE = {"new": "color:#8a4b00;font-weight:bold", "true": "color:#1a4f9c;font-weight:bold",
@@ -114,25 +118,42 @@ def mention_spans(text: str, obj: str) -> list[tuple[int, int]]:
     return sorted(set(spans))
 
 
-def highlight(text: str, *, new: str | None, old: str | None) -> str:
+def highlight(text: str, *, new: str | None, old: str | None, subject: str | None = None) -> str:
     """``text`` as escaped HTML with the new object's mentions in one colour and the old
     one's in another (``<mark class="wb-mark-new">`` / ``wb-mark-old``); where two names
     overlap ("York" in "New York") the longer wins.
 
+    With ``subject``, a mention the letter verdict does not count (another thing's name such as
+    "Toyota Prius", the subject's own name, a denial, a sentence about something else:
+    :func:`~workbench.evaluation.judge.counted_mentions`) is only underlined, class
+    ``wb-mark-uncounted``, with a tooltip: the colours then agree with the verdict beside them.
+
     Example:
         >>> highlight("From Rome & Paris", new="Rome", old="Paris")
         'From <mark class="wb-mark-new" style="background:#ffd88a">Rome</mark> &amp; <mark class="wb-mark-old" style="background:#b9d8ff">Paris</mark>'
+        >>> "wb-mark-uncounted" in highlight("a Toyota Prius", new="Toyota", old="Nissan", subject="Nissan Leaf")
+        True
     """
     marks = [(s, e, "new") for s, e in (mention_spans(text, new) if new else [])]
     marks += [(s, e, "old") for s, e in (mention_spans(text, old) if old else [])]
+    counted: set[tuple[int, int]] | None = None
+    if subject:
+        counted = {*(counted_mentions(text, new, subject=subject) if new else []),
+                   *(counted_mentions(text, old, subject=subject) if old else [])}
     marks.sort(key=lambda m: (m[0], -(m[1] - m[0])))
     out, at = [], 0
     for start, end, kind in marks:
         if start < at:
             continue  # inside a longer mark already drawn
-        style = NEW_MARK if kind == "new" else OLD_MARK
         out.append(html.escape(text[at:start]))
-        out.append(f'<mark class="wb-mark-{kind}" style="{style}">{html.escape(text[start:end])}</mark>')
+        word = html.escape(text[start:end])
+        # Overlap, not equality: the judge folds text a little differently at the edges.
+        if counted is not None and not any(s < end and start < e for s, e in counted):
+            out.append(f'<mark class="wb-mark-{kind} wb-mark-uncounted" style="{UNCOUNTED_MARK}" '
+                       f'title="{UNCOUNTED_TIP}">{word}</mark>')
+        else:
+            style = NEW_MARK if kind == "new" else OLD_MARK
+            out.append(f'<mark class="wb-mark-{kind}" style="{style}">{word}</mark>')
         at = end
     out.append(html.escape(text[at:]))
     return "".join(out)
@@ -184,7 +205,8 @@ class KnowledgeView(widgets.VBox):
         #: ``prompts -> texts or None``: the "now" column sampled at set-up for the edit applied now (the
         #: lesson strip sets it; workbench/ui/lesson.py).
         self.prepared: Callable[[tuple[str, ...]], list[str] | None] | None = None
-        legend = (f"<mark style='{NEW_MARK}'>new object</mark> <mark style='{OLD_MARK}'>old object</mark>")
+        legend = (f"<mark style='{NEW_MARK}'>new object</mark> <mark style='{OLD_MARK}'>old object</mark> "
+                  f"<mark style='{UNCOUNTED_MARK}' title='{UNCOUNTED_TIP}'>named, not counted</mark>")
         super().__init__([
             widgets.HTML("<b>Did its knowledge change?</b> Letters that name the subject but not the relation, and "
                          "your free prompts, continued before the edits and now (sampled as the letter test "
@@ -344,7 +366,7 @@ class KnowledgeView(widgets.VBox):
             prompt = "" if r["prompt"] == last_prompt else html.escape(r["prompt"])
             last_prompt = r["prompt"]
             if r["before"] is not None:
-                before = highlight(r["before"], new=fact.target_new, old=fact.target_true)
+                before = highlight(r["before"], new=fact.target_new, old=fact.target_true, subject=fact.subject)
             elif r.get("pending before") and not cancelled:
                 before = "<i style='color:#777'>generating on the unedited weights…</i>"
             else:
@@ -352,7 +374,7 @@ class KnowledgeView(widgets.VBox):
             if r["now"] is None:
                 now = "<i style='color:#777'>(press Generate letters)</i>"
             else:
-                now = highlight(r["now"], new=fact.target_new, old=fact.target_true)
+                now = highlight(r["now"], new=fact.target_new, old=fact.target_true, subject=fact.subject)
                 if not r.get("now final"):
                     now += " …" if not cancelled else " <i style='color:#777'>(cancelled)</i>"
             cells = [
