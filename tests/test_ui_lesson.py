@@ -218,7 +218,7 @@ def test_a_lesson_that_cannot_be_read_leaves_the_app_usable(model, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(lesson_mod, "read_lesson", broken)
+    monkeypatch.setattr("workbench.ui.lesson_strip.read_lesson", broken)
     monkeypatch.delenv("WORKBENCH_LESSON", raising=False)
     app = make_app(model, None)
     app.lesson.toggle.value = True

@@ -6,7 +6,8 @@ Panels (``fact``, ``trace``, ``memories``, ``edit``, ``probes``, ``compare``, ``
 ``state`` (the shared state, tasks, the busy line), ``widgets`` (the error
 line, tables, parsers, the "Copy as code" view), ``code`` (each action's ``wb.*``
 call as a notebook cell, from :mod:`workbench.snippets`) and ``figures``
-(FigureWidget wrappers); ``lesson`` is lesson mode (step cards over facts prepared ahead).
+(FigureWidget wrappers); ``lesson`` holds lesson mode's facts prepared ahead and
+``lesson_strip`` its step cards.
 
 What it may import: every library layer and ``ipywidgets`` — never ``cli``. Nothing
 in the library imports it (the root's lazy ``wb.Workbench`` aside).

@@ -120,7 +120,8 @@ class Workbench(widgets.VBox):
     def _lesson_strip(self, lesson) -> tuple[widgets.Widget | None, widgets.Widget]:
         """(the lesson strip, what to show for it): an error line in its place when it cannot be
         built, for the app works without it."""
-        from workbench.ui.lesson import Lesson, LessonStrip
+        from workbench.ui.lesson import Lesson
+        from workbench.ui.lesson_strip import LessonStrip
 
         try:
             on = os.environ.get("WORKBENCH_LESSON") == "1" if lesson is None else bool(lesson)
