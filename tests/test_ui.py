@@ -186,6 +186,23 @@ def test_header_counts_the_edit_before_the_panels_recompute(app, model):
     assert all("<b class='wb-edit-count'>1</b>" in h for h in seen), seen
 
 
+def test_the_cards_before_column_is_kept_and_is_the_unedited_models(app, model):
+    from workbench.ui import edit as edit_ui
+
+    edit_ui._CARD_BEFORE.clear()
+    first = edit_ui.card_before(model, FACT)
+    assert edit_ui.card_before(model, FACT) is first  # kept: Apply probes only the edited model
+    wb.edit(model, FACT, method="in-context", min_prob=0)
+    edit_ui._CARD_BEFORE.clear()
+    fresh = edit_ui.card_before(model, FACT)  # computed with an edit applied: still the unedited model's
+    assert [p.top[0].token for p in fresh] == [p.top[0].token for p in first]
+    wants = [r["want"] for r in edit_ui.card_rows(FACT)]
+    assert [p.target(w).prob for p, w in zip(fresh, wants)] == pytest.approx(
+        [p.target(w).prob for p, w in zip(first, wants)], rel=1e-5)
+    app.edit.warm_card()  # the model is free: fills the cache, no error
+    assert app.edit.error.value == "" and len(edit_ui._CARD_BEFORE) == 1
+
+
 def test_rome_edit_on_tiny_model(app, model):
     if "rome" not in app.edit.method.options:
         pytest.skip("ROME is not in this install")

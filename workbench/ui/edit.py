@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
@@ -193,6 +194,18 @@ class EditPanel(widgets.VBox):
                                  + (f"See {link}." if link else "") + "</span>")
 
     # -- actions ----------------------------------------------------------------------
+    def warm_card(self) -> None:
+        """Probe the card's "before" column now, while the model is idle (lesson mode calls it after
+        a pick), so that Apply then probes only the edited model. Does nothing when it is busy."""
+        fact = self.state.fact
+        if fact is None or not fact.target_new or self.state.busy_task is not None:
+            return
+        try:
+            with self.state.using():
+                card_before(self.state.model, fact)
+        except WorkbenchError:
+            pass  # taken meanwhile: Apply computes it
+
     def apply(self) -> None:
         fact = self.state.fact
         try:
@@ -349,20 +362,48 @@ def card_rows(fact) -> list[dict]:
     return rows
 
 
-def edit_card(model, fact, handle) -> str:
-    """HTML: what the edit did, read right after Apply — before → after on four kinds of prompt.
+#: The card's "before" column per (model, prompts, targets): the unedited model answers them
+#: the same every time, and computing it was half of Apply's wait for a saved lesson edit.
+_CARD_BEFORE: OrderedDict = OrderedDict()
+_CARD_BEFORE_SIZE = 32
 
-    "Before" is the unedited model (:func:`~workbench.editing.unedited`); a row is green when
-    its top-1 now starts the object it should (the new one; the true one for a neighbour).
+
+def card_before(model, fact):
+    """The card's rows probed on the unedited model (:func:`~workbench.editing.unedited`), kept.
+
+    Example:
+        >>> card_before(model, fact)[0].top[0].token     # doctest: +SKIP
+        ' Paris'
     """
     from workbench.editing import unedited
     from workbench.probing import probe
 
     rows = card_rows(fact)
     prompts, targets = [r["prompt"] for r in rows], [r["targets"] for r in rows]
-    now = probe(model, prompts, targets=targets, top_k=1)
+    key = (model.name, model.fingerprint, tuple(prompts), tuple(tuple(t) for t in targets))
+    if key in _CARD_BEFORE:
+        _CARD_BEFORE.move_to_end(key)
+        return _CARD_BEFORE[key]
     with unedited(model):
         then = probe(model, prompts, targets=targets, top_k=1)
+    _CARD_BEFORE[key] = then
+    while len(_CARD_BEFORE) > _CARD_BEFORE_SIZE:
+        _CARD_BEFORE.popitem(last=False)
+    return then
+
+
+def edit_card(model, fact, handle) -> str:
+    """HTML: what the edit did, read right after Apply — before → after on four kinds of prompt.
+
+    "Before" is the unedited model (:func:`~workbench.editing.unedited`); a row is green when
+    its top-1 now starts the object it should (the new one; the true one for a neighbour).
+    """
+    from workbench.probing import probe
+
+    rows = card_rows(fact)
+    prompts, targets = [r["prompt"] for r in rows], [r["targets"] for r in rows]
+    now = probe(model, prompts, targets=targets, top_k=1)
+    then = card_before(model, fact)
     out, styles = [], []
     for row, b, a in zip(rows, then, now):
         want = row["want"]

@@ -215,6 +215,10 @@ class LessonStrip(widgets.VBox):
     def _fill_all(self) -> None:
         for name in ("trace", "memories", "knockout"):
             self.fill(name)
+        if self.prepared_now() is not None:
+            warm = getattr(self.app.panels.get("edit"), "warm_card", None)
+            if warm is not None:
+                warm()  # the edit card's "before" column: Apply then probes only the edited model
 
     def _weights_changed(self) -> None:
         # Prepared results are of the unedited weights: after the last revert, panels left empty fill again.

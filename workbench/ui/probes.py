@@ -336,7 +336,8 @@ class ProbesPanel(widgets.VBox):
         """Start the answers a hold kept back (nothing if none were)."""
         if self._answers_held:
             self._answers_held = False
-            self.state.soon(guarded(self.error, self.run_answers))
+            if self.answers_on.value:  # switched off meanwhile: nothing to start
+                self.state.soon(guarded(self.error, self.run_answers))
 
     def _answers_ended(self) -> None:
         """A run ended: start the next if one was asked for meanwhile or a quick call stopped this one."""
