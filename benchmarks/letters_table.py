@@ -1,0 +1,146 @@
+"""The letter test of every committed run, as Markdown tables: by method, by subject kind, and
+paired against the two baselines that change no weights.
+
+Reads ``assets/results/letters/<method>_independent.json`` (``benchmarks/letters.sh``). A fact's
+score is the share of its six letters (three prompts, two samples) that assert the new object
+(``letter_new`` + ``letter_both``) or the old one (``letter_true`` + ``letter_both``), as judged
+by :func:`workbench.evaluation.judge.letter_verdict`. Intervals: 95 % percentile bootstrap over
+facts (2,000 samples, seed 0). Runs stop at a time limit, so they cover different first-n facts;
+every comparison here is on the facts both runs share, and says how many.
+
+The subject kind (place, person, thing) is the one the letter prompts were written for: the
+relation's subject kind in ``assets/relations.json`` (:func:`workbench.evaluation.relations.letter_prompts`).
+
+Usage::
+
+    python benchmarks/letters_table.py            # print
+    python benchmarks/letters_table.py --docs     # also write it into docs/results.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from workbench.evaluation import bootstrap, read_report  # noqa: E402
+from workbench.evaluation.intervals import paired_difference  # noqa: E402
+
+RUNS = ROOT / "assets" / "results" / "letters"
+ORDER = ("rome", "memit", "pmet", "emmet", "alphaedit", "kn", "ft", "grace", "wise", "in-context", "retrieval",
+         "retrieval-chain")
+BASELINES = ("in-context", "retrieval")
+KINDS = ("place", "person", "thing")
+
+
+def subject_kind(row) -> str:
+    """The subject kind the fact's letter prompts were written for ("thing" when the relation is unknown)."""
+    from workbench.evaluation.relations import relation_of, relations
+    from workbench.facts import Fact
+
+    rid = relation_of(Fact(row.subject, row.prompt, row.target_true, row.target_new))
+    return relations()[rid].subject if rid is not None else "thing"
+
+
+def shares(scores: dict | None) -> tuple[float | None, float | None]:
+    """(asserts the new object, asserts the old one) of one side of a row: shares of its letters."""
+    if not scores or scores.get("letter_new") is None:
+        return None, None
+    both = scores.get("letter_both") or 0.0
+    return scores["letter_new"] + both, scores["letter_true"] + both
+
+
+def runs() -> dict[str, dict[int, object]]:
+    """Every committed letters run: method -> {fact index: row} (rows with letters after the edit)."""
+    out = {}
+    for path in sorted(RUNS.glob("*_independent.json")):
+        method = path.name.removesuffix("_independent.json")
+        report = read_report(path)
+        out[method] = {r.index: r for r in report.rows if r.error is None and shares(r.after)[0] is not None}
+    return dict(sorted(out.items(), key=lambda kv: ORDER.index(kv[0]) if kv[0] in ORDER else len(ORDER)))
+
+
+def _cell(values) -> str:
+    iv = bootstrap(values)
+    return "–" if iv is None else f"{100 * iv.mean:.1f} [{100 * iv.lo:.1f}, {100 * iv.hi:.1f}]"
+
+
+def _diff(values_a, values_b) -> str:
+    iv = paired_difference(values_a, values_b)
+    return "–" if iv is None else f"{100 * iv.mean:+.1f} [{100 * iv.lo:+.1f}, {100 * iv.hi:+.1f}] ({iv.n})"
+
+
+def by_method(all_runs) -> str:
+    """One row per run over its own facts, and the unedited model over all of them."""
+    lines = ["| run | facts | letters asserting the new object, % | the old object, % |", "|---|---|---|---|"]
+    before = {i: r for rows in all_runs.values() for i, r in rows.items() if shares(r.before)[0] is not None}
+    lines.append(f"| unedited model | {len(before)} | {_cell(shares(r.before)[0] for r in before.values())} | "
+                 f"{_cell(shares(r.before)[1] for r in before.values())} |")
+    for method, rows in all_runs.items():
+        lines.append(f"| {method} | {len(rows)} | {_cell(shares(r.after)[0] for r in rows.values())} | "
+                     f"{_cell(shares(r.after)[1] for r in rows.values())} |")
+    return "\n".join(lines)
+
+
+def by_kind(all_runs) -> str:
+    """New object asserted, % [interval] (facts), per run and subject kind."""
+    lines = ["| run | " + " | ".join(KINDS) + " |", "|---|" + "---|" * len(KINDS)]
+    for method, rows in all_runs.items():
+        cells = []
+        for kind in KINDS:
+            vals = [shares(r.after)[0] for r in rows.values() if subject_kind(r) == kind]
+            cells.append(f"{_cell(vals)} ({len(vals)})" if vals else "–")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def paired(all_runs) -> str:
+    """Each weight edit minus each baseline, new object asserted, points, on the facts both ran."""
+    bases = [b for b in BASELINES if b in all_runs]
+    lines = ["| run | " + " | ".join(f"minus {b}, points (facts)" for b in bases) + " |", "|---|" + "---|" * len(bases)]
+    for method, rows in all_runs.items():
+        if method in bases:
+            continue
+        cells = []
+        for b in bases:
+            common = sorted(set(rows) & set(all_runs[b]))
+            cells.append(_diff([shares(rows[i].after)[0] for i in common],
+                               [shares(all_runs[b][i].after)[0] for i in common]) if common else "–")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def table() -> str:
+    all_runs = runs()
+    return "\n\n".join([
+        "Letters asserting each object, by run (% of letters, mean over facts; 95 % interval):", by_method(all_runs),
+        "Letters asserting the new object after the edit, by the subject's kind (% [interval] (facts)):",
+        by_kind(all_runs),
+        "Paired by fact, letters asserting the new object: the run minus a baseline that changes no weights:",
+        paired(all_runs),
+    ])
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--docs", action="store_true", help="write the tables into docs/results.md")
+    args = parser.parse_args(argv)
+    text = table()
+    print(text)
+    if args.docs:
+        path = ROOT / "docs" / "results.md"
+        doc = path.read_text()
+        new, n = re.subn(r"(<!-- letters:start -->\n).*?(<!-- letters:end -->)",
+                         lambda m: m.group(1) + text + "\n" + m.group(2), doc, flags=re.S)
+        if n != 1:
+            raise SystemExit("docs/results.md has no <!-- letters:start --> ... <!-- letters:end --> block")
+        path.write_text(new)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
