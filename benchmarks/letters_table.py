@@ -89,6 +89,13 @@ def by_method(all_runs) -> str:
 def by_kind(all_runs) -> str:
     """New object asserted, % [interval] (facts), per run and subject kind."""
     lines = ["| run | " + " | ".join(KINDS) + " |", "|---|" + "---|" * len(KINDS)]
+    # The ceiling: how often the unedited model's letters state the true object at all.
+    before = {i: r for rows in all_runs.values() for i, r in rows.items() if shares(r.before)[0] is not None}
+    cells = []
+    for kind in KINDS:
+        vals = [shares(r.before)[1] for r in before.values() if subject_kind(r) == kind]
+        cells.append(f"{_cell(vals)} ({len(vals)})" if vals else "–")
+    lines.append("| unedited model, asserting the old object | " + " | ".join(cells) + " |")
     for method, rows in all_runs.items():
         cells = []
         for kind in KINDS:
@@ -118,7 +125,8 @@ def table() -> str:
     all_runs = runs()
     return "\n\n".join([
         "Letters asserting each object, by run (% of letters, mean over facts; 95 % interval):", by_method(all_runs),
-        "Letters asserting the new object after the edit, by the subject's kind (% [interval] (facts)):",
+        "Letters asserting the new object after the edit, by the subject's kind (% [interval] (facts)); the "
+        "first row is the ceiling, how often the unedited model's letters assert the old object:",
         by_kind(all_runs),
         "Paired by fact, letters asserting the new object: the run minus a baseline that changes no weights:",
         paired(all_runs),
