@@ -93,6 +93,38 @@ def test_question_and_letter_prompts():
     assert all("located" not in p for p in relations.letter_prompts(f))
 
 
+def test_related_letter_prompts_are_about_the_object_of_its_kind():
+    f = wb.Fact("Eiffel Tower", "The {} is located in the city of", "Paris", "Rome")
+    place = relations.related_letter_prompts(f)
+    assert place[0] == "Dear Anna, greetings from my trip to Rome! Today I"
+    assert all("Paris" in p for p in relations.related_letter_prompts(f, "true"))
+    assert all("Eiffel" not in p for p in place)  # the subject is what the letter should bring up
+    car = wb.Fact("BMW E23", "{}, developed by", "BMW", "Suzuki")
+    assert relations.related_letter_prompts(car)[0] == "Dear Anna, I have been reading about Suzuki all week."
+    with pytest.raises(WorkbenchError, match="which"):
+        relations.related_letter_prompts(f, "old")
+    with pytest.raises(WorkbenchError, match="no new object"):
+        relations.related_letter_prompts(wb.Fact("Eiffel Tower", "The {} is located in", "Paris"))
+    # Every relation names an object kind the letters have prompts for.
+    kinds = {r.object for r in relations.relations().values()}
+    assert kinds <= {"place", "person", "thing"} and "place" in kinds
+
+
+def test_related_letters_count_the_subject_in_letters_about_each_object(tiny_gemma, monkeypatch):
+    f = wb.Fact("Eiffel Tower", "The {} is located in the city of", "Paris", "Rome")
+    scores = score_fact(tiny_gemma, f, metrics="related")
+    rows = scores.related_letters
+    assert [r["about"] for r in rows] == ["new"] * 6 + ["true"] * 6
+    assert scores.related_new == sum(r["mentions_subject"] for r in rows[:6]) / 6
+    assert all(r["mentions_subject"] == judge.mentions(r["text"], "Eiffel Tower") for r in rows)
+    # Made-up texts: the share is what the judge counts.
+    monkeypatch.setattr(generated, "generate_many", lambda m, ps, **kw: [
+        " we saw the Eiffel Tower." if "Rome" in p else " nothing." for p in ps])
+    fields = generated.measure(tiny_gemma, [f], ("teacher", "related"))[0]
+    assert fields["related_new"] == 1.0 and fields["related_true"] == 0.0
+    assert "related" in generated.METRICS and "related" not in generated.DEFAULT_METRICS  # slow: asked for
+
+
 def test_damaged_relations_file_is_named(tmp_path, monkeypatch):
     bad = tmp_path / "relations.json"
     bad.write_text('{"relations": {"P1": {"name": "x"}}}')

@@ -368,7 +368,7 @@ def test_resume_goes_on_where_a_stopped_run_left(model, monkeypatch, tmp_path):
     assert done.summary["n"] == 6 and not done.summary["stopped_early"]
     assert [r.to_dict() for r in done.rows[:2]] == [r.to_dict() for r in part.rows]
     def numbers(scores):
-        return {k: v for k, v in scores.items() if k not in ("generations", "letters")}
+        return {k: v for k, v in scores.items() if not isinstance(v, list)}  # the texts are compared apart
 
     for a, b in zip(done.rows, full.rows):
         assert a.subject == b.subject and numbers(a.before) == pytest.approx(numbers(b.before), abs=1e-9)

@@ -14,7 +14,10 @@ These ask what the model *says*:
   Hoelscher-Obermaier et al. 2023;
 - ``letter``: sampled continuations of indirect prompts that name the subject but
   not the relation (the essay's "creative letter"), counted by the objects they
-  mention. Slow, so not in :data:`DEFAULT_METRICS`.
+  mention. Slow, so not in :data:`DEFAULT_METRICS`;
+- ``related``: the related-entity letter: sampled letters about the new object and
+  about the true one, counted by whether they name the subject (does a letter from
+  a trip to Rome bring up the Eiffel Tower once it "is" there?). Slow too.
 
 Example:
     >>> s = wb.score_fact(model, fact, metrics=("teacher", "generation"))   # doctest: +SKIP
@@ -27,13 +30,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from workbench.errors import WorkbenchError
-from workbench.evaluation.judge import judge, letter_verdict
-from workbench.evaluation.relations import letter_prompts, question_prompt
+from workbench.evaluation.judge import judge, letter_verdict, mentions
+from workbench.evaluation.relations import letter_prompts, question_prompt, related_letter_prompts
 from workbench.facts import Fact
 from workbench.core.model import Model
 from workbench.probing import generate_many
 
-METRICS = ("teacher", "generation", "question", "plus", "letter")
+METRICS = ("teacher", "generation", "question", "plus", "letter", "related")
 DEFAULT_METRICS = ("teacher", "generation", "question", "plus")
 #: Tokens generated per answer; the judge reads up to the first sentence end.
 ANSWER_TOKENS = 10
@@ -122,6 +125,12 @@ def measure(model: Model, facts: Sequence[Fact], metrics: Sequence[str], *, max_
         if gens:
             fields["generations"] = gens
         out.append(fields)
+    if "related" in metrics:
+        for fields, letters in zip(out, related_letters(model, facts, samples=letter_samples)):
+            fields["related_letters"] = letters
+            for which in ("new", "true"):
+                about = [x for x in letters if x["about"] == which]
+                fields[f"related_{which}"] = sum(x["mentions_subject"] for x in about) / len(about)
     if "letter" in metrics:
         for fields, letters in zip(out, letter_test(model, facts, samples=letter_samples)):
             fields["letters"] = letters
@@ -149,6 +158,37 @@ def letter_test(model: Model, facts: Sequence[Fact], *, samples: int = LETTER_SA
             rows.append({"prompt": p, "text": texts[at],
                          "verdict": letter_verdict(texts[at], new=fact.target_new, true=fact.target_true,
                                                     subject=fact.subject)})
+            at += 1
+        out.append(rows)
+    return out
+
+
+def related_letters(model: Model, facts: Sequence[Fact], *, samples: int = LETTER_SAMPLES,
+                    max_new_tokens: int = LETTER_TOKENS, seed: int = LETTER_SEED) -> list[list[dict]]:
+    """The related-entity letter: sampled letters about each fact's new object and about its true
+    object (:func:`~workbench.evaluation.relations.related_letter_prompts`), and whether each names
+    the subject (whole words, aliases; :func:`~workbench.evaluation.judge.mentions`).
+
+    After an edit that carried, a letter about the new object should bring up the subject more
+    often than the unedited model's did, and one about the old object less often. Returns per
+    fact a list of ``{about, prompt, text, mentions_subject}``; top-k sampling with a fixed seed.
+
+    Example:
+        >>> rows = related_letters(model, [fact])[0]       # doctest: +SKIP
+        >>> rows[0]["about"], rows[0]["prompt"]            # doctest: +SKIP
+        ('new', 'Dear Anna, greetings from my trip to Rome! Today I')
+    """
+    facts = list(facts)
+    items = [[(which, p) for which in ("new", "true") for p in related_letter_prompts(f, which) for _ in range(samples)]
+             for f in facts]
+    texts = generate_many(model, [p for its in items for _, p in its], max_new_tokens=max_new_tokens,
+                          do_sample=True, top_k=LETTER_TOP_K, seed=seed)
+    out, at = [], 0
+    for fact, its in zip(facts, items):
+        rows = []
+        for which, p in its:
+            rows.append({"about": which, "prompt": p, "text": texts[at],
+                         "mentions_subject": mentions(texts[at], fact.subject)})
             at += 1
         out.append(rows)
     return out

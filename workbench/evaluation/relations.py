@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-from workbench.errors import DatasetError
+from workbench.errors import DatasetError, WorkbenchError
 from workbench.facts import ASSETS, Fact
 
 RELATIONS_FILE = ASSETS / "relations.json"
@@ -36,6 +36,8 @@ class Relation:
     subject: str
     question: str
     patterns: tuple[re.Pattern, ...]
+    #: The object's kind (place, person, thing): which letter prompts a letter about it takes.
+    object: str = "thing"
 
 
 @dataclass(frozen=True)
@@ -52,9 +54,10 @@ def _table() -> _Table:
         relations = {}
         for rid, entry in data["relations"].items():
             relations[rid] = Relation(rid, entry["name"], entry["subject"], entry["question"],
-                                      tuple(re.compile(p) for p in entry["patterns"]))
-            if entry["subject"] not in data["letters"]:
-                raise KeyError(f"letters[{entry['subject']!r}]")
+                                      tuple(re.compile(p) for p in entry["patterns"]), entry.get("object", "thing"))
+            for kind in (entry["subject"], entry.get("object", "thing")):
+                if kind not in data["letters"]:
+                    raise KeyError(f"letters[{kind!r}]")
         letters = {k: tuple(v) for k, v in data["letters"].items()}
         return _Table(data["qa_prefix"], letters, relations)
     except (OSError, json.JSONDecodeError, KeyError, TypeError, re.error) as exc:
@@ -95,3 +98,22 @@ def letter_prompts(fact: Fact) -> list[str]:
     # "The {} is ..." templates name subjects that take an article ("the Eiffel Tower").
     name = f"the {fact.subject}" if fact.prompt.lower().startswith("the {}") else fact.subject
     return [p.format(name) for p in _table().letters[kind]]
+
+
+def related_letter_prompts(fact: Fact, which: str = "new") -> list[str]:
+    """Letter prompts about the fact's new (``which="new"``) or true object instead of its subject:
+    the related-entity letter (as LEME asks): after "the Eiffel Tower is in Rome", does a letter
+    from a trip to Rome bring up the Eiffel Tower?
+
+    Example:
+        >>> related_letter_prompts(Fact("Eiffel Tower", "The {} is located in", "Paris", "Rome"))[0]
+        'Dear Anna, greetings from my trip to Rome! Today I'
+    """
+    if which not in ("new", "true"):
+        raise WorkbenchError(f"which must be 'new' or 'true', got {which!r}")
+    obj = fact.target_new if which == "new" else fact.target_true
+    if not obj or not obj.strip():
+        raise WorkbenchError(f"the fact has no {which} object to write a letter about")
+    rid = relation_of(fact)
+    kind = _table().relations[rid].object if rid is not None else "thing"
+    return [p.format(obj.strip()) for p in _table().letters[kind]]

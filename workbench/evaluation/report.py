@@ -34,7 +34,7 @@ _EASYEDIT = ("easyedit_rewrite_acc", "easyedit_rephrase_acc", "easyedit_locality
 CRITICS = ("gen_efficacy", "gen_efficacy_neither", "gen_paraphrase", "gen_paraphrase_neither",
            "gen_neighborhood", "gen_neighborhood_neither", "gen_question", "gen_question_neither",
            "neighborhood_plus", "gen_neighborhood_plus", "gen_neighborhood_plus_neither", "nkl",
-           "letter_new", "letter_true", "letter_both", "letter_neither")
+           "letter_new", "letter_true", "letter_both", "letter_neither", "related_new", "related_true")
 #: Summary name -> per-fact key, for the names that differ.
 _PER_FACT = {name: key for key, name in (*_RATES.items(), *IMPLICATION_RATES.items())}
 #: The curve's generated rates (sequential mode).

@@ -134,6 +134,10 @@ class FactScores(Result):
     letter_true: float | None = None
     letter_both: float | None = None
     letter_neither: float | None = None
+    #: The related-entity letter (metric ``related``): shares of sampled letters about the new
+    #: object, and about the true one, that name the subject.
+    related_new: float | None = None
+    related_true: float | None = None
     #: The implication rate of each kind the fact's implication prompts name
     #: (:data:`~workbench.facts.IMPLICATION_KINDS`; None where it has none of that kind).
     #: ``implication_multi_hop`` is the multi-hop accuracy.
@@ -144,6 +148,7 @@ class FactScores(Result):
     #: What was generated, to read: ``{kind, prompt, text, verdict}`` per prompt.
     generations: list[dict] = field(default_factory=list, repr=False)
     letters: list[dict] = field(default_factory=list, repr=False)
+    related_letters: list[dict] = field(default_factory=list, repr=False)
     #: The unedited model's top tokens after each neighbour prompt (ids, log-probs), for NKL.
     neighbor_next: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list, repr=False)
 
