@@ -226,6 +226,10 @@ def edit_card_and_generations(page, answered: Answered, shots: Path, timer: Time
     # Issue 41, finding 8: the header counted the edit 1-3 s after the card (the panels'
     # recomputations ran first). Its message now follows the card's at once.
     page.locator(".wb-header .wb-edit-count", has_text="1").wait_for(timeout=500)
+    # The README's picture is of the settled page: the busy line lets the edit go once the
+    # panels' refresh after it ends.
+    page.wait_for_function("() => !document.querySelector('.wb-busy').innerText.includes('editing with')",
+                           timeout=SLOW)
     page.screenshot(path=str(shots / "voila-edit-card.png"), full_page=True)
     copy_as_code(page, shots)
     knowledge_view(page, answered, shots)
