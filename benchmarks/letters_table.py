@@ -121,6 +121,33 @@ def paired(all_runs) -> str:
     return "\n".join(lines)
 
 
+RELATED = ROOT / "assets" / "results" / "related"
+
+
+def related_table() -> str | None:
+    """The related-entity letter (``--metrics related``; ``benchmarks/related_letters.sh``): shares
+    of letters about the new object, and about the true one, that name the subject, before and
+    after the edit (None when no run is committed)."""
+    lines = ["| run | facts | about the new object: before | after | about the true object: before | after |",
+             "|---|---|---|---|---|---|"]
+    found = False
+    for path in sorted(RELATED.glob("*.json"), key=lambda p: ORDER.index(p.stem) if p.stem in ORDER else len(ORDER)):
+        if path.name == "lesson_facts.json":
+            continue
+        rows = [r for r in read_report(path).rows if r.error is None and r.after and r.after.get("related_new") is not None]
+        if not rows:
+            continue
+        found = True
+        cells = [_cell(_side(r, side, key) for r in rows)
+                 for key in ("related_new", "related_true") for side in ("before", "after")]
+        lines.append(f"| {path.stem} | {len(rows)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) if found else None
+
+
+def _side(row, side: str, key: str):
+    return (getattr(row, side) or {}).get(key)
+
+
 def table() -> str:
     all_runs = runs()
     return "\n\n".join([
@@ -130,6 +157,8 @@ def table() -> str:
         by_kind(all_runs),
         "Paired by fact, letters asserting the new object: the run minus a baseline that changes no weights:",
         paired(all_runs),
+        *(["The related-entity letter: % of letters about each object that name the subject (the lesson's ten "
+           "facts, `benchmarks/related_letters.sh`):", related] if (related := related_table()) else []),
     ])
 
 
