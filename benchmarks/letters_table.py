@@ -39,11 +39,10 @@ KINDS = ("place", "person", "thing")
 
 def subject_kind(row) -> str:
     """The subject kind the fact's letter prompts were written for ("thing" when the relation is unknown)."""
-    from workbench.evaluation.relations import relation_of, relations
+    from workbench.evaluation.relations import subject_kind as kind_of
     from workbench.facts import Fact
 
-    rid = relation_of(Fact(row.subject, row.prompt, row.target_true, row.target_new))
-    return relations()[rid].subject if rid is not None else "thing"
+    return kind_of(Fact(row.subject, row.prompt, row.target_true, row.target_new))
 
 
 def shares(scores: dict | None) -> tuple[float | None, float | None]:

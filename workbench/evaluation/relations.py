@@ -91,10 +91,16 @@ def question_prompt(fact: Fact) -> str | None:
     return table.qa_prefix.format(question=table.relations[rid].question.format(name))
 
 
+def subject_kind(fact: Fact) -> str:
+    """The kind of the fact's subject (place, person, thing; "thing" when the relation is unknown):
+    which letter prompts it takes."""
+    rid = relation_of(fact)
+    return _table().relations[rid].subject if rid is not None else "thing"
+
+
 def letter_prompts(fact: Fact) -> list[str]:
     """Indirect prompts that name the subject but not the relation (the essay's letter test)."""
-    rid = relation_of(fact)
-    kind = _table().relations[rid].subject if rid is not None else "thing"
+    kind = subject_kind(fact)
     # "The {} is ..." templates name subjects that take an article ("the Eiffel Tower").
     name = f"the {fact.subject}" if fact.prompt.lower().startswith("the {}") else fact.subject
     return [p.format(name) for p in _table().letters[kind]]
