@@ -4,8 +4,11 @@ Every record is edited, known or not (as sequential-editing papers do; the repor
 says how many the model knew), ``--batch-size`` facts per edit call, a curve point
 (ES / PS / NS teacher-forced over every fact edited so far, held-out perplexity,
 fluency) every ``--every`` edits. A run stops starting edits after ``--time-limit``
-seconds and keeps every point measured. Prints, per method, the last point and the
-collapse point (the first point where held-out perplexity has doubled).
+seconds (or at SIGTERM / Ctrl-C) and writes every point measured. Weight editors keep
+their state after each point in ``$WORKBENCH_CACHE/sequential/<file name>/``: the same
+command run again goes on from the last point (``--fresh`` starts over). Prints, per
+method, the last point and the collapse point (the first point where held-out
+perplexity has doubled).
 
 Usage::
 
@@ -22,6 +25,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -40,28 +45,49 @@ def collapse_point(curve: list[dict]) -> int | None:
                 None)
 
 
+def _stop_on_sigterm() -> None:
+    """SIGTERM (and SIGHUP) stop the run as Ctrl-C does: the points measured are written."""
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, stop)
+
+
 def run(method: str, args) -> Path:
     import workbench as wb
+    from workbench.editing import method_spec
     from workbench.evaluation import evaluate
+    from workbench.evaluation.report import EvaluationInterrupted
     from workbench.facts import knows
+    from workbench.runtime.cache import cache_root
 
+    tag = (f"_b{args.batch_size}" if args.batch_size > 1 else "") + (f"_{args.tag}" if args.tag else "")
+    checkpoint = None
+    if method_spec(method).kind == "weights":
+        checkpoint = cache_root() / "sequential" / f"{method}{tag}"
+        if args.fresh and checkpoint.exists():
+            shutil.rmtree(checkpoint)
     model = wb.load_model(args.model)
     facts = wb.read_facts(args.dataset)[: args.limit]
     known = sum(knows(model, facts))
     start = time.perf_counter()
-    report = evaluate(model, facts, method=method, mode="sequential", every=args.every, batch_size=args.batch_size,
-                      known_only=False, time_limit=args.time_limit, metrics="teacher",
-                      perplexity_texts=args.perplexity_texts, fluency_prompts=3, fluency_tokens=24,
-                      **json.loads(args.hparams))
+    try:
+        report = evaluate(model, facts, method=method, mode="sequential", every=args.every,
+                          batch_size=args.batch_size, known_only=False, time_limit=args.time_limit,
+                          metrics="teacher", perplexity_texts=args.perplexity_texts, fluency_prompts=3,
+                          fluency_tokens=24, checkpoint=checkpoint, **json.loads(args.hparams))
+    except EvaluationInterrupted as stopped:
+        report = stopped.report
     data = report.to_dict()
     data["meta"] = {
         "command": "python benchmarks/sequential_curves.py " + " ".join(sys.argv[1:]),
         "dataset": str(Path(args.dataset).name), "records": len(facts), "known_by_model": known,
         "hparams": json.loads(args.hparams),
         "collapse_point": collapse_point(data["curve"]), "wall_seconds": time.perf_counter() - start,
+        "checkpoint": str(checkpoint) if checkpoint else None,
     }
     OUT.mkdir(parents=True, exist_ok=True)
-    tag = (f"_b{args.batch_size}" if args.batch_size > 1 else "") + (f"_{args.tag}" if args.tag else "")
     path = OUT / f"{method}{tag}.json"
     path.write_text(json.dumps(data, indent=1))
     last = data["curve"][-1]
@@ -98,7 +124,9 @@ def main() -> None:
     p.add_argument("--hparams", default="{}", help='JSON of edit settings, e.g. {"n_prefixes": 2, "steps": 15}')
     p.add_argument("--tag", default="", help="appended to the file name (a variant beside the default run)")
     p.add_argument("--figure-only", action="store_true")
+    p.add_argument("--fresh", action="store_true", help="start over: drop the weight editors' checkpoints")
     args = p.parse_args()
+    _stop_on_sigterm()
     if not args.figure_only:
         for method in args.methods:
             run(method, args)

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -163,6 +164,19 @@ def _report(run: Run, outcome: Outcome, summary: dict, n_conflicting: int) -> Ev
     return report
 
 
+def _check_checkpoint(checkpoint, mode: str, method: str) -> None:
+    """Refuse a checkpoint folder where no checkpoint can be kept, before any work is done."""
+    from workbench.editing import method_spec
+
+    if checkpoint is None:
+        return
+    if mode != "sequential":
+        raise WorkbenchError(f"checkpoint= is for sequential runs (mode='sequential'), not mode={mode!r}")
+    if method_spec(method).kind != "weights":
+        raise WorkbenchError(f"{method} keeps its edits outside the weights; its sequential runs cannot be "
+                             "checkpointed (run it without checkpoint=)")
+
+
 def evaluate(
     model: Model,
     facts: Sequence[Fact],
@@ -188,6 +202,7 @@ def evaluate(
     on_row: Callable[[EvalReport], None] | None = None,
     search_chunk: int = 1,
     score_sample: int | None = 200,
+    checkpoint: str | Path | None = None,
     **edit_kwargs,
 ) -> EvalReport:
     """Edit each fact with ``method`` and score it before and after (modes: module docstring).
@@ -201,6 +216,9 @@ def evaluate(
             it was saved). Its rows are kept and the run goes on from the first
             fact it did not reach; the rows must be the first facts of this
             selection, in order, and method, model and edit arguments must match.
+        checkpoint: sequential mode, weight edits: a folder where the state after each curve
+            point is kept; a call whose folder holds one from the same run (settings, facts,
+            model) goes on from it (:mod:`~workbench.evaluation.checkpoint`).
         every other argument: the :class:`~workbench.evaluation.settings.EvalSettings`
             field of its name (``method``, ``mode``, ``every``, ``limit``, ``time_limit``,
             ``workers``, ``on_row``, ...); ``**edit_kwargs`` go to :func:`workbench.editing.edit`.
@@ -225,10 +243,12 @@ def evaluate(
         batch_size=batch_size, drift=drift, on_row=on_row, edit_kwargs=edit_kwargs, search_chunk=search_chunk,
         score_sample=score_sample)
     settings.check_model(model)
+    _check_checkpoint(checkpoint, mode, method)
     facts, n_skipped, n_conflicting = _selected(model, facts, settings)
     record = settings.record(model)
     kept = _kept_rows(resume, model, facts, settings, record)
-    run = Run(model, facts, settings, record, cancel, called, n_skipped, kept=kept)
+    run = Run(model, facts, settings, record, cancel, called, n_skipped, kept=kept,
+              checkpoint=Path(checkpoint) if checkpoint is not None else None)
     start = time.perf_counter()
     try:
         # A resumed run keeps the first run's reference point, measured on the same unedited model.

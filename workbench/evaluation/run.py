@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from workbench.evaluation.fluency import fluency
@@ -39,6 +40,8 @@ class Run:
         kept: independent mode: the rows of a resumed report, not run again.
         perplexity_before: the unedited model's perplexity (None without ``drift``).
         handles: every edit kept by :meth:`edit`, oldest first.
+        checkpoint: sequential mode: the folder that keeps the state after each curve point
+            (:mod:`~workbench.evaluation.checkpoint`), or None.
         edit_seconds: the time of each :meth:`edit` call.
         call_kwargs: the keyword arguments of every edit (:meth:`EvalSettings.call_kwargs`).
     """
@@ -53,6 +56,7 @@ class Run:
     kept: list[FactRow] = field(default_factory=list)
     perplexity_before: float | None = None
     handles: list = field(default_factory=list)
+    checkpoint: Path | None = None
     edit_seconds: list[float] = field(default_factory=list)
     call_kwargs: dict = field(init=False)
 

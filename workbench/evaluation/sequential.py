@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from workbench.errors import WorkbenchError
-from workbench.evaluation import generated
+from workbench.evaluation import checkpoint, generated
 from workbench.evaluation.fluency import generation_prompts
 from workbench.evaluation.report import CurvePoint, FactRow, curve_rates
 from workbench.evaluation.run import Outcome, Run
@@ -106,16 +106,25 @@ def run_sequential(run: Run) -> Outcome:
     """
     model, facts, s = run.model, run.facts, run.settings
     n, every = len(facts), s.every
+    saved = checkpoint.read(run.checkpoint, run) if run.checkpoint is not None else None
+    # The unedited scores first, also when resuming: they are the references of every later score.
     befores, rows, prompts, fluency_before = _unedited(run)
     curve = [CurvePoint(0, **curve_rates([r.before for r in rows]), perplexity=run.perplexity_before,
                         fluency=fluency_before)]
     done: list[int] = []
     diagnostics: dict | None = None
+    reached = 0
+    if saved is not None:
+        restored = checkpoint.apply(saved, run)
+        reached, done, rows, curve = restored.reached, restored.done, restored.rows, restored.curve
+        diagnostics = restored.diagnostics
+        run.edit_seconds.append(restored.edit_seconds)
+        run.record["resumed"] = list(run.record.get("resumed") or []) + [dict(n=reached)]
     order = sample_order(n)
     stopped_early = interrupted = False
     # batch_size facts per edit call (AlphaEdit's protocol: batches of 100); a curve
     # point whenever the facts edited so far pass a multiple of `every`, and at the end.
-    batches = [list(range(b, min(n, b + s.batch_size))) for b in range(0, n, s.batch_size)]
+    batches = [list(range(b, min(n, b + s.batch_size))) for b in range(reached, n, s.batch_size)]
     try:
         for members in progress(batches, desc=f"sequential {s.method}", cancel=run.cancel):
             first, last_i = members[0], members[-1]
@@ -147,6 +156,9 @@ def run_sequential(run: Run) -> Outcome:
                 curve.append(CurvePoint(last_i + 1, **curve_rates(list(scores.values())),
                                         perplexity=run.perplexity(), fluency=run.fluency(prompts),
                                         n_scored=len(scored), edit_diagnostics=diagnostics))
+                if run.checkpoint is not None:
+                    checkpoint.save(run.checkpoint, run, reached=last_i + 1, done=done, rows=rows, curve=curve,
+                                    diagnostics=diagnostics)
                 if stop:
                     stopped_early = True
                     rows = rows[: last_i + 1]
