@@ -137,3 +137,65 @@ def virtual_update_hooks(model: Model, updates: dict[int, Tensor]) -> list[Hook]
         hooks.append((model.roles.hook("ffn_keys", layer), keep))
         hooks.append((model.roles.hook("ffn_out", layer), add))
     return hooks
+
+
+class _Replay(torch.nn.Module):
+    """Stands in for a decoder block whose output is known: returns it without computing."""
+
+    def __init__(self, original: torch.nn.Module, output, shape: tuple[int, ...]) -> None:
+        super().__init__()
+        object.__setattr__(self, "_original", original)  # not a submodule: no second registration
+        self._output, self._shape = output, shape
+
+    def forward(self, hidden_states, *args, **kwargs):
+        if tuple(hidden_states.shape) != self._shape:
+            raise RuntimeError("replayed blocks ran on other tokens than they were recorded on")
+        return self._output if self._output is not None else hidden_states
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(object.__getattribute__(self, "_original"), name)  # attention_type and the like
+
+
+@contextlib.contextmanager
+def replay_below(model: Model, layer: int, tokens: Tensor, attention_mask: Tensor | None = None) -> Iterator[None]:
+    """Within the block, forward passes on ``tokens`` compute only blocks ``layer`` and up:
+    the blocks below return what one recorded pass gave (bitwise the same hidden states).
+
+    For loops that run the same tokens many times while only block ``layer`` and above
+    change (WISE's side-memory training: 70 steps on one batch). Any other tokens in the
+    block raise a RuntimeError rather than give a wrong answer.
+
+    Example:
+        >>> with replay_below(model, 15, ids, mask):            # doctest: +SKIP
+        ...     hidden = model.hidden(ids, mask)                 # blocks 15-17 only
+    """
+    layers = model.hf_model.base_model.layers
+    if layer <= 0:
+        yield
+        return
+    got: dict = {}
+
+    def keep(module, args, output):
+        got["out"] = output
+        raise StopForward
+
+    h = layers[layer - 1].register_forward_hook(keep)
+    try:
+        with torch.no_grad():
+            model.run_for_hooks(tokens, attention_mask)
+    finally:
+        h.remove()
+    originals = [layers[i] for i in range(layer)]
+    out = got["out"]
+    hidden = out[0] if isinstance(out, tuple) else out
+    shape = (tokens.shape[0], tokens.shape[1], hidden.shape[-1])
+    try:
+        for i, original in enumerate(originals):
+            layers[i] = _Replay(original, out if i == layer - 1 else None, shape)
+        yield
+    finally:
+        for i, original in enumerate(originals):
+            layers[i] = original

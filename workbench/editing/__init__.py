@@ -19,6 +19,7 @@ What it holds::
                                        alphaedit-paper: as published; memit-kept: MEMIT + earlier keys)
     overlays                           edits inside the forward pass: a hook on one FFN, no weight written
     grace, wise                        codebook at one FFN; side value memory with a router
+    wise_paper                         WISE as published: shards of a side memory, Ties merge, routing per input
     incontext, retrieval               baselines that change no weights
     retrieval_chain                    retrieval + the bridge of a nested question answered by the model
 
@@ -35,7 +36,7 @@ from collections.abc import Sequence
 
 # The built-in methods register themselves on import (a few milliseconds in all).
 from workbench.editing import (  # noqa: F401
-    alphaedit, emmet, ft, grace, incontext, kn, memit, pmet, retrieval, retrieval_chain, rome, wise,
+    alphaedit, emmet, ft, grace, incontext, kn, memit, pmet, retrieval, retrieval_chain, rome, wise, wise_paper,
 )
 from workbench.editing.handle import EditHandle, active_edits, load_edit, revert_all, unedited
 from workbench.editing.registry import (
@@ -112,7 +113,8 @@ def edit(
         model: a loaded Model (shared state: the edit changes its weights).
         facts: one Fact or several (several in one update for batch methods).
         method: one of :data:`METHODS` (``rome``, ``memit``, ``pmet``, ``emmet``,
-            ``alphaedit``, ``alphaedit-paper``, ``memit-kept``, ``kn``, ``ft``, ``grace``, ``wise``, ``in-context``,
+            ``alphaedit``, ``alphaedit-paper``, ``memit-kept``, ``kn``, ``ft``, ``grace``, ``wise``, ``wise-paper``,
+            ``in-context``,
             ``retrieval``, ``retrieval-chain``).
         layers: layers to edit (default: the method's default for this model).
         min_prob: refuse (and revert) the edit unless the new object's probability
