@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from workbench.evaluation import bootstrap, read_report  # noqa: E402
 from workbench.evaluation.intervals import paired_difference  # noqa: E402
+from workbench.evaluation.letters import letter_rows, letter_shares, row_kind  # noqa: E402
 
 RUNS = ROOT / "assets" / "results" / "letters"
 ORDER = ("rome", "memit", "pmet", "emmet", "alphaedit", "kn", "ft", "grace", "wise", "in-context", "retrieval",
@@ -37,29 +38,13 @@ BASELINES = ("in-context", "retrieval")
 KINDS = ("place", "person", "thing")
 
 
-def subject_kind(row) -> str:
-    """The subject kind the fact's letter prompts were written for ("thing" when the relation is unknown)."""
-    from workbench.evaluation.relations import subject_kind as kind_of
-    from workbench.facts import Fact
-
-    return kind_of(Fact(row.subject, row.prompt, row.target_true, row.target_new))
-
-
-def shares(scores: dict | None) -> tuple[float | None, float | None]:
-    """(asserts the new object, asserts the old one) of one side of a row: shares of its letters."""
-    if not scores or scores.get("letter_new") is None:
-        return None, None
-    both = scores.get("letter_both") or 0.0
-    return scores["letter_new"] + both, scores["letter_true"] + both
-
-
 def runs() -> dict[str, dict[int, object]]:
     """Every committed letters run: method -> {fact index: row} (rows with letters after the edit)."""
     out = {}
     for path in sorted(RUNS.glob("*_independent.json")):
         method = path.name.removesuffix("_independent.json")
         report = read_report(path)
-        out[method] = {r.index: r for r in report.rows if r.error is None and shares(r.after)[0] is not None}
+        out[method] = {r.index: r for r in letter_rows(report)}
     return dict(sorted(out.items(), key=lambda kv: ORDER.index(kv[0]) if kv[0] in ORDER else len(ORDER)))
 
 
@@ -76,12 +61,12 @@ def _diff(values_a, values_b) -> str:
 def by_method(all_runs) -> str:
     """One row per run over its own facts, and the unedited model over all of them."""
     lines = ["| run | facts | letters asserting the new object, % | the old object, % |", "|---|---|---|---|"]
-    before = {i: r for rows in all_runs.values() for i, r in rows.items() if shares(r.before)[0] is not None}
-    lines.append(f"| unedited model | {len(before)} | {_cell(shares(r.before)[0] for r in before.values())} | "
-                 f"{_cell(shares(r.before)[1] for r in before.values())} |")
+    before = {i: r for rows in all_runs.values() for i, r in rows.items() if letter_shares(r.before)[0] is not None}
+    lines.append(f"| unedited model | {len(before)} | {_cell(letter_shares(r.before)[0] for r in before.values())} | "
+                 f"{_cell(letter_shares(r.before)[1] for r in before.values())} |")
     for method, rows in all_runs.items():
-        lines.append(f"| {method} | {len(rows)} | {_cell(shares(r.after)[0] for r in rows.values())} | "
-                     f"{_cell(shares(r.after)[1] for r in rows.values())} |")
+        lines.append(f"| {method} | {len(rows)} | {_cell(letter_shares(r.after)[0] for r in rows.values())} | "
+                     f"{_cell(letter_shares(r.after)[1] for r in rows.values())} |")
     return "\n".join(lines)
 
 
@@ -89,16 +74,16 @@ def by_kind(all_runs) -> str:
     """New object asserted, % [interval] (facts), per run and subject kind."""
     lines = ["| run | " + " | ".join(KINDS) + " |", "|---|" + "---|" * len(KINDS)]
     # The ceiling: how often the unedited model's letters state the true object at all.
-    before = {i: r for rows in all_runs.values() for i, r in rows.items() if shares(r.before)[0] is not None}
+    before = {i: r for rows in all_runs.values() for i, r in rows.items() if letter_shares(r.before)[0] is not None}
     cells = []
     for kind in KINDS:
-        vals = [shares(r.before)[1] for r in before.values() if subject_kind(r) == kind]
+        vals = [letter_shares(r.before)[1] for r in before.values() if row_kind(r) == kind]
         cells.append(f"{_cell(vals)} ({len(vals)})" if vals else "–")
     lines.append("| unedited model, asserting the old object | " + " | ".join(cells) + " |")
     for method, rows in all_runs.items():
         cells = []
         for kind in KINDS:
-            vals = [shares(r.after)[0] for r in rows.values() if subject_kind(r) == kind]
+            vals = [letter_shares(r.after)[0] for r in rows.values() if row_kind(r) == kind]
             cells.append(f"{_cell(vals)} ({len(vals)})" if vals else "–")
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -114,8 +99,8 @@ def paired(all_runs) -> str:
         cells = []
         for b in bases:
             common = sorted(set(rows) & set(all_runs[b]))
-            cells.append(_diff([shares(rows[i].after)[0] for i in common],
-                               [shares(all_runs[b][i].after)[0] for i in common]) if common else "–")
+            cells.append(_diff([letter_shares(rows[i].after)[0] for i in common],
+                               [letter_shares(all_runs[b][i].after)[0] for i in common]) if common else "–")
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

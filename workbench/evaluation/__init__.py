@@ -35,6 +35,7 @@ from workbench.evaluation.evaluate import (
 from workbench.evaluation.fluency import fluency, ngram_entropy
 from workbench.evaluation.generated import DEFAULT_METRICS, METRICS
 from workbench.evaluation.intervals import Interval, bootstrap, paired_difference
+from workbench.evaluation.letters import letter_rates, letter_shares
 from workbench.evaluation.locality import fact_profile, variance_explained
 from workbench.evaluation.perplexity import perplexity
 from workbench.evaluation.suggest import Suggestion, suggest, suggest_probes
@@ -44,6 +45,6 @@ __all__ = [
     "Suggestion", "suggest", "suggest_probes",
     "CompareReport", "CurvePoint", "DEFAULT_METRICS", "EvalReport", "FactRow", "FactScores", "Interval", "METRICS",
     "MODES", "PromptScore", "SUMMARY_KEYS", "bootstrap", "compare", "evaluate", "fact_profile", "fluency",
-    "harmonic_mean", "ngram_entropy", "paired_difference", "perplexity", "read_report", "score_fact", "score_facts",
+    "harmonic_mean", "letter_rates", "letter_shares", "ngram_entropy", "paired_difference", "perplexity", "read_report", "score_fact", "score_facts",
     "variance_explained",
 ]
