@@ -4,8 +4,9 @@ Every record is edited, known or not (as sequential-editing papers do; the repor
 says how many the model knew), ``--batch-size`` facts per edit call, a curve point
 (ES / PS / NS teacher-forced over every fact edited so far, held-out perplexity,
 fluency) every ``--every`` edits. A run stops starting edits after ``--time-limit``
-seconds (or at SIGTERM / Ctrl-C) and writes every point measured. Weight editors keep
-their state after each point in ``$WORKBENCH_CACHE/sequential/<file name>/``: the same
+seconds (or at SIGTERM / Ctrl-C) and writes every point measured. Weight editors and the
+memories in the forward pass (GRACE, WISE) keep their state after each point in
+``$WORKBENCH_CACHE/sequential/<file name>/``: the same
 command run again goes on from the last point (``--fresh`` starts over). Prints, per
 method, the last point and the collapse point (the first point where held-out
 perplexity has doubled).
@@ -64,7 +65,7 @@ def run(method: str, args) -> Path:
 
     tag = (f"_b{args.batch_size}" if args.batch_size > 1 else "") + (f"_{args.tag}" if args.tag else "")
     checkpoint = None
-    if method_spec(method).kind == "weights":
+    if method_spec(method).kind != "prompt":  # the prompt baselines are fast enough to run again
         checkpoint = cache_root() / "sequential" / f"{method}{tag}"
         if args.fresh and checkpoint.exists():
             shutil.rmtree(checkpoint)

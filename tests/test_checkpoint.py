@@ -85,10 +85,43 @@ def test_a_checkpoint_of_another_run_or_a_damaged_one_is_refused(tiny_gemma, tmp
     assert all(torch.equal(before[k], v) for k, v in tiny_gemma.state_dict().items()) and not active_edits(tiny_gemma)
 
 
-def test_checkpoints_are_for_sequential_weight_edits(tiny_gemma, tmp_path):
+def test_checkpoints_are_for_sequential_runs_of_edits_kept_in_the_model(tiny_gemma, tmp_path):
     facts = wb.bundled_facts()[:2]
     with pytest.raises(wb.WorkbenchError, match="sequential runs"):
         evaluate(tiny_gemma, facts, method="rome", checkpoint=tmp_path / "a")
-    with pytest.raises(wb.WorkbenchError, match="outside the weights"):
-        evaluate(tiny_gemma, facts, method="grace", mode="sequential", checkpoint=tmp_path / "b")
+    with pytest.raises(wb.WorkbenchError, match="only rewrites the prompt"):
+        evaluate(tiny_gemma, facts, method="in-context", mode="sequential", checkpoint=tmp_path / "b")
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method, settings", [("wise-paper", dict(steps=2, n_prefixes=0, save_freq=2, merge_freq=4)),
+                                              ("grace", dict(steps=3))])
+def test_a_memory_in_the_forward_pass_resumes_to_the_unbroken_runs_curve(tiny_gemma, tmp_path, monkeypatch,
+                                                                         method, settings):
+    facts = wb.bundled_facts()[:6]
+    kwargs = dict(FAST, batch_size=1, method=method, mode="sequential", **settings)
+    ids = torch.tensor([tiny_gemma.encode(facts[0].text)])
+    whole = evaluate(tiny_gemma, facts, revert=False, **kwargs)
+    whole_hidden = tiny_gemma.hidden(ids)
+    wb.revert_all(tiny_gemma)
+
+    real_edit, calls = Run.edit, []
+
+    def edit_then_stop(self, batch):
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return real_edit(self, batch)
+
+    monkeypatch.setattr(Run, "edit", edit_then_stop)
+    with pytest.raises(EvaluationInterrupted):
+        evaluate(tiny_gemma, facts, checkpoint=tmp_path / "run", **kwargs)
+    monkeypatch.setattr(Run, "edit", real_edit)
+    assert tiny_gemma.prompt_edits == []
+    done = evaluate(tiny_gemma, facts, checkpoint=tmp_path / "run", revert=False, **kwargs)
+    assert done.settings["resumed"] == [{"n": 4}]
+    assert _curve(done) == _curve(whole)
+    assert torch.equal(tiny_gemma.hidden(ids), whole_hidden)
+    wb.revert_all(tiny_gemma)
+    assert tiny_gemma.prompt_edits == []

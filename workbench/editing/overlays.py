@@ -117,3 +117,8 @@ def register_loader(kind: str):
         return fn
 
     return wrap
+
+
+#: memory kind -> ``from_state(meta, tensors, model)``: rebuilds a no-weight edit too large for an
+#: edit file from a sequential run's checkpoint (see :mod:`workbench.evaluation.checkpoint`).
+STATE_LOADERS: dict[str, Callable] = {}

@@ -34,7 +34,8 @@ Where this differs from the paper's code, and why:
   score is measured after its last step.
 * Each edit is held as its change on its shard and the memories are summed from the edits
   in order, so reverting any edit gives back exactly the memory there was before it.
-* Edits cannot be saved to a file (a shard's change is a megabyte per edit).
+* Edits cannot be saved to a file (a shard's change is a megabyte per edit); a sequential
+  run's checkpoint keeps them (:meth:`WisePaperEdit.to_state`).
 
 Example:
     >>> h = wb.edit(model, fact, method="wise-paper")                # doctest: +SKIP
@@ -56,7 +57,7 @@ from workbench.checks import Number, Whole
 from workbench.core.activations import replay_below
 from workbench.core.model import Model
 from workbench.editing.handle import EditHandle, commit_prompt_edit
-from workbench.editing.overlays import LayerOverlay
+from workbench.editing.overlays import STATE_LOADERS, LayerOverlay
 from workbench.editing.registry import register_method
 from workbench.errors import WorkbenchError
 from workbench.facts import Fact
@@ -263,6 +264,26 @@ class WisePaperEdit(LayerOverlay):
             rows = chosen == i
             out[rows] = (base[rows] + inputs[rows].float() @ memories[i].delta.to(inputs.device).T).to(output.dtype)
         return out
+
+    # -- a sequential run's checkpoint (tensors beside JSON; too large for an edit file) -------
+    def to_state(self) -> tuple[dict, dict[str, Tensor]]:
+        """(JSON-ready description, tensors): what :meth:`from_state` rebuilds the edit from."""
+        return ({"kind": self.kind, "layer": self.layer, "shard": self.shard, "in_scope": self.in_scope,
+                 "settings": self.settings}, {"values": self.values})
+
+    @classmethod
+    def from_state(cls, meta: dict, tensors: dict[str, Tensor], model: Model) -> WisePaperEdit:
+        """Rebuild from :meth:`to_state`, joining the memory at its layer on ``model``."""
+        try:
+            layer = model.layer_index(int(meta["layer"]))
+            edit = cls(layer, int(meta["shard"]), tensors["values"], float(meta["in_scope"]), dict(meta["settings"]),
+                       activation_fn(model), active_list=model.prompt_edits)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise WorkbenchError(f"saved WISE edit is corrupt ({type(exc).__name__}: {exc})") from None
+        first = next((e for e in model.prompt_edits if isinstance(e, cls) and e.layer == layer), None)
+        if first is not None:
+            edit._mask_holder = first._mask_holder
+        return edit
 
     # -- the attention mask, so that padding is not scored -------------------------------------
     def attach(self, model: Model) -> None:
@@ -485,3 +506,6 @@ def wise_paper(model: Model, facts: list[Fact], *, layers=None, **settings) -> E
               "steps": fit["steps"], "nll": fit["nll"], "nll_before": fit["nll_before"], "edits_in_memory": index + 1},
         seconds=time.perf_counter() - start, layers=[layer],
     )
+
+
+STATE_LOADERS[WisePaperEdit.kind] = WisePaperEdit.from_state

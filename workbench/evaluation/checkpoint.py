@@ -8,8 +8,9 @@ and the curve. A later call with the same settings, facts and model loads it, ap
 it as one edit, and goes on from the next batch: the curve it ends with is the one an
 unbroken run would have drawn, because each batch sees the same weights and kept keys.
 
-Only weight edits are checkpointed: the memories (GRACE, WISE, retrieval, in-context)
-keep state outside the weights and are fast enough to run again.
+The memories inside the forward pass (GRACE, WISE) are kept too, each edit as it saves
+itself (``to_dict``, or ``to_state`` with tensors where an edit file cannot hold it); the
+baselines that only rewrite the prompt are fast enough to run again.
 
 Example:
     >>> report = evaluate(model, facts, method="memit", mode="sequential", batch_size=100,
@@ -84,20 +85,38 @@ def _state_tensors(run: Run) -> dict[str, torch.Tensor]:
     return tensors
 
 
+def _overlay_state(run: Run) -> tuple[list[dict], dict[str, torch.Tensor]]:
+    """Each no-weight edit of the run, in order: its handle's record and its memory's state
+    (``to_state`` where the memory has one: tensors kept beside the JSON; else ``to_dict``)."""
+    records, tensors = [], {}
+    for i, h in enumerate(x for x in run.handles if x.active and x.prompt_edit is not None):
+        edit = h.prompt_edit
+        record = dict(method=h.method, facts=h.facts, layers=list(h.layers), info=h.info)
+        if hasattr(edit, "to_state"):
+            meta, parts = edit.to_state()
+            record["state"] = meta
+            tensors.update({f"edit.{i}.{k}": v.detach().cpu().contiguous() for k, v in parts.items()})
+        elif hasattr(edit, "to_dict"):
+            record["saved"] = edit.to_dict()
+        else:
+            raise WorkbenchError(f"{h.method} edits cannot be kept in a checkpoint (nothing saves them)")
+        records.append(record)
+    return records, tensors
+
+
 def save(directory: str | Path, run: Run, *, reached: int, done: list[int], rows: list[FactRow], curve: list[CurvePoint],
          diagnostics: dict | None) -> None:
     """Write the run's state after its last curve point (the weights last: a crash between the
     two writes leaves a JSON whose hash the old weights do not match, which :func:`load` refuses)."""
     from safetensors.torch import save as to_bytes
 
-    if any(h.prompt_edit is not None for h in run.handles):
-        raise WorkbenchError(f"{run.settings.method} keeps its edits outside the weights; its runs cannot be "
-                             "checkpointed (run them without checkpoint=)")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     meta_path, weights_path = _paths(directory)
-    weights = to_bytes(_state_tensors(run))
-    meta = dict(format=FORMAT, **_identity(run), reached=int(reached), done=list(done), rows=[r.to_dict() for r in rows],
+    overlays, overlay_tensors = _overlay_state(run)
+    weights = to_bytes({**_state_tensors(run), **overlay_tensors})
+    meta = dict(format=FORMAT, **_identity(run), reached=int(reached), done=list(done), overlays=overlays,
+                rows=[r.to_dict() for r in rows],
                 curve=[p.to_dict() for p in curve], diagnostics=diagnostics,
                 edit_seconds=float(sum(run.edit_seconds)),
                 weights_sha256=hashlib.sha256(weights).hexdigest(),
@@ -156,7 +175,7 @@ def apply(saved: Saved, run: Run) -> Restored:
     Raises:
         WorkbenchError: an edit is already applied to the model.
     """
-    from workbench.editing.handle import active_edits, commit_weights
+    from workbench.editing.handle import active_edits, commit_prompt_edit, commit_weights
 
     if active_edits(run.model):
         raise WorkbenchError("cannot resume from a checkpoint: revert the edits applied to the model first")
@@ -164,11 +183,35 @@ def apply(saved: Saved, run: Run) -> Restored:
     values = {k[len("param."):]: v for k, v in tensors.items() if k.startswith("param.")}
     memory = {k[len("memory."):]: v for k, v in tensors.items() if k.startswith("memory.")}
     done = [int(i) for i in meta["done"]]
-    handle = commit_weights(run.model, run.settings.method, list(meta.get("layers", [])),
-                            [run.facts[i].to_dict() for i in done], lambda: values, memory=memory,
-                            info={"restored_from_checkpoint": True, "n_edits": len(done)})
-    run.handles.append(handle)
+    try:
+        if values:
+            run.handles.append(commit_weights(
+                run.model, run.settings.method, list(meta.get("layers", [])), [run.facts[i].to_dict() for i in done],
+                lambda: values, memory=memory, info={"restored_from_checkpoint": True, "n_edits": len(done)}))
+        for i, record in enumerate(meta.get("overlays", [])):
+            run.handles.append(commit_prompt_edit(run.model, record["method"], record["facts"],
+                                                  _rebuilt(record, i, tensors, run), info=record.get("info"),
+                                                  layers=record.get("layers")))
+    except BaseException:
+        run.revert()  # all or nothing: a failed load leaves the run at no edit
+        raise
     rows = [FactRow(**r) for r in meta["rows"]]
     curve = [CurvePoint(**p) for p in meta["curve"]]
     return Restored(reached=int(meta["reached"]), done=done, rows=rows, curve=curve,
                     diagnostics=meta.get("diagnostics"), edit_seconds=float(meta.get("edit_seconds", 0.0)))
+
+def _rebuilt(record: dict, index: int, tensors: dict[str, torch.Tensor], run: Run):
+    """A no-weight edit from its checkpoint record (see :func:`_overlay_state`)."""
+    from workbench.editing.overlays import LOADERS, STATE_LOADERS
+
+    if "state" in record:
+        kind = record["state"].get("kind")
+        if kind not in STATE_LOADERS:
+            raise WorkbenchError(f"the checkpoint holds {kind!r} edits, which nothing here rebuilds")
+        prefix = f"edit.{index}."
+        parts = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        return STATE_LOADERS[kind](record["state"], parts, run.model)
+    kind = record["saved"].get("kind")
+    if kind not in LOADERS:
+        raise WorkbenchError(f"the checkpoint holds {kind!r} edits, which nothing here rebuilds")
+    return LOADERS[kind](record["saved"], run.model)

@@ -172,9 +172,9 @@ def _check_checkpoint(checkpoint, mode: str, method: str) -> None:
         return
     if mode != "sequential":
         raise WorkbenchError(f"checkpoint= is for sequential runs (mode='sequential'), not mode={mode!r}")
-    if method_spec(method).kind != "weights":
-        raise WorkbenchError(f"{method} keeps its edits outside the weights; its sequential runs cannot be "
-                             "checkpointed (run it without checkpoint=)")
+    if method_spec(method).kind == "prompt":
+        raise WorkbenchError(f"{method} only rewrites the prompt; its sequential runs are not checkpointed "
+                             "(run it without checkpoint=)")
 
 
 def evaluate(
