@@ -122,3 +122,21 @@ def test_wise_flips_known_facts_in_sequence_on_default_model(gemma):
             h.revert()
     assert all(torch.equal(before[k], v) for k, v in gemma.state_dict().items())
     assert gemma.prompt_edits == []
+
+
+def test_the_routers_negatives_are_never_the_texts_perplexity_is_measured_on(tiny_gemma, monkeypatch):
+    """Both WISEs train their router against corpus text; perplexity reads the held-out split."""
+    import workbench.corpus as corpus
+    from workbench.editing import wise, wise_paper
+
+    asked = []
+    real = corpus.wiki_texts
+
+    def spy(split="stats", limit=None):
+        asked.append(split)
+        return real(split, limit)
+
+    monkeypatch.setattr(corpus, "wiki_texts", spy)
+    wise.corpus_keys(tiny_gemma, 1, texts=2)
+    wise_paper.irrelevant_text(tiny_gemma, 0)
+    assert asked == ["stats", "stats"]

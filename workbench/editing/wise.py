@@ -168,11 +168,15 @@ def _acts(model: Model, layer: int, tokens: Tensor, mask: Tensor | None = None) 
 
 
 def corpus_keys(model: Model, layer: int, *, texts: int = 8, tokens: int = 48) -> tuple[Tensor, Tensor]:
-    """FFN keys and output norms at ``layer`` over held-out corpus positions (what must stay unrouted)."""
+    """FFN keys and output norms at ``layer`` over corpus positions (what must stay unrouted).
+
+    From the statistics split: the held-out split is where perplexity is measured, and a
+    router trained to leave those very texts alone would flatter it.
+    """
     from workbench.corpus import wiki_texts
 
     acts, norms = [], []
-    for text in wiki_texts("heldout", limit=texts):
+    for text in wiki_texts("stats", limit=texts):
         ids = model.encode(text)[:tokens]
         a, out = _acts(model, layer, torch.tensor([ids], device=model.device))
         acts.append(a[0, 1:])  # position 0 (BOS) is an outlier in every model
