@@ -83,14 +83,13 @@ def main() -> int:
            "thresholds": [m.threshold for m in handles[0].prompt_edit.memories(
                tuple(wise_paper.WisePaperEdit.module(model, handles[0].prompt_edit.layer).weight.shape))],
            "in_scope": [h.info["in_scope"] for h in handles], "out_scope": [h.info["out_scope"] for h in handles]}
+    memory = handles[0].prompt_edit  # the first edit's settings are the memory's
     for rule, long_input in (("code: largest position over 100 positions", wise_paper.LONG_INPUT),
-                             ("mean over every input", 10**9)):
-        wise_paper.LONG_INPUT = long_input
-        try:
-            out[rule] = {"perplexity": perplexity(model, n_texts=args.texts),
-                         **{f"routed, {k}": routed_share(model, v, max_tokens=128) for k, v in groups.items()}}
-        finally:
-            wise_paper.LONG_INPUT = 100
+                             ("mean over every input", 0)):
+        memory.settings["long_input"] = long_input
+        out[rule] = {"perplexity": perplexity(model, n_texts=args.texts),
+                     **{f"routed, {k}": routed_share(model, v, max_tokens=128) for k, v in groups.items()}}
+    memory.settings["long_input"] = wise_paper.LONG_INPUT
     for h in reversed(handles):
         h.revert()
     out["command"] = "python benchmarks/wise_paper_routing.py " + " ".join(sys.argv[1:])

@@ -100,6 +100,13 @@ def test_scores_leave_padding_out_and_the_forward_pass_gives_its_mask(tiny_gemma
         padded = mem.scores(inputs, base, delta, valid)
         alone = mem.scores(inputs[:1, :3], base[:1, :3], delta, None)
         assert torch.allclose(padded[0], alone[0]) and not torch.allclose(padded[0], mem.scores(inputs, base, delta, None)[0])
+        # Inputs longer than long_input positions are scored by their largest position (the code's rule).
+        mem.settings["long_input"] = 5
+        longest = mem.scores(inputs, base, delta, valid)
+        assert torch.allclose(longest[0], padded[0]) and longest[1] > padded[1]
+        mem.settings["long_input"] = 0
+        assert torch.allclose(mem.scores(inputs, base, delta, valid), padded)
+        mem.settings["long_input"] = wp.LONG_INPUT
         ids, mask = _pad_batch([tiny_gemma.encode(fact.text), tiny_gemma.encode("A longer sentence " * 3)],
                                _pad_id(tiny_gemma))
         tiny_gemma.hidden(ids, mask)

@@ -8,7 +8,7 @@ What the paper and its authors' code (EasyEdit's ``models/wise``) specify, as bu
   written.
 * **Routing per input.** The activation score of an input is the mean over its positions of
   ``‖act(W'a) − act(Wa)‖`` (``act``: the model's FFN activation function, as the code applies
-  it; the largest position's score for inputs over 100 positions). The input reads W' when its
+  it; the largest position's score for inputs over 100 positions, ``long_input``). The input reads W' when its
   score reaches ``act_ratio`` x the smallest score any edit of that memory reached in training
   (0.88 for LLaMA-2-7B), otherwise the unedited W, bitwise.
 * **Training an edit.** SGD (lr 1.0, weight decay 1e-5) for up to 70 steps on W': the new
@@ -65,10 +65,12 @@ from workbench.probing import target_ids
 
 #: The published settings (EasyEdit ``hparams/WISE/llama-7b.yaml`` and the paper's appendix).
 PAPER = dict(mask_ratio=0.2, lr=1.0, steps=70, norm_constraint=1.0, alpha=5.0, beta=20.0, gamma=10.0,
-             act_ratio=0.88, save_freq=500, merge_freq=1000, density=0.53, weight_decay=1e-5, n_prefixes=10)
+             act_ratio=0.88, save_freq=500, merge_freq=1000, density=0.53, weight_decay=1e-5, n_prefixes=10,
+             long_input=100)
 #: LLaMA-2-7B's edited layer, 27 of 32: the default layer sits at the same depth.
 PAPER_LAYER, PAPER_DEPTH = 27, 32
-#: Inputs longer than this are scored by their largest position, as the authors' code does.
+#: Inputs longer than this are scored by their largest position, as the authors' code does
+#: (the ``long_input`` setting; 0 scores every input by its mean).
 LONG_INPUT = 100
 #: The early stop of the authors' code: the loss below this and changed by less than 1e-4.
 STOP_LOSS = 0.02
@@ -226,8 +228,11 @@ class WisePaperEdit(LayerOverlay):
             valid = torch.ones_like(dist, dtype=torch.bool)
         counts = valid.sum(-1)
         mean = (dist * valid).sum(-1) / counts.clamp(min=1)
+        long_input = self.settings.get("long_input", LONG_INPUT)
+        if not long_input:
+            return mean
         longest = dist.masked_fill(~valid, -math.inf).amax(-1)
-        return torch.where(counts > LONG_INPUT, longest, mean)
+        return torch.where(counts > long_input, longest, mean)
 
     def _valid(self, inputs: Tensor) -> Tensor | None:
         mask = self.mask_now
@@ -462,7 +467,7 @@ def _mean_positive(x: Tensor) -> Tensor:
             "act_ratio": Number(0, 10, strict=True), "save_freq": Whole(1, 1_000_000),
             "merge_freq": Whole(1, 1_000_000), "density": Number(0, 1, strict=True), "n_prefixes": Whole(0, 20),
             "alpha": Number(0, 1e4), "beta": Number(0, 1e4), "gamma": Number(0, 1e4),
-            "norm_constraint": Number(0, 1e4, strict=True)})
+            "norm_constraint": Number(0, 1e4, strict=True), "long_input": Whole(0, 1_000_000)})
 def wise_paper(model: Model, facts: list[Fact], *, layers=None, **settings) -> EditHandle:
     """Edit by training the facts into a shard of the side memory of one FFN value matrix.
 
@@ -471,8 +476,9 @@ def wise_paper(model: Model, facts: list[Fact], *, layers=None, **settings) -> E
         facts: facts with ``target_new`` (several: one training on all of them).
         layers: the one layer (default: :func:`paper_layer`).
         settings: any of :data:`PAPER` (the published values are the defaults). A memory's
-            ``mask_ratio``, ``save_freq``, ``merge_freq``, ``density`` and ``act_ratio`` are its
-            first edit's.
+            ``mask_ratio``, ``save_freq``, ``merge_freq``, ``density``, ``act_ratio`` and
+            ``long_input`` are its first edit's. ``long_input=0`` scores every input by its mean
+            (the authors' largest-position rule for long inputs sent held-out text to the side memory).
 
     Example:
         >>> h = wb.edit(model, fact, method="wise-paper")      # doctest: +SKIP
@@ -488,8 +494,8 @@ def wise_paper(model: Model, facts: list[Fact], *, layers=None, **settings) -> E
     s = {**PAPER, **settings}
     if previous:
         # The memory's structure is its first edit's: a later edit cannot change its shards.
-        s.update({k: previous[0].settings[k] for k in ("mask_ratio", "save_freq", "merge_freq", "density",
-                                                        "act_ratio")})
+        s.update({k: previous[0].settings.get(k, PAPER[k]) for k in ("mask_ratio", "save_freq", "merge_freq",
+                                                                      "density", "act_ratio", "long_input")})
     if s["merge_freq"] % s["save_freq"]:
         raise WorkbenchError(f"merge_freq ({s['merge_freq']}) must be a multiple of save_freq ({s['save_freq']})")
     index = len(previous)
