@@ -207,14 +207,20 @@ def contrast_keys(model: Model, layer: int, facts: Sequence[Fact], n: int) -> Te
     return acts[torch.arange(len(seqs), device=acts.device), last].cpu()
 
 
-def _rows(model: Model, fact: Fact, prefixes: Sequence[str]) -> list[tuple[list[int], list[int], list[int]]]:
-    """(ids, positions predicting the new object, its tokens) for the bare and prefixed prompts."""
+def edit_rows(model: Model, fact: Fact, prefixes: Sequence[str], *,
+              whole_object: bool = False) -> list[tuple[list[int], list[int], list[int]]]:
+    """(ids, positions predicting the new object, its tokens) for the bare and prefixed prompts.
+
+    ``ids`` end before the object's last token (all a prediction needs), or after it with
+    ``whole_object`` (WISE as published scores the whole "prompt + object" text).
+    """
     rows = []
     for prefix in ("", *prefixes):
         prompt = model.contextualize(prefix + fact.text)
         ids = model.encode(prompt)
         tgt = target_ids(model, prompt, fact.target_new)
-        rows.append((ids + tgt[:-1], list(range(len(ids) - 1, len(ids) - 1 + len(tgt))), tgt))
+        rows.append((ids + (tgt if whole_object else tgt[:-1]), list(range(len(ids) - 1, len(ids) - 1 + len(tgt))),
+                     tgt))
     return rows
 
 
@@ -230,7 +236,7 @@ def fit_side(model: Model, layer: int, facts: Sequence[Fact], *, tau: float | No
         tau = tau_frac * float(out_norms.median())
     irr = torch.cat([irr, contrast_keys(model, layer, facts, n_contrast)])
     prefixes = context_prefixes(model, n_prefixes) if n_prefixes else []
-    rows = [r for f in facts for r in _rows(model, f, prefixes)]
+    rows = [r for f in facts for r in edit_rows(model, f, prefixes)]
     ids, mask = _pad_batch([r[0] for r in rows], _pad_id(model))
     ids, mask = ids.to(model.device), mask.to(model.device)
     r_idx = torch.tensor([i for i, r in enumerate(rows) for _ in r[1]], device=model.device)

@@ -59,9 +59,9 @@ from workbench.core.model import Model
 from workbench.editing.handle import EditHandle, commit_prompt_edit
 from workbench.editing.overlays import STATE_LOADERS, LayerOverlay
 from workbench.editing.registry import register_method
+from workbench.editing.wise import edit_rows
 from workbench.errors import WorkbenchError
 from workbench.facts import Fact
-from workbench.probing import target_ids
 
 #: The published settings (EasyEdit ``hparams/WISE/llama-7b.yaml`` and the paper's appendix).
 PAPER = dict(mask_ratio=0.2, lr=1.0, steps=70, norm_constraint=1.0, alpha=5.0, beta=20.0, gamma=10.0,
@@ -307,17 +307,6 @@ class WisePaperEdit(LayerOverlay):
         self.mask_now = None
 
 
-def _rows(model: Model, fact: Fact, prefixes: Sequence[str]) -> list[tuple[list[int], list[int], list[int]]]:
-    """(ids, positions predicting the new object, its tokens) for the bare and prefixed prompts."""
-    rows = []
-    for prefix in ("", *prefixes):
-        prompt = model.contextualize(prefix + fact.text)
-        ids = model.encode(prompt)
-        tgt = target_ids(model, prompt, fact.target_new)
-        rows.append((ids + tgt, list(range(len(ids) - 1, len(ids) - 1 + len(tgt))), tgt))
-    return rows
-
-
 def irrelevant_text(model: Model, index: int, *, tokens: int = 32) -> list[int]:
     """The held-out input of the ``index``-th edit: a corpus text from the statistics split
     (never one perplexity is measured on), cut to ``tokens`` tokens."""
@@ -353,7 +342,7 @@ def _batch(model: Model, facts: Sequence[Fact], index: int, n_prefixes: int) -> 
     from workbench.probing import _pad_batch, _pad_id
 
     prefixes = context_prefixes(model, n_prefixes) if n_prefixes else []
-    rows = [r for f in facts for r in _rows(model, f, prefixes)]
+    rows = [r for f in facts for r in edit_rows(model, f, prefixes, whole_object=True)]
     ids, mask = _pad_batch([r[0] for r in rows] + [irrelevant_text(model, index)], _pad_id(model))
     dev = model.device
     return _Batch(
