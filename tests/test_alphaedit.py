@@ -247,3 +247,14 @@ def test_new_methods_flip_a_known_fact_on_the_default_model(gemma, method):
     finally:
         h.revert()
     assert all(torch.equal(before[k], v) for k, v in gemma.state_dict().items())
+
+
+def test_alphaedit_paper_can_leave_bos_out_of_its_statistics_for_the_ablation(tiny_gemma):
+    fact = wb.bundled_facts()[0]
+    cut = max(_cut_for(tiny_gemma, 1), _cut_for(tiny_gemma, 2))
+    settings = {**SMALL, "steps": 2, "n_prefixes": 1, "null_cut": cut, "diagnostics": False}
+    with wb.edit(tiny_gemma, fact, method="alphaedit-paper", **settings) as with_bos:
+        a = {k: v.clone() for k, v in with_bos.after.items()}
+    with wb.edit(tiny_gemma, fact, method="alphaedit-paper", include_bos=False, **settings) as without:
+        assert without.info["include_bos"] is False and with_bos.info["include_bos"] is True
+        assert any(not torch.equal(a[k], v) for k, v in without.after.items())
