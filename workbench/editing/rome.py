@@ -52,7 +52,7 @@ from workbench.editing.optimize import (
     virtual_update_hooks,
     warn_if_unknown,
 )
-from workbench.checks import Number, Whole
+from workbench.checks import Number, Whole, check_flag
 from workbench.editing.registry import register_method
 from workbench.editing.targets import SearchRequest, optimize_deltas
 from workbench.editing.search import SearchParams
@@ -108,10 +108,10 @@ class LayerSite:
 
 
 def layer_site(model: Model, layer: int, *, samples: int, reg: float, n_prefixes: int, n_key_prefixes: int,
-               info: dict) -> LayerSite:
+               info: dict, include_bos: bool = False) -> LayerSite:
     """The :class:`LayerSite` of ``layer``; ``info["stats_seconds"]`` gets the time C took."""
     t0 = time.perf_counter()
-    solve = ridge_solver(model, layer, samples=samples, reg=reg)
+    solve = ridge_solver(model, layer, samples=samples, reg=reg, include_bos=include_bos)
     info["stats_seconds"] = time.perf_counter() - t0
     name, param = value_param(model, layer)
     return LayerSite(solve, context_prefixes(model, n_prefixes), context_prefixes(model, n_key_prefixes), name, param,
@@ -140,7 +140,7 @@ def prepare_rome(model: Model, layers: Sequence[int] | None = None, *, compute_s
 
 def plan_rome_search(model: Model, fact: Fact, *, layers: Sequence[int] | None = None, samples: int = DEFAULT_SAMPLES,
                      n_key_prefixes: int = N_KEY_PREFIXES, reg: float = 1e-4, check_known: bool = True,
-                     **search) -> SearchRequest:
+                     include_bos: bool = False, **search) -> SearchRequest:
     """The v* search a ROME (or EMMET) edit of ``fact`` alone runs on the unedited weights, so that
     independent evaluation can make a chunk's searches in one batch (:func:`~workbench.editing.targets.prefetched`)."""
     params = SearchParams.from_kwargs(search, method="rome")
@@ -150,7 +150,8 @@ def plan_rome_search(model: Model, fact: Fact, *, layers: Sequence[int] | None =
 
 
 @register_method(
-    "rome", order=0, compare_default=True, layers=rome_layers, limits=ROME_LIMITS, search=True,
+    "rome", order=0, compare_default=True, layers=rome_layers, limits={**ROME_LIMITS, "include_bos": check_flag},
+    search=True,
     # Less momentum overshoots less and meets stop_nll sooner; 5 prefixes cost less than 10 for
     # the same rates within noise (docs/results.md, "Why the search's defaults").
     search_defaults={"beta1": 0.5, "n_prefixes": 5},
@@ -167,6 +168,7 @@ def rome(
     n_key_prefixes: int = N_KEY_PREFIXES,
     reg: float = 1e-4,
     check_known: bool = True,
+    include_bos: bool = False,
     **search,
 ) -> EditHandle:
     """Edit facts with ROME at one layer (facts one after another, one handle).
@@ -179,6 +181,8 @@ def rome(
         n_key_prefixes: prefixes k* is averaged over (one forward pass in all; ROME uses ~20).
         reg: ridge on C (relative to its mean diagonal).
         check_known: warn about facts the model does not know.
+        include_bos: count BOS positions in C (kept under its own cache key; off by default,
+            as the committed results were made).
         **search: the v* search (``steps``, ``lr``, ``kl_weight``, ``weight_decay``,
             ``clamp``, ``stop_nll``, ``n_prefixes``, ...; see
             :class:`~workbench.editing.search.SearchParams`, ROME's defaults there too).
@@ -190,11 +194,11 @@ def rome(
     layer = single_layer(model, layers, "rome", hint="; use memit for several")
     if check_known:
         warn_if_unknown(model, facts)
-    info: dict = {"layer": layer, "samples": samples, "facts": []}
+    info: dict = {"layer": layer, "samples": samples, "include_bos": include_bos, "facts": []}
 
     def compute() -> dict[str, Tensor]:
         site = layer_site(model, layer, samples=samples, reg=reg, n_prefixes=params.n_prefixes,
-                          n_key_prefixes=n_key_prefixes, info=info)
+                          n_key_prefixes=n_key_prefixes, info=info, include_bos=include_bos)
         solve, prefixes, key_prefixes = site.solve, site.prefixes, site.key_prefixes
         name, param, keys_hook, out_hook = site.name, site.param, site.keys_hook, site.out_hook
         dW = torch.zeros(model.d_model, model.d_mlp, dtype=torch.float64, device=model.device)

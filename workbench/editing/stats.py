@@ -171,7 +171,7 @@ def with_ridge(C: Float[Tensor, "d d"], reg: float) -> Float[Tensor, "d d"]:
 
 
 def ridge_solver(
-    model: Model, layer: int, *, samples: int = DEFAULT_SAMPLES, reg: float = 1e-4
+    model: Model, layer: int, *, samples: int = DEFAULT_SAMPLES, reg: float = 1e-4, include_bos: bool = False
 ) -> Callable[[Tensor], Tensor]:
     """``x ↦ (C + reg·mean(diag C)·I)⁻¹ x`` in float64, for C of ``layer``.
 
@@ -186,7 +186,7 @@ def ridge_solver(
     layer = model.layer_index(int(layer))
 
     def build() -> Tensor:
-        C = second_moment(model, layer, samples=samples).to(model.device)
+        C = second_moment(model, layer, samples=samples, include_bos=include_bos).to(model.device)
         factor, info = torch.linalg.cholesky_ex(with_ridge(C, reg))
         if int(info) != 0:
             raise WorkbenchError(
@@ -195,7 +195,7 @@ def ridge_solver(
         return factor
 
     # C is the unedited model's (cached under its fingerprint): no edit makes the factor stale.
-    factor = model.memo.get(("ridge_factor", layer, samples, reg, str(model.device)), build)
+    factor = model.memo.get(("ridge_factor", layer, samples, reg, include_bos, str(model.device)), build)
     return lambda x: torch.cholesky_solve(x.double().reshape(len(x), -1), factor).reshape(x.shape)
 
 
