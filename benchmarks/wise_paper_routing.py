@@ -11,7 +11,7 @@ Usage::
 
     WORKBENCH_THREADS=1 python benchmarks/wise_paper_routing.py --edits 10
 
-Writes ``assets/results/sequential_1k/wise-paper_routing.json``.
+Writes ``assets/results/wise_paper_routing.json`` (not beside the curves: every JSON there is a report).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-OUT = ROOT / "assets" / "results" / "sequential_1k" / "wise-paper_routing.json"
+OUT = ROOT / "assets" / "results" / "wise_paper_routing.json"
 DATASET = ROOT.parent / "shared" / "data" / "counterfact-edit-1k.json"
 
 
