@@ -25,6 +25,6 @@ run memit memit '{}'
 run memit-kept memit-kept '{}'
 run cut-1e-3 alphaedit-paper '{"null_cut": 0.001}'         # fewer free directions than the code's 2e-2
 run samples-20k alphaedit-paper '{"samples": 20000}'       # C over the default 20,000 tokens
-run no-bos alphaedit-paper '{"include_bos": false}'         # BOS positions left out of C
+run no-bos alphaedit-paper '{"stats_bos": false}'         # BOS positions left out of C
 run l2-1 alphaedit-paper '{"l2": 1.0}'                      # a tenth of the published L2
 run window-memit alphaedit-paper '{"layers": [0, 1, 2, 3, 4]}'  # MEMIT's window (layers 0-4 here) instead of the mapped 2-6

@@ -1,15 +1,15 @@
-"""Do ROME's committed rows move with larger key statistics counted with BOS? (issue 44)
+"""Do ROME's and MEMIT's committed rows move with larger key statistics counted with BOS? (issue 44)
 
-Evaluates ROME on the first ``--limit`` known bundled facts with C over ``--samples`` tokens and
-BOS positions counted (AlphaEdit's published statistics), as ``assets/results/rome_independent.json``
+Evaluates the method on the first ``--limit`` known bundled facts with C over ``--samples`` tokens
+and BOS positions counted (AlphaEdit's published statistics), as ``assets/results/<method>_independent.json``
 was made otherwise (20,000 tokens, BOS skipped), and compares the two paired by fact: the mean
 difference of each teacher-forced rate with a 95 % paired-bootstrap interval.
 
 Usage::
 
-    WORKBENCH_THREADS=1 python benchmarks/stats_sample_effect.py --limit 50
+    WORKBENCH_THREADS=1 python benchmarks/stats_sample_effect.py --method rome --limit 50
 
-Writes ``assets/results/rome_independent_stats100k-bos.json`` (the report) and prints the table.
+Writes ``assets/results/<method>_independent_stats100k-bos.json`` (the report) and prints the table.
 """
 
 from __future__ import annotations
@@ -31,15 +31,16 @@ def main() -> int:
     from workbench.evaluation import evaluate, paired_difference, read_report
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--method", choices=("rome", "memit"), default="rome")
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--samples", type=int, default=100_000)
     args = p.parse_args()
-    committed = read_report(RESULTS / "rome_independent.json")
+    committed = read_report(RESULTS / f"{args.method}_independent.json")
     model = wb.load_model("gemma-3-270m")
     facts = wb.read_facts(str(ROOT / "assets" / "known_facts.json"))
-    report = evaluate(model, facts, method="rome", limit=args.limit, every=20, metrics="teacher",
-                      samples=args.samples, include_bos=True)
-    out = RESULTS / f"rome_independent_stats{args.samples // 1000}k-bos.json"
+    report = evaluate(model, facts, method=args.method, limit=args.limit, every=20, metrics="teacher",
+                      samples=args.samples, stats_bos=True)
+    out = RESULTS / f"{args.method}_independent_stats{args.samples // 1000}k-bos.json"
     data = report.to_dict()
     data["settings"]["command"] = "python benchmarks/stats_sample_effect.py " + " ".join(sys.argv[1:])
     out.write_text(json.dumps(data, indent=1))

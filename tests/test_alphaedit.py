@@ -255,6 +255,6 @@ def test_alphaedit_paper_can_leave_bos_out_of_its_statistics_for_the_ablation(ti
     settings = {**SMALL, "steps": 2, "n_prefixes": 1, "null_cut": cut, "diagnostics": False}
     with wb.edit(tiny_gemma, fact, method="alphaedit-paper", **settings) as with_bos:
         a = {k: v.clone() for k, v in with_bos.after.items()}
-    with wb.edit(tiny_gemma, fact, method="alphaedit-paper", include_bos=False, **settings) as without:
-        assert without.info["include_bos"] is False and with_bos.info["include_bos"] is True
+    with wb.edit(tiny_gemma, fact, method="alphaedit-paper", stats_bos=False, **settings) as without:
+        assert without.info["stats_bos"] is False and with_bos.info["stats_bos"] is True
         assert any(not torch.equal(a[k], v) for k, v in without.after.items())

@@ -189,13 +189,13 @@ def test_prepare_pays_the_first_edits_costs_and_changes_no_result(tmp_path, monk
 
 
 def test_rome_can_count_bos_in_its_statistics_under_their_own_key(tiny):
-    """include_bos=True solves against C with BOS positions (another C, another cache entry)."""
+    """stats_bos=True solves against C with BOS positions (another C, another cache entry)."""
     from workbench.editing.stats import second_moment
 
     settings = dict(layers=[1], samples=1500, n_prefixes=2, n_key_prefixes=3, steps=5, check_known=False, min_prob=0)
     assert not torch.equal(second_moment(tiny, 1, samples=1500), second_moment(tiny, 1, samples=1500, include_bos=True))
     with wb.edit(tiny, FACT, method="rome", **settings) as plain:
         a = {k: v.clone() for k, v in plain.after.items()}
-    with wb.edit(tiny, FACT, method="rome", include_bos=True, **settings) as bos:
-        assert bos.info["include_bos"] is True and plain.info["include_bos"] is False
+    with wb.edit(tiny, FACT, method="rome", stats_bos=True, **settings) as bos:
+        assert bos.info["stats_bos"] is True and plain.info["stats_bos"] is False
         assert any(not torch.equal(a[k], v) for k, v in bos.after.items())

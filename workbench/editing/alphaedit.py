@@ -218,19 +218,19 @@ def alphaedit(model: Model, facts: Sequence[Fact], *, layers: Sequence[int] | No
     "alphaedit-paper", order=5, layers=paper_layers, checks_known=True, key_statistics=True,
     statistics={"samples": PAPER_SAMPLES, "include_bos": True},
     limits={**SPREAD_LIMITS, "null_cut": Number(0, strict=True), "l2": Number(0, strict=True),
-            "diagnostics": check_flag, "include_bos": check_flag},
+            "diagnostics": check_flag, "stats_bos": check_flag},
     summary="AlphaEdit as published: the authors' projector cut, L2 and statistics",
     description="AlphaEdit with the published recipe (the authors' code): P keeps the directions whose eigenvalue "
                 "of C is below 2e-2, C over 100,000 tokens with BOS counted, α = 10, the paper's layer window.")
 def alphaedit_paper(model: Model, facts: Sequence[Fact], *, layers: Sequence[int] | None = None,
                     null_cut: float = PAPER_CUT, l2: float = PAPER_L2, diagnostics: bool = True,
-                    include_bos: bool = True, **hparams) -> EditHandle:
+                    stats_bos: bool = True, **hparams) -> EditHandle:
     """AlphaEdit as its authors' code does it (see :func:`cut_projector`, :func:`paper_layers`).
 
     Args:
         null_cut: the absolute eigenvalue threshold of the projector (the code's 2e-2).
         l2: α, absolute (the code's ``L2`` = 10).
-        include_bos: count BOS positions in C (the code does; False only for the ablation).
+        stats_bos: count BOS positions in C (the code does; False only for the ablation).
         **hparams: as :func:`alphaedit` (``samples`` defaults to 100,000 tokens, BOS counted).
 
     Example:
@@ -240,8 +240,8 @@ def alphaedit_paper(model: Model, facts: Sequence[Fact], *, layers: Sequence[int
     hparams.setdefault("samples", PAPER_SAMPLES)
     return _alphaedit(model, facts, method="alphaedit-paper", layers=layers if layers is not None else paper_layers(model),
                       make_projector=lambda layer, C: _memo_cut(model, layer, C, null_cut),
-                      alpha_of=lambda C: l2, diagnostics=diagnostics, stats_bos=include_bos,
-                      settings={"null_cut": null_cut, "l2": l2, "l2_absolute": True, "include_bos": include_bos},
+                      alpha_of=lambda C: l2, diagnostics=diagnostics, stats_bos=stats_bos,
+                      settings={"null_cut": null_cut, "l2": l2, "l2_absolute": True, "stats_bos": stats_bos},
                       **hparams)
 
 

@@ -140,7 +140,7 @@ def prepare_rome(model: Model, layers: Sequence[int] | None = None, *, compute_s
 
 def plan_rome_search(model: Model, fact: Fact, *, layers: Sequence[int] | None = None, samples: int = DEFAULT_SAMPLES,
                      n_key_prefixes: int = N_KEY_PREFIXES, reg: float = 1e-4, check_known: bool = True,
-                     include_bos: bool = False, **search) -> SearchRequest:
+                     stats_bos: bool = False, **search) -> SearchRequest:
     """The v* search a ROME (or EMMET) edit of ``fact`` alone runs on the unedited weights, so that
     independent evaluation can make a chunk's searches in one batch (:func:`~workbench.editing.targets.prefetched`)."""
     params = SearchParams.from_kwargs(search, method="rome")
@@ -150,7 +150,7 @@ def plan_rome_search(model: Model, fact: Fact, *, layers: Sequence[int] | None =
 
 
 @register_method(
-    "rome", order=0, compare_default=True, layers=rome_layers, limits={**ROME_LIMITS, "include_bos": check_flag},
+    "rome", order=0, compare_default=True, layers=rome_layers, limits={**ROME_LIMITS, "stats_bos": check_flag},
     search=True,
     # Less momentum overshoots less and meets stop_nll sooner; 5 prefixes cost less than 10 for
     # the same rates within noise (docs/results.md, "Why the search's defaults").
@@ -168,7 +168,7 @@ def rome(
     n_key_prefixes: int = N_KEY_PREFIXES,
     reg: float = 1e-4,
     check_known: bool = True,
-    include_bos: bool = False,
+    stats_bos: bool = False,
     **search,
 ) -> EditHandle:
     """Edit facts with ROME at one layer (facts one after another, one handle).
@@ -181,8 +181,8 @@ def rome(
         n_key_prefixes: prefixes k* is averaged over (one forward pass in all; ROME uses ~20).
         reg: ridge on C (relative to its mean diagonal).
         check_known: warn about facts the model does not know.
-        include_bos: count BOS positions in C (kept under its own cache key; off by default,
-            as the committed results were made).
+        stats_bos: count BOS positions in C (kept under its own cache key; off by default, as the
+            committed results were made; MEMIT's setting of the same name).
         **search: the v* search (``steps``, ``lr``, ``kl_weight``, ``weight_decay``,
             ``clamp``, ``stop_nll``, ``n_prefixes``, ...; see
             :class:`~workbench.editing.search.SearchParams`, ROME's defaults there too).
@@ -194,11 +194,11 @@ def rome(
     layer = single_layer(model, layers, "rome", hint="; use memit for several")
     if check_known:
         warn_if_unknown(model, facts)
-    info: dict = {"layer": layer, "samples": samples, "include_bos": include_bos, "facts": []}
+    info: dict = {"layer": layer, "samples": samples, "stats_bos": stats_bos, "facts": []}
 
     def compute() -> dict[str, Tensor]:
         site = layer_site(model, layer, samples=samples, reg=reg, n_prefixes=params.n_prefixes,
-                          n_key_prefixes=n_key_prefixes, info=info, include_bos=include_bos)
+                          n_key_prefixes=n_key_prefixes, info=info, include_bos=stats_bos)
         solve, prefixes, key_prefixes = site.solve, site.prefixes, site.key_prefixes
         name, param, keys_hook, out_hook = site.name, site.param, site.keys_hook, site.out_hook
         dW = torch.zeros(model.d_model, model.d_mlp, dtype=torch.float64, device=model.device)
