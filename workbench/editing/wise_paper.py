@@ -445,7 +445,7 @@ def _mean_positive(x: Tensor) -> Tensor:
 
 
 @register_method(
-    "wise-paper", order=9, kind="overlay", layers=lambda model: [paper_layer(model)],
+    "wise-paper", order=8, kind="overlay", layers=lambda model: [paper_layer(model)],
     holds="a side memory in shards with a router",
     summary="WISE as published: a side copy of one FFN value matrix, trained in random shards merged with "
             "Ties, a router per input",
