@@ -98,11 +98,15 @@ def degradation_figure(reports: Sequence, *, metric: str = "efficacy_score", log
     fig = make_subplots(rows=1, cols=2, subplot_titles=(COUNTERFACT.get(metric, metric) + " of edits so far",
                                                         "Held-out perplexity"))
     runs = [r for r in _reports(reports) if r.curve]
+    seen: dict[str, int] = {}
     for r, (colour, dash) in zip(runs, run_styles([r.summary["method"] for r in runs])):
         curve = [p for p in r.curve if p.n_edits > 0] if log_x else list(r.curve)
         x = [p.n_edits for p in curve]
         k = (r.settings or {}).get("batch_size") or 1
         label = r.summary["method"] + (f" ×{k}" if k > 1 else "")
+        # Two runs of one setting (a short probe beside the long run) keep separate legend entries.
+        seen[label] = seen.get(label, 0) + 1
+        label += f" ({seen[label]})" if seen[label] > 1 else ""
         # The same colour in both panels, set here: plotly's own cycle gives every trace the next
         # colour, so the perplexity panel's lines did not match the legend.
         style = dict(mode="lines+markers", name=label, legendgroup=label, line=dict(color=colour, dash=dash),
