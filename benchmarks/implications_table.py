@@ -16,11 +16,12 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from docs_block import write_block  # noqa: E402
 sys.path.insert(0, str(ROOT))
 
 from workbench.evaluation import bootstrap, read_report  # noqa: E402
@@ -91,13 +92,7 @@ def main(argv=None) -> int:
     text = table()
     print(text)
     if args.docs:
-        readme = ROOT / "docs" / "results.md"
-        body = readme.read_text(encoding="utf-8")
-        new, n = re.subn(r"(<!-- implications:start -->\n).*?(<!-- implications:end -->)",
-                         lambda m: m.group(1) + text + "\n" + m.group(2), body, flags=re.S)
-        if n != 1:
-            raise SystemExit("docs/results.md has no implications:start/end markers")
-        readme.write_text(new, encoding="utf-8")
+        write_block("implications", text)
     return 0
 
 

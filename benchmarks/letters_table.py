@@ -20,11 +20,12 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from docs_block import write_block  # noqa: E402
 sys.path.insert(0, str(ROOT))
 
 from workbench.evaluation import bootstrap, read_report  # noqa: E402
@@ -153,13 +154,7 @@ def main(argv=None) -> int:
     text = table()
     print(text)
     if args.docs:
-        path = ROOT / "docs" / "results.md"
-        doc = path.read_text()
-        new, n = re.subn(r"(<!-- letters:start -->\n).*?(<!-- letters:end -->)",
-                         lambda m: m.group(1) + text + "\n" + m.group(2), doc, flags=re.S)
-        if n != 1:
-            raise SystemExit("docs/results.md has no <!-- letters:start --> ... <!-- letters:end --> block")
-        path.write_text(new)
+        write_block("letters", text)
     return 0
 
 

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from docs_block import write_block  # noqa: E402
 CURVES = ROOT / "assets" / "results" / "sequential_1k"
 RUNS = {"alphaedit-paper_b100": "AlphaEdit as published, batches of 100",
         "memit_b100": "MEMIT, batches of 100",
@@ -52,13 +53,7 @@ def main(argv=None) -> int:
     text = table()
     print(text)
     if args.docs:
-        path = ROOT / "docs" / "results.md"
-        body = path.read_text(encoding="utf-8")
-        new, n = re.subn(r"(<!-- many-edits-resumable:start -->\n).*?(<!-- many-edits-resumable:end -->)",
-                         lambda m: m.group(1) + text + "\n" + m.group(2), body, flags=re.S)
-        if n != 1:
-            raise SystemExit("docs/results.md has no many-edits-resumable:start/end markers")
-        path.write_text(new, encoding="utf-8")
+        write_block("many-edits-resumable", text)
     return 0
 
 
