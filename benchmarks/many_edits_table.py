@@ -1,13 +1,15 @@
-"""The resumable many-edits runs (issue 44) as one Markdown table: every curve point of each.
+"""The resumable many-edits runs (issue 44) as Markdown tables: every curve point of each, and
+the AlphaEdit ablation at 300 edits.
 
 Reads ``assets/results/sequential_1k/<run>.json`` (``benchmarks/sequential_curves.py``) for the
-runs named in :data:`RUNS`; a run that is not there yet is left out. Rates in %; intermediate
-points score a fixed sample of the facts edited so far (``n scored``).
+runs named in :data:`RUNS`, and for the ablation (``benchmarks/alphaedit_ablation.sh``) the point
+at 300 edits of :data:`ABLATION`'s runs; a run that is not there yet is left out. Rates in %;
+intermediate points score a fixed sample of the facts edited so far (``n scored``).
 
 Usage::
 
     python benchmarks/many_edits_table.py            # print
-    python benchmarks/many_edits_table.py --docs     # also write it into docs/results.md
+    python benchmarks/many_edits_table.py --docs     # also write them into docs/results.md
 """
 
 from __future__ import annotations
@@ -23,7 +25,19 @@ from docs_block import write_block  # noqa: E402
 CURVES = ROOT / "assets" / "results" / "sequential_1k"
 RUNS = {"alphaedit-paper_b100": "AlphaEdit as published, batches of 100",
         "memit_b100": "MEMIT, batches of 100",
-        "wise-paper": "WISE as published, one fact a call"}
+        "memit-kept_b100": "MEMIT + kept keys, batches of 100",
+        "wise-paper": "WISE as published, one fact a call",
+        "wise-paper_mean-scores": "WISE as published, every input scored by its mean (long_input=0)"}
+#: The ablation's runs at 300 edits (batches of 100): file stem under sequential_1k/ -> what differs.
+ABLATION = {"alphaedit-paper_b100": "AlphaEdit as published (cut 2e-2, C over 100,000 tokens with BOS, L2 = 10, layers 2-6)",
+            "ablation/alphaedit-paper_b100_ablation-cut-1e-3": "cut 1e-3",
+            "ablation/alphaedit-paper_b100_ablation-samples-20k": "C over 20,000 tokens",
+            "ablation/alphaedit-paper_b100_ablation-no-bos": "BOS left out of C",
+            "ablation/alphaedit-paper_b100_ablation-l2-1": "L2 = 1",
+            "ablation/alphaedit-paper_b100_ablation-window-memit": "MEMIT's window (layers 0-4)",
+            "memit_b100": "MEMIT (no projection)",
+            "memit-kept_b100": "MEMIT + kept keys (no projection)"}
+AT = 300
 
 
 def _pct(x) -> str:
@@ -46,14 +60,34 @@ def table() -> str:
     return "\n".join(lines) + "\n\nCommands: " + "; ".join(f"`{c}`" for c in commands) + "."
 
 
+def ablation() -> str:
+    """One row a run: its curve point at :data:`AT` edits and its perplexity there against unedited."""
+    lines = [f"| run at {AT} edits | n scored | ES | PS | NS | perplexity (unedited) | fluency |",
+             "|---|---|---|---|---|---|---|"]
+    for stem, label in ABLATION.items():
+        path = CURVES / f"{stem}.json"
+        if not path.exists():
+            continue
+        curve = json.loads(path.read_text())["curve"]
+        point = next((p for p in curve if p["n_edits"] == AT), None)
+        if point is None:
+            lines.append(f"| {label} | not yet at {AT} (reached {curve[-1]['n_edits']}) | | | | | |")
+            continue
+        lines.append(f"| {label} | {point.get('n_scored') or '–'} | {_pct(point['efficacy_score'])} | "
+                     f"{_pct(point['paraphrase_score'])} | {_pct(point['neighborhood_score'])} | "
+                     f"{point['perplexity']:.1f} ({curve[0]['perplexity']:.1f}) | {point['fluency']:.2f} |")
+    return "\n".join(lines) + "\n\nCommand: `benchmarks/alphaedit_ablation.sh` (resumable)."
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--docs", action="store_true")
     args = ap.parse_args(argv)
-    text = table()
-    print(text)
+    text, ablated = table(), ablation()
+    print(text, ablated, sep="\n\n")
     if args.docs:
         write_block("many-edits-resumable", text)
+        write_block("alphaedit-ablation", ablated)
     return 0
 
 

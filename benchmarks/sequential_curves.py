@@ -17,9 +17,12 @@ Usage::
         --methods grace --limit 1000 --every 100 --time-limit 2400
     python benchmarks/sequential_curves.py --methods alphaedit memit --batch-size 10 --limit 100 --every 10 \
         --hparams '{"n_prefixes": 2, "steps": 15}' --tag fast      # the weight editors, shorter on a CPU
+    python benchmarks/sequential_curves.py --methods memit-kept --batch-size 100 --stop-after 300
+        # the first 300 of the 1,000-edit run, its point at 300 scored as the whole run's will be
     python benchmarks/sequential_curves.py --figure-only      # redraw from assets/results/sequential_1k/
 
-Writes ``assets/results/sequential_1k/<method>[_b<k>].json`` and ``sequential_1k.html`` beside them.
+Writes ``assets/results/sequential_1k/[<subdir>/]<method>[_b<k>][_<tag>].json`` and
+``sequential_1k.html`` (the runs outside subfolders) in the same folder.
 """
 
 from __future__ import annotations
@@ -77,7 +80,8 @@ def run(method: str, args) -> Path:
         report = evaluate(model, facts, method=method, mode="sequential", every=args.every,
                           batch_size=args.batch_size, known_only=False, time_limit=args.time_limit,
                           metrics="teacher", perplexity_texts=args.perplexity_texts, fluency_prompts=3,
-                          fluency_tokens=24, checkpoint=checkpoint, **json.loads(args.hparams))
+                          fluency_tokens=24, checkpoint=checkpoint, stop_after=args.stop_after,
+                          **json.loads(args.hparams))
     except EvaluationInterrupted as stopped:
         report = stopped.report
     data = report.to_dict()
@@ -88,8 +92,9 @@ def run(method: str, args) -> Path:
         "collapse_point": collapse_point(data["curve"]), "wall_seconds": time.perf_counter() - start,
         "checkpoint": str(checkpoint) if checkpoint else None,
     }
-    OUT.mkdir(parents=True, exist_ok=True)
-    path = OUT / f"{method}{tag}.json"
+    folder = OUT / args.subdir if args.subdir else OUT
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{method}{tag}.json"
     path.write_text(json.dumps(data, indent=1))
     last = data["curve"][-1]
     print(f"{method}{tag}: {last['n_edits']} edits, ES {last.get('efficacy_score')}, PS {last.get('paraphrase_score')}, "
@@ -124,6 +129,11 @@ def main() -> None:
     p.add_argument("--perplexity-texts", type=int, default=10)
     p.add_argument("--hparams", default="{}", help='JSON of edit settings, e.g. {"n_prefixes": 2, "steps": 15}')
     p.add_argument("--tag", default="", help="appended to the file name (a variant beside the default run)")
+    p.add_argument("--stop-after", type=int, default=None,
+                   help="stop at the first curve point at or past this many edits (resumable, scored as an "
+                        "intermediate point of the whole run)")
+    p.add_argument("--subdir", default="",
+                   help="a folder under sequential_1k/ for the JSON (kept out of the figure and the Compare panel)")
     p.add_argument("--figure-only", action="store_true")
     p.add_argument("--fresh", action="store_true", help="start over: drop the weight editors' checkpoints")
     args = p.parse_args()

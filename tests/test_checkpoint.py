@@ -125,3 +125,27 @@ def test_a_memory_in_the_forward_pass_resumes_to_the_unbroken_runs_curve(tiny_ge
     assert torch.equal(tiny_gemma.hidden(ids), whole_hidden)
     wb.revert_all(tiny_gemma)
     assert tiny_gemma.prompt_edits == []
+
+
+@pytest.mark.slow
+def test_stop_after_ends_at_a_sampled_point_and_the_run_goes_on_to_the_unbroken_curve(tiny_gemma, tmp_path):
+    facts = wb.bundled_facts()[:6]
+    sampled = dict(score_sample=3)
+    whole = _run(tiny_gemma, facts, **sampled)
+    part = _run(tiny_gemma, facts, checkpoint=tmp_path / "run", stop_after=3, **sampled)
+    # The first point at or past 3 edits is at 4, scored like the unbroken run's point there: a sample of 3.
+    assert _curve(part) == _curve(whole)[:3] and part.curve[-1].n_scored == 3
+    assert part.summary["stopped_early"] is True and part.summary["n"] == len(part.rows) == 4
+    # The summary's rates are the last point's, over its sample: the fact it left out has no stale score.
+    assert sum(r.after is None for r in part.rows) == 1
+    assert part.summary["efficacy_score"] == part.curve[-1].efficacy_score
+    assert not active_edits(tiny_gemma)
+    rest = _run(tiny_gemma, facts, checkpoint=tmp_path / "run", **sampled)
+    assert _curve(rest) == _curve(whole) and rest.summary["n"] == 6
+
+
+def test_stop_after_is_for_sequential_runs(tiny_gemma):
+    with pytest.raises(wb.WorkbenchError, match="stop_after ends a sequential run"):
+        evaluate(tiny_gemma, wb.bundled_facts()[:2], method="rome", stop_after=1)
+    with pytest.raises(wb.WorkbenchError, match="stop_after must be a positive integer"):
+        evaluate(tiny_gemma, wb.bundled_facts()[:2], method="rome", mode="sequential", stop_after=0)

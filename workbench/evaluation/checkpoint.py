@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 FORMAT = "workbench-sequential-checkpoint/1"
 #: Settings that may differ between the parts of one run (they do not shape its numbers).
-VOLATILE = ("time_limit", "resumed", "workers", "device", "revert")
+VOLATILE = ("time_limit", "stop_after", "resumed", "workers", "device", "revert")
 
 
 @dataclass

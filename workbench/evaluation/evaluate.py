@@ -202,6 +202,7 @@ def evaluate(
     on_row: Callable[[EvalReport], None] | None = None,
     search_chunk: int = 1,
     score_sample: int | None = 200,
+    stop_after: int | None = None,
     checkpoint: str | Path | None = None,
     **edit_kwargs,
 ) -> EvalReport:
@@ -241,7 +242,7 @@ def evaluate(
         perplexity_texts=perplexity_texts, perplexity_tokens=perplexity_tokens, fluency_tokens=fluency_tokens,
         fluency_prompts=fluency_prompts, time_limit=time_limit, metrics=metrics, workers=workers, address=address,
         batch_size=batch_size, drift=drift, on_row=on_row, edit_kwargs=edit_kwargs, search_chunk=search_chunk,
-        score_sample=score_sample)
+        score_sample=score_sample, stop_after=stop_after)
     settings.check_model(model)
     _check_checkpoint(checkpoint, mode, method)
     facts, n_skipped, n_conflicting = _selected(model, facts, settings)

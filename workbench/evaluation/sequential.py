@@ -122,6 +122,7 @@ def run_sequential(run: Run) -> Outcome:
         run.record["resumed"] = list(run.record.get("resumed") or []) + [dict(n=reached)]
     order = sample_order(n)
     stopped_early = interrupted = False
+    last_scored: set[int] | None = None  # the facts the last curve point scored (None: every one)
     # batch_size facts per edit call (AlphaEdit's protocol: batches of 100); a curve
     # point whenever the facts edited so far pass a multiple of `every`, and at the end.
     batches = [list(range(b, min(n, b + s.batch_size))) for b in range(reached, n, s.batch_size)]
@@ -147,7 +148,9 @@ def run_sequential(run: Run) -> Outcome:
                     rows[i].immediate = scores.metrics()
             if (last_i + 1) // every > first // every or last_i == n - 1:
                 # The last point scores every fact edited: a run stopped by its time limit ends here.
+                # One stopped by stop_after ends at a point scored like the longer run's own there.
                 stop = last_i < n - 1 and run.out_of_time()
+                part_done = last_i < n - 1 and s.stop_after is not None and last_i + 1 >= s.stop_after
                 scored = done if stop or last_i == n - 1 else scored_sample(done, order, s.score_sample)
                 now = score_all(model, [facts[j] for j in scored], [befores[j] for j in scored], metrics=s.metrics)
                 scores = {j: sc.metrics() for j, sc in zip(scored, now)}
@@ -159,16 +162,27 @@ def run_sequential(run: Run) -> Outcome:
                 if run.checkpoint is not None:
                     checkpoint.save(run.checkpoint, run, reached=last_i + 1, done=done, rows=rows, curve=curve,
                                     diagnostics=diagnostics)
-                if stop:
+                last_scored = set(scored)
+                if stop or part_done:
                     stopped_early = True
-                    rows = rows[: last_i + 1]
+                    rows = _as_last_scored(rows[: last_i + 1], last_scored)
                     break
     except KeyboardInterrupt:
         # Keep what the last curve point measured; the edits after it are reverted by evaluate.
         interrupted = True
-        rows = rows[: curve[-1].n_edits]
+        rows = _as_last_scored(rows[: curve[-1].n_edits], last_scored)
     extra = dict(fluency_before=fluency_before, fluency=curve[-1].fluency, perplexity_after=curve[-1].perplexity)
     return Outcome(rows=rows, extra=extra, curve=curve, stopped_early=stopped_early, interrupted=interrupted)
+
+
+def _as_last_scored(rows: list, scored: set[int] | None) -> list:
+    """A run that ends at an intermediate point: its rows' scores after the edits are that point's,
+    so a fact the point's sample left out has none (an earlier point's would be out of date)."""
+    if scored is not None:
+        for r in rows:
+            if r.index not in scored:
+                r.after = None
+    return rows
 
 
 def run_batch(run: Run) -> Outcome:

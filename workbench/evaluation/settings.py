@@ -84,6 +84,10 @@ class EvalSettings:
         score_sample: sequential mode: the intermediate curve points score a fixed, seeded
             sample of this many of the facts edited so far; the last point scores every fact
             (None: every point scores every fact).
+        stop_after: sequential mode: stop at the first curve point at or past this many edits,
+            scored like any intermediate point, so that a run of ``limit`` facts can be taken in
+            parts that each end where a longer run's curve has a point (with a ``checkpoint``, a
+            later call goes on from it). None: run to ``limit``.
 
     Raises:
         WorkbenchError: the first value or combination that does not fit, named.
@@ -109,6 +113,7 @@ class EvalSettings:
     edit_kwargs: dict = field(default_factory=dict)
     search_chunk: int = 1
     score_sample: int | None = 200
+    stop_after: int | None = None
 
     def __post_init__(self) -> None:
         mode = self.mode
@@ -121,6 +126,12 @@ class EvalSettings:
             raise WorkbenchError("batch_size is for sequential runs (batches kept one after another); "
                                  + ("an independent run edits one fact per call" if mode == "independent"
                                     else "a batch run edits all facts in one call"))
+        if self.stop_after is not None:
+            if isinstance(self.stop_after, bool) or not isinstance(self.stop_after, int) or self.stop_after < 1:
+                raise WorkbenchError(f"stop_after must be a positive integer, got {self.stop_after!r}")
+            if mode != "sequential":
+                raise WorkbenchError(f"stop_after ends a sequential run at a curve point; a {mode} run has none "
+                                     "(use limit)")
         if not self.drift and mode != "independent":
             raise WorkbenchError(f"drift=False is for independent mode: {mode} mode's curve is one of perplexity "
                                  "and fluency as well as the rates")
@@ -201,7 +212,7 @@ class EvalSettings:
                     time_limit=self.time_limit, device=str(model.device),
                     workers=getattr(self.workers, "workers", self.workers),
                     batch_size=self.batch_size, drift=self.drift, search_chunk=self.search_chunk,
-                    score_sample=self.score_sample,
+                    score_sample=self.score_sample, stop_after=self.stop_after,
                     edit_kwargs={k: v for k, v in self.edit_kwargs.items()}, metrics=list(self.metrics),
                     intervals=dict(method="percentile bootstrap over facts", samples=intervals.SAMPLES,
                                    seed=intervals.SEED, level=intervals.LEVEL))
