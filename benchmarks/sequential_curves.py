@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import shutil
 import signal
 import sys
@@ -86,7 +87,7 @@ def run(method: str, args) -> Path:
         report = stopped.report
     data = report.to_dict()
     data["meta"] = {
-        "command": "python benchmarks/sequential_curves.py " + " ".join(sys.argv[1:]),
+        "command": shlex.join(["python", "benchmarks/sequential_curves.py", *sys.argv[1:]]),
         "dataset": str(Path(args.dataset).name), "records": len(facts), "known_by_model": known,
         "hparams": json.loads(args.hparams),
         "collapse_point": collapse_point(data["curve"]), "wall_seconds": time.perf_counter() - start,
