@@ -7,7 +7,11 @@ fluency) every ``--every`` edits. A run stops starting edits after ``--time-limi
 seconds (or at SIGTERM / Ctrl-C) and writes every point measured. Weight editors and the
 memories in the forward pass (GRACE, WISE) keep their state after each point in
 ``$WORKBENCH_CACHE/sequential/<file name>/``: the same
-command run again goes on from the last point (``--fresh`` starts over). Prints, per
+command run again goes on from the last point (``--fresh`` starts over). The weight editors'
+target searches are also kept, a few kilobytes a fact, in
+``assets/results/sequential_1k/[<subdir>/]journals/`` (``workbench.editing.journal``): committed,
+they let the same command on another machine replay the edits made so far without searching
+(minutes, not hours) and go on from there; ``--no-journal`` leaves them out. Prints, per
 method, the last point and the collapse point (the first point where held-out
 perplexity has doubled).
 
@@ -28,6 +32,7 @@ Writes ``assets/results/sequential_1k/[<subdir>/]<method>[_b<k>][_<tag>].json`` 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shlex
 import shutil
@@ -62,6 +67,7 @@ def _stop_on_sigterm() -> None:
 def run(method: str, args) -> Path:
     import workbench as wb
     from workbench.editing import method_spec
+    from workbench.editing.journal import search_journal
     from workbench.evaluation import evaluate
     from workbench.evaluation.report import EvaluationInterrupted
     from workbench.facts import knows
@@ -76,13 +82,20 @@ def run(method: str, args) -> Path:
     model = wb.load_model(args.model)
     facts = wb.read_facts(args.dataset)[: args.limit]
     known = sum(knows(model, facts))
+    folder = OUT / args.subdir if args.subdir else OUT
+    journal = None
+    if checkpoint is not None and not args.no_journal:
+        journal = folder / "journals" / f"{method}{tag}.safetensors"
+    identity = dict(method=method, batch_size=args.batch_size, hparams=json.loads(args.hparams),
+                    dataset=Path(args.dataset).name, model=args.model)
     start = time.perf_counter()
     try:
-        report = evaluate(model, facts, method=method, mode="sequential", every=args.every,
-                          batch_size=args.batch_size, known_only=False, time_limit=args.time_limit,
-                          metrics="teacher", perplexity_texts=args.perplexity_texts, fluency_prompts=3,
-                          fluency_tokens=24, checkpoint=checkpoint, stop_after=args.stop_after,
-                          **json.loads(args.hparams))
+        with (search_journal(model, journal, identity=identity) if journal else contextlib.nullcontext()) as book:
+            report = evaluate(model, facts, method=method, mode="sequential", every=args.every,
+                              batch_size=args.batch_size, known_only=False, time_limit=args.time_limit,
+                              metrics="teacher", perplexity_texts=args.perplexity_texts, fluency_prompts=3,
+                              fluency_tokens=24, checkpoint=checkpoint, stop_after=args.stop_after,
+                              **json.loads(args.hparams))
     except EvaluationInterrupted as stopped:
         report = stopped.report
     data = report.to_dict()
@@ -92,8 +105,9 @@ def run(method: str, args) -> Path:
         "hparams": json.loads(args.hparams),
         "collapse_point": collapse_point(data["curve"]), "wall_seconds": time.perf_counter() - start,
         "checkpoint": str(checkpoint) if checkpoint else None,
+        "journal": (str(journal.relative_to(ROOT)) if journal.is_relative_to(ROOT) else str(journal)) if journal else None,
+        "searches_read_from_journal": book.hits if journal else 0,
     }
-    folder = OUT / args.subdir if args.subdir else OUT
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{method}{tag}.json"
     path.write_text(json.dumps(data, indent=1))
@@ -137,12 +151,16 @@ def main() -> None:
                    help="a folder under sequential_1k/ for the JSON (kept out of the figure and the Compare panel)")
     p.add_argument("--figure-only", action="store_true")
     p.add_argument("--fresh", action="store_true", help="start over: drop the weight editors' checkpoints")
+    p.add_argument("--no-journal", action="store_true",
+                   help="neither read nor record the target searches (by default they are kept in "
+                        "sequential_1k/journals/, so the run can go on from them on another machine)")
     args = p.parse_args()
     _stop_on_sigterm()
     if not args.figure_only:
         for method in args.methods:
             run(method, args)
-    print("figure:", figure())
+    if not args.subdir:  # a run in a subfolder is not in the figure
+        print("figure:", figure())
 
 
 if __name__ == "__main__":
