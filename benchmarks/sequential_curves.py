@@ -105,7 +105,7 @@ def run(method: str, args) -> Path:
         "hparams": json.loads(args.hparams),
         "collapse_point": collapse_point(data["curve"]), "wall_seconds": time.perf_counter() - start,
         "checkpoint": str(checkpoint) if checkpoint else None,
-        "journal": (str(journal.relative_to(ROOT)) if journal.is_relative_to(ROOT) else str(journal)) if journal else None,
+        "journal": None if journal is None else str(journal.relative_to(ROOT) if journal.is_relative_to(ROOT) else journal),
         "searches_read_from_journal": book.hits if journal else 0,
     }
     folder.mkdir(parents=True, exist_ok=True)
