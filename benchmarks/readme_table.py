@@ -6,8 +6,11 @@ reached (so that the rows compare like with like; ``benchmarks/implications_tabl
 run on all of its facts); the letters column from
 ``assets/results/letters/<method>_independent.json`` (``benchmarks/letters.sh``): the share of
 a fact's letters that assert the new object, mean over the facts the run reached (their number
-in brackets). The unedited row: the same implication facts before the edits, and the unedited
-letters of every letters run's facts. Rates in %, 95 % bootstrap intervals over facts.
+in brackets); the many-edits column from ``assets/results/sequential_1k/`` (the run named in
+:data:`SEQUENTIAL`, ``benchmarks/sequential_curves.py``): ES / PS / NS at the run's last point,
+its held-out perplexity as a multiple of the unedited model's, and the edits reached. The unedited
+row: the same implication facts before the edits, the unedited letters of every letters run's
+facts, and the sequential runs' point at 0 edits. Rates in %, 95 % bootstrap intervals over facts.
 
 Usage::
 
@@ -18,6 +21,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -36,7 +40,13 @@ COLUMNS = {"efficacy_score": "ES", "paraphrase_score": "PS", "neighborhood_score
            "implication_score": "all implications", "implication_multi_hop_score": "multi-hop",
            "implication_relation_specificity_score": "other relations kept"}
 LETTERS = "letters name the new object (facts)"
-HEADER = "| method | " + " | ".join(COLUMNS.values()) + f" | {LETTERS} |"
+CURVES = ROOT / "assets" / "results" / "sequential_1k"
+#: The sequential run behind each row's many-edits cell: the method's own file, or for AlphaEdit the
+#: published recipe (the one the 1,000-edit curves run); batches of 100 where the file says ``_b100``.
+SEQUENTIAL = {"rome": "rome", "memit": "memit_b100", "emmet": "emmet_b100", "alphaedit": "alphaedit-paper_b100",
+              "ft": "ft", "grace": "grace", "wise": "wise", "retrieval": "retrieval"}
+MANY = "sequential edits: ES / PS / NS, perplexity × unedited (edits)"
+HEADER = "| method | " + " | ".join(COLUMNS.values()) + f" | {LETTERS} | {MANY} |"
 
 
 def _bound(x: float) -> str:
@@ -50,6 +60,23 @@ def _cell(values, facts: bool = False) -> str:
         return "–"
     text = f"{100 * iv.mean:.1f} [{_bound(100 * iv.lo)}, {_bound(100 * iv.hi)}]"
     return f"{text} ({iv.n})" if facts else text
+
+
+def _sequential_cell(method: str | None) -> str:
+    """ES / PS / NS at the run's last point (or, for ``None``, the unedited point of any run)."""
+    paths = [CURVES / f"{SEQUENTIAL[method]}.json"] if method in SEQUENTIAL else []
+    if method is None:
+        paths = [CURVES / f"{stem}.json" for stem in SEQUENTIAL.values()]
+    paths = [p for p in paths if p.exists()]
+    if not paths:
+        return "–"
+    curve = json.loads(paths[0].read_text(encoding="utf-8"))["curve"]
+    point = curve[0] if method is None else curve[-1]
+    if point["n_edits"] == 0 and method is not None:
+        return "–"
+    rates = " / ".join(f"{100 * point[k]:.0f}" for k in ("efficacy_score", "paraphrase_score", "neighborhood_score"))
+    batch = "; batches of 100" if "_b100" in paths[0].stem and method is not None else ""
+    return f"{rates}, ×{point['perplexity'] / curve[0]['perplexity']:.1f} ({point['n_edits']}{batch})"
 
 
 def _implication_cells(report, side: str, facts: set[int]) -> list[str]:
@@ -69,16 +96,17 @@ def table() -> str:
             reports[rep.summary["method"]] = rep
     letters = letters_table.runs()
     methods = [m for m in ORDER if m in reports]
-    lines = [HEADER, "|---" * (len(COLUMNS) + 2) + "|"]
+    lines = [HEADER, "|---" * (len(COLUMNS) + 3) + "|"]
     if not methods:
         return "\n".join(lines)
     common = set.intersection(*({r.index for r in reports[m].rows if r.after is not None} for m in methods))
     for m in methods:
         letter = _cell((letter_shares(r.after)[0] for r in letters[m].values()), facts=True) if m in letters else "–"
-        lines.append(f"| {m} | " + " | ".join(_implication_cells(reports[m], "after", common)) + f" | {letter} |")
+        lines.append(f"| {m} | " + " | ".join(_implication_cells(reports[m], "after", common)) + f" | {letter} | {_sequential_cell(m)} |")
     before = {i: r for rows in letters.values() for i, r in rows.items() if letter_shares(r.before)[0] is not None}
     letter = _cell((letter_shares(r.before)[0] for r in before.values()), facts=True)
-    lines.append("| unedited | " + " | ".join(_implication_cells(reports[methods[0]], "before", common)) + f" | {letter} |")
+    lines.append("| unedited | " + " | ".join(_implication_cells(reports[methods[0]], "before", common))
+                 + f" | {letter} | {_sequential_cell(None)} |")
     return "\n".join(lines)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,3 +31,14 @@ def test_write_readme_replaces_only_the_table(tmp_path):
     script.write_readme(f"{script.HEADER}\n|---|\n| new | row |", page)
     assert page.read_text(encoding="utf-8") == (
         f"# Title\n\ntext before\n\n{script.HEADER}\n|---|\n| new | row |\n\ntext after\n")
+
+
+def test_the_many_edits_cell_reads_the_last_point_against_the_unedited_one(tmp_path, monkeypatch):
+    script = _script()
+    point = {"efficacy_score": 0.2, "paraphrase_score": 0.25, "neighborhood_score": 0.8, "perplexity": 20.0}
+    curve = [dict(point, n_edits=0), dict(point, n_edits=100, efficacy_score=0.9, perplexity=50.0)]
+    (tmp_path / "memit_b100.json").write_text(json.dumps({"curve": curve}), encoding="utf-8")
+    monkeypatch.setattr(script, "CURVES", tmp_path)
+    assert script._sequential_cell("memit") == "90 / 25 / 80, ×2.5 (100; batches of 100)"
+    assert script._sequential_cell(None) == "20 / 25 / 80, ×1.0 (0)"
+    assert script._sequential_cell("rome") == "–"  # no run committed
