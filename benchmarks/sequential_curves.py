@@ -8,7 +8,7 @@ seconds (or at SIGTERM / Ctrl-C) and writes every point measured. Weight editors
 memories in the forward pass (GRACE, WISE) keep their state after each point in
 ``$WORKBENCH_CACHE/sequential/<file name>/``: the same
 command run again goes on from the last point (``--fresh`` starts over). The weight editors'
-target searches are also kept, a few kilobytes a fact, in
+target searches are also kept, about 10 KB a fact, in
 ``assets/results/sequential_1k/[<subdir>/]journals/`` (``workbench.editing.journal``): committed,
 they let the same command on another machine replay the edits made so far without searching
 (minutes, not hours) and go on from there; ``--no-journal`` leaves them out. Prints, per

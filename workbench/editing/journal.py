@@ -4,7 +4,7 @@ The v* search is almost all of a weight edit's time (MEMIT in batches of 100: ab
 fact on one CPU thread), and everything else an edit computes (keys, the solve) is cheap and
 follows from the search's δs and the weights. A checkpoint keeps the weights, tens of
 megabytes that stay on the machine that made them; a journal keeps only each search's result,
-a few kilobytes a fact, small enough to commit beside the run's report. Rerun the same command
+about 10 KB a fact (its δ and the activation it started from), small enough to commit beside the run's report. Rerun the same command
 with the same journal on any machine and every search it already holds is read instead of run:
 the edits are replayed in seconds and the run goes on from where the journal ends.
 
