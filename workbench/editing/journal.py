@@ -4,9 +4,10 @@ The v* search is almost all of a weight edit's time (MEMIT in batches of 100: ab
 fact on one CPU thread), and everything else an edit computes (keys, the solve) is cheap and
 follows from the search's δs and the weights. A checkpoint keeps the weights, tens of
 megabytes that stay on the machine that made them; a journal keeps only each search's result,
-about 10 KB a fact (its δ and the activation it started from), small enough to commit beside the run's report. Rerun the same command
-with the same journal on any machine and every search it already holds is read instead of run:
-the edits are replayed in seconds and the run goes on from where the journal ends.
+about 10 KB a fact (its δ and the activation it started from), small enough to commit beside
+the run's report. Rerun the same command with the same journal on any machine and every search
+it already holds is read instead of run: the edits are replayed without searching and the run
+goes on from where the journal ends.
 
 A search is found by what it depends on: the fact, the sites, the prefixes and the search
 settings, and the model's edit history (each applied weight edit's method, layers and facts, in
