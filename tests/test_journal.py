@@ -71,7 +71,7 @@ def test_a_journal_of_another_run_or_a_damaged_one_is_refused(tiny_gemma, tmp_pa
             pass
     with search_journal(tiny_gemma, path, identity=IDENTITY) as same:
         res = same.take("k")
-    assert torch.equal(res.deltas["s"], torch.ones(3)) and res.steps == 1 and same.take("other") is None
+    assert torch.equal(res["deltas"]["s"], torch.ones(3)) and res["steps"] == 1 and same.take("other") is None
     path.write_bytes(path.read_bytes()[:40])
     with pytest.raises(WorkbenchError, match="cannot be read"):
         with search_journal(tiny_gemma, path, identity=IDENTITY):

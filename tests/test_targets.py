@@ -14,19 +14,22 @@ from workbench.editing.targets import optimize_deltas, prefetched, search_deltas
 from workbench.evaluation.sequential import sample_order, scored_sample
 
 RTOL = 1e-4
+#: On the default model: its float32 products round differently with the batch's shape and the
+#: thread count (a Xeon with AMX, 2 threads: 2e-4 after 8 steps), far below what a batching bug does.
+RTOL_REAL = 1e-3
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / max(float(a.norm()), 1e-12))
 
 
-def _agree(one, many, sites):
+def _agree(one, many, sites, rtol=RTOL):
     for a, b in zip(one, many):
         assert a.steps == b.steps
-        assert abs(a.nll - b.nll) <= RTOL * max(1.0, abs(a.nll))
+        assert abs(a.nll - b.nll) <= rtol * max(1.0, abs(a.nll))
         for s in sites:
-            assert _rel(a.deltas[s], b.deltas[s]) <= RTOL, (s, _rel(a.deltas[s], b.deltas[s]))
-            assert _rel(a.init[s], b.init[s]) <= RTOL
+            assert _rel(a.deltas[s], b.deltas[s]) <= rtol, (s, _rel(a.deltas[s], b.deltas[s]))
+            assert _rel(a.init[s], b.init[s]) <= rtol
 
 
 @pytest.mark.parametrize("family", ["tiny_gemma", "tiny_llama"])
@@ -159,7 +162,7 @@ def test_batched_search_equals_one_search_per_fact_on_the_default_model(gemma):
     site = gemma.roles.hook("ffn_out", 4)
     prefixes = context_prefixes(gemma, 5)
     params = SearchParams.for_method("rome")
-    params = SearchParams(**{**params.to_dict(), "low_precision": False})
+    params = SearchParams(**{**params.to_dict(), "low_precision": False, "mixed_unembed": False})
     one = [optimize_deltas(gemma, f, [site], prefixes=prefixes, params=params) for f in facts]
     many = search_deltas(gemma, facts, [site], prefixes=prefixes, params=params)
-    _agree(one, many, [site])
+    _agree(one, many, [site], RTOL_REAL)

@@ -79,20 +79,20 @@ class Journal:
     def __len__(self) -> int:
         return len(self.entries)
 
-    def take(self, key: str):
-        """The stored result for ``key``, or None."""
-        from workbench.editing.targets import DeltaResult
-
+    def take(self, key: str) -> dict | None:
+        """The stored result for ``key`` as the fields of a
+        :class:`~workbench.editing.targets.DeltaResult` (``DeltaResult(**fields)``), or None."""
         entry = self.entries.get(key)
         if entry is None:
             return None
         self.hits += 1
         parts = {name: self.tensors[name] for name in entry["tensors"]}
-        return DeltaResult(deltas={site: parts[f"{key}.delta.{site}"].clone() for site in entry["sites"]},
-                           init={site: parts[f"{key}.init.{site}"].clone() for site in entry["sites"]},
-                           losses=list(entry["losses"]), nll=entry["nll"], prob=entry["prob"], steps=entry["steps"])
+        return dict(deltas={site: parts[f"{key}.delta.{site}"].clone() for site in entry["sites"]},
+                    init={site: parts[f"{key}.init.{site}"].clone() for site in entry["sites"]},
+                    losses=list(entry["losses"]), nll=entry["nll"], prob=entry["prob"], steps=entry["steps"])
 
     def put(self, key: str, result) -> None:
+        """Record ``result`` (a :class:`~workbench.editing.targets.DeltaResult`) under ``key``."""
         names = []
         for site, value in result.deltas.items():
             self.tensors[f"{key}.delta.{site}"] = value.detach().cpu().contiguous().clone()

@@ -351,7 +351,7 @@ def search_deltas(
                        reuse_prefix=reuse_prefix).run()
     # A journal (journal.py) answers the searches it holds; the others run as one batch and are added.
     keys = [search_key(model, f, sites, prefixes, params, alone) for f in facts]
-    found = [journal.take(k) for k in keys]
+    found = [None if (fields := journal.take(k)) is None else DeltaResult(**fields) for k in keys]
     todo = [i for i, r in enumerate(found) if r is None]
     if todo:
         made = _Search(model, [facts[i] for i in todo], sites, prefixes=prefixes, params=params, extra_hooks=(),
