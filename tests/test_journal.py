@@ -9,22 +9,10 @@ import workbench as wb
 from workbench.editing import targets
 from workbench.editing.journal import search_journal
 from workbench.errors import WorkbenchError
-from workbench.evaluation import evaluate
+from tests.test_checkpoint import EDIT, _curve, _run  # the same small sequential memit-kept run
 
-FAST = dict(every=2, perplexity_texts=2, perplexity_tokens=24, fluency_tokens=6, fluency_prompts=2,
-            known_only=False, metrics="teacher", batch_size=2)
-EDIT = dict(layers=[1, 2], steps=2, n_prefixes=1, samples=2_000, check_known=False)
 ONE = dict(EDIT, min_prob=0)  # two search steps on a tiny model seldom reach the default floor
 IDENTITY = {"run": "memit-kept_b2", "facts": 4}
-
-
-def _run(model, facts):
-    return evaluate(model, facts, method="memit-kept", mode="sequential", revert=False, **FAST, **EDIT)
-
-
-def _curve(report):
-    return [(p.n_edits, p.efficacy_score, p.paraphrase_score, p.neighborhood_score, p.perplexity)
-            for p in report.curve]
 
 
 @pytest.mark.slow
@@ -32,7 +20,7 @@ def test_a_replay_from_the_journal_runs_no_search_and_ends_on_the_same_weights(t
     facts = wb.bundled_facts()[:4]
     path = tmp_path / "journal.safetensors"
     with search_journal(tiny_gemma, path, identity=IDENTITY) as journal:
-        first = _run(tiny_gemma, facts)
+        first = _run(tiny_gemma, facts, revert=False)
     weights = {k: v.clone() for k, v in tiny_gemma.state_dict().items()}
     wb.revert_all(tiny_gemma)
     assert len(journal) == 4 and journal.hits == 0 and path.exists()
@@ -42,7 +30,7 @@ def test_a_replay_from_the_journal_runs_no_search_and_ends_on_the_same_weights(t
 
     monkeypatch.setattr(targets._Search, "run", no_search)
     with search_journal(tiny_gemma, path, identity=IDENTITY) as again:
-        second = _run(tiny_gemma, facts)
+        second = _run(tiny_gemma, facts, revert=False)
     assert again.hits == 4 and again.added == 0
     assert _curve(second) == _curve(first)
     assert all(torch.equal(weights[k], v) for k, v in tiny_gemma.state_dict().items())
