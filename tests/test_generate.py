@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import workbench as wb
+from workbench.probing import generate_many
 from workbench.runtime.unembed import MixedUnembed
 
 
@@ -22,6 +23,51 @@ def test_fast_top_k_sampling_equals_hf_generate(fixture, request):
     # A temperature is applied before the top-k, as in Hugging Face's sampler.
     kwargs = dict(max_new_tokens=12, do_sample=True, top_k=5, seed=3, temperature=0.7)
     assert wb.generate(model, prompts[0], **kwargs) == wb.generate(model, prompts[0], fast=False, **kwargs)
+
+
+@pytest.mark.parametrize("fixture", ["tiny_gemma", "tiny_llama", pytest.param("gemma", marks=pytest.mark.slow)])
+def test_batched_fast_top_k_sampling_equals_hf_generate(fixture, request):
+    model = request.getfixturevalue(fixture)
+    # Different lengths: left padding, positions from each row's first real token, and a row
+    # that meets the end token before the others (padded from then on, as Hugging Face does).
+    prompts = ["Paris is", "Dear Anna, greetings from my trip to the Eiffel Tower! Today I",
+               "Dear Anna, greetings from my trip to the Eiffel Tower! Today I", "The tallest mountain is"]
+    for seed in (0, 1):
+        kwargs = dict(max_new_tokens=24, do_sample=True, top_k=5, seed=seed)
+        fast = generate_many(model, prompts, **kwargs)
+        assert fast == generate_many(model, prompts, fast=False, **kwargs), seed
+    # A hook on a block (as GRACE and WISE edit) is seen by the own loop as by Hugging Face's
+    # (a shift, not a scale: Gemma normalises the FFN output after it).
+    kwargs = dict(max_new_tokens=12, do_sample=True, top_k=5, seed=4)
+    plain = generate_many(model, prompts, **kwargs)
+    handle = model.bridge.blocks[1].mlp.register_forward_hook(lambda mod, args, out: out + out.abs().mean())
+    try:
+        hooked = generate_many(model, prompts, **kwargs)
+        assert hooked == generate_many(model, prompts, fast=False, **kwargs)
+    finally:
+        handle.remove()
+    assert hooked != plain
+
+
+def test_batched_sampling_reports_the_growing_texts_and_gives_way_to_cancel(tiny_gemma):
+    from workbench.runtime.progress import CancelToken, Cancelled
+
+    model, prompts = tiny_gemma, ["Paris is", "The tallest mountain is"]
+    seen: list[list[str]] = []
+    texts = generate_many(model, prompts, max_new_tokens=6, do_sample=True, top_k=5, on_text=seen.append)
+    assert 1 <= len(seen) <= 6 and seen[-1] == texts
+    token = CancelToken()
+    calls = []
+
+    def cancel_after_two(texts):
+        calls.append(texts)
+        if len(calls) == 2:
+            token.cancel()
+
+    with pytest.raises(Cancelled):
+        generate_many(model, prompts, max_new_tokens=20, do_sample=True, top_k=5, cancel=token,
+                         on_text=cancel_after_two)
+    assert len(calls) == 2
 
 
 def test_top_logits_are_the_float32_top_k(tiny_gemma):
