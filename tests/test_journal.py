@@ -38,6 +38,27 @@ def test_a_replay_from_the_journal_runs_no_search_and_ends_on_the_same_weights(t
 
 
 @pytest.mark.slow
+def test_a_run_resumed_from_its_checkpoint_reads_the_searches_an_unbroken_run_recorded(tiny_gemma, tmp_path,
+                                                                                       monkeypatch):
+    # A checkpoint holds its batches as one edit; the journal's key must still see them as batches,
+    # or a resumed run searches again what the journal holds (and records what a replay cannot find).
+    facts = wb.bundled_facts()[:6]
+    path = tmp_path / "journal.safetensors"
+    with search_journal(tiny_gemma, path, identity=IDENTITY):
+        whole = _run(tiny_gemma, facts)
+
+    def no_search(self):
+        raise AssertionError("a search ran although the journal holds it")
+
+    monkeypatch.setattr(targets._Search, "run", no_search)
+    with search_journal(tiny_gemma, path, identity=IDENTITY) as book:
+        _run(tiny_gemma, facts, checkpoint=tmp_path / "run", stop_after=3)
+        rest = _run(tiny_gemma, facts, checkpoint=tmp_path / "run")
+    assert book.hits == 6 and book.added == 0
+    assert _curve(rest) == _curve(whole)
+
+
+@pytest.mark.slow
 def test_a_search_after_other_edits_is_not_the_same_search(tiny_gemma, tmp_path):
     fact = wb.bundled_facts()[0]
     other = wb.bundled_facts()[1]

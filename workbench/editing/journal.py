@@ -124,7 +124,13 @@ _JOURNALS: dict[int, Journal] = {}
 def history(model: Model) -> list:
     """The model's edit history as a search depends on it: each weight edit's method, layers
     and facts in order, and how many memories sit in the forward pass."""
-    stack = [[h.method, [int(x) for x in h.layers], h.facts] for h in model.edit_stack]
+    stack = []
+    for h in model.edit_stack:
+        # A run resumed from a checkpoint holds its earlier batches as one edit; ``batches`` (start
+        # and stop in its facts) gives them back, so that a resumed run looks up the searches an
+        # unbroken one recorded, and records ones an unbroken replay will find.
+        spans = (h.info or {}).get("batches") or [[0, len(h.facts)]]
+        stack.extend([h.method, [int(x) for x in h.layers], h.facts[a:b]] for a, b in spans)
     return [stack, len(model.prompt_edits)]
 
 

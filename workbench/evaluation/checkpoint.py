@@ -187,7 +187,8 @@ def apply(saved: Saved, run: Run) -> Restored:
         if values:
             run.handles.append(commit_weights(
                 run.model, run.settings.method, list(meta.get("layers", [])), [run.facts[i].to_dict() for i in done],
-                lambda: values, memory=memory, info={"restored_from_checkpoint": True, "n_edits": len(done)}))
+                lambda: values, memory=memory, info={"restored_from_checkpoint": True, "n_edits": len(done),
+                                                     "batches": _batches(done, run.settings.batch_size)}))
         for i, record in enumerate(meta.get("overlays", [])):
             run.handles.append(commit_prompt_edit(run.model, record["method"], record["facts"],
                                                   _rebuilt(record, i, tensors, run), info=record.get("info"),
@@ -199,6 +200,24 @@ def apply(saved: Saved, run: Run) -> Restored:
     curve = [CurvePoint(**p) for p in meta["curve"]]
     return Restored(reached=int(meta["reached"]), done=done, rows=rows, curve=curve,
                     diagnostics=meta.get("diagnostics"), edit_seconds=float(meta.get("edit_seconds", 0.0)))
+
+def _batches(done: list[int], batch_size: int) -> list[list[int]]:
+    """Where each edit call's facts start and stop in ``done``: a sequential run edits the facts
+    ``[b, b + batch_size)`` in one call (``b`` a multiple of ``batch_size``), and a failed call
+    adds none of them.
+
+    Example:
+        >>> _batches([0, 1, 2, 3, 6, 7], 2)
+        [[0, 2], [2, 4], [4, 6]]
+    """
+    spans: list[list[int]] = []
+    for k, i in enumerate(done):
+        if spans and done[spans[-1][0]] // batch_size == i // batch_size:
+            spans[-1][1] = k + 1
+        else:
+            spans.append([k, k + 1])
+    return spans
+
 
 def _rebuilt(record: dict, index: int, tensors: dict[str, torch.Tensor], run: Run):
     """A no-weight edit from its checkpoint record (see :func:`_overlay_state`)."""
