@@ -93,7 +93,7 @@ def run(method: str, args) -> Path:
         with (search_journal(model, journal, identity=identity) if journal else contextlib.nullcontext()) as book:
             report = evaluate(model, facts, method=method, mode="sequential", every=args.every,
                               batch_size=args.batch_size, known_only=False, time_limit=args.time_limit,
-                              metrics="teacher", perplexity_texts=args.perplexity_texts, fluency_prompts=3,
+                              metrics=args.metrics.split(","), perplexity_texts=args.perplexity_texts, fluency_prompts=3,
                               fluency_tokens=24, checkpoint=checkpoint, stop_after=args.stop_after,
                               **json.loads(args.hparams))
     except EvaluationInterrupted as stopped:
@@ -142,6 +142,10 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--time-limit", type=float, default=None)
     p.add_argument("--perplexity-texts", type=int, default=10)
+    p.add_argument("--metrics", default="teacher",
+                   help="what each curve point scores: teacher (ES / PS / NS, teacher-forced) and, with "
+                        "teacher,generation, the generated answers' efficacy, paraphrase and neighbourhood "
+                        "too (a run keeps the metrics it started with: a checkpoint of other metrics is refused)")
     p.add_argument("--hparams", default="{}", help='JSON of edit settings, e.g. {"n_prefixes": 2, "steps": 15}')
     p.add_argument("--tag", default="", help="appended to the file name (a variant beside the default run)")
     p.add_argument("--stop-after", type=int, default=None,
