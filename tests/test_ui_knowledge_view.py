@@ -144,6 +144,28 @@ def test_before_and_after_a_rome_edit_with_marks_counts_and_a_free_prompt(app, m
     assert "both" in _cells(view, "wb-knowledge-verdict-now")
 
 
+def test_after_an_edit_the_background_answers_make_the_letters_now_and_the_click_draws_them(app, model,
+                                                                                             monkeypatch):
+    view = app.probes.knowledge
+    app.probes.run_answers()  # "before", after the pick
+    _apply(app, "rome", ROME_HPARAMS, layers="1")
+    app.probes.run_answers()  # after the edit: the answers, then the letters "now"
+    letters = tuple(p for p in letter_prompts(FACT) for _ in range(2))
+    assert (view._version, letters) in view.ahead
+    calls = []
+    real = knowledge.generate_many
+    monkeypatch.setattr(knowledge, "generate_many", lambda m, ps, **kw: calls.append(list(ps)) or real(m, ps, **kw))
+    view.task.button.click()
+    assert view.error.value == "", view.error.text
+    assert calls == []  # nothing left to generate
+    after = letter_test(model, [FACT])[0]
+    assert [r["now"] for r in view.rows] == [x["text"] for x in after]  # the measure's texts
+    # Another change of weights drops them: the next click samples the weights applied then.
+    wb.revert_all(model)
+    app.state.emit("weights")
+    assert view.ahead == {}
+
+
 def test_retrieval_now_goes_through_the_memory(app, model, monkeypatch):
     view = app.probes.knowledge
     _apply(app, "retrieval", "min_prob=0")

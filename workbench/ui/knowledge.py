@@ -15,8 +15,9 @@ the text, and the counts sum it up.
 and prompts rewritten by the in-context and retrieval memories (``generate_many``
 reads ``model.contextualize``); "before" is the same call inside
 :func:`~workbench.editing.unedited`, nothing reverted. The letters' "before" is made
-in the background after a fact is chosen (the Probes panel's greedy answers), so that
-after an edit only "now" is generated, and it is drawn as it grows.
+in the background after a fact is chosen, and their "now" after an edit (both after the
+Probes panel's greedy answers), so that a click finds them made; when it comes first, only
+"now" is generated, and it is drawn as it grows.
 """
 
 from __future__ import annotations
@@ -202,6 +203,10 @@ class KnowledgeView(widgets.VBox):
         self.before: dict[tuple[str, ...], list[str]] = {}
         self.rows: list[dict] = []  # the last drawing: prompt, kind, before, now, verdicts
         self.timings: dict[str, float] = {}  # seconds from the click: first text, letters, all
+        #: (weights version, prompts) -> texts on the weights applied then, sampled in the background
+        #: after an edit (:meth:`prepare_now`); ``_version`` counts the changes of weights.
+        self.ahead: dict[tuple[int, tuple[str, ...]], list[str]] = {}
+        self._version = 0
         #: ``prompts -> texts or None``: the "now" column sampled at set-up for the edit applied now (the
         #: lesson strip sets it; workbench/ui/lesson.py).
         self.prepared: Callable[[tuple[str, ...]], list[str] | None] | None = None
@@ -236,6 +241,20 @@ class KnowledgeView(widgets.VBox):
         if letters and tuple(letters) not in self.before:
             self.before[tuple(letters)] = generate_letters(model, letters, cancel=token)
 
+    def prepare_now(self, model, token=None) -> None:
+        """The letters on the weights applied now, made ahead of the click (the model must be edited
+        and held): the Probes panel's background answers call it after an edit, so that "Generate
+        letters" draws them at once. Texts made while the weights changed are dropped."""
+        fact = self.state.fact
+        if fact is None or not fact.target_new or not (active_edits(model) or getattr(model, "prompt_edits", None)):
+            return
+        letters = tuple(sample_prompts(letter_prompts(fact)))
+        version = self._version
+        if letters and (version, letters) not in self.ahead:
+            texts = generate_letters(model, list(letters), cancel=token)
+            if version == self._version:
+                self.ahead[(version, letters)] = texts
+
     def _prepared(self, prompts: tuple[str, ...]) -> list[str] | None:
         """Texts set-up sampled for ``prompts`` on the weights applied now, if any (lesson mode)."""
         if self.prepared is None:
@@ -252,6 +271,8 @@ class KnowledgeView(widgets.VBox):
         self.texts.value = ""
 
     def _weights_changed(self) -> None:
+        self._version += 1
+        self.ahead.clear()
         if self.rows:
             self.rows = [{**r, "now": None} for r in self.rows]
             self._draw(self.state.fact, n_edits=None)
@@ -286,9 +307,14 @@ class KnowledgeView(widgets.VBox):
                 if not n_edits and tuple(group) in self.before:
                     now[i] = self.before[tuple(group)]  # the unedited model: "now" is "before"
                     continue
-                ready = self._prepared(tuple(group)) if n_edits else None
+                ready = (self.ahead.get((self._version, tuple(group))) or self._prepared(tuple(group))
+                         if n_edits else None)
                 if ready is not None:
-                    now[i] = ready  # sampled at set-up on these very weights (workbench/ui/lesson.py)
+                    # sampled in the background after the edit, or at set-up (workbench/ui/lesson.py),
+                    # on these very weights
+                    now[i] = ready
+                    if i == 0:
+                        self.timings["first text"] = self.timings["letters now"] = time.perf_counter() - start
                     continue
 
                 def on_text(texts: list[str], i=i) -> None:

@@ -316,6 +316,10 @@ class ProbesPanel(widgets.VBox):
                         said_then = generate_many(model, missing[start : start + ANSWER_STEP],
                                                   max_new_tokens=ANSWER_TOKENS, cancel=token)
                     self.answers_before.update(zip(missing[start : start + ANSWER_STEP], said_then))
+                # The letters "now", while the class reads the answers: "Did its knowledge change?"
+                # then draws them at the click.
+                token.check()
+                self.knowledge.prepare_now(model, token)
             else:
                 # The generations' "before", on the weights as picked, while the class reads the
                 # table: Generate after an edit then runs only its "now".
