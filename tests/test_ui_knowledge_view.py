@@ -152,9 +152,24 @@ def test_after_an_edit_the_background_answers_make_the_letters_now_and_the_click
     view = app.probes.knowledge
     app.probes.run_answers()  # "before", after the pick
     _apply(app, "rome", ROME_HPARAMS, layers="1")
+    shown_first = []
+    real_prepare = view.prepare_now
+    monkeypatch.setattr(view, "prepare_now",
+                        lambda m, token=None: shown_first.append(dict(app.probes.answers_now)) or real_prepare(m, token))
     app.probes.run_answers()  # after the edit: the answers, then the letters "now"
     letters = tuple(p for p in letter_prompts(FACT) for _ in range(2))
     assert (view._version, letters) in view.ahead
+    # The answers were shown before the letters began (they take seconds more on the real model).
+    assert shown_first and shown_first[0] == app.probes.answers_now and shown_first[0]
+    # Run again for the same probe (as after a click preempted it), the answers are not made again.
+    from workbench.ui import probes as probes_module
+
+    made = []
+    real_many = probes_module.generate_many
+    monkeypatch.setattr(probes_module, "generate_many", lambda m, ps, **kw: made.append(ps) or real_many(m, ps, **kw))
+    app.probes.run_answers()
+    assert made == []
+    monkeypatch.setattr(probes_module, "generate_many", real_many)
     calls = []
     real = knowledge.generate_many
     monkeypatch.setattr(knowledge, "generate_many", lambda m, ps, **kw: calls.append(list(ps)) or real(m, ps, **kw))

@@ -166,6 +166,7 @@ class ProbesPanel(widgets.VBox):
         self.answer_task.button.on_click(lambda _: self.run_answers())
         self.answers_before: dict[str, str] = {}  # prompt -> greedy answer with no edit applied
         self.answers_now: dict[str, str] = {}
+        self._answers_version = -1  # the probe (``_version``) answers_now belong to
         self._version = 0  # bumped by every probe: answers generated for an older one are dropped
         self._answers_wanted = False
         #: When it says True, greedy answers wait until :meth:`release_answers` (lesson mode holds
@@ -296,8 +297,14 @@ class ProbesPanel(widgets.VBox):
         def work(token):
             n_edits = len(active_edits(model))
             # On the unedited weights a prompt's greedy answer never changes: a run preempted by
-            # a click keeps what it made, and the next run only generates the rest.
-            said = {} if n_edits else {p: self.answers_before[p] for p in prompts if p in self.answers_before}
+            # a click keeps what it made, and the next run only generates the rest. On edited weights
+            # the answers shown for this probe (the same rows and weights) are kept the same way.
+            if not n_edits:
+                said = {p: self.answers_before[p] for p in prompts if p in self.answers_before}
+            elif self._answers_version == version:
+                said = {p: self.answers_now[p] for p in prompts if p in self.answers_now}
+            else:
+                said = {}
             todo = [p for p in prompts if p not in said]
             # A few prompts per step, so that a quick call that preempts this waits a moment only.
             for start in range(0, len(todo), ANSWER_STEP):
@@ -307,6 +314,9 @@ class ProbesPanel(widgets.VBox):
                 if not n_edits:
                     self.answers_before.update((p, said[p]) for p in chunk)
             texts = [said[p] for p in prompts]
+            # Shown at once: what follows (the answers before the edits for new rows, the
+            # generations' and letters' "before", or the letters "now") takes seconds more.
+            self._show_answers((version, prompts, texts, n_edits))
             if n_edits:
                 # The answers before the edits, for rows first seen with an edit applied.
                 missing = [p for p in prompts if p not in self.answers_before]
@@ -358,6 +368,7 @@ class ProbesPanel(widgets.VBox):
         if n_edits == 0:
             self.answers_before.update(answers)
         self.answers_now = answers
+        self._answers_version = version
         if self.state.fact is not None:
             self._draw(self.state.fact, n_edits)
 
