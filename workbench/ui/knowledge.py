@@ -309,7 +309,7 @@ class KnowledgeView(widgets.VBox):
                 if not n_edits and tuple(group) in self.before:
                     now[i] = self.before[tuple(group)]  # the unedited model: "now" is "before"
                     continue
-                ready = (self.ahead.get((self._version, tuple(group))) or self._prepared(tuple(group))
+                ready = (self.ahead.get((version, tuple(group))) or self._prepared(tuple(group))
                          if n_edits else None)
                 if ready is not None:
                     # sampled in the background after the edit, or at set-up (workbench/ui/lesson.py),
