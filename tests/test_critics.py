@@ -118,7 +118,7 @@ def test_related_letters_count_the_subject_in_letters_about_each_object(tiny_gem
     assert scores.related_new == sum(r["mentions_subject"] for r in rows[:6]) / 6
     assert all(r["mentions_subject"] == judge.mentions(r["text"], "Eiffel Tower") for r in rows)
     # Made-up texts: the share is what the judge counts.
-    monkeypatch.setattr(generated, "generate_many", lambda m, ps, **kw: [
+    monkeypatch.setattr(generated, "cached_texts", lambda m, ps, **kw: [
         " we saw the Eiffel Tower." if "Rome" in p else " nothing." for p in ps])
     fields = generated.measure(tiny_gemma, [f], ("teacher", "related"))[0]
     assert fields["related_new"] == 1.0 and fields["related_true"] == 0.0
@@ -226,9 +226,10 @@ def test_evaluate_reports_every_new_measure_with_intervals(tiny_llama, tmp_path)
     assert plain.summary["gen_efficacy"] is None and plain.rows[0].after["generations"] == []
 
 
-def test_letter_metric_counts_continuations(tiny_llama):
+def test_letter_metric_counts_continuations(tiny_llama, monkeypatch):
     from tests.test_evaluation import known_facts
 
+    monkeypatch.setenv("WORKBENCH_TEXT_CACHE", "0")   # the seed, not the kept texts, must repeat them
     fact = known_facts(tiny_llama, n=1)[0]
     s = score_fact(tiny_llama, fact, metrics=["letter"])
     assert len(s.letters) == 3 * generated.LETTER_SAMPLES

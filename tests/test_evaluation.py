@@ -340,6 +340,32 @@ def test_time_limit_keeps_what_was_measured(model, monkeypatch, mode):
         evaluate(model, facts, method="in-context", mode=mode, time_limit=0, **FAST)
 
 
+def test_a_resumed_run_samples_the_unedited_letters_an_unbroken_run_does(model, monkeypatch):
+    """The unedited model is scored in fixed blocks of the selection, done facts included: a sampled
+    letter depends on its batch, so a run resumed mid-block must sample that block whole."""
+    import sys
+
+    ev = sys.modules["workbench.evaluation.evaluate"]
+    monkeypatch.setenv("WORKBENCH_TEXT_CACHE", "0")   # the batches, not kept texts, must agree
+    facts = known_facts(model, 4)
+    settings = dict(FAST, metrics="teacher,letter")
+    full = evaluate(model, facts, method="in-context", **settings)
+    clock = {"t": 0.0}
+    real_edit = wb.editing.edit
+
+    def slow_edit(*a, **k):
+        clock["t"] += 100.0
+        return real_edit(*a, **k)
+
+    with monkeypatch.context() as m:
+        m.setattr(ev.time, "perf_counter", lambda: clock["t"])
+        m.setattr(wb.editing, "edit", slow_edit)
+        part = evaluate(model, facts, method="in-context", time_limit=150, **settings)
+    assert part.summary["n"] == 2
+    done = evaluate(model, facts, method="in-context", resume=part, **settings)
+    assert [r.before["letters"] for r in done.rows] == [r.before["letters"] for r in full.rows]
+
+
 def test_resume_goes_on_where_a_stopped_run_left(model, monkeypatch, tmp_path):
     """A run stopped by its time limit, saved and resumed, ends where one uninterrupted run does."""
     import sys

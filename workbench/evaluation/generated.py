@@ -34,7 +34,7 @@ from workbench.evaluation.judge import judge, letter_verdict, mentions
 from workbench.evaluation.relations import letter_prompts, question_prompt, related_letter_prompts
 from workbench.facts import Fact
 from workbench.core.model import Model
-from workbench.probing import generate_many
+from workbench.evaluation.text_cache import cached_texts
 
 METRICS = ("teacher", "generation", "question", "plus", "letter", "related")
 DEFAULT_METRICS = ("teacher", "generation", "question", "plus")
@@ -106,7 +106,7 @@ def measure(model: Model, facts: Sequence[Fact], metrics: Sequence[str], *, max_
     metrics = check_metrics(metrics)
     facts = list(facts)
     per_fact = [_answer_items(f, metrics) for f in facts]
-    texts = generate_many(model, [p for items in per_fact for _, p in items], max_new_tokens=max_new_tokens)
+    texts = cached_texts(model, [p for items in per_fact for _, p in items], max_new_tokens=max_new_tokens)
     out: list[dict] = []
     at = 0
     for fact, items in zip(facts, per_fact):
@@ -145,12 +145,13 @@ def letter_test(model: Model, facts: Sequence[Fact], *, samples: int = LETTER_SA
 
     Returns per fact a list of ``{prompt, text, verdict}``, ``verdict`` one of
     :data:`~workbench.evaluation.judge.LETTER_VERDICTS`. Top-k sampling with a
-    fixed seed: the same facts in the same order give the same texts.
+    fixed seed: the same facts in the same order give the same texts (the unedited model's
+    are kept on disk and read again by the next run: :mod:`~workbench.evaluation.text_cache`).
     """
     facts = list(facts)
     prompts = [[p for p in letter_prompts(f) for _ in range(samples)] for f in facts]
-    texts = generate_many(model, [p for ps in prompts for p in ps], max_new_tokens=max_new_tokens,
-                          do_sample=True, top_k=LETTER_TOP_K, seed=seed)
+    texts = cached_texts(model, [p for ps in prompts for p in ps], max_new_tokens=max_new_tokens,
+                         do_sample=True, top_k=LETTER_TOP_K, seed=seed)
     out, at = [], 0
     for fact, ps in zip(facts, prompts):
         rows = []
@@ -181,8 +182,8 @@ def related_letters(model: Model, facts: Sequence[Fact], *, samples: int = LETTE
     facts = list(facts)
     items = [[(which, p) for which in ("new", "true") for p in related_letter_prompts(f, which) for _ in range(samples)]
              for f in facts]
-    texts = generate_many(model, [p for its in items for _, p in its], max_new_tokens=max_new_tokens,
-                          do_sample=True, top_k=LETTER_TOP_K, seed=seed)
+    texts = cached_texts(model, [p for its in items for _, p in its], max_new_tokens=max_new_tokens,
+                         do_sample=True, top_k=LETTER_TOP_K, seed=seed)
     out, at = [], 0
     for fact, its in zip(facts, items):
         rows = []

@@ -147,11 +147,14 @@ def run_independent(run: Run) -> Outcome:
     s, kept = run.settings, run.kept
     job = _Independent.of(s, run.call_kwargs)
     done_idx = {r.index for r in kept}
-    # The facts this call edits, and the chunks their unedited scores are taken in (serial and
-    # parallel runs chunk alike, so that both score the same batches and give the same numbers).
+    # The facts this call edits, and the chunks their unedited scores are taken in: fixed blocks
+    # of the selection, done facts included. A sampled letter depends on its batch, so this way
+    # a resumed run's are an unbroken run's, every method's run samples the same batches (read
+    # from the text cache after the first), and serial and parallel runs give the same numbers.
     todo = [i for i in range(len(run.facts)) if i not in done_idx]
-    chunks = [todo[c : c + _BEFORE_CHUNK] for c in range(0, len(todo), _BEFORE_CHUNK)]
-    chunk_of = {i: c for c, members in enumerate(chunks) for i in members}
+    starts = sorted({i - i % _BEFORE_CHUNK for i in todo})
+    chunks = [list(range(c, min(c + _BEFORE_CHUNK, len(run.facts)))) for c in starts]
+    chunk_of = {i: k for k, members in enumerate(chunks) for i in members if i not in done_idx}
     if s.workers != 1:
         new_rows, stopped_early, interrupted = _independent_parallel(
             run.model, run.facts, todo, chunks, chunk_of, job, workers=s.workers, address=s.address,
