@@ -101,3 +101,14 @@ def test_greedy_answers_are_kept_too(tiny_llama, cache, monkeypatch):
     text_cache.cached_texts(tiny_llama, PROMPTS, max_new_tokens=4, seed=3)
     text_cache.cached_texts(tiny_llama, PROMPTS, max_new_tokens=4, do_sample=True, top_k=5)
     assert len(calls) == 2
+
+
+def test_an_unusable_cache_only_warns(tiny_llama, tmp_path, monkeypatch, caplog):
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    monkeypatch.setenv("WORKBENCH_CACHE", str(blocked))
+    monkeypatch.delenv("WORKBENCH_TEXT_CACHE", raising=False)
+    with caplog.at_level("WARNING"):
+        texts = text_cache.cached_texts(tiny_llama, PROMPTS, **SETTINGS)
+    assert texts == generate_many(tiny_llama, PROMPTS, **SETTINGS)
+    assert "generating without it" in caplog.text

@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 
 from workbench.core.model import Model
+from workbench.errors import WorkbenchError
 from workbench.probing import generate_many
 from workbench.runtime.cache import cache_dir
 
@@ -115,7 +116,13 @@ def cached_texts(model: Model, prompts: Sequence[str], *, max_new_tokens: int, d
         return generate()
     settings = {"max_new_tokens": max_new_tokens, "do_sample": do_sample, "top_k": top_k,
                 "seed": seed if do_sample else None, "batch_size": batch_size}
-    path = cache_dir("texts", model.name.replace("/", "_")) / f"{entry_key(model, prompts, settings)}.json"
+    try:
+        folder = cache_dir("texts", model.name.replace("/", "_"))
+    except WorkbenchError as exc:
+        # Only a saving: a cache that cannot be used must not stop a run.
+        log.warning("%s; generating without it", exc)
+        return generate()
+    path = folder / f"{entry_key(model, prompts, settings)}.json"
     texts = _read(path, prompts)
     if texts is None:
         texts = generate()
