@@ -12,6 +12,9 @@ import os
 import pytest
 
 os.environ.setdefault("WORKBENCH_PROGRESS", "0")
+# Generated texts are not read from a cache that an earlier test (or run) filled: each test sees
+# what its own call generates. tests/test_text_cache.py turns it on where it is the subject.
+os.environ["WORKBENCH_TEXT_CACHE"] = "0"
 
 _LOADED: dict[str, object] = {}
 

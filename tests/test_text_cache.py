@@ -112,3 +112,17 @@ def test_an_unusable_cache_only_warns(tiny_llama, tmp_path, monkeypatch, caplog)
         texts = text_cache.cached_texts(tiny_llama, PROMPTS, **SETTINGS)
     assert texts == generate_many(tiny_llama, PROMPTS, **SETTINGS)
     assert "generating without it" in caplog.text
+
+
+def test_the_view_shows_a_fact_picked_again_at_once_and_as_the_measure_sampled_it(tiny_llama, cache, monkeypatch):
+    from tests.test_evaluation import known_facts
+    from workbench.evaluation.relations import letter_prompts
+    from workbench.ui import knowledge
+
+    fact = known_facts(tiny_llama, n=1)[0]
+    measured = [r["text"] for r in generated.letter_test(tiny_llama, [fact])[0]]
+    calls, shown = [], []
+    monkeypatch.setattr(knowledge, "generate_many", lambda *a, **k: calls.append(1) or [])
+    prompts = knowledge.sample_prompts(letter_prompts(fact))
+    assert knowledge.generate_letters(tiny_llama, prompts, on_text=shown.append) == measured
+    assert not calls and shown == [measured]       # read, not sampled, and drawn at once

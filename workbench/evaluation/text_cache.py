@@ -98,6 +98,47 @@ def _write(path: Path, prompts: list[str], texts: list[str]) -> None:
         log.warning("could not keep the sampled texts in %s (%s)", path.parent, exc)
 
 
+def _entry(model: Model, prompts: list[str], settings: dict) -> Path | None:
+    """Where the entry of ``prompts`` generated with ``settings`` lies; None when nothing may be
+    kept (switched off, an edited model, no prompts, a cache that cannot be used)."""
+    if not prompts or not enabled() or not model.is_unedited():
+        return None
+    try:
+        folder = cache_dir("texts", model.name.replace("/", "_"))
+    except WorkbenchError as exc:
+        # Only a saving: a cache that cannot be used must not stop a run.
+        log.warning("%s; generating without it", exc)
+        return None
+    return folder / f"{entry_key(model, prompts, settings)}.json"
+
+
+def _settings(max_new_tokens: int, do_sample: bool, top_k: int | None, seed: int, batch_size: int) -> dict:
+    return {"max_new_tokens": max_new_tokens, "do_sample": do_sample, "top_k": top_k,
+            "seed": seed if do_sample else None, "batch_size": batch_size}
+
+
+def lookup(model: Model, prompts: Sequence[str], *, max_new_tokens: int, do_sample: bool = False,
+           top_k: int | None = None, seed: int = 0, batch_size: int = 16) -> list[str] | None:
+    """The kept texts of these prompts and settings on the unedited ``model``, or None.
+
+    Example:
+        >>> lookup(model, prompts, max_new_tokens=60, do_sample=True, top_k=5)   # doctest: +SKIP
+    """
+    prompts = list(prompts)
+    path = _entry(model, prompts, _settings(max_new_tokens, do_sample, top_k, seed, batch_size))
+    return None if path is None else _read(path, prompts)
+
+
+def store(model: Model, prompts: Sequence[str], texts: Sequence[str], *, max_new_tokens: int,
+          do_sample: bool = False, top_k: int | None = None, seed: int = 0, batch_size: int = 16) -> None:
+    """Keep ``texts``, generated for ``prompts`` with these settings on the unedited ``model``
+    (nothing is kept for an edited one)."""
+    prompts = list(prompts)
+    path = _entry(model, prompts, _settings(max_new_tokens, do_sample, top_k, seed, batch_size))
+    if path is not None:
+        _write(path, prompts, list(texts))
+
+
 def cached_texts(model: Model, prompts: Sequence[str], *, max_new_tokens: int, do_sample: bool = False,
                  top_k: int | None = None, seed: int = 0, batch_size: int = 16) -> list[str]:
     """:func:`~workbench.probing.generate_many`, read from the cache when the model is unedited and
@@ -107,24 +148,9 @@ def cached_texts(model: Model, prompts: Sequence[str], *, max_new_tokens: int, d
         >>> cached_texts(model, prompts, max_new_tokens=60, do_sample=True, top_k=5)   # doctest: +SKIP
     """
     prompts = list(prompts)
-
-    def generate() -> list[str]:
-        return generate_many(model, prompts, max_new_tokens=max_new_tokens, do_sample=do_sample, top_k=top_k,
-                             seed=seed, batch_size=batch_size)
-
-    if not prompts or not enabled() or not model.is_unedited():
-        return generate()
-    settings = {"max_new_tokens": max_new_tokens, "do_sample": do_sample, "top_k": top_k,
-                "seed": seed if do_sample else None, "batch_size": batch_size}
-    try:
-        folder = cache_dir("texts", model.name.replace("/", "_"))
-    except WorkbenchError as exc:
-        # Only a saving: a cache that cannot be used must not stop a run.
-        log.warning("%s; generating without it", exc)
-        return generate()
-    path = folder / f"{entry_key(model, prompts, settings)}.json"
-    texts = _read(path, prompts)
+    settings = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, top_k=top_k, seed=seed, batch_size=batch_size)
+    texts = lookup(model, prompts, **settings)
     if texts is None:
-        texts = generate()
-        _write(path, prompts, texts)
+        texts = generate_many(model, prompts, **settings)
+        store(model, prompts, texts, **settings)
     return texts

@@ -31,6 +31,7 @@ from collections.abc import Callable, Sequence
 import ipywidgets as widgets
 
 from workbench.editing import active_edits, unedited
+from workbench.evaluation import text_cache
 from workbench.evaluation.generated import LETTER_SAMPLES, LETTER_SEED, LETTER_TOKENS, LETTER_TOP_K
 from workbench.evaluation.judge import counted_mentions, letter_verdict, names
 from workbench.evaluation.relations import letter_prompts
@@ -62,9 +63,19 @@ def sample_prompts(prompts: Sequence[str], samples: int = LETTER_SAMPLES) -> lis
 
 
 def generate_letters(model, prompts: Sequence[str], *, cancel=None, on_text=None) -> list[str]:
-    """Sampled continuations with the letter test's settings (one call: the same texts as the measure)."""
-    return generate_many(model, list(prompts), max_new_tokens=LETTER_TOKENS, do_sample=True, top_k=LETTER_TOP_K,
-                         seed=LETTER_SEED, cancel=cancel, on_text=on_text)
+    """Sampled continuations with the letter test's settings (one call: the same texts as the measure).
+    The unedited model's are kept on disk (:mod:`~workbench.evaluation.text_cache`): a fact
+    picked again, in this session or a later one, has its "before" at once."""
+    settings = dict(max_new_tokens=LETTER_TOKENS, do_sample=True, top_k=LETTER_TOP_K, seed=LETTER_SEED)
+    prompts = list(prompts)
+    texts = text_cache.lookup(model, prompts, **settings)
+    if texts is not None:
+        if on_text is not None:
+            on_text(list(texts))
+        return texts
+    texts = generate_many(model, prompts, cancel=cancel, on_text=on_text, **settings)
+    text_cache.store(model, prompts, texts, **settings)
+    return texts
 
 
 def letter_calls(kinds: Sequence[str], groups: Sequence[Sequence[str]], *, edited: bool = False) -> list:
