@@ -11,13 +11,14 @@ a sequential run's checkpoint (the weights after all its edits) and measures, in
 - the edit kept at BOS only: unedited weights at every other position.
 
 For each: held-out perplexity (the run's texts and length) and ES / PS / NS (teacher-forced) on
-the first ``--facts`` edited facts. If taking the edit out at BOS brings perplexity back while
+the first ``--facts`` edited facts; with ``--per-layer``, also each edited layer's update taken
+out alone (at every position). If taking the edit out at BOS brings perplexity back while
 ES stays, the collapse runs through the sink, and an editor that leaves BOS's output alone
 should avoid it.
 
 Usage::
 
-    python benchmarks/bos_restore.py --run alphaedit-paper_b100 [--facts 200] [--json out.json]
+    python benchmarks/bos_restore.py --run alphaedit-paper_b100 [--facts 200] [--per-layer] [--json out.json]
 """
 
 from __future__ import annotations
@@ -73,6 +74,10 @@ def bos_split(model, original: dict, *, unedited_at_bos: bool):
             h.remove()
 
 
+def _layer(name: str) -> int:
+    return int(name.split("layers.")[1].split(".")[0])
+
+
 def main(argv=None) -> int:
     import torch
     from safetensors.torch import load_file
@@ -86,6 +91,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--run", default="alphaedit-paper_b100", help="a folder under $WORKBENCH_CACHE/sequential/")
     ap.add_argument("--facts", type=int, default=200)
+    ap.add_argument("--per-layer", action="store_true", help="also each edited layer's update taken out alone")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     folder = cache_dir("sequential", args.run)
@@ -123,6 +129,14 @@ def main(argv=None) -> int:
             out.append(measure("edit taken out at BOS"))
         with bos_split(model, original, unedited_at_bos=False):
             out.append(measure("edit kept at BOS only"))
+        if args.per_layer:
+            # Which layer's update does the damage: each layer's taken out alone, at every position.
+            for name in edited:
+                with torch.no_grad():
+                    params[name].copy_(original[name])
+                out.append(measure(f"edit taken out at layer {_layer(name)}"))
+                with torch.no_grad():
+                    params[name].copy_(edited[name])
     finally:
         with torch.no_grad():
             for name, value in original.items():
