@@ -41,3 +41,4 @@ variant samples-20k '{"samples": 20000}'       # C over the default 20,000 token
 variant no-bos '{"stats_bos": false}'          # BOS positions left out of C
 variant l2-1 '{"l2": 1.0}'                     # a tenth of the published L2
 variant window-memit '{"layers": [0, 1, 2, 3, 4]}'  # MEMIT's window (layers 0-4 here) instead of the mapped 2-6
+variant window-3-7 '{"layers": [3, 4, 5, 6, 7]}'    # one layer later: after 999 edits layer 2's update did most of the damage (bos_restore.py --per-layer)
