@@ -35,6 +35,7 @@ ABLATION = {"alphaedit-paper_b100": "AlphaEdit as published (cut 2e-2, C over 10
             "ablation/alphaedit-paper_b100_ablation-no-bos": "BOS left out of C",
             "ablation/alphaedit-paper_b100_ablation-l2-1": "L2 = 1",
             "ablation/alphaedit-paper_b100_ablation-window-memit": "MEMIT's window (layers 0-4)",
+            "ablation/alphaedit-paper_b100_ablation-window-3-7": "one layer later (layers 3-7)",
             "memit_b100": "MEMIT (no projection)",
             "memit-kept_b100": "MEMIT + kept keys (no projection)",
             # The same two commands' first runs, on another CPU: how far rounding alone moves a point.
