@@ -26,6 +26,7 @@ CURVES = ROOT / "assets" / "results" / "sequential_1k"
 RUNS = {"alphaedit-paper_b100": "AlphaEdit as published, batches of 100",
         "memit_b100": "MEMIT, batches of 100",
         "memit-kept_b100": "MEMIT + kept keys, batches of 100",
+        "rome": "ROME, one fact a call (teacher-forced and generated)",
         "wise-paper": "WISE as published, one fact a call",
         "wise-paper_mean-scores": "WISE as published, every input scored by its mean (long_input=0)"}
 #: The ablation's runs at 300 edits (batches of 100): file stem under sequential_1k/ -> what differs.
