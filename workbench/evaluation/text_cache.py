@@ -24,7 +24,7 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -33,7 +33,7 @@ import torch
 from workbench.core.model import Model
 from workbench.errors import WorkbenchError
 from workbench.probing import generate_many
-from workbench.runtime.cache import cache_dir
+from workbench.runtime.cache import cache_dir, write_file_atomically
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,9 @@ def enabled() -> bool:
     return os.environ.get("WORKBENCH_TEXT_CACHE", "1") != "0"
 
 
+@functools.cache
 def _code_digest() -> str:
+    # Read once a process: every lookup and store needs it, and the source does not change under it.
     root = Path(__file__).resolve().parents[1]
     h = hashlib.sha256()
     for name in _CODE:
@@ -88,13 +90,9 @@ def _read(path: Path, prompts: list[str]) -> list[str] | None:
 
 
 def _write(path: Path, prompts: list[str], texts: list[str]) -> None:
-    # Into a temporary sibling, then renamed: a reader never sees half an entry.
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".tmp-{path.stem}-", suffix=".json")
-        with os.fdopen(fd, "w") as fh:
-            json.dump({"prompts": prompts, "texts": texts}, fh)
-        os.replace(tmp, path)
-    except OSError as exc:
+        write_file_atomically(path, json.dumps({"prompts": prompts, "texts": texts}).encode())
+    except (OSError, WorkbenchError) as exc:
         log.warning("could not keep the sampled texts in %s (%s)", path.parent, exc)
 
 
