@@ -6,11 +6,12 @@
 #
 # One thread, passive waiting, so that it can run beside other work (its seconds per edit are
 # then loaded seconds; its scores are not affected). Reports: assets/results/letters/<method>_independent.json
+# (WISE and AlphaEdit as published, wise-paper and alphaedit-paper, come last: added after the others had run).
 set -u
 cd "$(dirname "$0")/.."
 limit=${1:-2400}
 shift || true
-methods=${*:-rome in-context retrieval memit alphaedit emmet pmet ft grace wise kn}
+methods=${*:-rome in-context retrieval memit alphaedit emmet pmet ft grace wise kn wise-paper alphaedit-paper}
 mkdir -p assets/results/letters
 for m in $methods; do
   out=assets/results/letters/${m}_independent.json

@@ -33,7 +33,8 @@ from workbench.evaluation.intervals import paired_difference  # noqa: E402
 from workbench.evaluation.letters import letter_rows, letter_shares, row_kind  # noqa: E402
 
 RUNS = ROOT / "assets" / "results" / "letters"
-ORDER = ("rome", "memit", "pmet", "emmet", "alphaedit", "kn", "ft", "grace", "wise", "in-context", "retrieval",
+ORDER = ("rome", "memit", "pmet", "emmet", "alphaedit", "alphaedit-paper", "kn", "ft", "grace", "wise", "wise-paper",
+         "in-context", "retrieval",
          "retrieval-chain")
 BASELINES = ("in-context", "retrieval")
 KINDS = ("place", "person", "thing")
