@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from docs_block import write_block  # noqa: E402
 CURVES = ROOT / "assets" / "results" / "sequential_1k"
 RUNS = {"alphaedit-paper_b100": "AlphaEdit as published, batches of 100",
+        "ablation/alphaedit-paper_b100_ablation-window-3-7": "AlphaEdit as published on layers 3-7, batches of 100",
         "memit_b100": "MEMIT, batches of 100",
         "memit-kept_b100": "MEMIT + kept keys, batches of 100",
         "rome": "ROME, one fact a call (teacher-forced and generated)",

@@ -42,3 +42,20 @@ def test_the_many_edits_cell_reads_the_last_point_against_the_unedited_one(tmp_p
     assert script._sequential_cell("memit") == "90 / 25 / 80, ×2.5 (100; batches of 100)"
     assert script._sequential_cell(None) == "20 / 25 / 80, ×1.0 (0)"
     assert script._sequential_cell("rome") == "–"  # no run committed
+
+
+def test_the_diagnostics_table_is_each_batchs_recorded_values():
+    spec = importlib.util.spec_from_file_location("edit_diagnostics", ROOT / "benchmarks" / "edit_diagnostics.py")
+    edit_diagnostics = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(edit_diagnostics)
+    run = "alphaedit-paper_b100"
+    curve = json.loads((edit_diagnostics.CURVES / f"{run}.json").read_text())["curve"]
+    recorded = [p for p in curve if p.get("edit_diagnostics")]
+    rows = [line for line in edit_diagnostics.table([run], "update_norm_ratio").splitlines()
+            if line.startswith("| ") and line[2].isdigit()]
+    assert len(rows) == len(recorded) >= 10
+    first = recorded[0]["edit_diagnostics"]["diagnostics"]
+    layers = sorted(first, key=int)
+    cells = rows[0].strip("|").split("|")
+    assert int(cells[0]) == recorded[0]["n_edits"]
+    assert [float(c) for c in cells[1:]] == [round(first[l]["update_norm_ratio"], 3) for l in layers]
