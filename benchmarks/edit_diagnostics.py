@@ -47,9 +47,9 @@ def batches(run: str) -> list[tuple[int, dict[int, dict]]]:
 
 def table(runs: list[str], measure: str) -> str:
     """One markdown table of ``measure``: a row per curve point, a column per run and layer."""
-    per_run = {run: batches(run) for run in runs}
-    columns = [(run, layer) for run in runs for layer in sorted({l for _, d in per_run[run] for l in d})]
-    points = sorted({n for run in runs for n, _ in per_run[run]})
+    per_run = {run: dict(batches(run)) for run in runs}  # run -> {edits: {layer: diagnostics}}
+    columns = [(run, layer) for run in runs for layer in sorted({l for d in per_run[run].values() for l in d})]
+    points = sorted({n for run in runs for n in per_run[run]})
     tag = {run: chr(ord("A") + i) for i, run in enumerate(runs)}
     head = "| edits | " + " | ".join(f"{tag[r]} L{l}" if len(runs) > 1 else f"L{l}" for r, l in columns) + " |"
     legend = "; ".join(f"{tag[r]}: {r}" for r in runs) if len(runs) > 1 else runs[0]
@@ -57,7 +57,7 @@ def table(runs: list[str], measure: str) -> str:
     for n in points:
         cells = []
         for run, layer in columns:
-            d = dict(per_run[run]).get(n, {}).get(layer, {})
+            d = per_run[run].get(n, {}).get(layer, {})
             cells.append("–" if measure not in d else f"{d[measure]:.3f}")
         lines.append(f"| {n} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

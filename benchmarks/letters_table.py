@@ -34,8 +34,7 @@ from workbench.evaluation.letters import letter_rows, letter_shares, row_kind  #
 
 RUNS = ROOT / "assets" / "results" / "letters"
 ORDER = ("rome", "memit", "pmet", "emmet", "alphaedit", "alphaedit-paper", "kn", "ft", "grace", "wise", "wise-paper",
-         "in-context", "retrieval",
-         "retrieval-chain")
+         "in-context", "retrieval", "retrieval-chain")
 BASELINES = ("in-context", "retrieval")
 KINDS = ("place", "person", "thing")
 
