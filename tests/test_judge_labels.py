@@ -126,3 +126,62 @@ def test_the_old_plain_cases_still_hold():
     assert letter_verdict("From Rome with love; Paris next.", new="Rome", true="Paris") == "both"
     assert letter_verdict("Lovely Paris", new="Rome", true="Paris") == "true"
     assert letter_verdict("Greetings from ROME and São Paulo", new="Rome", true="Sao Paulo") == "both"
+
+
+# -- the second sample: every other method's letters, labelled before the judge's verdicts were seen --
+LABELS_B = ASSETS / "judge_labels" / "letters_100b.json"
+MISSED = ASSETS / "judge_labels" / "letters_missed_30.json"
+
+
+def _agreement_module():
+    import importlib.util
+
+    path = ASSETS.parent / "benchmarks" / "judge_agreement.py"
+    spec = importlib.util.spec_from_file_location("judge_agreement", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_second_sample_is_whole_and_drawn_from_other_methods():
+    doc = json.loads(LABELS_B.read_text())
+    items = doc["items"]
+    assert len(items) == 100 and {x["half"] for x in items} == {"mend", "holdout"}
+    assert not any("rome_" in x["source"] for x in items)
+    assert len({(x["subject"], x["text"]) for x in items}) == 100
+    first = {(x["subject"], x["text"]) for x in json.loads(LABELS.read_text())["items"]}
+    assert not first & {(x["subject"], x["text"]) for x in items}
+    for x in items:
+        assert x["label"] in LETTER_VERDICTS and x["reason"] and x["source"] in doc["rows_at_sampling"]
+        assert x["row"] < doc["rows_at_sampling"][x["source"]]
+    assert sum(cell["drawn"] for cell in doc["cells"].values()) == 100
+
+
+def test_agreement_on_the_second_sample_is_at_least_as_measured():
+    # Measured with the judge as it was when this sample was drawn (it had not been changed since
+    # the first sample): 78/100, every "new" claim found, 12 of 42 "new" verdicts not claims.
+    right, tp, fp, fn = _agreement(json.loads(LABELS_B.read_text())["items"])
+    assert right >= 78, f"{right}/100 agree (was 78)"
+    assert tp >= 30 and fp <= 12 and fn == 0, (tp, fp, fn)
+
+
+def test_the_judge_misses_few_claims_among_neither_letters_that_name_the_new_object():
+    items = json.loads(MISSED.read_text())["items"]
+    assert len(items) == 30 and all(x["side"] == "after" and x["judge_at_sampling"] == "neither" for x in items)
+    missed = sum(x["label"] in ("new", "both") and _verdict(x) not in ("new", "both") for x in items)
+    assert missed <= 4, missed
+
+
+def test_the_reader_estimate_weights_each_cell_by_its_size():
+    judge_agreement = _agreement_module()
+    x = dict(side="after", subject="Toyota Dyna", target_new="Samsung", target_true="Toyota")
+    items = ([{**x, "judge_at_sampling": "new", "text": "It was made by Samsung.", "label": "new"}] * 3
+             + [{**x, "judge_at_sampling": "new", "text": "It was made by Samsung.", "label": "neither"}]
+             + [{**x, "judge_at_sampling": "neither", "text": "A fine truck.", "label": "neither"}] * 2)
+    sizes = {"after/new": 40, "after/neither, new not named": 60}
+    est = judge_agreement.estimate(items, sizes, unnamed=("after/neither, new not named",), draws=200)
+    assert est["letters"] == 100
+    assert est["judge_new"] == pytest.approx(0.40) and est["reader_new"] == pytest.approx(40 * 0.75 / 100)
+    assert 0 < est["reader_lo"] <= est["reader_new"] <= est["reader_hi"] <= 0.40
+    # A cell of the files with no letter in the sample cannot be weighted back.
+    assert "reader_new" not in judge_agreement.estimate(items, {**sizes, "after/true": 5})

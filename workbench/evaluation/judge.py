@@ -10,8 +10,11 @@ the subject say that an object is the subject's, anywhere) and uses
 :func:`letter_verdict`: every mention counts, except those that are part of the
 subject's own name or another thing's name ("the Toyota Prius"), denied ("not a
 Nissan"), or, given the subject, in a sentence with no word or pronoun for it
-(:func:`counted_mentions` has the rules). Checked against 100 letters labelled by
-reading (``assets/judge_labels/letters_100.json``, ``tests/test_judge_labels.py``).
+(:func:`counted_mentions` has the rules). Checked against letters labelled by reading
+(``assets/judge_labels/``: 100 of ROME's, 100 of the other methods', 30 "neither" letters
+that name the new object; ``tests/test_judge_labels.py``, ``benchmarks/judge_agreement.py``):
+it finds nearly every claim but also counts mentions that are no claim, more often after a
+weight edit than with the fact in context.
 
 Example:
     >>> judge(" the city of Rome, Italy. It is", new="Rome", true="Paris")
