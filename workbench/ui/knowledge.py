@@ -228,7 +228,10 @@ class KnowledgeView(widgets.VBox):
                          "your free prompts, continued before the edits and now (sampled as the letter test "
                          f"samples: {LETTER_SAMPLES} texts per prompt, {LETTER_TOKENS} tokens, top-{LETTER_TOP_K}, "
                          f"seed {LETTER_SEED}). A model whose knowledge changed writes the new object into the "
-                         f"letter. {legend}"),
+                         "letter. The verdicts are a pattern matcher's: checked against letters read by hand, "
+                         "it finds nearly every claim, but after a weight edit about four in ten of its "
+                         "'new' verdicts are a mention that claims nothing (docs/results.md) &mdash; read the "
+                         f"texts. {legend}"),
             self.task, self.code, self.error, self.summary, self.texts,
         ])
         self.add_class("wb-knowledge-view")
