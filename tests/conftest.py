@@ -59,6 +59,21 @@ def smollm():
     return _model("smollm2-135m")
 
 
+@pytest.fixture
+def empty_cache(tmp_path, monkeypatch):
+    """An empty ``WORKBENCH_CACHE`` for a test about what gets computed and cached -- except the
+    converted built-in models, linked from the real cache: converting a GGUF again costs 25 s a
+    model and is not what such a test is about (tests/test_reliability.py converts on purpose)."""
+    from workbench.runtime.cache import cache_dir
+
+    models = cache_dir("models")
+    root = tmp_path / "cache"
+    root.mkdir()
+    (root / "models").symlink_to(models, target_is_directory=True)
+    monkeypatch.setenv("WORKBENCH_CACHE", str(root))
+    return root
+
+
 @pytest.fixture(autouse=True)
 def _own_trace_cache(tmp_path, monkeypatch):
     """Each test starts with no computed trace kept (one test's trace must not answer another's)."""

@@ -159,13 +159,12 @@ def test_capture_stops_after_the_last_hook_it_needs(tiny):
     assert torch.allclose(k, mean, atol=1e-6)
 
 
-def test_prepare_pays_the_first_edits_costs_and_changes_no_result(tmp_path, monkeypatch):
+def test_prepare_pays_the_first_edits_costs_and_changes_no_result(empty_cache):
     """`prepare` makes what ROME's first edit makes once (C's factor, prefixes, bfloat16
     copies); an edit after it writes the same weights, bit for bit, as a cold one."""
     from workbench.editing import prepare
     from workbench.editing.stats import _path
 
-    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path))
     fact = wb.Fact("Paris", "{} is the capital of", "France", "Mars Station")
     warm, cold = wb.load_model("tiny-llama"), wb.load_model("tiny-llama")
     assert warm.fingerprint == cold.fingerprint

@@ -311,10 +311,9 @@ def test_cli_app_dry_run(capsys):
     assert main(["app", "--port", "0", "--dry-run"]) == 2
 
 
-def test_cli_app_prepares_the_default_edits_statistics_once(tmp_path, monkeypatch, capsys):
+def test_cli_app_prepares_the_default_edits_statistics_once(empty_cache, capsys):
     """`workbench app` computes ROME's key statistics before serving, so that the class's first
     Apply does not; a second start finds them cached and computes nothing."""
-    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path))
     from workbench.cli.app import prepare
 
     files = prepare("tiny-llama")
