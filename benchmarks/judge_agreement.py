@@ -36,13 +36,15 @@ MEMORIES = ("in-context", "retrieval")
 NEW = ("new", "both")
 
 
-def verdict(x: dict) -> str:
-    return letter_verdict(x["text"], new=x["target_new"], true=x["target_true"], subject=x["subject"])
+def verdict(x: dict, *, subject: bool = True) -> str:
+    """Today's judge on a labelled letter (``subject=False``: without the subject's name and cues)."""
+    return letter_verdict(x["text"], new=x["target_new"], true=x["target_true"],
+                          subject=x["subject"] if subject else None)
 
 
-def agreement(items: list[dict]) -> dict:
+def agreement(items: list[dict], *, subject: bool = True) -> dict:
     """Agreement of today's judge with the labels, and its precision/recall for "new"."""
-    said = [(verdict(x), x["label"]) for x in items]
+    said = [(verdict(x, subject=subject), x["label"]) for x in items]
     tp = sum(v in NEW and lab in NEW for v, lab in said)
     fp = sum(v in NEW and lab not in NEW for v, lab in said)
     fn = sum(v not in NEW and lab in NEW for v, lab in said)

@@ -9,6 +9,7 @@ The floors below are the agreement measured then: a change that lowers it fails 
 
 from __future__ import annotations
 
+import functools
 import json
 
 import pytest
@@ -29,14 +30,21 @@ def _verdict(item, *, subject=True):
                           subject=item["subject"] if subject else None)
 
 
+@functools.cache
+def _agreement_module():
+    import importlib.util
+
+    path = ASSETS.parent / "benchmarks" / "judge_agreement.py"
+    spec = importlib.util.spec_from_file_location("judge_agreement", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def _agreement(items, **kw):
-    said = [(_verdict(x, **kw), x["label"]) for x in items]
-    right = sum(v == label for v, label in said)
-    says_new = [(v in ("new", "both"), label in ("new", "both")) for v, label in said]
-    tp = sum(v and lab for v, lab in says_new)
-    fp = sum(v and not lab for v, lab in says_new)
-    fn = sum(lab and not v for v, lab in says_new)
-    return right, tp, fp, fn
+    """(agree, tp, fp, fn) as benchmarks/judge_agreement.py counts them."""
+    got = _agreement_module().agreement(items, **kw)
+    return got["agree"], got["tp"], got["fp"], got["fn"]
 
 
 def test_the_fixture_is_whole(items):
@@ -131,16 +139,6 @@ def test_the_old_plain_cases_still_hold():
 # -- the second sample: every other method's letters, labelled before the judge's verdicts were seen --
 LABELS_B = ASSETS / "judge_labels" / "letters_100b.json"
 MISSED = ASSETS / "judge_labels" / "letters_missed_30.json"
-
-
-def _agreement_module():
-    import importlib.util
-
-    path = ASSETS.parent / "benchmarks" / "judge_agreement.py"
-    spec = importlib.util.spec_from_file_location("judge_agreement", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_the_second_sample_is_whole_and_drawn_from_other_methods():
