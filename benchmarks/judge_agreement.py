@@ -32,6 +32,8 @@ LABELS = ROOT / "assets" / "judge_labels"
 SAMPLES = ("letters_100.json", "letters_100b.json")
 #: Letters of the weight edits' "neither" cell that name the new object, drawn apart (see its "about").
 MISSED = "letters_missed_30.json"
+#: Every letter whose verdict the repetition rule changed, labelled (see its "about").
+RUNS = "letters_runs_66.json"
 MEMORIES = ("in-context", "retrieval")
 NEW = ("new", "both")
 
@@ -42,9 +44,10 @@ def verdict(x: dict, *, subject: bool = True) -> str:
                           subject=x["subject"] if subject else None)
 
 
-def agreement(items: list[dict], *, subject: bool = True) -> dict:
-    """Agreement of today's judge with the labels, and its precision/recall for "new"."""
-    said = [(verdict(x, subject=subject), x["label"]) for x in items]
+def agreement(items: list[dict], *, subject: bool = True, stored: bool = False) -> dict:
+    """Agreement of today's judge with the labels, and its precision/recall for "new"
+    (``stored``: of the verdicts the items record from before the repetition rule instead)."""
+    said = [(x["verdict_before_mend"] if stored else verdict(x, subject=subject), x["label"]) for x in items]
     tp = sum(v in NEW and lab in NEW for v, lab in said)
     fp = sum(v in NEW and lab not in NEW for v, lab in said)
     fn = sum(v not in NEW and lab in NEW for v, lab in said)
@@ -66,8 +69,12 @@ def cell_of(side: str, verdict: str, text: str, new: str) -> str:
 
 
 def cell_sizes(rows_at_sampling: dict[str, int], keep) -> Counter:
-    """Letters per cell (:func:`cell_of`, with the verdict stored in the file) in the rows each file
-    had when the sample was drawn, over the files whose method passes ``keep``."""
+    """Letters per cell (:func:`cell_of`, with the verdict the judge gave when the sample was drawn)
+    in the rows each file had then, over the files whose method passes ``keep``. The files hold
+    today's verdicts; the letters the repetition rule re-judged since (:data:`RUNS`, all of
+    them) are put back in the cell of their verdict before it."""
+    before_mend = {(x["subject"], x["text"]): x["verdict_before_mend"]
+                   for x in json.loads((LABELS / RUNS).read_text())["items"]}
     sizes = Counter()
     for src, n_rows in rows_at_sampling.items():
         if not keep(method_of(src)):
@@ -75,7 +82,8 @@ def cell_sizes(rows_at_sampling: dict[str, int], keep) -> Counter:
         for row in json.loads((ROOT / src).read_text())["rows"][:n_rows]:
             for side in ("before", "after"):
                 for x in (row.get(side) or {}).get("letters") or []:
-                    sizes[cell_of(side, x["verdict"], x["text"], row["target_new"])] += 1
+                    verdict = before_mend.get((row["subject"], x["text"]), x["verdict"])
+                    sizes[cell_of(side, verdict, x["text"], row["target_new"])] += 1
     return sizes
 
 
@@ -155,6 +163,12 @@ def main() -> None:
                       f"{100 * r['reader_hi']:.1f}]; cells {r['cells']}")
             else:
                 print(f"  {key}: cannot weight back, cells not sampled: {r['cells_not_sampled']}")
+    runs = json.loads((LABELS / RUNS).read_text())["items"]
+    out[RUNS] = {"today": agreement(runs),
+                 "before the repetition rule": agreement(runs, stored=True)}
+    print(f"\n{RUNS} (where the repetition rule acts; in-sample)")
+    for key, r in out[RUNS].items():
+        print(f"  {key:27s} agree {r['agree']}/{r['n']}; 'new': tp {r['tp']}, fp {r['fp']}, fn {r['fn']}")
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))
 

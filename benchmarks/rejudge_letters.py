@@ -19,7 +19,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 #: What the rewritten reports say of their verdicts.
-JUDGE = "workbench/evaluation/judge.py letter_verdict with the subject (checked on assets/judge_labels/letters_100.json)"
+JUDGE = ("workbench/evaluation/judge.py letter_verdict with the subject (checked on assets/judge_labels/: "
+         "letters_100.json, letters_100b.json, letters_runs_66.json)")
 
 
 def rejudge(data: dict) -> int:
@@ -53,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
         data = json.loads(path.read_text())
         old = {k: data["summary"].get(k) for k in ("letter_new", "letter_true", "letter_new_before", "letter_true_before")}
         changed = rejudge(data)
+        if not changed:
+            print(json.dumps({"report": str(path), "verdicts_changed": 0}))
+            continue  # nothing to rewrite: the file keeps its bytes
         report = EvalReport.from_dict(data, source=str(path))
         keep = {k: v for k, v in data["summary"].items() if k not in summarise(report.rows)}
         data["summary"] = {**summarise(report.rows), **keep}

@@ -130,6 +130,25 @@ def test_a_sentence_about_something_else_is_no_claim_given_the_subject():
                           true="basketball", subject="Dwyane Wade") == "new"
 
 
+def test_a_run_of_repeats_is_no_claim_unless_a_copula_or_possessive_comes_first():
+    run = " ".join(["Chevrolet"] * 12)
+    assert letter_verdict(f"It was a great deal, {run}", new="Chevrolet", true="Fiat",
+                          subject="Fiat Campagnola") == "neither"
+    assert letter_verdict(f" {run}", new="Chevrolet", true="Fiat", subject="Fiat Campagnola") == "neither"
+    # Said once, right after a copula or a possessive, the run is read as the claim it starts.
+    assert letter_verdict(f"It was {run}", new="Chevrolet", true="Fiat", subject="Fiat Campagnola") == "new"
+    assert letter_verdict(f"It was the first {run}", new="Chevrolet", true="Fiat", subject="Fiat Campagnola") == "new"
+    assert letter_verdict("He is Dutch, Dutch, Dutch, Dutch.", new="Dutch", true="French", subject="Jan Smit") == "new"
+    assert letter_verdict("Today his mathematics mathematics mathematics", new="mathematics", true="manga",
+                          subject="Akira Toriyama") == "new"
+    # Other words between repeats (one at most) keep the run going; a sentence end breaks it.
+    assert counted_mentions("It was Toyota Camry Toyota Toyota Toyota", "Toyota") == [(7, 13)]
+    text = "She is the kindest person in Stockholm. Stockholm Stockholm Stockholm"
+    assert counted_mentions(text, "Stockholm") == [(29, 38)]
+    # Two mentions are no run: each is judged as before.
+    assert letter_verdict("It is made by Honda, Honda.", new="Honda", true="Toyota") == "new"
+
+
 def test_the_old_plain_cases_still_hold():
     assert letter_verdict("From Rome with love; Paris next.", new="Rome", true="Paris") == "both"
     assert letter_verdict("Lovely Paris", new="Rome", true="Paris") == "true"
@@ -157,10 +176,31 @@ def test_the_second_sample_is_whole_and_drawn_from_other_methods():
 
 def test_agreement_on_the_second_sample_is_at_least_as_measured():
     # Measured with the judge as it was when this sample was drawn (it had not been changed since
-    # the first sample): 78/100, every "new" claim found, 12 of 42 "new" verdicts not claims.
+    # the first sample): 78/100, every "new" claim found, 12 of 42 "new" verdicts not claims. The
+    # repetition rule, written later, put two more right (80/100, 10 of 40).
     right, tp, fp, fn = _agreement(json.loads(LABELS_B.read_text())["items"])
-    assert right >= 78, f"{right}/100 agree (was 78)"
-    assert tp >= 30 and fp <= 12 and fn == 0, (tp, fp, fn)
+    assert right >= 80, f"{right}/100 agree (was 80)"
+    assert tp >= 30 and fp <= 10 and fn == 0, (tp, fp, fn)
+
+
+RUNS = ASSETS / "judge_labels" / "letters_runs_66.json"
+
+
+def test_the_repetition_rule_is_right_where_it_acts():
+    # Every committed letter the rule re-judged, read: 23 of 66 right before it, 59 after
+    # (in-sample: the rule's final form was written from the first 55 of them).
+    items = json.loads(RUNS.read_text())["items"]
+    assert len(items) == 66 and all(x["label"] in LETTER_VERDICTS and x["reason"] for x in items)
+    assert sum(x["verdict_before_mend"] == x["label"] for x in items) == 23
+    right, tp, fp, fn = _agreement(items)
+    assert right >= 59 and fp <= 1, (right, tp, fp, fn)
+    # The committed runs hold today's verdicts of these letters.
+    for src in {x["source"] for x in items}:
+        stored = {(r["subject"], x["text"]): x["verdict"] for r in json.loads((ASSETS.parent / src).read_text())["rows"]
+                  for side in ("before", "after") for x in (r.get(side) or {}).get("letters") or []}
+        for x in items:
+            if x["source"] == src:
+                assert stored[x["subject"], x["text"]] == _verdict(x), (src, x["subject"])
 
 
 def test_the_judge_misses_few_claims_among_neither_letters_that_name_the_new_object():

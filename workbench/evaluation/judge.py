@@ -12,7 +12,8 @@ subject's own name or another thing's name ("the Toyota Prius"), denied ("not a
 Nissan"), or, given the subject, in a sentence with no word or pronoun for it
 (:func:`counted_mentions` has the rules). Checked against letters labelled by reading
 (``assets/judge_labels/``: 100 of ROME's, 100 of the other methods', 30 "neither" letters
-that name the new object; ``tests/test_judge_labels.py``, ``benchmarks/judge_agreement.py``):
+that name the new object, and the 66 letters the repetition rule acts on;
+``tests/test_judge_labels.py``, ``benchmarks/judge_agreement.py``):
 it finds nearly every claim but also counts mentions that are no claim, more often after a
 weight edit than with the fact in context.
 
@@ -177,8 +178,12 @@ def counted_mentions(text: str, obj: str, *, subject: str | None = None) -> list
     - it is followed, on the same line and after only spaces or a possessive, by a capitalised
       word or one with a digit -- another thing's name ("Toyota Prius", "Airbus A320",
       "Nissan's Leaf", "Polish History") -- other than a company word ("Toyota Motor");
-    - it is denied right before ("not a Nissan", "Paris, not Rome").
-
+    - it is denied right before ("not a Nissan", "Paris, not Rome");
+    - it is part of a run of :data:`RUN_LENGTH` or more mentions with at most one other word
+      between neighbours ("Toronto Toronto Toronto", "Chevrolet Chevy Chevrolet"): what a
+      damaged model writes, not a sentence. Only a run right after a copula or a possessive
+      counts, once ("it was Suzuki Suzuki Suzuki", "He is Dutch, Dutch, Dutch", "his
+      mathematics mathematics ..."; not "it was a great deal, Chevrolet Chevrolet ...");
     - ``subject`` is given and the mention's sentence (up to ``.``, ``!``, ``?`` or a line
       end) has neither a pronoun (it, he, she, they, ...) nor a word of the subject's name
       ("I took a bus from Helsinki to the airport." in a letter about Finland).
@@ -196,6 +201,8 @@ def counted_mentions(text: str, obj: str, *, subject: str | None = None) -> list
     own = normalise(subject) if subject else ""
     own_words = set(own.split())
     inside = _spans(folded, where, own) if own else []
+    runs = _runs(text, sorted(s for name in names(obj) for s in _spans(folded, where, name)))
+    in_run = {span: run[0] == span for run in runs for span in run}  # span -> whether it starts its run
     found = []
     for name in names(obj):
         others = own_words - set(name.split())  # the subject's name less the object's
@@ -203,6 +210,10 @@ def counted_mentions(text: str, obj: str, *, subject: str | None = None) -> list
         for start, end in _spans(folded, where, name):
             if any(s <= start and end <= e for s, e in inside) or _DENIED.search(text[:start]):
                 continue  # the subject's own name, or denied
+            if (start, end) in in_run:
+                if in_run[start, end] and _CLAIMS_RUN.search(text[:start]) and _about_subject(text, start, others):
+                    found.append((start, end))  # "it was Suzuki Suzuki ...": said once
+                continue  # the object's name repeated, no sentence around it
             nxt = _NEXT_WORD.match(text, end)
             word = nxt.group(1) if nxt else ""
             first = (normalise(word).split() or [""])[0]
@@ -215,6 +226,28 @@ def counted_mentions(text: str, obj: str, *, subject: str | None = None) -> list
                 continue  # a sentence about something else
             found.append((start, end))
     return sorted(set(found))
+
+
+#: Mentions in a row (at most one other word between neighbours) that make a run of repeats.
+RUN_LENGTH = 3
+# Right before a run's first mention: a copula, perhaps with an article or "first" between
+# ("it was the first Nissan Nissan ..."), or a possessive ("his mathematics mathematics ...").
+_CLAIMS_RUN = re.compile(r"\b(?:(?:is|was|are|were|['’]s)[ \t]+(?:(?:the|a|an)[ \t]+)?(?:first[ \t]+)?"
+                     r"|(?:his|her|its|their)[ \t]+)$", re.IGNORECASE)
+_STOP = re.compile(r"[.!?]")
+
+
+def _runs(text: str, spans: list[tuple[int, int]]) -> list[list[tuple[int, int]]]:
+    """The runs of :data:`RUN_LENGTH` or more among the mention ``spans`` (sorted), each in order
+    (a run does not go on past a sentence end)."""
+    runs: list[list[tuple[int, int]]] = []
+    for span in spans:
+        gap = text[runs[-1][-1][1]:span[0]] if runs else ""
+        if runs and span[0] >= runs[-1][-1][1] and len(gap.split()) <= 1 and not _STOP.search(gap):
+            runs[-1].append(span)
+        else:
+            runs.append([span])
+    return [run for run in runs if len(run) >= RUN_LENGTH]
 
 
 def _about_subject(text: str, at: int, words: set[str]) -> bool:
