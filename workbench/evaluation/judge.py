@@ -233,7 +233,7 @@ RUN_LENGTH = 3
 # Right before a run's first mention: a copula, perhaps with an article or "first" between
 # ("it was the first Nissan Nissan ..."), or a possessive ("his mathematics mathematics ...").
 _CLAIMS_RUN = re.compile(r"\b(?:(?:is|was|are|were|['’]s)[ \t]+(?:(?:the|a|an)[ \t]+)?(?:first[ \t]+)?"
-                     r"|(?:his|her|its|their)[ \t]+)$", re.IGNORECASE)
+                         r"|(?:his|her|its|their)[ \t]+)$", re.IGNORECASE)
 _STOP = re.compile(r"[.!?]")
 
 
