@@ -1,12 +1,15 @@
 """Paired differences between the committed critics' runs (issue 39), on the facts both reached.
 
     python benchmarks/critics_differences.py [--baseline rome] [--metrics gen_efficacy,gen_paraphrase,...]
+    python benchmarks/critics_differences.py --wide     # docs/results.md's table: a row per method
 
 Every ``assets/results/<method>_independent_critics.json`` holds the first n of the same 200
 facts, in the same order, so a run stopped by its time limit can still be paired, fact by fact,
 with the baseline's first n. Prints ``method - baseline`` per measure with its 95 % interval
 (a bootstrap over the shared facts; an interval that excludes 0 is a difference those facts
-support) and a Markdown table with ``--markdown``.
+support) and a Markdown table with ``--markdown`` (a row per method and measure) or ``--wide``
+(a row per method, a column per measure, the facts paired after the method's name and after a
+measure where fewer facts have it, as for neighbours).
 """
 
 from __future__ import annotations
@@ -60,20 +63,48 @@ def _first(report, n: int):
     return cut
 
 
+#: Column headings of the wide table.
+HEADINGS = {"gen_efficacy": "edit prompt said", "gen_paraphrase": "paraphrases said", "gen_question": "question form said",
+            "gen_neighborhood": "neighbours keep their answer", "neighborhood_plus": "NS+ (after the statement)",
+            "nkl": "NKL (nats)"}
+
+
+def _cell(metric: str, difference: float, lo: float, hi: float) -> str:
+    # NKL is a divergence (nats), the rest are rates (points).
+    f = (lambda v: f"{v:+.3f}") if metric == "nkl" else (lambda v: f"{100 * v:+.1f}")
+    return f"{f(difference)} [{f(lo)}, {f(hi)}]"
+
+
+def wide(table, baseline: str) -> list[str]:
+    """Markdown lines: a row per method (its facts paired), a column per measure."""
+    metrics = list(dict.fromkeys(table.metric))
+    lines = [f"| method − {baseline} (facts) | " + " | ".join(HEADINGS.get(m, m) for m in metrics) + " |",
+             "|---" * (len(metrics) + 1) + "|"]
+    for method, part in table.groupby("method", sort=False):
+        n = int(part.n.max())
+        cells = []
+        for m in metrics:
+            r = part[part.metric == m].iloc[0]
+            cells.append(_cell(m, r.difference, r.lo, r.hi) + (f" ({int(r.n)})" if int(r.n) != n else ""))
+        lines.append(f"| {method} ({n}) | " + " | ".join(cells) + " |")
+    return lines
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--baseline", default="rome")
     p.add_argument("--metrics", default=",".join(METRICS))
     p.add_argument("--markdown", action="store_true")
+    p.add_argument("--wide", action="store_true")
     args = p.parse_args()
     table = differences(args.baseline, [m.strip() for m in args.metrics.split(",") if m.strip()])
-    if args.markdown:
+    if args.wide:
+        print("\n".join(wide(table, args.baseline)))
+    elif args.markdown:
         print("| method − " + args.baseline + " | measure | difference [95 %] | facts |")
         print("|---|---|---|---|")
         for r in table.itertuples():
-            # NKL is a divergence (nats), the rest are rates (points).
-            f = (lambda v: f"{v:+.3f}") if r.metric == "nkl" else (lambda v: f"{100 * v:+.1f}")
-            print(f"| {r.method} | {r.metric} | {f(r.difference)} [{f(r.lo)}, {f(r.hi)}] | {r.n} |")
+            print(f"| {r.method} | {r.metric} | {_cell(r.metric, r.difference, r.lo, r.hi)} | {r.n} |")
     else:
         print(table.to_string(index=False))
 
