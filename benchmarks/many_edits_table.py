@@ -27,6 +27,7 @@ RUNS = {"alphaedit-paper_b100": "AlphaEdit as published, batches of 100",
         "ablation/alphaedit-paper_b100_ablation-window-3-7": "AlphaEdit as published on layers 3-7, batches of 100",
         "memit_b100": "MEMIT, batches of 100",
         "memit-kept_b100": "MEMIT + kept keys, batches of 100",
+        "emmet_b100": "EMMET, batches of 100",
         "rome": "ROME, one fact a call (teacher-forced and generated)",
         "wise-paper": "WISE as published, one fact a call",
         "wise-paper_mean-scores": "WISE as published, every input scored by its mean (long_input=0)"}
@@ -74,10 +75,16 @@ def ablation() -> str:
         path = CURVES / f"{stem}.json"
         if not path.exists():
             continue
-        curve = json.loads(path.read_text())["curve"]
+        data = json.loads(path.read_text())
+        curve = data["curve"]
         point = next((p for p in curve if p["n_edits"] == AT), None)
         if point is None:
             lines.append(f"| {label} | not yet at {AT} (reached {curve[-1]['n_edits']}) | | | | | |")
+            continue
+        errors = [r.get("error") for r in data["rows"]]
+        if errors and all(errors):
+            # A setting the editor refuses (AlphaEdit's cut leaving no free direction): say why.
+            lines.append(f"| {label} | every edit refused: {errors[0].split(';')[0]} | | | | | |")
             continue
         lines.append(f"| {label} | {point.get('n_scored') or '–'} | {_pct(point['efficacy_score'])} | "
                      f"{_pct(point['paraphrase_score'])} | {_pct(point['neighborhood_score'])} | "
