@@ -258,3 +258,19 @@ def test_alphaedit_paper_can_leave_bos_out_of_its_statistics_for_the_ablation(ti
     with wb.edit(tiny_gemma, fact, method="alphaedit-paper", stats_bos=False, **settings) as without:
         assert without.info["stats_bos"] is False and with_bos.info["stats_bos"] is True
         assert any(not torch.equal(a[k], v) for k, v in without.after.items())
+
+
+def test_a_cut_that_leaves_no_free_direction_is_refused_before_any_search(tiny_gemma, monkeypatch):
+    from workbench.editing import memit
+
+    before = {k: v.clone() for k, v in tiny_gemma.state_dict().items()}
+
+    def no_search(*args, **kwargs):
+        raise AssertionError("the target search ran for an edit its projector refuses")
+
+    monkeypatch.setattr(memit, "_targets", no_search)
+    # Every eigenvalue of C is above this cut: P keeps nothing.
+    with pytest.raises(wb.WorkbenchError, match="no free directions"):
+        wb.edit(tiny_gemma, wb.bundled_facts()[:2], method="alphaedit-paper", null_cut=1e-30, **SMALL)
+    assert all(torch.equal(before[k], v) for k, v in tiny_gemma.state_dict().items())
+    assert ae.kept_keys(tiny_gemma, 2, "alphaedit-paper") is None

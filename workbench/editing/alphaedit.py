@@ -166,8 +166,7 @@ def _projected_solve(model: Model, *, method: str, make_projector, alpha_of, mem
     def solve(layer: int, K: Tensor, E: Tensor, C: Tensor) -> Tensor:
         P, dim = make_projector(layer, C)
         if dim == 0:
-            raise WorkbenchError(f"C of layer {layer} leaves no free directions to edit in under {method}'s "
-                                 "null-space setting; loosen it (null_energy or null_cut)")
+            raise _no_free_direction(method, layer)
         null_dims[layer] = dim
         projectors[layer] = P
         P = P.to(K.device)
@@ -245,6 +244,11 @@ def alphaedit_paper(model: Model, facts: Sequence[Fact], *, layers: Sequence[int
                       **hparams)
 
 
+def _no_free_direction(method: str, layer: int) -> WorkbenchError:
+    return WorkbenchError(f"C of layer {layer} leaves no free directions to edit in under {method}'s "
+                          "null-space setting; loosen it (null_energy or null_cut)")
+
+
 def _memo_cut(model: Model, layer: int, C: Tensor, cut: float) -> tuple[Tensor, int]:
     key = ("cut_projector", layer, cut, float(C.trace()), tuple(C.shape))
     return model.memo.get(key, lambda: cut_projector(C, cut))
@@ -263,8 +267,16 @@ def _alphaedit(model: Model, facts: Sequence[Fact], *, method: str, layers: Sequ
     null_dims: dict[int, int] = {}
     solve = _projected_solve(model, method=method, make_projector=make_projector, alpha_of=alpha_of,
                              memory=memory, projectors=projectors, null_dims=null_dims)
+
+    def refuse_empty_projectors(Cs: dict[int, Tensor]) -> None:
+        # Before the search: a setting with no free direction would be refused only after it.
+        for layer, C in Cs.items():
+            if make_projector(layer, C)[1] == 0:
+                raise _no_free_direction(method, layer)
+
     handle = spread_edit(model, facts, layers, method=method, target_sites=sites, keep_sites=sites,
-                         divide="linear", layer_solve=solve, memory=memory, stats_bos=stats_bos, **hparams)
+                         divide="linear", layer_solve=solve, memory=memory, stats_bos=stats_bos,
+                         check_statistics=refuse_empty_projectors, **hparams)
     handle.info["null_dim"] = dict(null_dims)
     handle.info.update(settings)
     if diagnostics and handle.changes_weights:

@@ -137,6 +137,7 @@ def spread_edit(
     memory: dict[str, Tensor] | None = None,
     prune: bool = False,
     rect: float | None = None,
+    check_statistics: Callable[[dict[int, Tensor]], None] | None = None,
     **search,
 ) -> EditHandle:
     """The MEMIT/PMET update; see the module docstring.
@@ -168,6 +169,9 @@ def spread_edit(
             scale (:mod:`~workbench.editing.restrain`).
         rect: RECT: keep this share of the update's entries, those with the largest relative
             change (the paper: 0.2); None keeps all.
+        check_statistics: called with every layer's C before the target search, to refuse a
+            setting C rules out (AlphaEdit: a cut that leaves no free direction) before minutes
+            of searching rather than after.
         **search: the per-fact target search (``steps``, ``lr``, ``n_prefixes``, ...; see
             :class:`~workbench.editing.search.SearchParams`, each method's defaults there too).
     """
@@ -187,6 +191,8 @@ def spread_edit(
         t0 = time.perf_counter()
         Cs = second_moments(model, layers, samples=samples, include_bos=stats_bos)
         info["stats_seconds"] = time.perf_counter() - t0
+        if check_statistics is not None:
+            check_statistics(Cs)
         prefixes = context_prefixes(model, params.n_prefixes)
         t0 = time.perf_counter()
         deltas = _targets(model, facts, list(target_sites), list(keep_sites), prefixes, params, info, method)
