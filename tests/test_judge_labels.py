@@ -26,8 +26,7 @@ def items():
 
 
 def _verdict(item, *, subject=True):
-    return letter_verdict(item["text"], new=item["target_new"], true=item["target_true"],
-                          subject=item["subject"] if subject else None)
+    return _agreement_module().verdict(item, subject=subject)
 
 
 @functools.cache

@@ -201,13 +201,14 @@ def counted_mentions(text: str, obj: str, *, subject: str | None = None) -> list
     own = normalise(subject) if subject else ""
     own_words = set(own.split())
     inside = _spans(folded, where, own) if own else []
-    runs = _runs(text, sorted(s for name in names(obj) for s in _spans(folded, where, name)))
+    spans = {name: _spans(folded, where, name) for name in names(obj)}
+    runs = _runs(text, sorted(s for found_at in spans.values() for s in found_at))
     in_run = {span: run[0] == span for run in runs for span in run}  # span -> whether it starts its run
     found = []
-    for name in names(obj):
+    for name, found_at in spans.items():
         others = own_words - set(name.split())  # the subject's name less the object's
         in_own_name = bool(own) and not set(name.split()) - own_words
-        for start, end in _spans(folded, where, name):
+        for start, end in found_at:
             if any(s <= start and end <= e for s, e in inside) or _DENIED.search(text[:start]):
                 continue  # the subject's own name, or denied
             if (start, end) in in_run:
