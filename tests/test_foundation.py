@@ -123,6 +123,43 @@ def test_tiny_model_is_deterministic(tiny_llama):
     assert again.fingerprint == tiny_llama.fingerprint
 
 
+@pytest.mark.parametrize("fixture", ["tiny_gemma", "tiny_llama"])
+def test_the_bridge_keeps_a_tokenizer_that_already_adds_bos(fixture, request):
+    """Gemma's tokenizer prepends BOS, so the bridge keeps it instead of loading it again; a
+    tokenizer that does not (Llama's here) gets the bridge's own, as before. Either way the
+    bridge tokenizes as a fresh ``add_bos_token=True`` tokenizer would."""
+    from transformers import AutoTokenizer
+
+    from workbench.core.loading import converted_dir
+
+    model = request.getfixturevalue(fixture)
+    source = "gemma-3-270m" if fixture == "tiny_gemma" else "smollm2-135m"
+    fresh = AutoTokenizer.from_pretrained(converted_dir(source), add_bos_token=True)
+    assert (model.bridge.tokenizer is model.tokenizer) == (fixture == "tiny_gemma")
+    for text in ("The Eiffel Tower is located in", " Paris\n\nDear Anna,"):
+        assert model.bridge.tokenizer(text)["input_ids"] == fresh(text)["input_ids"]
+        assert model.bridge.to_tokens(text)[0].tolist() == fresh(text)["input_ids"]
+
+
+def test_the_non_finite_check_agrees_with_looking_at_every_element():
+    from workbench.core.loading import non_finite_parameter
+
+    def slow(module):
+        return next((n for n, p in module.named_parameters() if not torch.isfinite(p).all()), None)
+
+    layer = torch.nn.Linear(64, 64, dtype=torch.float16)
+    assert non_finite_parameter(layer) is None and slow(layer) is None
+    with torch.no_grad():
+        layer.weight.fill_(60_000.0)  # finite, but its sum overflows float16: the exact look decides
+        assert non_finite_parameter(layer) is None and slow(layer) is None
+        for bad in (float("nan"), float("inf"), -float("inf")):
+            layer.weight[3, 5] = bad
+            assert non_finite_parameter(layer) == slow(layer) == "weight"
+        layer.weight.fill_(0.0)
+        layer.bias[0] = float("nan")
+        assert non_finite_parameter(layer) == slow(layer) == "bias"
+
+
 def test_hidden_matches_bridge_logits(tiny_gemma):
     tokens = tiny_gemma.tokens("Hello world, this is a test")
     full = tiny_gemma.logits(tokens)

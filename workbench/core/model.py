@@ -297,6 +297,24 @@ def _fingerprint(name: str, hf_model) -> str:
     return h.hexdigest()[:16]
 
 
+def _say_it_adds_bos(tokenizer) -> None:
+    """Record ``add_bos_token=True`` on a tokenizer that already prepends BOS.
+
+    TransformerLens's bridge wants a tokenizer that adds BOS; when the tokenizer's own
+    settings do not say so, it loads the tokenizer again from disk with the flag set (about
+    5 s for Gemma's 262k vocabulary, on every load). Saying what this one already does lets
+    the bridge keep it. A tokenizer that does not prepend BOS is left alone (the bridge then
+    makes its own, as before), so no model's tokenization changes.
+    """
+    bos = getattr(tokenizer, "bos_token_id", None)
+    init = getattr(tokenizer, "init_kwargs", None)
+    if bos is None or not isinstance(init, dict) or init.get("add_bos_token") is not None:
+        return
+    ids = tokenizer("a")["input_ids"]
+    if ids and ids[0] == bos:
+        init["add_bos_token"] = True
+
+
 def _forward_cache_kwarg(module, args, kwargs):
     if kwargs.get("cache") is not None and kwargs.get("past_key_values") is None:
         kwargs["past_key_values"] = kwargs["cache"]
@@ -358,6 +376,7 @@ def load_model(
     if device is not None:
         hf_model.to(device)
     fingerprint = _fingerprint(name, hf_model)
+    _say_it_adds_bos(tokenizer)
     # TransformerLens logs a deprecation line per boot; keep notebooks clean.
     logging.getLogger("transformer_lens").setLevel(logging.ERROR)
     bridge = TransformerBridge.boot_transformers(
