@@ -569,8 +569,8 @@ def test_cli_bad_input(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_gemma_in_context_independent():
-    model = wb.load_model("gemma-3-270m")
+def test_gemma_in_context_independent(gemma):
+    model = gemma
     report = evaluate(model, wb.bundled_facts(), method="in-context", limit=3, every=3,
                       perplexity_texts=2, perplexity_tokens=32, fluency_tokens=10)
     s = report.summary

@@ -209,8 +209,8 @@ def test_cli_trace_json(capsys):
 
 
 @pytest.mark.slow
-def test_gemma_eiffel_tower_trace():
-    model = wb.load_model("gemma-3-270m")
+def test_gemma_eiffel_tower_trace(gemma):
+    model = gemma
     r = trace(model, FACT, samples=2, precision="float32")  # compared with the float32 reference below
     assert r.answer == " Paris"
     assert r.clean_prob > 0.5 and r.corrupted_prob < r.clean_prob

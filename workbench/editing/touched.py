@@ -214,24 +214,36 @@ def _key_changes(model: Model, deltas: dict[int, Tensor], encoded, batch_size: i
 def _kl(model: Model, handle, encoded, positions: list[int], batch_size: int) -> tuple[list[float], list[float]]:
     """KL(unedited ‖ edited) of the next-token distribution at each text's chosen token
     (``positions`` count from the first token after BOS) and its mean over the text."""
+    from workbench.probing import UNEMBED_ROWS
+
     pad = model.tokenizer.pad_token_id or 0
 
-    def logps() -> list[Tensor]:
-        out = []
+    def hiddens() -> Tensor:
+        rows = []
         with torch.no_grad():
             for _, batch, ids, mask in _batches(encoded, batch_size, pad):
                 hidden = model.hidden(ids.to(model.device), mask.to(model.device))
-                for i, b in enumerate(batch):
-                    # One text at a time: a full vocabulary for every position is large.
-                    out.append(model.logits_from_hidden(hidden[i, 1 : len(b)]).float().log_softmax(-1).cpu())
-        return out
+                rows.extend(hidden[i, 1 : len(b)] for i, b in enumerate(batch))
+        return torch.cat(rows)
 
-    after = logps()
+    lengths = [len(ids) - 1 for ids in encoded]
+    after = hiddens()
     with handle.weights_before():
-        before = logps()
+        before = hiddens()
+    # The edit changes FFN weights only, so one unembedding serves both sides. Reading Gemma's
+    # 262k x 640 unembedding costs about as much as using it on a few hundred rows, so rows of
+    # every text go through it together, a bounded chunk at a time (a text's full-vocabulary
+    # rows, kept for every text, had held gigabytes).
+    step = max(1, UNEMBED_ROWS // 2)
+    kls = []
+    with torch.no_grad():
+        for start in range(0, after.shape[0], step):
+            b, a = before[start : start + step], after[start : start + step]
+            logp = model.logits_from_hidden(torch.cat([b, a])).float().log_softmax(-1)
+            lb, la = logp[: len(b)], logp[len(b) :]
+            kls.append((lb.exp() * (lb - la)).sum(-1).clamp_min(0).cpu())
     at, mean = [], []
-    for b, a, p in zip(before, after, positions):
-        kl = (b.exp() * (b - a)).sum(-1).clamp_min(0)
+    for kl, p in zip(torch.cat(kls).split(lengths), positions):
         at.append(float(kl[p]))
         mean.append(float(kl.mean()))
     return at, mean
