@@ -72,8 +72,7 @@ def test_the_trace_panel_answers_a_repeated_trace_from_the_cache(tiny_gemma):
     pytest.importorskip("ipywidgets")
     from workbench.ui import Workbench
 
-    app = Workbench(tiny_gemma, fact=FACT, facts=[FACT], background=False)
-    app.probes.answers_on.value = False
+    app = Workbench(tiny_gemma, fact=FACT, facts=[FACT], background=False, answers=False)
     app.trace.samples.value, app.trace.window.value = 2, 4
     app.trace.task.button.click()
     assert "done in" in app.trace.task.status.value

@@ -369,6 +369,17 @@ def test_probes_show_greedy_answers_beside_probabilities(app, model):
     app.edit.revert_button.click()
 
 
+def test_an_app_started_with_answers_off_generates_none_until_they_are_switched_on(model):
+    from workbench.ui import Workbench
+
+    wb.revert_all(model)
+    app = Workbench(model, fact=FACT, facts=[FACT], background=False, answers=False)
+    assert not app.probes.answers_on.value and app.probes.rows and not app.probes.answers_now
+    app.probes.answers_on.value = True
+    app.probes.refresh_button.click()
+    assert app.probes.answers_now and "says" in app.probes.table.value
+
+
 def test_compare_panel_shows_intervals_and_its_facts(app, model):
     from tests.test_evaluation import known_facts
 

@@ -24,8 +24,7 @@ def app(model):
     from workbench.ui import Workbench
 
     wb.revert_all(model)
-    a = Workbench(model, fact=FACT, facts=[FACT, *wb.bundled_facts()[:5]], background=False)
-    a.probes.answers_on.value = False  # the greedy answers are tested in test_ui.py
+    a = Workbench(model, fact=FACT, facts=[FACT, *wb.bundled_facts()[:5]], background=False, answers=False)  # greedy answers: test_ui.py
     yield a
     wb.revert_all(model)
 
@@ -94,8 +93,7 @@ def test_the_fact_panel_says_whether_the_model_knows_the_fact(app, model):
 def test_one_busy_line_with_cancel_and_quick_buttons_disabled(model):
     from workbench.ui import Workbench
 
-    a = Workbench(model, fact=FACT, facts=[FACT], background=True)
-    a.probes.answers_on.value = False
+    a = Workbench(model, fact=FACT, facts=[FACT], background=True, answers=False)
     a.trace.samples.value = 2
     started = threading.Event()
     a.state.on("busy", lambda: a.state.busy_task is not None and started.set())
@@ -121,8 +119,7 @@ def test_the_busy_line_counts_seconds_through_work_without_steps(model, monkeypa
     from workbench.ui import state as ui_state
 
     monkeypatch.setattr(ui_state, "HEARTBEAT", 0.3)
-    a = Workbench(model, fact=FACT, facts=[FACT], background=True)
-    a.probes.answers_on.value = False
+    a = Workbench(model, fact=FACT, facts=[FACT], background=True, answers=False)
     seen = []
     a.state.on("busy", lambda: a.state.busy_task is not None and seen.append(a.busy.value))
     a.edit.task.run(lambda token: time.sleep(2.2), busy="working without steps…")
@@ -480,8 +477,7 @@ def test_probes_refused_by_a_busy_model_at_a_fact_change_follow_when_it_is_free(
 
     monkeypatch.setattr(ui_state, "GRACE", 0.05)
     wb.revert_all(model)
-    app = Workbench(model, fact=FACT, facts=[FACT, *wb.bundled_facts()[:5]], background=False)
-    app.probes.answers_on.value = False
+    app = Workbench(model, fact=FACT, facts=[FACT, *wb.bundled_facts()[:5]], background=False, answers=False)
     release = threading.Event()
     blocker = Task("Run trace", css="wb-x", error=app.probes.error, background=True, state=app.state)
     blocker.run(lambda token: release.wait(10))  # not preemptible: quick calls are refused

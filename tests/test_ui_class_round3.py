@@ -82,8 +82,7 @@ def test_choosing_a_fact_while_a_task_holds_the_model_changes_nothing(model, mon
     monkeypatch.setattr(ui_state, "GRACE", 0.05)
     wb.revert_all(model)
     facts = [FACT, *wb.bundled_facts()[:5]]
-    app = Workbench(model, fact=FACT, facts=facts, background=False)
-    app.probes.answers_on.value = False
+    app = Workbench(model, fact=FACT, facts=facts, background=False, answers=False)
     release = threading.Event()
     blocker = Task("Run trace", css="wb-x", error=app.trace.error, background=True, state=app.state)
     blocker.run(lambda token: release.wait(20))  # not preemptible: quick calls are refused

@@ -248,8 +248,7 @@ def test_in_a_thread_now_streams_and_the_busy_lines_cancel_stops_it(model, monke
     from workbench.ui import Workbench
 
     wb.revert_all(model)
-    a = Workbench(model, fact=FACT, facts=[FACT], background=True)
-    a.probes.answers_on.value = False
+    a = Workbench(model, fact=FACT, facts=[FACT], background=True, answers=False)
     view = a.probes.knowledge
     view.before.clear()
     wb.edit(model, FACT, method="in-context", min_prob=0)

@@ -35,8 +35,7 @@ def make_app(model, lesson, **kwargs):
     from workbench.ui import Workbench
 
     wb.revert_all(model)
-    app = Workbench(model, lesson=lesson, background=False, **kwargs)
-    app.probes.answers_on.value = False  # the greedy answers would generate after every pick
+    app = Workbench(model, lesson=lesson, background=False, answers=False, **kwargs)
     return app
 
 

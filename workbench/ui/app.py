@@ -33,6 +33,8 @@ class Workbench(widgets.VBox):
         lesson: start in lesson mode (step cards over facts prepared ahead, :mod:`workbench.ui.lesson`);
             a :class:`~workbench.ui.lesson.Lesson` to use that one; None: on when the environment sets
             ``WORKBENCH_LESSON=1`` (`workbench app --lesson`). The "Lesson" switch is there either way.
+        answers: start with the Probes tab's "Greedy answers after each probe" on (the default) or
+            off; off, the first fact is not answered by generation (seconds on a slow CPU).
 
     Attributes:
         state: what the panels share (model, fact, trace, selection, edit history).
@@ -40,7 +42,8 @@ class Workbench(widgets.VBox):
         lesson: the lesson strip (None if it could not be built; an error line says why).
     """
 
-    def __init__(self, model=None, *, fact=None, facts=None, background: bool = True, lesson=None) -> None:
+    def __init__(self, model=None, *, fact=None, facts=None, background: bool = True, lesson=None,
+                 answers: bool = True) -> None:
         from workbench.core.model import Model, load_model
 
         if model is None or isinstance(model, str):
@@ -61,7 +64,7 @@ class Workbench(widgets.VBox):
         self.state.on("weights", self._update_header)
         self.state.on("fact", self._update_header)
         self.panels: dict[str, widgets.Widget] = {}
-        builders = self._builders(facts, background)
+        builders = self._builders(facts, background, answers)
         for name in TABS:
             try:
                 panel = builders[name]()
@@ -97,7 +100,7 @@ class Workbench(widgets.VBox):
             except Exception as exc:  # noqa: BLE001
                 self.fact.error.show(exc)
 
-    def _builders(self, facts, background):
+    def _builders(self, facts, background, answers: bool = True):
         from workbench.ui.compare import ComparePanel
         from workbench.ui.edit import EditPanel
         from workbench.ui.fact import FactPanel
@@ -112,7 +115,7 @@ class Workbench(widgets.VBox):
             "trace": lambda: TracePanel(s, background=background),
             "memories": lambda: MemoriesPanel(s, background=background),
             "edit": lambda: EditPanel(s, background=background),
-            "probes": lambda: ProbesPanel(s, background=background),
+            "probes": lambda: ProbesPanel(s, background=background, answers=answers),
             "compare": lambda: ComparePanel(s, facts=facts, background=background),
             "knockout": lambda: KnockoutPanel(s, background=background),
         }

@@ -132,7 +132,7 @@ def said(row: dict, answer: str | None, fact) -> str:
 
 
 class ProbesPanel(widgets.VBox):
-    def __init__(self, state: State, *, background: bool = True) -> None:
+    def __init__(self, state: State, *, background: bool = True, answers: bool = True) -> None:
         self.state = state
         self.error = ErrorLine()
         self.free = widgets.Textarea(placeholder="free prompts, one per line; 'prompt → answer' to score an "
@@ -158,7 +158,7 @@ class ProbesPanel(widgets.VBox):
         self.rows: list[dict] = []
         self.last: list = []
         self.gen_before: dict[tuple[str, int], str] = {}  # (prompt, tokens) -> generation with no edit
-        self.answers_on = widgets.Checkbox(value=True, description="Greedy answers after each probe", indent=False,
+        self.answers_on = widgets.Checkbox(value=answers, description="Greedy answers after each probe", indent=False,
                                            layout=widgets.Layout(width="auto"))
         self.answers_on.add_class("wb-answers-on")
         self.answer_task = Task("Answer", css="wb-answers-run", error=self.error, background=background, state=state,
