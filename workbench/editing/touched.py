@@ -230,10 +230,9 @@ def _kl(model: Model, handle, encoded, positions: list[int], batch_size: int) ->
     after = hiddens()
     with handle.weights_before():
         before = hiddens()
-    # The edit changes FFN weights only, so one unembedding serves both sides. Reading Gemma's
-    # 262k x 640 unembedding costs about as much as using it on a few hundred rows, so rows of
-    # every text go through it together, a bounded chunk at a time (a text's full-vocabulary
-    # rows, kept for every text, had held gigabytes).
+    # The edit changes FFN weights only, so the same unembedding serves both sides, and only the
+    # hidden states need keeping: full-vocabulary rows exist a bounded chunk at a time (kept for
+    # every text before and after, as they were, they took gigabytes on Gemma's 262k tokens).
     step = max(1, UNEMBED_ROWS // 2)
     kls = []
     with torch.no_grad():
