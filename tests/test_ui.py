@@ -36,6 +36,18 @@ def app(model):
     from workbench.ui import Workbench
 
     wb.revert_all(model)
+    # Greedy answers off: generating them took seconds of every test's setup; the tests about
+    # them build an app with them on.
+    a = Workbench(model, fact=FACT, facts=[FACT, *wb.bundled_facts()[:5]], background=False, answers=False)
+    yield a
+    wb.revert_all(model)
+
+
+@pytest.fixture
+def answering_app(model):
+    from workbench.ui import Workbench
+
+    wb.revert_all(model)
     a = Workbench(model, fact=FACT, facts=[FACT, *wb.bundled_facts()[:5]], background=False)
     yield a
     wb.revert_all(model)
@@ -348,8 +360,9 @@ def test_one_computation_at_a_time(app):
     assert app.probes.error.value == ""
 
 
-def test_probes_show_greedy_answers_beside_probabilities(app, model):
+def test_probes_show_greedy_answers_beside_probabilities(answering_app, model):
     """The critics' view in the panel: each row's own answer before and now, and which object it names."""
+    app = answering_app
     assert app.probes.answers_on.value
     kinds = [r["kind"] for r in app.probes.rows]
     assert "neighbour+" in kinds  # the neighbour prompts after the edit statement
