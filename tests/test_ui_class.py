@@ -24,7 +24,8 @@ def app(model):
     from workbench.ui import Workbench
 
     wb.revert_all(model)
-    a = Workbench(model, fact=FACT, facts=[FACT, *wb.bundled_facts()[:5]], background=False, answers=False)  # greedy answers: test_ui.py
+    # Greedy answers off: test_ui.py tests them.
+    a = Workbench(model, fact=FACT, facts=[FACT, *wb.bundled_facts()[:5]], background=False, answers=False)
     yield a
     wb.revert_all(model)
 

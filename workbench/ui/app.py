@@ -100,7 +100,7 @@ class Workbench(widgets.VBox):
             except Exception as exc:  # noqa: BLE001
                 self.fact.error.show(exc)
 
-    def _builders(self, facts, background, answers: bool = True):
+    def _builders(self, facts, background: bool, answers: bool):
         from workbench.ui.compare import ComparePanel
         from workbench.ui.edit import EditPanel
         from workbench.ui.fact import FactPanel
