@@ -369,9 +369,12 @@ def _sample_top_k(
 
 def _sample_top_k_many(
     model: Model, unembed: MixedUnembed, ids: torch.Tensor, mask: torch.Tensor, *, max_new_tokens: int,
-    top_k: int, pad: int, stopping_criteria=None,
+    top_k: int | None, pad: int, stopping_criteria=None,
 ) -> torch.Tensor:
     """Top-k sampling (temperature 1) of a left-padded batch with a KV cache: the new tokens, ``[rows, steps]``.
+
+    ``top_k=None``: greedy decoding instead, each row's largest float32 logit (what Hugging
+    Face's greedy ``generate`` picks, found without the full float32 product).
 
     Mirrors Hugging Face's ``generate(do_sample=True, top_k=...)`` so that a seed gives the
     same texts: positions counted from each row's first real token, one
@@ -394,10 +397,13 @@ def _sample_top_k_many(
         out = base(input_ids=x, attention_mask=mask, position_ids=positions, use_cache=True,
                    **{model.cache_kwarg: cache})
         cache = out.past_key_values
-        values, tokens = unembed.top_logits(out.last_hidden_state[:, -1], top_k)
-        probs = torch.zeros(rows, vocab, device=values.device)
-        probs.scatter_(1, tokens, values.softmax(-1))
-        token = torch.multinomial(probs, num_samples=1)[:, 0]
+        values, tokens = unembed.top_logits(out.last_hidden_state[:, -1], top_k or 1)
+        if top_k is None:
+            token = tokens[:, 0]
+        else:
+            probs = torch.zeros(rows, vocab, device=values.device)
+            probs.scatter_(1, tokens, values.softmax(-1))
+            token = torch.multinomial(probs, num_samples=1)[:, 0]
         token = torch.where(unfinished, token, torch.full_like(token, pad))
         seq = torch.cat([seq, token[:, None]], dim=1)
         unfinished &= ~torch.isin(token, eos)
@@ -443,6 +449,9 @@ def generate_many(
     Top-k sampling runs :func:`generate`'s own loop (``fast``; bfloat16 candidates,
     float32 logits, Hugging Face's draw), batched: the same texts as ``fast=False``
     bar a last-bit difference landing on a sampling boundary (a test compares them).
+    Greedy decoding runs that loop too (``fast``, a checkpoint with no logits processing),
+    taking each row's largest float32 logit; on a CPU without bfloat16 both find the top
+    tokens through the int8 screen of :mod:`~workbench.runtime.screen`.
 
     Example:
         >>> generate_many(model, ["The Eiffel Tower is in", "Rome is the capital of"], max_new_tokens=3)
@@ -463,7 +472,9 @@ def generate_many(
     out: list[str] = [""] * len(prompts)
     # Similar lengths together: less padding, and the order does not depend on the caller's.
     order = sorted(range(len(prompts)), key=lambda i: (len(encoded[i]), i))
-    own_loop = do_sample and top_k is not None and fast and MixedUnembed.supported(model)
+    # Greedy decoding takes the own loop too where the checkpoint asks for no logits processing.
+    own_loop = fast and MixedUnembed.supported(model) and (
+        (do_sample and top_k is not None) or (not do_sample and _plain_greedy(model)))
     with torch.no_grad(), torch.random.fork_rng():
         torch.manual_seed(seed)
         for start in range(0, len(order), batch_size):
@@ -473,7 +484,8 @@ def generate_many(
             criteria = _criteria(model, cancel, width, chunk, out, on_text, stop_rows=not do_sample)
             if own_loop:
                 new = _sample_top_k_many(model, MixedUnembed(model), ids.to(model.device), mask.to(model.device),
-                                         max_new_tokens=max_new_tokens, top_k=top_k, pad=pad, **criteria)
+                                         max_new_tokens=max_new_tokens, top_k=top_k if do_sample else None,
+                                         pad=pad, **criteria)
             else:
                 new = model.hf_model.generate(ids.to(model.device), attention_mask=mask.to(model.device),
                                               use_cache=True, **kwargs, **criteria)[:, width:]
@@ -482,6 +494,18 @@ def generate_many(
             for row, i in enumerate(chunk):
                 out[i] = _decode_until_stop(model, new[row].tolist())
     return out
+
+
+def _plain_greedy(model: Model) -> bool:
+    """Whether greedy ``generate`` on this checkpoint is a plain argmax (no penalty, ban or forced token
+    in its generation config), so that the own loop picks what it picks."""
+    gc = model.hf_model.generation_config
+    neutral = {"repetition_penalty": 1.0, "encoder_repetition_penalty": 1.0, "no_repeat_ngram_size": 0,
+               "encoder_no_repeat_ngram_size": 0, "min_length": 0, "min_new_tokens": 0}
+    banned = ("bad_words_ids", "suppress_tokens", "begin_suppress_tokens", "forced_bos_token_id",
+              "forced_eos_token_id", "sequence_bias", "logits_processor")
+    return (all(getattr(gc, k, None) in (None, v) for k, v in neutral.items())
+            and not any(getattr(gc, k, None) for k in banned))
 
 
 def _criteria(model: Model, cancel, width: int, chunk: list[int], out: list[str], on_text, *,

@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 #: Bump when the stored layout changes.
 FORMAT = 1
 #: Source files whose change can change a sampled text (the sampler, its unembedding, the prompt path).
-_CODE = ("probing.py", "runtime/unembed.py", "core/model.py")
+_CODE = ("probing.py", "runtime/unembed.py", "runtime/screen.py", "core/model.py")
 
 
 def enabled() -> bool:

@@ -18,6 +18,10 @@ the tail's mass times bfloat16's relative rounding (~0.4 %). Gradients flow
 through both parts. ``tests/test_editing.py`` compares losses and gradients
 with the plain float32 unembedding.
 
+Where bfloat16 is emulated (most laptops) the full-vocabulary products stay float32, and
+top-k alone (sampling, greedy decoding) goes through the int8 screen of
+:mod:`~workbench.runtime.screen`, which returns the float32 top k exactly.
+
 Example:
     >>> unembed = MixedUnembed(model)                       # doctest: +SKIP
     >>> logp = unembed(hidden, keep=target_tokens)          # [rows, d_vocab]  # doctest: +SKIP
@@ -29,6 +33,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from workbench.runtime import screen
 from workbench.runtime.bfloat16 import bf16_copies, native_bf16
 
 
@@ -63,6 +68,9 @@ class MixedUnembed:
         # here. Such machines get the plain float32 product through the same interface.
         self.lowp = pays_off(model) if lowp is None else lowp
         self.weight_bf16 = bf16_copies(model, [self.weight])[0] if self.lowp else None
+        # Without bfloat16, top-k (sampling, greedy decoding) goes through an int8 screen that
+        # returns the float32 top k exactly: a quarter of the bytes read per step.
+        self.screened = not self.lowp and model.device.type == "cpu" and screen.available()
 
     @staticmethod
     def supported(model) -> bool:
@@ -123,10 +131,17 @@ class MixedUnembed:
         their logits are recomputed in float32 and the top ``k`` taken: the same
         tokens and values as a float32 top-k unless a token outside the candidates
         beats them, which bfloat16's ~0.4 % rounding cannot do for k well below top_k.
+        Without bfloat16 on a CPU, the int8 screen (:mod:`~workbench.runtime.screen`) gives
+        the float32 top k, proven (``WORKBENCH_INT8_SCREEN=0``: the full float32 product).
 
         Example:
             >>> values, ids = MixedUnembed(model).top_logits(hidden[:, -1], 5)   # doctest: +SKIP
         """
+        if not self.lowp and self.screened:
+            values, ids = screen.Int8Screen.for_model(self.model, hidden).top_logits(hidden, k)
+            if self.cap:
+                values = torch.tanh(values / self.cap) * self.cap
+            return values, ids
         if not self.lowp:
             logits = self._float32_logits(hidden)
             return logits.topk(min(k, logits.shape[-1]), dim=-1)
