@@ -131,3 +131,19 @@ def test_generate_many_ends_at_stop_tokens_and_reports_the_growing_texts(tiny_ge
     assert probing.generate_many(model, prompts, max_new_tokens=n, on_text=seen.append) == \
         [_slow_greedy(model, p, n, probing._stop_ids(model)) for p in prompts]
     assert len(seen) <= n and all(len(s) == len(prompts) for s in seen)
+
+
+def test_the_draw_over_the_top_k_is_the_whole_vocabulary_multinomial():
+    from workbench.probing import _draw
+
+    vocab, gen = 1000, torch.Generator().manual_seed(0)
+    for seed in range(30):
+        values = torch.randn(4, 5, generator=gen) * 3
+        tokens = torch.stack([torch.randperm(vocab, generator=gen)[:5] for _ in range(4)])
+        probs = torch.zeros(4, vocab)
+        probs.scatter_(1, tokens, values.softmax(-1))
+        torch.manual_seed(seed)
+        expected, after = torch.multinomial(probs, 1)[:, 0], torch.rand(2)
+        torch.manual_seed(seed)
+        assert torch.equal(_draw(values, tokens, vocab), expected), seed
+        assert torch.equal(torch.rand(2), after)  # the random stream left where multinomial leaves it
