@@ -74,7 +74,6 @@ class Int8Screen:
         keep = torch.ones(w.shape[1], dtype=torch.bool)
         keep[self.outliers] = False
         self.w_out = w[:, self.outliers].contiguous()
-        # Quantise in slices of rows so that no second float32 copy of the matrix is made.
         scales = torch.empty(w.shape[0])
         q = torch.empty(w.shape, dtype=torch.int8)
         self.w_err = torch.empty(w.shape[0])   # ||w_t - w~_t|| over the int8 dimensions
