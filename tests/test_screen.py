@@ -105,3 +105,18 @@ def test_greedy_keeps_hugging_face_where_the_checkpoint_asks_for_a_penalty(tiny_
     monkeypatch.setattr(probing, "_sample_top_k_many", lambda *a, **k: called.append(1))
     texts = generate_many(tiny_gemma, ["Paris is"], max_new_tokens=4)
     assert not called and isinstance(texts[0], str)
+
+
+def test_a_kernel_that_rounds_otherwise_is_refused_and_top_k_falls_back_to_float32(tiny_gemma, monkeypatch):
+    model = tiny_gemma
+    h = _hidden(model)[:3]
+    monkeypatch.setattr(screen, "_ACT_LEVELS", 255)  # a grid the kernel's seven-bit one is not
+    model.memo.clear("int8_screen")
+    try:
+        with pytest.raises(screen.ScreenUnavailable):
+            Int8Screen.for_model(model, h)
+        unembed = MixedUnembed(model, lowp=False)
+        values, ids = unembed.top_logits(h, 5)
+        assert not unembed.screened and torch.equal(ids, _full(model, h).topk(5, dim=-1).indices)
+    finally:
+        model.memo.clear("int8_screen")

@@ -18,6 +18,11 @@ native bfloat16 (most laptops) that read is the step's largest cost for a batch 
    rough ones give a floor ``L_r`` (k real tokens reach it), and only tokens with
    ``rough + bound >= L_r`` can exceed it.
 
+The kernel is fbgemm's, packed for it whatever engine PyTorch would pick (the "x86" engine packs
+for oneDNN on a CPU with VNNI), and each screen checks at build that the kernel returns the
+dequantised product of the grid values; where it does not, :class:`ScreenUnavailable` is raised
+and top-k falls back to the float32 product.
+
 So the result is the float32 top k by construction, whatever the bound's slack costs in
 candidates (a few hundred to a few thousand a row on Gemma against 262,144), not an
 approximation; ``tests/test_screen.py`` checks the bound against the float32 product on the
@@ -44,6 +49,10 @@ ROUNDING = 1e-4
 _ACT_LEVELS = 127
 
 
+class ScreenUnavailable(RuntimeError):
+    """The int8 kernel here does not compute what the bound assumes; the float32 product is used."""
+
+
 def available() -> bool:
     """Whether this PyTorch has the int8 dynamic linear kernel (fbgemm / x86) and it is not switched off.
 
@@ -52,7 +61,7 @@ def available() -> bool:
     if os.environ.get("WORKBENCH_INT8_SCREEN", "1") == "0":
         return False
     try:
-        return "x86" in torch.backends.quantized.supported_engines or "fbgemm" in torch.backends.quantized.supported_engines
+        return "fbgemm" in torch.backends.quantized.supported_engines
     except Exception:  # noqa: BLE001 -- a build without quantized kernels: fall back quietly
         return False
 
@@ -88,13 +97,45 @@ class Int8Screen:
             self.w_err[lo : lo + 16384] = (part - back).norm(dim=1)
             self.w_norm[lo : lo + 16384] = back.norm(dim=1)
             q[lo : lo + 16384] = qi.to(torch.int8)
+        engine = torch.backends.quantized.engine
         with warnings.catch_warnings():
             # PyTorch marks its quantized-tensor constructors deprecated; the kernel is what we use.
             warnings.simplefilter("ignore")
             qw = torch._make_per_channel_quantized_tensor(q, scales.double(), torch.zeros(len(scales), dtype=torch.long), 0)
-            self.packed = torch.ops.quantized.linear_prepack(qw, None)
+            try:
+                # fbgemm's kernel, whose activation grid rough() reproduces: the "x86" engine may
+                # pack for oneDNN instead on a CPU with VNNI.
+                torch.backends.quantized.engine = "fbgemm"
+                self.packed = torch.ops.quantized.linear_prepack(qw, None)
+            finally:
+                torch.backends.quantized.engine = engine
         self.keep = keep
         self.w_errs = torch.stack([self.w_err, self.w_norm])
+        self._qw = q, scales
+        self._check()
+
+    def _check(self) -> None:
+        """Refuse to serve (ScreenUnavailable) unless the kernel gives the dequantised product of the
+        grid values: the bound assumes it, so a kernel that rounds otherwise must not be trusted."""
+        gen = torch.Generator().manual_seed(0)
+        x = torch.randn(3, self.weight.shape[1], generator=gen) * self.keep
+        x[0, 0] = 40.0 if self.keep[0] else x[0, 0]
+        q, scales = self._qw
+        rows = torch.randint(0, q.shape[0], (512,), generator=gen)
+        h = x.clone()
+        h[:, self.outliers] = 0
+        rough, _ = self.rough(h)
+        lo, hi = h.min().clamp_max(0), h.max().clamp_min(0)
+        step = ((hi - lo) / _ACT_LEVELS).clamp_min(1e-12)
+        zero = torch.round(-lo / step)
+        xq = ((torch.round(h / step) + zero).clamp(0, _ACT_LEVELS) - zero) * step
+        want = xq.double() @ (q[rows].double() * scales[rows, None].double()).T
+        if self.bias is not None:
+            want = want + self.bias[rows].double()
+        got = rough[:, rows].double()
+        if not torch.allclose(got, want, rtol=1e-4, atol=1e-4 * (1 + float(want.abs().max()))):
+            raise ScreenUnavailable("the int8 kernel does not round as the screen's bound assumes")
+        del self._qw
 
     @classmethod
     def for_model(cls, model, hidden: Tensor) -> "Int8Screen":
@@ -106,11 +147,17 @@ class Int8Screen:
         w = lin.weight
         stamp = (w.data_ptr(), w._version, tuple(w.shape))
 
-        def build() -> "Int8Screen":
+        def build() -> "Int8Screen | None":
             outliers = hidden.detach().float().abs().amax(0).topk(min(OUTLIERS, hidden.shape[-1])).indices
-            return cls(w, lin.bias, outliers)
+            try:
+                return cls(w, lin.bias, outliers)
+            except ScreenUnavailable:
+                return None  # kept too, so that the check is not paid again for every call
 
-        return model.memo.get(("int8_screen", id(w)), build, stamp=stamp)
+        got = model.memo.get(("int8_screen", id(w)), build, stamp=stamp)
+        if got is None:
+            raise ScreenUnavailable("the int8 kernel does not round as the screen's bound assumes")
+        return got
 
     def rough(self, hidden: Tensor) -> tuple[Tensor, Tensor]:
         """Every token's rough logit ``[rows, vocab]`` and the bound on its error, same shape."""

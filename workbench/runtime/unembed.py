@@ -138,10 +138,14 @@ class MixedUnembed:
             >>> values, ids = MixedUnembed(model).top_logits(hidden[:, -1], 5)   # doctest: +SKIP
         """
         if not self.lowp and self.screened:
-            values, ids = screen.Int8Screen.for_model(self.model, hidden).top_logits(hidden, k)
-            if self.cap:
-                values = torch.tanh(values / self.cap) * self.cap
-            return values, ids
+            try:
+                values, ids = screen.Int8Screen.for_model(self.model, hidden).top_logits(hidden, k)
+            except screen.ScreenUnavailable:
+                self.screened = False  # and the float32 product below
+            else:
+                if self.cap:
+                    values = torch.tanh(values / self.cap) * self.cap
+                return values, ids
         if not self.lowp:
             logits = self._float32_logits(hidden)
             return logits.topk(min(k, logits.shape[-1]), dim=-1)
