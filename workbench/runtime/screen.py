@@ -66,6 +66,16 @@ def available() -> bool:
         return False
 
 
+def _grid(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``x`` on the kernel's own grid (asymmetric, 128 levels over ``[min(0, x), max(0, x)]`` of the
+    whole batch), its zero point and step: values already on it pass the kernel's quantisation
+    unchanged, so the rounding error ``x - x~`` is known exactly."""
+    lo, hi = x.min().clamp_max(0), x.max().clamp_min(0)
+    step = ((hi - lo) / _ACT_LEVELS).clamp_min(1e-12)
+    zero = torch.round(-lo / step)
+    return ((torch.round(x / step) + zero).clamp_(0, _ACT_LEVELS) - zero) * step, zero, step
+
+
 class Int8Screen:
     """Exact top-k logits of ``hidden @ weight.T + bias`` through an int8 screen; see the module docstring.
 
@@ -85,8 +95,8 @@ class Int8Screen:
         self.w_out = w[:, self.outliers].contiguous()
         scales = torch.empty(w.shape[0])
         q = torch.empty(w.shape, dtype=torch.int8)
-        self.w_err = torch.empty(w.shape[0])   # ||w_t - w~_t|| over the int8 dimensions
-        self.w_norm = torch.empty(w.shape[0])  # ||w~_t||
+        # Per token: ||w_t - w~_t|| over the int8 dimensions, and ||w~_t||.
+        self.w_errs = torch.empty(2, w.shape[0])
         # In slices of rows, so that no second float32 copy of the matrix is made.
         for lo in range(0, w.shape[0], 16384):
             part = w[lo : lo + 16384] * keep
@@ -94,8 +104,8 @@ class Int8Screen:
             qi = torch.round(part / s[:, None]).clamp_(-127, 127)
             back = qi * s[:, None]
             scales[lo : lo + 16384] = s
-            self.w_err[lo : lo + 16384] = (part - back).norm(dim=1)
-            self.w_norm[lo : lo + 16384] = back.norm(dim=1)
+            self.w_errs[0, lo : lo + 16384] = (part - back).norm(dim=1)
+            self.w_errs[1, lo : lo + 16384] = back.norm(dim=1)
             q[lo : lo + 16384] = qi.to(torch.int8)
         engine = torch.backends.quantized.engine
         with warnings.catch_warnings():
@@ -110,7 +120,6 @@ class Int8Screen:
             finally:
                 torch.backends.quantized.engine = engine
         self.keep = keep
-        self.w_errs = torch.stack([self.w_err, self.w_norm])
         self._qw = q, scales
         self._check()
 
@@ -122,13 +131,8 @@ class Int8Screen:
         x[0, 0] = 40.0 if self.keep[0] else x[0, 0]
         q, scales = self._qw
         rows = torch.randint(0, q.shape[0], (512,), generator=gen)
-        h = x.clone()
-        h[:, self.outliers] = 0
-        rough, _ = self.rough(h)
-        lo, hi = h.min().clamp_max(0), h.max().clamp_min(0)
-        step = ((hi - lo) / _ACT_LEVELS).clamp_min(1e-12)
-        zero = torch.round(-lo / step)
-        xq = ((torch.round(h / step) + zero).clamp(0, _ACT_LEVELS) - zero) * step
+        rough, _ = self.rough(x)
+        xq = _grid(x)[0]
         want = xq.double() @ (q[rows].double() * scales[rows, None].double()).T
         if self.bias is not None:
             want = want + self.bias[rows].double()
@@ -163,13 +167,7 @@ class Int8Screen:
         """Every token's rough logit ``[rows, vocab]`` and the bound on its error, same shape."""
         h = hidden.detach().float()
         x = h * self.keep
-        # The kernel's own grid (asymmetric, 128 levels over [min(0, x), max(0, x)] of the whole
-        # batch): values already on it pass its quantisation unchanged, so e = x - x~ is exact.
-        lo, hi = x.min().clamp_max(0), x.max().clamp_min(0)
-        step = ((hi - lo) / _ACT_LEVELS).clamp_min(1e-12)
-        zero = torch.round(-lo / step)
-        grid = (torch.round(x / step) + zero).clamp_(0, _ACT_LEVELS)
-        xq = (grid - zero) * step
+        xq, zero, step = _grid(x)
         # A last row holding the grid's two ends makes the batch's range the grid's.
         ends = torch.zeros(1, x.shape[1])
         ends[0, 0], ends[0, 1] = -zero * step, (_ACT_LEVELS - zero) * step
